@@ -1,3 +1,17 @@
-"""skdvl: data valuation and influence functions for scikit-learn."""
+"""skdvl: data valuation and influence functions for scikit-learn.
+
+Valuers are scikit-learn estimators: ``fit(X, y, X_val=..., y_val=...)`` sets
+``values_``. Influence functions live in :mod:`skdvl.influence` (needs torch)
+and are not imported here.
+"""
+
+from skdvl.result import ValuationResult
+from skdvl.utility import ModelUtility, Utility, UtilityFitWarning
+from skdvl.valuation import BanzhafValuer, BetaShapleyValuer, LOOValuer, ShapleyValuer
 
 __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ValuationResult", "ModelUtility", "Utility", "UtilityFitWarning",
+    "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer",
+]

@@ -1,0 +1,285 @@
+"""Stopping criteria for Monte Carlo valuation, composable with ``&``, ``|`` and ``~``.
+
+The engine checks its criterion after every block of samples and passes it a
+:class:`Progress`. A check answers one of three statuses: keep going
+(``PENDING``), stop because the estimate is good enough (``CONVERGED``) or stop
+because a budget ran out (``BUDGET``); valuers report the difference in
+``converged_``.
+
+Examples
+--------
+>>> from skdvl.stopping import MaxUpdates, AbsoluteStandardError, MaxTime
+>>> criterion = (AbsoluteStandardError(0.01) & MaxUpdates(50)) | MaxTime(60)
+>>> criterion
+((AbsoluteStandardError(threshold=0.01, fraction=1.0, burn_in=4) & MaxUpdates(50)) | MaxTime(60))
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from skdvl.result import ValuationResult
+
+__all__ = [
+    "Status", "Progress", "StoppingCriterion", "MaxUpdates", "MinUpdates", "MaxSamples",
+    "MaxTime", "AbsoluteStandardError", "RankCorrelation",
+]
+
+
+class Status(IntEnum):
+    """The answer of a stopping check."""
+
+    PENDING = 0
+    CONVERGED = 1
+    BUDGET = 2
+
+
+@dataclass
+class Progress:
+    """What a stopping criterion sees: the running result and the work done."""
+
+    result: ValuationResult
+    n_samples: int
+    n_evaluations: int
+
+
+class StoppingCriterion:
+    """Base class: subclasses implement ``_check`` and ``completion``."""
+
+    def reset(self) -> None:
+        """Called by the engine when sampling (re)starts."""
+
+    def __call__(self, progress: Progress) -> Status:
+        return self._check(progress)
+
+    def _check(self, progress: Progress) -> Status:
+        raise NotImplementedError
+
+    def completion(self, progress: Progress) -> float:
+        """Fraction of the work done, in [0, 1], for progress bars."""
+        return 0.0
+
+    def __and__(self, other: "StoppingCriterion") -> "StoppingCriterion":
+        return _And(self, other)
+
+    def __or__(self, other: "StoppingCriterion") -> "StoppingCriterion":
+        return _Or(self, other)
+
+    def __invert__(self) -> "StoppingCriterion":
+        return _Not(self)
+
+
+class _And(StoppingCriterion):
+    """Stops when both stop; converged if either part converged."""
+
+    def __init__(self, a: StoppingCriterion, b: StoppingCriterion) -> None:
+        self.a, self.b = a, b
+
+    def reset(self) -> None:
+        self.a.reset()
+        self.b.reset()
+
+    def _check(self, progress: Progress) -> Status:
+        sa, sb = self.a(progress), self.b(progress)
+        if sa == Status.PENDING or sb == Status.PENDING:
+            return Status.PENDING
+        return Status.CONVERGED if Status.CONVERGED in (sa, sb) else Status.BUDGET
+
+    def completion(self, progress: Progress) -> float:
+        return min(self.a.completion(progress), self.b.completion(progress))
+
+    def __repr__(self) -> str:
+        return f"({self.a!r} & {self.b!r})"
+
+
+class _Or(_And):
+    """Stops when either stops, with the status of the first that did."""
+
+    def _check(self, progress: Progress) -> Status:
+        sa, sb = self.a(progress), self.b(progress)
+        return sa if sa != Status.PENDING else sb
+
+    def completion(self, progress: Progress) -> float:
+        return max(self.a.completion(progress), self.b.completion(progress))
+
+    def __repr__(self) -> str:
+        return f"({self.a!r} | {self.b!r})"
+
+
+class _Not(StoppingCriterion):
+    """Stops (as a budget) exactly when the inner criterion would not."""
+
+    def __init__(self, a: StoppingCriterion) -> None:
+        self.a = a
+
+    def reset(self) -> None:
+        self.a.reset()
+
+    def _check(self, progress: Progress) -> Status:
+        return Status.BUDGET if self.a(progress) == Status.PENDING else Status.PENDING
+
+    def __repr__(self) -> str:
+        return f"~{self.a!r}"
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1. Got {value!r} instead.")
+    return int(value)
+
+
+class MaxUpdates(StoppingCriterion):
+    """Stop once some value has ``n_updates`` updates (a budget)."""
+
+    def __init__(self, n_updates: int) -> None:
+        self.n_updates = _positive_int(n_updates, "n_updates")
+
+    def _check(self, progress: Progress) -> Status:
+        counts = progress.result.counts
+        return Status.BUDGET if counts.size and counts.max() >= self.n_updates else (
+            Status.PENDING)
+
+    def completion(self, progress: Progress) -> float:
+        counts = progress.result.counts
+        return min(1.0, counts.max() / self.n_updates) if counts.size else 0.0
+
+    def __repr__(self) -> str:
+        return f"MaxUpdates({self.n_updates})"
+
+
+class MinUpdates(MaxUpdates):
+    """Stop once every value has at least ``n_updates`` updates (a budget)."""
+
+    def _check(self, progress: Progress) -> Status:
+        counts = progress.result.counts
+        return Status.BUDGET if counts.size and counts.min() >= self.n_updates else (
+            Status.PENDING)
+
+    def completion(self, progress: Progress) -> float:
+        counts = progress.result.counts
+        return min(1.0, counts.min() / self.n_updates) if counts.size else 0.0
+
+    def __repr__(self) -> str:
+        return f"MinUpdates({self.n_updates})"
+
+
+class MaxSamples(StoppingCriterion):
+    """Stop after ``n_samples`` samples (permutations, coalitions) in all."""
+
+    def __init__(self, n_samples: int) -> None:
+        self.n_samples = _positive_int(n_samples, "n_samples")
+
+    def _check(self, progress: Progress) -> Status:
+        return Status.BUDGET if progress.n_samples >= self.n_samples else Status.PENDING
+
+    def completion(self, progress: Progress) -> float:
+        return min(1.0, progress.n_samples / self.n_samples)
+
+    def __repr__(self) -> str:
+        return f"MaxSamples({self.n_samples})"
+
+
+class MaxTime(StoppingCriterion):
+    """Stop after ``seconds`` of wall time since sampling started.
+
+    Note that results then depend on the machine's speed, not only on the seed.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if not (isinstance(seconds, (int, float)) and seconds > 0):
+            raise ValueError(f"seconds must be a number > 0. Got {seconds!r} instead.")
+        self.seconds = seconds
+        self._start: float | None = None
+
+    def reset(self) -> None:
+        self._start = time.monotonic()
+
+    def _elapsed(self) -> float:
+        if self._start is None:
+            self.reset()
+        return time.monotonic() - (self._start or 0.0)
+
+    def _check(self, progress: Progress) -> Status:
+        return Status.BUDGET if self._elapsed() >= self.seconds else Status.PENDING
+
+    def completion(self, progress: Progress) -> float:
+        return min(1.0, self._elapsed() / self.seconds)
+
+    def __repr__(self) -> str:
+        return f"MaxTime({self.seconds})"
+
+
+class AbsoluteStandardError(StoppingCriterion):
+    """Converged once ``stderr < threshold`` for a ``fraction`` of the values.
+
+    Values with fewer than ``burn_in`` updates never count as converged (their
+    variance estimate is meaningless).
+    """
+
+    def __init__(self, threshold: float, fraction: float = 1.0, burn_in: int = 4) -> None:
+        if not (isinstance(threshold, (int, float)) and threshold > 0):
+            raise ValueError(f"threshold must be a number > 0. Got {threshold!r} instead.")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1]. Got {fraction!r} instead.")
+        self.threshold, self.fraction = threshold, fraction
+        self.burn_in = _positive_int(burn_in, "burn_in")
+
+    def _ok(self, progress: Progress) -> np.ndarray:
+        r = progress.result
+        return (r.stderr < self.threshold) & (r.counts >= self.burn_in)
+
+    def _check(self, progress: Progress) -> Status:
+        ok = self._ok(progress)
+        return Status.CONVERGED if ok.size and ok.mean() >= self.fraction else Status.PENDING
+
+    def completion(self, progress: Progress) -> float:
+        ok = self._ok(progress)
+        return min(1.0, ok.mean() / self.fraction) if ok.size else 0.0
+
+    def __repr__(self) -> str:
+        return (f"AbsoluteStandardError(threshold={self.threshold}, fraction={self.fraction}, "
+                f"burn_in={self.burn_in})")
+
+
+class RankCorrelation(StoppingCriterion):
+    """Converged once the ranking of the values stops moving.
+
+    Every ``interval`` updates (per value), the Spearman correlation between the
+    current values and those at the previous checkpoint is computed; sampling
+    stops when it exceeds ``1 - rtol``, after ``burn_in`` updates.
+    """
+
+    def __init__(self, rtol: float = 0.01, burn_in: int = 10, interval: int = 10) -> None:
+        if not 0 < rtol < 1:
+            raise ValueError(f"rtol must be in (0, 1). Got {rtol!r} instead.")
+        self.rtol = rtol
+        self.burn_in = _positive_int(burn_in, "burn_in")
+        self.interval = _positive_int(interval, "interval")
+        self.reset()
+
+    def reset(self) -> None:
+        self._previous: np.ndarray | None = None
+        self._checkpoint = 0
+        self._corr = 0.0
+
+    def _check(self, progress: Progress) -> Status:
+        r = progress.result
+        level = int(r.counts.min()) if r.counts.size else 0
+        if level < max(self.burn_in, self._checkpoint + self.interval):
+            return Status.PENDING
+        if self._previous is not None:
+            corr = spearmanr(self._previous, r.values).statistic
+            self._corr = 1.0 if np.isnan(corr) else float(corr)
+        self._previous, self._checkpoint = r.values.copy(), level
+        return Status.CONVERGED if self._corr > 1 - self.rtol else Status.PENDING
+
+    def completion(self, progress: Progress) -> float:
+        return float(np.clip(self._corr / (1 - self.rtol), 0.0, 1.0))
+
+    def __repr__(self) -> str:
+        return f"RankCorrelation(rtol={self.rtol}, burn_in={self.burn_in})"
