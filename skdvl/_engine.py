@@ -298,11 +298,15 @@ def _sequential(utility, sampler, weights, entropy, game, loop) -> None:  # type
 def _parallel(utility, sampler, weights, entropy, game, loop, n_jobs) -> None:  # type: ignore[no-untyped-def]
     token = uuid.uuid4().hex
     n_workers = effective_n_jobs(n_jobs)
-    with Parallel(n_jobs=n_jobs, return_as="generator") as parallel:
-        try:
-            _rounds(parallel, token, n_workers, utility, sampler, weights, entropy, game, loop)
-        finally:
-            _forget(token)
+    with warnings.catch_warnings():
+        # Stopping mid-round cancels the blocks in flight on purpose.
+        warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
+        with Parallel(n_jobs=n_jobs, return_as="generator") as parallel:
+            try:
+                _rounds(parallel, token, n_workers, utility, sampler, weights, entropy, game,
+                        loop)
+            finally:
+                _forget(token)
 
 
 def _rounds(parallel, token, n_workers, utility, sampler, weights, entropy, game, loop):  # type: ignore[no-untyped-def]

@@ -83,6 +83,10 @@ class RelativeTruncation:
     def needs_total(self) -> bool:
         return True
 
+    def horizon(self, n: int) -> int:
+        """Prefixes beyond this length are never evaluated."""
+        return n
+
 
 @dataclass(frozen=True)
 class FixedTruncation:
@@ -103,6 +107,9 @@ class FixedTruncation:
 
     def needs_total(self) -> bool:
         return False
+
+    def horizon(self, n: int) -> int:
+        return min(n, int(np.ceil(self.fraction * n)))
 
 
 Truncation = RelativeTruncation | FixedTruncation
@@ -159,10 +166,13 @@ def _permutation_utilities(
         u[1:] = ev.prefixes(perm, 1, n + 1)
         return u
     total = ev.full() if truncation.needs_total() else 0.0
-    step = ev.prefix_step
+    horizon = truncation.horizon(n)
     lo = 1
     while lo <= n:
-        hi = min(n + 1, lo + step)
+        hi = min(horizon + 1, lo + ev.prefix_step)
+        if hi <= lo:  # past the horizon: the rest is truncated
+            u[lo:] = u[lo - 1]
+            break
         u[lo:hi] = ev.prefixes(perm, lo, hi)
         stop = truncation.first_stop(u[:hi], lo, n, total)
         if stop is not None:

@@ -18,7 +18,7 @@ from scipy.stats import betabinom, binom
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import check_cv
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 
@@ -116,6 +116,14 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
 
     _samplers: dict[str, Any] = {}
     _algorithm = "semivalue"
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        if self.estimator is not None:  # data handling is the estimator's
+            inner = get_tags(self.estimator).input_tags
+            tags.input_tags.sparse = inner.sparse
+            tags.input_tags.allow_nan = inner.allow_nan
+        return tags
 
     # -- hooks --------------------------------------------------------------
     def _mass(self, n: int) -> np.ndarray:
