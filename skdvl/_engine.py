@@ -6,9 +6,10 @@ so the samples do not depend on which worker computes the block. Workers return
 per-block moments (count, mean, sum of squared deviations) and the main process
 merges them in block order, checking the stopping criterion after each block:
 values are identical for any ``n_jobs`` and joblib backend. Blocks are shipped
-in tasks of several blocks, ``n_workers`` tasks per round, so the utility and its
-data travel once per worker and round; workers keep one evaluator (and its
-coalition cache) per utility for the whole fit.
+in a stream of tasks of several consecutive blocks (sized to take about half a
+second), so the utility travels with each task but large arrays in it are
+memory-mapped by joblib rather than copied; workers keep one evaluator (and
+its coalition cache) per utility for the whole fit.
 """
 
 from __future__ import annotations
@@ -218,13 +219,14 @@ def _forget(token: str) -> None:
 def _run_task(
     token: str, utility: Any, sampler: Any, weights: Any, entropy: int, game: int,
     blocks: range,
-) -> tuple[list[tuple[_Moments, ...]], int, int, str | None]:
+) -> tuple[list[tuple[_Moments, ...]], int, int, str | None, float]:
+    t0 = time.perf_counter()
     ev = _worker_evaluator(token, utility)
     evals0, err0 = ev.n_evaluations, ev.errors()[0]
     with threadpool_limits(1):
         out = [_run_block(sampler, ev, weights, entropy, game, b) for b in blocks]
     n_err, first = ev.errors()
-    return out, ev.n_evaluations - evals0, n_err - err0, first
+    return out, ev.n_evaluations - evals0, n_err - err0, first, time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------- sampling loop
@@ -235,6 +237,7 @@ class _Loop:
                  pbar: Any, samples_per_block: int) -> None:
         self.state, self.stopping, self.algorithm = state, stopping, algorithm
         self.pbar, self.spb = pbar, samples_per_block
+        self.completion = 0.0
 
     def take(self, block: tuple[_Moments, ...]) -> bool:
         """Absorb one block; True when sampling must stop."""
@@ -244,8 +247,9 @@ class _Loop:
         st.n_samples += self.spb
         progress = Progress(st.result(self.algorithm), st.n_samples, st.n_evaluations)
         st.status = self.stopping(progress)
+        self.completion = self.stopping.completion(progress)
         if self.pbar is not None:
-            self.pbar.n = round(100 * self.stopping.completion(progress), 1)
+            self.pbar.n = round(100 * self.completion, 1)
             self.pbar.refresh()
         return st.status != Status.PENDING
 
@@ -296,37 +300,51 @@ def _sequential(utility, sampler, weights, entropy, game, loop) -> None:  # type
 
 
 def _parallel(utility, sampler, weights, entropy, game, loop, n_jobs) -> None:  # type: ignore[no-untyped-def]
+    """Stream tasks of consecutive blocks to the workers; merge results in block order.
+
+    The task generator is consumed lazily by joblib (``pre_dispatch`` tasks ahead),
+    so workers never wait for each other; the task size adapts to keep tasks near
+    ``_TARGET_TASK_SECONDS`` without overshooting the remaining budget much.
+    """
     token = uuid.uuid4().hex
     n_workers = effective_n_jobs(n_jobs)
+    stop = threading.Event()
+    size = [1]
+
+    def tasks():  # type: ignore[no-untyped-def]
+        block = loop.state.next_block
+        while not stop.is_set():
+            k = size[0]
+            yield delayed(_run_task)(token, utility, sampler, weights, entropy, game,
+                                     range(block, block + k))
+            block += k
+
     with warnings.catch_warnings():
-        # Stopping mid-round cancels the blocks in flight on purpose.
+        # Stopping cancels the blocks in flight on purpose.
         warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
-        with Parallel(n_jobs=n_jobs, return_as="generator") as parallel:
-            try:
-                _rounds(parallel, token, n_workers, utility, sampler, weights, entropy, game,
-                        loop)
-            finally:
-                _forget(token)
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")
+        try:
+            for blocks, n_evals, n_err, first, seconds in parallel(tasks()):
+                loop.state.n_evaluations += n_evals
+                loop.state.add_errors(n_err, first)
+                for block in blocks:
+                    if loop.take(block):
+                        stop.set()
+                        return
+                size[0] = _next_task_size(seconds / max(len(blocks), 1), loop, n_workers)
+        finally:
+            stop.set()
+            _forget(token)
 
 
-def _rounds(parallel, token, n_workers, utility, sampler, weights, entropy, game, loop):  # type: ignore[no-untyped-def]
-    per_task, state = 1, loop.state
-    while True:
-        start, t0 = state.next_block, time.perf_counter()
-        tasks = (
-            delayed(_run_task)(token, utility, sampler, weights, entropy, game,
-                               range(start + t * per_task, start + (t + 1) * per_task))
-            for t in range(n_workers)
-        )
-        for blocks, n_evals, n_err, first in parallel(tasks):
-            state.n_evaluations += n_evals
-            state.add_errors(n_err, first)
-            for block in blocks:
-                if loop.take(block):
-                    return
-        elapsed = time.perf_counter() - t0
-        if elapsed < _TARGET_TASK_SECONDS:
-            per_task = min(per_task * 2, 1024)
+def _next_task_size(seconds_per_block: float, loop: "_Loop", n_workers: int) -> int:
+    """Blocks per task: about _TARGET_TASK_SECONDS, at most the estimated blocks left."""
+    k = int(_TARGET_TASK_SECONDS / max(seconds_per_block, 1e-6))
+    done = loop.completion
+    if done > 0:
+        left = loop.state.next_block * (1 - done) / done
+        k = min(k, int(np.ceil(left / (2 * n_workers))))
+    return int(np.clip(k, 1, 1024))
 
 
 # --------------------------------------------------------------------------- fixed coalitions
