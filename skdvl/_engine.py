@@ -34,7 +34,7 @@ from skdvl.stopping import Progress, Status, StoppingCriterion
 __all__ = ["Evaluator", "EngineState", "run_sampling", "evaluate_coalitions"]
 
 _TARGET_TASK_SECONDS = 0.5
-_WORKER_EVALUATORS: dict[tuple[str, int], "Evaluator"] = {}
+_WORKER_EVALUATORS: dict[tuple[str, int], Evaluator] = {}
 
 
 class Evaluator:
@@ -100,11 +100,11 @@ class _Moments:
     m2: np.ndarray
 
     @classmethod
-    def zeros(cls, n: int) -> "_Moments":
+    def zeros(cls, n: int) -> _Moments:
         return cls(np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n))
 
     @classmethod
-    def of_samples(cls, players: np.ndarray, values: np.ndarray, n: int) -> "_Moments":
+    def of_samples(cls, players: np.ndarray, values: np.ndarray, n: int) -> _Moments:
         count = np.bincount(players, minlength=n)
         total = np.bincount(players, weights=values, minlength=n)
         mean = np.divide(total, count, out=np.zeros(n), where=count > 0)
@@ -112,7 +112,7 @@ class _Moments:
         return cls(count, mean, m2)
 
     @classmethod
-    def of_masked(cls, masks: np.ndarray, u: np.ndarray) -> "_Moments":
+    def of_masked(cls, masks: np.ndarray, u: np.ndarray) -> _Moments:
         """Moments of ``u`` over the samples where each player's mask is True."""
         center = u.mean() if u.size else 0.0
         v = u - center
@@ -123,7 +123,7 @@ class _Moments:
         m2 = np.maximum(s2 - count * mean**2, 0.0)
         return cls(count, mean + center * (count > 0), m2)
 
-    def merge(self, other: "_Moments") -> None:
+    def merge(self, other: _Moments) -> None:
         self.mean, self.m2, self.count = _merge_moments(
             self.mean, self.m2, self.count, other.mean, other.m2, other.count)
 
@@ -160,7 +160,7 @@ class EngineState:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, kind: str, n: int) -> "EngineState":
+    def new(cls, kind: str, n: int) -> EngineState:
         parts = 2 if kind == "msr" else 1
         return cls(kind, n, [_Moments.zeros(n) for _ in range(parts)])
 
@@ -337,7 +337,7 @@ def _parallel(utility, sampler, weights, entropy, game, loop, n_jobs) -> None:  
             _forget(token)
 
 
-def _next_task_size(seconds_per_block: float, loop: "_Loop", n_workers: int) -> int:
+def _next_task_size(seconds_per_block: float, loop: _Loop, n_workers: int) -> int:
     """Blocks per task: about _TARGET_TASK_SECONDS, at most the estimated blocks left."""
     k = int(_TARGET_TASK_SECONDS / max(seconds_per_block, 1e-6))
     done = loop.completion
@@ -367,7 +367,7 @@ def evaluate_coalitions(
 
     Returns (utilities, n_evaluations, n_errors, first_error).
     """
-    total = n_codes if masks is None else masks.shape[0]
+    total = int(masks.shape[0] if masks is not None else (n_codes or 0))
     n_workers = effective_n_jobs(n_jobs)
     n_tasks = max(1, min(total, 8 * n_workers if n_workers > 1 else 1, 256))
     if verbose > 0:

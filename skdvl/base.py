@@ -22,8 +22,6 @@ class ValuerMixin:
     :class:`pandas.Series` on the input's index when ``X`` was a DataFrame.
     """
 
-    _estimator_type = "valuer"
-
     def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
         tags = super().__sklearn_tags__()  # type: ignore[misc]
         tags.target_tags.required = True
@@ -72,15 +70,15 @@ def validate_valuation_data(
         Validated arrays; ``X_val`` and ``y_val`` are None when not given.
     """
     accept_sparse: Any = False
-    allow_nan = False
+    allow_nan = takes_strings = False
     if estimator is not None:
-        tags = get_tags(estimator)
-        accept_sparse = ["csr", "csc"] if tags.input_tags.sparse else False
-        allow_nan = tags.input_tags.allow_nan
+        tags = get_tags(estimator).input_tags
+        accept_sparse = ["csr", "csc"] if tags.sparse else False
+        allow_nan, takes_strings = tags.allow_nan, tags.string
     check: dict[str, Any] = dict(
         accept_sparse=accept_sparse,
         ensure_all_finite="allow-nan" if allow_nan else True,
-        dtype=None if estimator is not None and get_tags(estimator).input_tags.string else "numeric",
+        dtype=None if takes_strings else "numeric",
     )
     name = type(valuer).__name__
     X, y = validate_data(valuer, X, y, y_numeric=False, multi_output=False, **check)

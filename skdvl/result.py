@@ -75,7 +75,7 @@ class ValuationResult:
         self.algorithm = str(algorithm)
 
     @classmethod
-    def zeros(cls, n: int, *, algorithm: str = "", names: Any = None) -> "ValuationResult":
+    def zeros(cls, n: int, *, algorithm: str = "", names: Any = None) -> ValuationResult:
         """An empty result (zero values, zero counts) for ``n`` points."""
         return cls(
             np.zeros(n), variances=np.zeros(n), counts=np.zeros(n, dtype=np.int64),
@@ -99,7 +99,7 @@ class ValuationResult:
             f"mean_count={self.counts.mean() if len(self) else 0:.1f})"
         )
 
-    def __getitem__(self, key: Any) -> "ValuationResult":
+    def __getitem__(self, key: Any) -> ValuationResult:
         """Positional selection: an int, a slice, an index array or a boolean mask."""
         if isinstance(key, (int, np.integer)):
             key = [key]
@@ -108,7 +108,7 @@ class ValuationResult:
             indices=self.indices[key], names=self.names[key], algorithm=self.algorithm,
         )
 
-    def sort(self, *, reverse: bool = False, key: str = "value") -> "ValuationResult":
+    def sort(self, *, reverse: bool = False, key: str = "value") -> ValuationResult:
         """A copy sorted by ``key`` ("value", "index", "name", "stderr" or "count").
 
         The sort is stable, so ties keep their positional order.
@@ -126,7 +126,7 @@ class ValuationResult:
             order = order[::-1]
         return self[order]
 
-    def __add__(self, other: "ValuationResult") -> "ValuationResult":
+    def __add__(self, other: ValuationResult) -> ValuationResult:
         """Merge two results: count-weighted means and pooled variances.
 
         Entries are matched by ``indices``; an index present in only one
@@ -184,7 +184,7 @@ class ValuationResult:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ValuationResult":
+    def load(cls, path: str | os.PathLike) -> ValuationResult:
         """Read a result written by :meth:`save`."""
         with np.load(path, allow_pickle=False) as f:
             return cls(

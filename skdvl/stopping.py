@@ -64,13 +64,13 @@ class StoppingCriterion:
         """Fraction of the work done, in [0, 1], for progress bars."""
         return 0.0
 
-    def __and__(self, other: "StoppingCriterion") -> "StoppingCriterion":
+    def __and__(self, other: StoppingCriterion) -> StoppingCriterion:
         return _And(self, other)
 
-    def __or__(self, other: "StoppingCriterion") -> "StoppingCriterion":
+    def __or__(self, other: StoppingCriterion) -> StoppingCriterion:
         return _Or(self, other)
 
-    def __invert__(self) -> "StoppingCriterion":
+    def __invert__(self) -> StoppingCriterion:
         return _Not(self)
 
 

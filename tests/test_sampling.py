@@ -5,8 +5,16 @@ import pytest
 
 from skdvl._engine import Evaluator
 from skdvl.sampling import (
-    AntitheticSampler, FixedTruncation, OwenSampler, PermutationSampler, RelativeTruncation,
-    StratifiedSampler, UniformSampler, exact_semivalues, log_binom, masks_from_codes,
+    AntitheticSampler,
+    FixedTruncation,
+    OwenSampler,
+    PermutationSampler,
+    RelativeTruncation,
+    StratifiedSampler,
+    UniformSampler,
+    exact_semivalues,
+    log_binom,
+    masks_from_codes,
 )
 
 

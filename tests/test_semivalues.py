@@ -15,10 +15,18 @@ from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
 from skdvl import (
-    BanzhafValuer, BetaShapleyValuer, LOOValuer, ModelUtility, ShapleyValuer,
+    BanzhafValuer,
+    BetaShapleyValuer,
+    LOOValuer,
+    ModelUtility,
+    ShapleyValuer,
 )
 from skdvl.games import (
-    AirportGame, AsymmetricVotingGame, MinerGame, ShoesGame, SymmetricVotingGame,
+    AirportGame,
+    AsymmetricVotingGame,
+    MinerGame,
+    ShoesGame,
+    SymmetricVotingGame,
     UnanimityGame,
 )
 from skdvl.sampling import ExhaustiveSampler, FixedTruncation, OwenSampler

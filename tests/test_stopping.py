@@ -3,8 +3,14 @@ import pytest
 
 from skdvl import ValuationResult
 from skdvl.stopping import (
-    AbsoluteStandardError, MaxSamples, MaxTime, MaxUpdates, MinUpdates, Progress,
-    RankCorrelation, Status,
+    AbsoluteStandardError,
+    MaxSamples,
+    MaxTime,
+    MaxUpdates,
+    MinUpdates,
+    Progress,
+    RankCorrelation,
+    Status,
 )
 
 

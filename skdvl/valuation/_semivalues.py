@@ -26,8 +26,15 @@ from skdvl._engine import EngineState, evaluate_coalitions, run_sampling
 from skdvl.base import ValuerMixin, pandas_index, validate_valuation_data
 from skdvl.result import ValuationResult
 from skdvl.sampling import (
-    AntitheticPermutationSampler, AntitheticSampler, ExhaustiveSampler, MSRSampler,
-    OwenSampler, PermutationSampler, StratifiedSampler, UniformSampler, exact_semivalues,
+    AntitheticPermutationSampler,
+    AntitheticSampler,
+    ExhaustiveSampler,
+    MSRSampler,
+    OwenSampler,
+    PermutationSampler,
+    StratifiedSampler,
+    UniformSampler,
+    exact_semivalues,
 )
 from skdvl.stopping import AbsoluteStandardError, MaxTime, MaxUpdates, Status, StoppingCriterion
 from skdvl.utility import ModelUtility, warn_fit_errors
