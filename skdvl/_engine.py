@@ -79,7 +79,9 @@ class Evaluator:
         if self.batched:
             self._calls += masks.shape[0]
             return np.asarray(self.utility.evaluate(masks), dtype=np.float64).reshape(-1)
-        return np.array([self._call(np.flatnonzero(row)) for row in masks])
+        call, m = self.utility, masks.shape[0]
+        self._calls += m
+        return np.fromiter([call(np.flatnonzero(row)) for row in masks], np.float64, m)
 
     def prefixes(self, perm: np.ndarray, lo: int, hi: int) -> np.ndarray:
         """u(perm[:j]) for j in range(lo, hi)."""
@@ -87,7 +89,9 @@ class Evaluator:
             rank = np.empty(self.n, dtype=np.intp)
             rank[perm] = np.arange(self.n)
             return self.evaluate(np.arange(lo, hi)[:, None] > rank[None, :])
-        return np.array([self._call(perm[:j]) for j in range(lo, hi)])
+        call = self.utility
+        self._calls += hi - lo
+        return np.fromiter([call(perm[:j]) for j in range(lo, hi)], np.float64, hi - lo)
 
 
 # --------------------------------------------------------------------------- moments

@@ -140,7 +140,10 @@ class ModelUtility:
         value = self._fit_score(np.sort(subset))
         if self.cache_size > 0:
             if len(self._cache) >= self.cache_size:
-                del self._cache[next(iter(self._cache))]
+                try:  # threads may share the cache (threading backend)
+                    del self._cache[next(iter(self._cache))]
+                except (KeyError, RuntimeError, StopIteration):
+                    pass
             self._cache[key] = value
         return value
 
