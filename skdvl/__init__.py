@@ -1,17 +1,27 @@
 """skdvl: data valuation and influence functions for scikit-learn.
 
 Valuers are scikit-learn estimators: ``fit(X, y, X_val=..., y_val=...)`` sets
-``values_``. Influence functions live in :mod:`skdvl.influence` (needs torch)
-and are not imported here.
+``values_``. :class:`DataCleaner` drops the lowest-valued rows inside a
+pipeline. Influence functions live in :mod:`skdvl.influence` (needs torch) and
+are not imported here.
 """
 
+from skdvl.cleaning import CleanedEstimator, DataCleaner
 from skdvl.result import ValuationResult
 from skdvl.utility import ModelUtility, Utility, UtilityFitWarning
-from skdvl.valuation import BanzhafValuer, BetaShapleyValuer, LOOValuer, ShapleyValuer
+from skdvl.valuation import (
+    BanzhafValuer,
+    BetaShapleyValuer,
+    DataOOBValuer,
+    KNNShapley,
+    LOOValuer,
+    ShapleyValuer,
+)
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ValuationResult", "ModelUtility", "Utility", "UtilityFitWarning",
-    "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer",
+    "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
+    "DataOOBValuer", "DataCleaner", "CleanedEstimator",
 ]

@@ -1,5 +1,7 @@
 """Data valuers: one estimator per method family."""
 
+from skdvl.valuation._knn import KNNShapley
+from skdvl.valuation._oob import DataOOBValuer
 from skdvl.valuation._semivalues import (
     BanzhafValuer,
     BetaShapleyValuer,
@@ -7,4 +9,7 @@ from skdvl.valuation._semivalues import (
     ShapleyValuer,
 )
 
-__all__ = ["ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer"]
+__all__ = [
+    "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
+    "DataOOBValuer",
+]

@@ -1,0 +1,375 @@
+"""Data cleaning by value: drop the rows that hurt the model, inside a pipeline.
+
+:class:`DataCleaner` is a resampler (``fit_resample``, the imbalanced-learn protocol,
+duck-typed) for :class:`imblearn.pipeline.Pipeline`; :class:`CleanedEstimator` does the
+same job as a meta-estimator inside a plain scikit-learn :class:`~sklearn.pipeline.Pipeline`.
+"""
+
+from __future__ import annotations
+
+import os
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
+from sklearn.utils import _safe_indexing, get_tags
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    _num_samples,
+    check_is_fitted,
+    check_memory,
+    validate_data,
+)
+
+from skdvl.base import pandas_index
+
+__all__ = ["CleanedEstimator", "DataCleaner"]
+
+
+def _default_valuer() -> Any:
+    """KNN-Shapley when it is available, else Data-OOB."""
+    try:
+        from skdvl.valuation._knn import KNNShapley
+    except ImportError:
+        from skdvl.valuation._oob import DataOOBValuer
+
+        return DataOOBValuer()
+    return KNNShapley()
+
+
+def _value_rows(valuer: Any, X: Any, y: Any) -> np.ndarray:
+    """Fit an (unfitted) valuer and return its values as a float array.
+
+    Module-level so that ``joblib.Memory`` can cache it: the key is the valuer's
+    parameters and the data, never ``fraction`` or ``threshold``.
+    """
+    return np.asarray(valuer.fit(X, y).values_, dtype=np.float64)
+
+
+def _rows_to_keep(values: np.ndarray, fraction: float, threshold: float | None) -> np.ndarray:
+    """Sorted positions of the rows that survive cleaning.
+
+    With ``threshold``, rows valued strictly below it are dropped. Otherwise the
+    ``floor(fraction * n)`` lowest-valued rows are dropped; ties at the cut go by
+    position (stable sort). NaN values (rows a method could not value) are never
+    dropped.
+    """
+    n = values.shape[0]
+    drop = np.zeros(n, dtype=bool)
+    if threshold is not None:
+        with np.errstate(invalid="ignore"):
+            drop = values < threshold
+    else:
+        k = int(np.floor(fraction * n + 1e-9))
+        valued = np.flatnonzero(~np.isnan(values))
+        order = valued[np.argsort(values[valued], kind="stable")]
+        drop[order[:k]] = True
+    return np.flatnonzero(~drop)
+
+
+class DataCleaner(BaseEstimator):
+    """Drop the lowest-valued training rows: a resampler for imbalanced-learn pipelines.
+
+    ``fit_resample(X, y)`` values every row with ``valuer`` and returns the rows that
+    survive. In an :class:`imblearn.pipeline.Pipeline` it runs at fit time only (on
+    the training folds of a cross-validation) and is skipped at predict time, so the
+    drop fraction can be chosen by :class:`~sklearn.model_selection.GridSearchCV`.
+    Values do not depend on ``fraction`` or ``threshold``: with ``memory`` set, a grid
+    over fractions values each training fold once.
+
+    Parameters
+    ----------
+    valuer : valuer, default=None
+        Any estimator with ``fit(X, y)`` that sets ``values_`` (higher is better).
+        None means :class:`~skdvl.KNNShapley` (``DataOOBValuer`` if KNN-Shapley is
+        not available).
+    fraction : float in [0, 1), default=0.1
+        Share of rows to drop, lowest values first (``floor(fraction * n)`` rows).
+        0 keeps every row and skips valuation. Ignored when ``threshold`` is set.
+    threshold : float, default=None
+        If set, drop exactly the rows valued below it instead.
+    memory : str, path, joblib.Memory or None, default=None
+        Where to cache values, keyed by the valuer's parameters and the data (as in
+        :class:`~sklearn.pipeline.Pipeline`'s ``memory``). None caches nothing.
+
+    Attributes
+    ----------
+    values_ : ndarray or pandas.Series of shape (n_samples,), or None
+        The values of the rows seen in the last fit (a Series on ``X``'s index for
+        DataFrame input); None when ``fraction=0`` skipped valuation.
+    sample_indices_ : ndarray of shape (n_kept,)
+        Positions, in ``X``, of the rows kept, in their original order.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when ``X`` has string column names.
+
+    See Also
+    --------
+    CleanedEstimator : the same cleaning inside a plain scikit-learn ``Pipeline``.
+
+    Notes
+    -----
+    Rows whose value is NaN (e.g. never out of bag for Data-OOB) are never dropped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from skdvl.cleaning import DataCleaner
+    >>> from skdvl.valuation._oob import DataOOBValuer
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> cleaner = DataCleaner(DataOOBValuer(n_estimators=30, random_state=0), fraction=0.1)
+    >>> X_kept, y_kept = cleaner.fit_resample(X, y)
+    >>> X_kept.shape
+    (513, 30)
+    >>> cleaner.sample_indices_[:5]
+    array([0, 1, 2, 3, 4])
+    """
+
+    _parameter_constraints: dict = {
+        "valuer": [HasMethods(["fit"]), None],
+        "fraction": [Interval(Real, 0, 1, closed="left")],
+        "threshold": [Real, None],
+        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+    }
+
+    def __init__(
+        self,
+        valuer: Any = None,
+        *,
+        fraction: float = 0.1,
+        threshold: float | None = None,
+        memory: Any = None,
+    ) -> None:
+        self.valuer = valuer
+        self.fraction = fraction
+        self.threshold = threshold
+        self.memory = memory
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        if self.valuer is not None:
+            inner = get_tags(self.valuer).input_tags
+            tags.input_tags.allow_nan = inner.allow_nan
+            tags.input_tags.sparse = inner.sparse
+        return tags
+
+    def fit(self, X: Any, y: Any) -> DataCleaner:
+        """Value the rows of ``(X, y)`` and choose those to keep.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self : DataCleaner
+        """
+        self._fit(X, y)
+        return self
+
+    def fit_resample(self, X: Any, y: Any) -> tuple[Any, Any]:
+        """Value the rows of ``(X, y)`` and return the rows kept.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        X_resampled : same type as X, shape (n_kept, n_features)
+        y_resampled : same type as y, shape (n_kept,)
+        """
+        X, y = self._fit(X, y)
+        return (
+            _safe_indexing(X, self.sample_indices_),
+            _safe_indexing(y, self.sample_indices_),
+        )
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def _fit(self, X: Any, y: Any) -> tuple[Any, Any]:
+        """Set the fitted attributes; return ``X`` and ``y`` as they are to be sliced.
+
+        DataFrames and Series come back as they are (pandas in, pandas out); any
+        other input comes back validated (an ndarray or a CSR/CSC matrix).
+        """
+        tags = self.__sklearn_tags__().input_tags
+        X_checked, y_checked = validate_data(
+            self, X, y, accept_sparse=["csr", "csc"] if tags.sparse else False,
+            ensure_all_finite="allow-nan" if tags.allow_nan else True, dtype=None,
+            ensure_min_samples=2,
+        )
+        X = X if isinstance(X, pd.DataFrame) else X_checked
+        y = y if isinstance(y, (pd.Series, pd.DataFrame)) else y_checked
+        n = X.shape[0]
+        if self.fraction == 0 and self.threshold is None:
+            self.values_ = None
+            self.sample_indices_ = np.arange(n)
+            return X, y
+        valuer = clone(self.valuer) if self.valuer is not None else _default_valuer()
+        memory = os.fspath(self.memory) if isinstance(self.memory, os.PathLike) else self.memory
+        values = check_memory(memory).cache(_value_rows)(valuer, X, y)
+        kept = _rows_to_keep(values, self.fraction, self.threshold)
+        if kept.size == 0:
+            raise ValueError(
+                f"The 'threshold' parameter of DataCleaner would drop all {n} rows "
+                f"(every value is below {self.threshold}); lower it."
+            )
+        index = pandas_index(X)
+        self.values_ = values if index is None else pd.Series(values, index=index, name="value")
+        self.sample_indices_ = kept
+        return X, y
+
+
+def _estimator_has(attr: str):  # type: ignore[no-untyped-def]
+    """Check the fitted estimator if there is one, else the unfitted one."""
+
+    def check(self: CleanedEstimator) -> bool:
+        est = getattr(self, "estimator_", self.estimator)
+        return hasattr(est, attr)
+
+    return check
+
+
+class CleanedEstimator(MetaEstimatorMixin, BaseEstimator):
+    """Fit ``estimator`` on the rows a :class:`DataCleaner` keeps.
+
+    The meta-estimator form of :class:`DataCleaner`, for plain scikit-learn
+    pipelines (whose steps may not drop rows): ``fit`` cleans, then fits a clone of
+    ``estimator`` on the kept rows; ``predict``, ``predict_proba``,
+    ``decision_function``, ``score`` and ``classes_`` are those of the fitted
+    estimator, applied to all rows given.
+
+    Parameters
+    ----------
+    estimator : estimator
+        The model to fit on the cleaned rows.
+    cleaner : DataCleaner, default=None
+        How to clean; None means ``DataCleaner()``. Its parameters are reachable
+        as ``cleaner__fraction`` etc. in a grid search.
+
+    Attributes
+    ----------
+    estimator_ : estimator
+        ``estimator`` fitted on the kept rows.
+    cleaner_ : DataCleaner
+        The fitted cleaner.
+    sample_indices_ : ndarray of shape (n_kept,)
+        Positions of the kept rows.
+    classes_ : ndarray of shape (n_classes,)
+        The classes, for classifiers.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skdvl.cleaning import CleanedEstimator, DataCleaner
+    >>> from skdvl.valuation._oob import DataOOBValuer
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> cleaner = DataCleaner(DataOOBValuer(n_estimators=30, random_state=0), fraction=0.05)
+    >>> model = make_pipeline(StandardScaler(), CleanedEstimator(LogisticRegression(), cleaner))
+    >>> model.fit(X, y).predict(X[:3])
+    array([0, 0, 0])
+    >>> model[-1].sample_indices_.shape
+    (541,)
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit"])],
+        "cleaner": [HasMethods(["fit_resample"]), None],
+    }
+
+    def __init__(self, estimator: Any, cleaner: Any = None) -> None:
+        self.estimator = estimator
+        self.cleaner = cleaner
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        inner = get_tags(self.estimator)
+        cleaner = get_tags(self.cleaner if self.cleaner is not None else DataCleaner())
+        tags.estimator_type = inner.estimator_type
+        tags.classifier_tags = inner.classifier_tags
+        tags.regressor_tags = inner.regressor_tags
+        tags.target_tags.required = True
+        tags.input_tags.sparse = inner.input_tags.sparse and cleaner.input_tags.sparse
+        tags.input_tags.allow_nan = inner.input_tags.allow_nan and cleaner.input_tags.allow_nan
+        return tags
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CleanedEstimator:
+        """Clean ``(X, y)``, then fit the estimator on the rows kept.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Passed to ``estimator.fit``, sliced to the kept rows; the cleaner
+            does not see it.
+
+        Returns
+        -------
+        self : CleanedEstimator
+        """
+        self.cleaner_ = clone(self.cleaner) if self.cleaner is not None else DataCleaner()
+        X_kept, y_kept = self.cleaner_.fit_resample(X, y)
+        self.sample_indices_ = self.cleaner_.sample_indices_
+        fit_params = {}
+        if sample_weight is not None:
+            weights = _check_sample_weight(sample_weight, np.empty((_num_samples(X), 0)))
+            fit_params["sample_weight"] = weights[self.sample_indices_]
+        self.estimator_ = clone(self.estimator).fit(X_kept, y_kept, **fit_params)
+        self.n_features_in_ = self.cleaner_.n_features_in_
+        if hasattr(self.cleaner_, "feature_names_in_"):
+            self.feature_names_in_ = self.cleaner_.feature_names_in_
+        return self
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The classes of the fitted classifier."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.classes_
+
+    @available_if(_estimator_has("predict"))
+    def predict(self, X: Any) -> np.ndarray:
+        """Predict with the estimator fitted on the cleaned rows."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(X)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities from the estimator fitted on the cleaned rows."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(X)
+
+    @available_if(_estimator_has("predict_log_proba"))
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log class probabilities from the estimator fitted on the cleaned rows."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_log_proba(X)
+
+    @available_if(_estimator_has("decision_function"))
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Decision function of the estimator fitted on the cleaned rows."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.decision_function(X)
+
+    @available_if(_estimator_has("score"))
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """The fitted estimator's ``score`` on ``(X, y)`` (all rows, none dropped)."""
+        check_is_fitted(self, "estimator_")
+        if sample_weight is None:
+            return self.estimator_.score(X, y)
+        return self.estimator_.score(X, y, sample_weight=sample_weight)

@@ -1,0 +1,362 @@
+"""Data-OOB: the value of a row is the out-of-bag score of the ensemble members that
+did not train on it (Kwon & Zou, 2023)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
+from sklearn.base import BaseEstimator, _fit_context, clone, is_classifier, is_regressor
+from sklearn.ensemble import BaggingClassifier, BaggingRegressor
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+from sklearn.utils import get_tags
+from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+
+from skdvl.base import ValuerMixin, pandas_index, validate_valuation_data
+from skdvl.result import ValuationResult
+
+__all__ = ["DataOOBValuer"]
+
+#: Per-sample score functions ``T(y_true, y_pred) -> ndarray``; higher is better.
+_POINTWISE_SCORES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "accuracy": lambda y_true, y_pred: (y_true == y_pred).astype(np.float64),
+    "neg_squared_error": lambda y_true, y_pred: -np.square(
+        np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)
+    ),
+    "neg_absolute_error": lambda y_true, y_pred: -np.abs(
+        np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)
+    ),
+}
+
+
+class DataOOBValuer(ValuerMixin, BaseEstimator):
+    """Data-OOB values: each row's mean score under the bagged models that left it out.
+
+    A bagging ensemble is fitted on ``(X, y)``. For every member :math:`b` and every
+    row :math:`i` that member did not draw (its *out-of-bag* rows), the member's
+    prediction is scored against :math:`y_i`. The value of row :math:`i` is the mean of
+    those scores (Eq. (3) of Kwon & Zou, 2023): rows that the other rows predict well
+    are worth more; mislabelled rows score low. It costs one ensemble fit and one
+    prediction per member, and needs no validation data.
+
+    Parameters
+    ----------
+    estimator : estimator, default=None
+        The model to bag, or a bagging/forest ensemble to use as it is
+        (:class:`~sklearn.ensemble.BaggingClassifier`, ``BaggingRegressor``,
+        ``RandomForest*``, ``ExtraTrees*`` with ``bootstrap=True``). None bags
+        decision trees: a classifier, unless ``y`` is continuous. To value the rows
+        an ensemble was already fitted on, pass it wrapped in
+        :class:`sklearn.frozen.FrozenEstimator` with that same ``X`` and ``y``.
+    n_estimators : int, default=100
+        Number of bagged models. Ignored when ``estimator`` is an ensemble.
+    max_samples : int or float, default=None
+        Rows drawn (with replacement) per model: an int count, a float fraction of
+        ``n_samples``, or None for ``n_samples``. Ignored for an ensemble.
+    max_features : int or float, default=1.0
+        Features drawn per model, as in ``BaggingClassifier``. Ignored for an ensemble.
+    scoring : {"accuracy", "neg_squared_error", "neg_absolute_error"} or callable, \
+            default=None
+        Per-row score :math:`T(y_i, \\hat f_b(x_i))`, higher is better; a callable
+        takes ``(y_true, y_pred)`` arrays and returns one score per row. None means
+        "accuracy" for classifiers and "neg_squared_error" for regressors.
+    n_jobs : int, default=None
+        Jobs for fitting the bagged models and for predicting out-of-bag rows.
+        Values do not depend on it.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the bootstrap draws (and the default trees). Ignored for an ensemble,
+        whose own ``random_state`` applies.
+
+    Attributes
+    ----------
+    values_ : ndarray or pandas.Series of shape (n_samples,)
+        Data-OOB values; NaN for rows that were never out of bag.
+    stderr_ : ndarray or pandas.Series of shape (n_samples,)
+        Standard error of each value over the members it was scored by.
+    counts_ : ndarray or pandas.Series of shape (n_samples,)
+        Number of members for which the row was out of bag.
+    result_ : ValuationResult
+        The values, variances and counts.
+    estimator_ : estimator
+        The fitted ensemble.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when ``X`` has string column names.
+
+    Notes
+    -----
+    Departures from the paper: members of a ``BaggingClassifier`` that also draw
+    features are evaluated on their own features (``estimators_features_``), and
+    members are compared in the ensemble's label encoding, so labels need not be
+    ``0..K-1``. Rows never out of bag (likely only for small ``n_estimators``) get
+    NaN and a warning rather than a made-up value.
+
+    References
+    ----------
+    .. [1] Kwon, Y. & Zou, J. (2023). "Data-OOB: Out-of-bag Estimate as a Simple and
+       Efficient Data Value". ICML 2023, PMLR 202:18135-18152.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from skdvl.valuation._oob import DataOOBValuer
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> y_noisy = y.copy()
+    >>> y_noisy[:20] = 1 - y_noisy[:20]
+    >>> v = DataOOBValuer(n_estimators=50, random_state=0).fit(X, y_noisy)
+    >>> v.values_.shape
+    (569,)
+    >>> bool(v.values_[:20].mean() < v.values_[20:].mean())
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit", "predict"]), None],
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "max_samples": [
+            None,
+            Interval(Integral, 1, None, closed="left"),
+            Interval(RealNotInt, 0, 1, closed="right"),
+        ],
+        "max_features": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(RealNotInt, 0, 1, closed="right"),
+        ],
+        "scoring": [StrOptions(set(_POINTWISE_SCORES)), callable, None],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        estimator: Any = None,
+        *,
+        n_estimators: int = 100,
+        max_samples: float | None = None,
+        max_features: float = 1.0,
+        scoring: str | Callable | None = None,
+        n_jobs: int | None = None,
+        random_state: Any = None,
+    ) -> None:
+        self.estimator = estimator
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.max_features = max_features
+        self.scoring = scoring
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        base = self.estimator if self.estimator is not None else DecisionTreeRegressor()
+        inner = get_tags(base)
+        tags.input_tags.allow_nan = inner.input_tags.allow_nan
+        tags.input_tags.sparse = inner.input_tags.sparse
+        return tags
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X: Any, y: Any, *, X_val: Any = None, y_val: Any = None) -> DataOOBValuer:
+        """Fit the ensemble on ``(X, y)`` and value every row.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            Training rows to value.
+        y : array-like of shape (n_samples,)
+            Their targets.
+        X_val, y_val : None
+            Not used: Data-OOB needs no validation data. Accepted, with a warning,
+            for the common valuer signature.
+
+        Returns
+        -------
+        self : DataOOBValuer
+        """
+        if X_val is not None or y_val is not None:
+            warnings.warn(
+                "DataOOBValuer scores rows on the ensemble members that left them out "
+                "and does not use X_val/y_val; they are ignored.",
+                UserWarning, stacklevel=3,
+            )
+        index = pandas_index(X)
+        tags_from = self.estimator if self.estimator is not None else DecisionTreeRegressor()
+        X, y, _, _ = validate_valuation_data(self, X, y, estimator=tags_from, min_samples=2)
+        ensemble = self._make_ensemble(y)
+        classifier = is_classifier(ensemble)
+        if classifier:
+            check_classification_targets(y)
+        self.estimator_ = ensemble.fit(X, y)
+        members, samples, features = _ensemble_parts(self.estimator_, X.shape)
+        score = self._pointwise_score(classifier)
+        classes = self.estimator_.classes_ if classifier else None
+        oob, scores = _score_members(
+            members, samples, features, X, y, score, classes, self.n_jobs
+        )
+        mean, var, counts = _oob_moments(X.shape[0], oob, scores)
+        _warn_never_oob(counts, len(members))
+        result = ValuationResult(mean, variances=var, counts=counts, algorithm="data_oob")
+        self._store_result(result, index=index)
+        return self
+
+    def _make_ensemble(self, y: np.ndarray) -> Any:
+        """The ensemble to fit: the user's own, or ``estimator`` bagged."""
+        if self.estimator is not None and _is_ensemble(self.estimator):
+            ensemble = clone(self.estimator)
+            if not (is_classifier(ensemble) or is_regressor(ensemble)):
+                raise ValueError(
+                    "The 'estimator' parameter of DataOOBValuer must be a classifier or "
+                    f"a regressor. Got {type(self.estimator).__name__} instead."
+                )
+            return ensemble
+        base = self.estimator
+        if base is None:
+            regression = type_of_target(y) == "continuous"
+            base = DecisionTreeRegressor() if regression else DecisionTreeClassifier()
+        elif not (is_classifier(base) or is_regressor(base)):
+            raise ValueError(
+                "The 'estimator' parameter of DataOOBValuer must be a classifier or a "
+                f"regressor. Got {type(base).__name__} instead."
+            )
+        bagging = BaggingRegressor if is_regressor(base) else BaggingClassifier
+        return bagging(
+            clone(base), n_estimators=self.n_estimators, max_samples=self.max_samples,
+            max_features=self.max_features, bootstrap=True, n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        )
+
+    def _pointwise_score(self, classifier: bool) -> Callable:
+        if callable(self.scoring):
+            return self.scoring
+        name = self.scoring or ("accuracy" if classifier else "neg_squared_error")
+        if name == "accuracy" and not classifier:
+            raise ValueError(
+                "The 'scoring' parameter of DataOOBValuer must not be 'accuracy' for a "
+                "regressor; use 'neg_squared_error' or 'neg_absolute_error'."
+            )
+        return _POINTWISE_SCORES[name]
+
+
+def _is_ensemble(estimator: Any) -> bool:
+    """Whether ``estimator`` is (or wraps) a bagging or forest ensemble."""
+    if hasattr(estimator, "estimators_samples_"):  # a fitted one, e.g. FrozenEstimator
+        return True
+    params = estimator.get_params(deep=False)
+    return "n_estimators" in params and "bootstrap" in params
+
+
+def _ensemble_parts(
+    ensemble: Any, shape: tuple[int, int]
+) -> tuple[list, list[np.ndarray], list[np.ndarray] | None]:
+    """Members, their drawn row indices and (for bagging) their feature indices."""
+    members = list(ensemble.estimators_)
+    samples = [np.asarray(s) for s in ensemble.estimators_samples_]
+    features = getattr(ensemble, "estimators_features_", None)
+    n_samples, n_features = shape
+    if getattr(ensemble, "n_features_in_", n_features) != n_features or any(
+        s.size and s.max() >= n_samples for s in samples
+    ):
+        raise ValueError(
+            f"The ensemble was fitted on data other than X (n_samples={n_samples}, "
+            f"n_features={n_features}); a FrozenEstimator must be given the data it "
+            "was fitted on."
+        )
+    return members, samples, features
+
+
+def _score_members(
+    members: list, samples: list[np.ndarray], features: list | None, X: Any,
+    y: np.ndarray, score: Callable, classes: np.ndarray | None, n_jobs: int | None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Out-of-bag rows and their scores, member by member (in member order)."""
+    n = X.shape[0]
+    n_chunks = min(effective_n_jobs(n_jobs), len(members))
+    bounds = np.linspace(0, len(members), n_chunks + 1).astype(int)
+    tasks = [
+        (
+            members[lo:hi], samples[lo:hi],
+            None if features is None else features[lo:hi],
+        )
+        for lo, hi in zip(bounds[:-1], bounds[1:])
+    ]
+    parts = Parallel(n_jobs=n_chunks)(
+        delayed(_score_chunk)(m, s, f, X, y, score, classes, n) for m, s, f in tasks
+    )
+    oob = [o for part in parts for o in part[0]]
+    scores = [s for part in parts for s in part[1]]
+    return oob, scores
+
+
+def _score_chunk(
+    members: list, samples: list[np.ndarray], features: list | None, X: Any,
+    y: np.ndarray, score: Callable, classes: np.ndarray | None, n: int,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    oobs, scores = [], []
+    for b, (member, drawn) in enumerate(zip(members, samples)):
+        oob = _oob_indices(drawn, n)
+        if oob.size == 0:
+            oobs.append(oob)
+            scores.append(np.empty(0))
+            continue
+        X_oob = X[oob] if features is None else X[oob][:, features[b]]
+        pred = member.predict(X_oob)
+        if classes is not None:  # members predict in the ensemble's label encoding
+            pred = classes[np.asarray(pred).astype(np.intp)]
+        s = np.asarray(score(y[oob], pred), dtype=np.float64).reshape(-1)
+        if s.shape[0] != oob.shape[0]:
+            raise ValueError(
+                "The 'scoring' callable of DataOOBValuer must return one score per row. "
+                f"Got shape {s.shape} for {oob.shape[0]} rows instead."
+            )
+        oobs.append(oob)
+        scores.append(s)
+    return oobs, scores
+
+
+def _oob_indices(drawn: np.ndarray, n: int) -> np.ndarray:
+    """Rows of ``range(n)`` absent from the bootstrap draw ``drawn``."""
+    mask = np.ones(n, dtype=bool)
+    mask[drawn] = False
+    return np.flatnonzero(mask)
+
+
+def _oob_moments(
+    n: int, oob: list[np.ndarray], scores: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row mean, population variance and count of out-of-bag scores.
+
+    Implements Eq. (3) of Kwon & Zou (2023): the mean over members
+    :math:`b` with :math:`w_{bi} = 0` of :math:`T(y_i, \\hat f_b(x_i))`. Rows with no
+    out-of-bag member get NaN mean and variance and count 0. Two passes (mean, then
+    squared deviations) keep the variance accurate for large squared errors.
+    """
+    counts = np.zeros(n, dtype=np.int64)
+    total = np.zeros(n)
+    for idx, s in zip(oob, scores):
+        counts[idx] += 1
+        total[idx] += s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(counts > 0, total / counts, np.nan)
+    sq = np.zeros(n)
+    for idx, s in zip(oob, scores):
+        sq[idx] += np.square(s - mean[idx])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = np.where(counts > 0, sq / counts, np.nan)
+    return mean, var, counts
+
+
+def _warn_never_oob(counts: np.ndarray, n_members: int) -> None:
+    never = int(np.count_nonzero(counts == 0))
+    if never:
+        warnings.warn(
+            f"{never} of {counts.shape[0]} rows were never out of bag in any of the "
+            f"{n_members} ensemble members; their values are NaN. Raise n_estimators "
+            "or lower max_samples.",
+            UserWarning, stacklevel=4,
+        )

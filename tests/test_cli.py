@@ -1,0 +1,239 @@
+"""End-to-end tests of the ``skdvl`` command, run through ``python -m skdvl``."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import make_classification, make_regression
+
+from skdvl.cli import available_methods
+
+
+def run(*args, cwd=None):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    env.pop("SKDVL_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "skdvl", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=300, check=False,
+    )
+
+
+def assert_one_line_error(proc, code, match):
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert match in lines[0], lines[0]
+
+
+def no_stray_files(directory, expected):
+    assert sorted(os.listdir(directory)) == sorted(expected)
+
+
+@pytest.fixture
+def data_csv(tmp_path):
+    X, y = make_classification(n_samples=80, n_features=4, random_state=0)
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"]).assign(label=y)
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def test_value_writes_one_value_per_row(data_csv, tmp_path):
+    path, _ = data_csv
+    out = tmp_path / "values.csv"
+    proc = run("value", path, "--target", "label", "--method", "oob", "--out", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote 80 oob values to {out}" in proc.stdout
+    values = pd.read_csv(out)
+    assert list(values.columns) == ["row", "value", "stderr"]
+    np.testing.assert_array_equal(values["row"], np.arange(80))
+    assert values["value"].between(0, 1).all()
+    no_stray_files(tmp_path, ["data.csv", "values.csv"])
+
+
+def test_value_is_deterministic_for_a_seed(data_csv, tmp_path):
+    path, _ = data_csv
+    outs = [tmp_path / f"v{i}.csv" for i in range(2)]
+    for out in outs:
+        assert run("value", path, "--target", "label", "--method", "oob", "--out", out,
+                   "-q", "--random-state", "3").returncode == 0
+    assert outs[0].read_text() == outs[1].read_text()
+
+
+def test_clean_writes_the_kept_rows_with_all_columns(data_csv, tmp_path):
+    path, frame = data_csv
+    out, vout = tmp_path / "clean.csv", tmp_path / "v.csv"
+    proc = run("clean", path, "--target", "label", "--method", "oob", "--fraction", "0.1",
+               "--out", out, "--values-out", vout, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "kept 72 of 80 rows (dropped 8 with the lowest oob values)" in proc.stdout
+    clean = pd.read_csv(out)
+    assert list(clean.columns) == list(frame.columns) and len(clean) == 72
+    values = pd.read_csv(vout)["value"].to_numpy()
+    dropped = np.setdiff1d(np.arange(80), np.argsort(values, kind="stable")[8:])
+    kept_rows = frame.drop(index=dropped).reset_index(drop=True)
+    pd.testing.assert_frame_equal(clean, kept_rows)
+
+
+def test_clean_with_threshold(data_csv, tmp_path):
+    path, _ = data_csv
+    out = tmp_path / "clean.csv"
+    proc = run("clean", path, "--target", "label", "--method", "oob", "--threshold", "0.5",
+               "--out", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "valued below 0.5" in proc.stdout
+
+
+def test_regression_target_is_cleaned(tmp_path):
+    X, y = make_regression(n_samples=60, n_features=3, random_state=0)
+    path = tmp_path / "reg.csv"
+    pd.DataFrame(X, columns=["x1", "x2", "x3"]).assign(price=y).to_csv(path, index=False)
+    out = tmp_path / "clean.csv"
+    proc = run("clean", path, "--target", "price", "--method", "oob", "--out", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(out)) == 54
+
+
+def test_default_method_is_knn_or_oob(data_csv, tmp_path):
+    path, _ = data_csv
+    out = tmp_path / "values.csv"
+    proc = run("value", path, "--target", "label", "--out", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    expected = "knn" if "knn" in available_methods() else "oob"
+    assert f"80 {expected} values" in proc.stdout
+
+
+@pytest.mark.parametrize("method", ["knn", "loo", "shapley", "banzhaf", "beta"])
+def test_other_methods_when_available(method, data_csv, tmp_path):
+    if method not in available_methods():
+        pytest.skip(f"{method} has not landed in this installation")
+    _, frame = data_csv
+    small = tmp_path / "small.csv"
+    frame.iloc[:30].to_csv(small, index=False)
+    val = tmp_path / "val.csv"
+    frame.iloc[30:50].to_csv(val, index=False)
+    out = tmp_path / "values.csv"
+    proc = run("value", small, "--target", "label", "--method", method, "--val", val,
+               "--max-updates", "2", "--out", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(out)) == 30
+
+
+def test_unavailable_method_is_a_one_line_error(data_csv, tmp_path, monkeypatch):
+    if set(available_methods()) == {"knn", "oob", "shapley", "banzhaf", "beta", "loo"}:
+        pytest.skip("every method is available")
+    missing = next(m for m in ("knn", "shapley") if m not in available_methods())
+    path, _ = data_csv
+    proc = run("value", path, "--target", "label", "--method", missing,
+               "--out", tmp_path / "v.csv")
+    assert_one_line_error(proc, 1, f"method {missing!r} is not available")
+
+
+@pytest.mark.parametrize(
+    "setup, args, code, match",
+    [
+        (None, ["value", "{d}/nope.csv", "--target", "label"], 1, "DATA file not found"),
+        ("data", ["value", "{d}/data.csv", "--target", "y"], 1,
+         "target column 'y' not in"),
+        ("text", ["value", "{d}/data.csv", "--target", "label"], 1,
+         "non-numeric feature column(s) in"),
+        ("empty", ["value", "{d}/data.csv", "--target", "label"], 1, "DATA file is empty"),
+        ("header", ["value", "{d}/data.csv", "--target", "label"], 1,
+         "DATA file has no rows"),
+        ("nan", ["value", "{d}/data.csv", "--target", "label"], 1,
+         "feature column 'a' in"),
+        ("data", ["clean", "{d}/data.csv", "--target", "label", "--fraction", "1.5"], 2,
+         "argument --fraction: must be in [0, 1). Got 1.5."),
+        ("data", ["clean", "{d}/data.csv", "--target", "label", "--fraction", "x"], 2,
+         "must be a number in [0, 1)"),
+        ("data", ["value", "{d}/data.csv", "--target", "label", "--method", "magic"], 2,
+         "argument --method: invalid choice: 'magic'"),
+        ("data", ["value", "{d}/data.csv"], 2, "the following arguments are required"),
+        ("data", ["value", "{d}/data.csv", "--target", "label", "--val", "{d}/no.csv"], 1,
+         "VAL file not found"),
+    ],
+)
+def test_bad_input_is_one_line_error_and_no_output(setup, args, code, match, tmp_path):
+    contents = {
+        "data": "a,b,label\n1,2,0\n2,3,1\n3,1,0\n4,4,1\n",
+        "text": "a,b,label\nx,2,0\ny,3,1\nz,1,0\n",
+        "empty": "",
+        "header": "a,b,label\n",
+        "nan": "a,b,label\n1,2,0\n,3,1\n3,1,0\n",
+    }
+    files = []
+    if setup is not None:
+        (tmp_path / "data.csv").write_text(contents[setup])
+        files = ["data.csv"]
+    args = [a.format(d=tmp_path) for a in args]
+    args += ["--out", str(tmp_path / "out.csv")]
+    proc = run(*args)
+    assert_one_line_error(proc, code, match)
+    no_stray_files(tmp_path, files)
+
+
+def test_failed_run_leaves_an_existing_output_untouched(data_csv, tmp_path):
+    path, _ = data_csv
+    out = tmp_path / "values.csv"
+    out.write_text("old\n")
+    proc = run("value", path, "--target", "missing", "--out", out)
+    assert proc.returncode == 1
+    assert out.read_text() == "old\n"
+    no_stray_files(tmp_path, ["data.csv", "values.csv"])
+
+
+def test_missing_output_directory_fails_before_any_work(data_csv, tmp_path):
+    path, _ = data_csv
+    proc = run("value", path, "--target", "label", "--out", tmp_path / "no" / "v.csv")
+    assert_one_line_error(proc, 1, "output directory does not exist")
+
+
+def test_help_explains_each_command():
+    top = run("--help")
+    assert top.returncode == 0 and "skdvl demo" in top.stdout
+    for command, words in [
+        ("value", ["--target", "--method", "--val", "--out", "Data-OOB"]),
+        ("clean", ["--fraction", "--threshold", "--values-out"]),
+        ("demo", ["--plot", "--methods"]),
+    ]:
+        proc = run(command, "--help")
+        assert proc.returncode == 0
+        for word in words:
+            assert word in proc.stdout, (command, word)
+
+
+def test_demo_prints_the_table_and_writes_the_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "curves.png"
+    proc = run("demo", "--methods", "oob,knn", "--plot", png, "-q")
+    assert proc.returncode == 0, proc.stderr
+    header = proc.stdout.splitlines()[0]
+    for col in ("method", "seconds", "AUROC flipped", "test acc", "after cleaning 10%"):
+        assert col in header
+    assert any(line.startswith("oob ") for line in proc.stdout.splitlines())
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    no_stray_files(tmp_path, ["curves.png"])
+
+
+@pytest.mark.slow
+def test_full_demo_runs_within_a_minute(tmp_path):
+    import time
+
+    t0 = time.perf_counter()
+    proc = run("demo", "--plot", tmp_path / "c.png", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - t0 < 60
+    for method in ("knn", "oob", "shapley"):
+        assert method in proc.stdout
+
+
+def test_module_main_and_console_entry_point_agree():
+    from skdvl.cli import main
+
+    assert callable(main)
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("skdvl ")
