@@ -1,0 +1,189 @@
+"""Influence functions: skdvl.influence side by side with pyDVL 0.10.
+
+Same MLP (64 -> hidden -> 10, tanh; 12,010 parameters with hidden=160) trained on sklearn's
+digits, same 1,000 training and 100 test rows, same regularisation, float32. For each
+method, each library runs in a fresh process (pyDVL inside ``benchmarks/.pydvl-venv``
+through :func:`pydvl_env.run_pydvl`) that fits the method and computes the 100 x 1,000
+influence matrix. Reported: the time to fit plus compute that matrix (measured inside the
+process), the peak resident memory of the process, and the Pearson correlation of the
+matrix with skdvl's ``direct`` matrix (pyDVL's ``direct`` agrees with it, see the output).
+
+Run::
+
+    .venv/bin/python benchmarks/bench_influence.py --out benchmarks/results/influence.json
+    .venv/bin/python benchmarks/bench_influence.py --quick   # hidden=80, fewer rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+METHODS = ["direct", "cg", "lissa", "arnoldi", "ekfac", "nystroem", "datainf"]
+
+
+def _build_model(hidden, generator=None):
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.Tanh(),
+                               torch.nn.Linear(hidden, 10))
+
+
+def prepare(path: Path, hidden: int, n_train: int, n_test: int, seed: int = 0) -> None:
+    """Train the MLP on digits (full-batch Adam) and save data and weights to ``path``."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(seed).permutation(len(X))
+    X, y = (X[order] / 16.0).astype(np.float32), y[order].astype(np.int64)
+    Xtr, ytr = X[:n_train], y[:n_train]
+    Xte, yte = X[n_train : n_train + n_test], y[n_train : n_train + n_test]
+    g = torch.Generator().manual_seed(seed)
+    model = _build_model(hidden)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) / np.sqrt(p.shape[-1]))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    Xt, yt = torch.from_numpy(Xtr), torch.from_numpy(ytr)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(Xt), yt).backward()
+        opt.step()
+    params = {f"param:{k}": v.detach().numpy() for k, v in model.state_dict().items()}
+    np.savez(path, X_train=Xtr, y_train=ytr, X_test=Xte, y_test=yte, **params)
+
+
+def _skdvl_worker() -> None:
+    """Child process: fit skdvl's InfluenceScorer and time the influence matrix."""
+    import torch
+
+    from skdvl.influence import InfluenceScorer
+
+    a = json.load(sys.stdin)
+    data = np.load(a["data"])
+    model = _build_model(a["hidden"])
+    model.load_state_dict({k[6:]: torch.from_numpy(data[k]) for k in data.files
+                           if k.startswith("param:")})
+    method = a["method"]
+    scorer = InfluenceScorer(
+        model, loss=torch.nn.CrossEntropyLoss(), method=method,
+        regularization=a["regularization"], rank=a["rank"], rtol=a["rtol"],
+        maxiter=a["lissa_maxiter"] if method == "lissa" else a["maxiter"],
+        batch_size=a["batch_size"], random_state=0,
+    )
+    t0 = time.perf_counter()
+    scorer.fit(data["X_train"], data["y_train"])
+    t_fit = time.perf_counter() - t0
+    values = scorer.influences(data["X_test"], data["y_test"])
+    t_total = time.perf_counter() - t0
+    np.save(a["out"], values)
+    print(json.dumps({"fit_s": t_fit, "total_s": t_total}))
+
+
+def run_skdvl(args: dict, timeout: float) -> dict:
+    """Run :func:`_skdvl_worker` in a fresh process; return its result and peak RSS (MB)."""
+    with tempfile.TemporaryDirectory(prefix="skdvl-infl-") as tmp:
+        args = {**args, "out": os.path.join(tmp, "influences.npy")}
+        paths = [Path(tmp) / f for f in ("in.json", "stdout", "stderr")]
+        paths[0].write_text(json.dumps(args))
+        env = {**os.environ, "PYTHONPATH": str(BENCH_DIR.parent)}
+        with open(paths[0]) as fin, open(paths[1], "w") as fout, open(paths[2], "w") as ferr:
+            proc = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=fin,
+                                    stdout=fout, stderr=ferr, env=env)
+            _, status, usage = os.wait4(proc.pid, 0)  # rusage of this child alone
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(paths[2].read_text()[-3000:])
+        result = json.loads(paths[1].read_text().strip().splitlines()[-1])
+        result["influences"] = np.load(args["out"])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+def _pearson(a, b) -> float:
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--methods", nargs="*", default=METHODS)
+    parser.add_argument("--libraries", nargs="*", default=["skdvl", "pydvl"])
+    parser.add_argument("--regularization", type=float, default=1e-2)
+    parser.add_argument("--out", default=None)
+    opt = parser.parse_args()
+    if opt.worker:
+        return _skdvl_worker()
+    hidden, n_train, n_test = (80, 300, 30) if opt.quick else (160, 1000, 100)
+    tmp = tempfile.TemporaryDirectory(prefix="bench-influence-")
+    data = Path(tmp.name) / "data.npz"
+    prepare(data, hidden, n_train, n_test)
+    common = {"data": str(data), "hidden": hidden, "regularization": opt.regularization,
+              "rank": 50, "maxiter": 100, "rtol": 1e-4, "lissa_maxiter": 1000,
+              "lissa_scale": 10.0, "batch_size": 256}
+    rows = []
+    for method in opt.methods:
+        for lib in opt.libraries:
+            row = {"library": lib, "method": method}
+            try:
+                row.update(_run_one(lib, {**common, "method": method}))
+            except Exception as exc:  # noqa: BLE001 - reported in the table
+                row["error"] = f"{type(exc).__name__}: {str(exc)[-300:]}"
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "influences"}),
+                  file=sys.stderr, flush=True)
+    _report(rows, opt.out)
+
+
+def _run_one(lib: str, args: dict) -> dict:
+    if lib == "skdvl":
+        res = run_skdvl(args, timeout=1200)
+        return {**{k: res[k] for k in ("fit_s", "total_s", "peak_rss_mb")},
+                "influences": res["influences"]}
+    from pydvl_env import run_pydvl
+
+    res = run_pydvl(BENCH_DIR / "pydvl_side" / "influence.py", args, timeout=1200,
+                    env={"PYTHONWARNINGS": "ignore"})
+    r = res["result"]
+    return {"fit_s": r["fit_s"], "total_s": r["total_s"], "peak_rss_mb": res["peak_rss_mb"],
+            "influences": r["influences"]}
+
+
+def _report(rows: list[dict], out: str | None) -> None:
+    ref = {r["library"]: r["influences"] for r in rows
+           if r["method"] == "direct" and "influences" in r}
+    for r in rows:
+        if "influences" in r:
+            for lib, mat in ref.items():
+                r[f"pearson_vs_{lib}_direct"] = _pearson(r["influences"], mat)
+    lines = ["| method | library | time (s) | peak RSS (MB) | Pearson vs skdvl direct | "
+             "Pearson vs own direct |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['method']} | {r['library']} | error: {r['error'][:80]} |||")
+            continue
+        lines.append(
+            f"| {r['method']} | {r['library']} | {r['total_s']:.2f} | {r['peak_rss_mb']:.0f} | "
+            f"{r.get('pearson_vs_skdvl_direct', float('nan')):.4f} | "
+            f"{r.get('pearson_vs_' + r['library'] + '_direct', float('nan')):.4f} |"
+        )
+    print("\n".join(lines))
+    if out:
+        clean = [{k: v for k, v in r.items() if k != "influences"} for r in rows]
+        Path(out).write_text(json.dumps(clean, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Gradients, mixed derivatives and curvature products through :mod:`torch.func`.
+
+Everything here works on a *flat* parameter vector ``theta`` of length ``p``: the
+trainable parameters of a module, concatenated in ``named_parameters`` order. The
+training objective is the mean per-sample loss
+
+    L(theta) = (1 / n) sum_i l(f(x_i; theta), y_i),
+
+where ``l(., .)`` is the loss applied to a batch of one row, so that losses with
+``reduction="mean"`` or ``"sum"`` give the same per-sample value.
+
+References
+----------
+Koh, P. W. and Liang, P. (2017). Understanding black-box predictions via influence
+functions. ICML.
+Schraudolph, N. N. (2002). Fast curvature matrix-vector products for second-order
+gradient descent. Neural Computation 14(7) (Gauss-Newton products).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.func import functional_call, grad, jvp, vjp, vmap
+
+# Upper bound on (tangents x rows) evaluated in one vectorised call; keeps memory bounded.
+_MAX_ROWS_TIMES_TANGENTS = 2**15
+
+
+def iter_slices(n: int, batch_size: int) -> Iterator[slice]:
+    """Yield consecutive slices of ``range(n)`` of length at most ``batch_size``."""
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def tangent_chunk(n_rows: int, n_tangents: int) -> int:
+    """Number of tangents to push through one vectorised call on ``n_rows`` rows."""
+    return max(1, min(n_tangents, _MAX_ROWS_TIMES_TANGENTS // max(n_rows, 1)))
+
+
+class FlatModel:
+    """A module, a loss and its trainable parameters as one flat vector.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The model, in evaluation mode.
+    loss : callable
+        ``loss(output, target) -> scalar`` for a batch.
+    second_order : {"hessian", "gauss_newton"}
+        Curvature used by :meth:`curvature_matmat`.
+
+    Attributes
+    ----------
+    theta : torch.Tensor of shape (p,)
+        Detached copy of the trainable parameters.
+    names, shapes : list
+        Name and shape of each trainable parameter, in order.
+    param_slices : list of slice
+        Position of each parameter in ``theta``.
+    blocks : list of slice
+        One contiguous slice per sub-module that owns trainable parameters.
+    """
+
+    def __init__(self, module: torch.nn.Module, loss: Callable, second_order: str = "hessian"):
+        self.module = module
+        self.loss = loss
+        self.second_order = second_order
+        self.reduction = "mean"
+        named = [(k, v) for k, v in module.named_parameters() if v.requires_grad]
+        self.names = [k for k, _ in named]
+        self.shapes = [v.shape for _, v in named]
+        self.theta = torch.cat([v.detach().reshape(-1) for _, v in named])
+        frozen = {k: v.detach() for k, v in module.named_parameters() if not v.requires_grad}
+        self.buffers = {**frozen, **{k: v for k, v in module.named_buffers()}}
+        self.param_slices, start = [], 0
+        for s in self.shapes:
+            self.param_slices.append(slice(start, start + s.numel()))
+            start += s.numel()
+        self.blocks = _module_blocks(self.names, self.param_slices)
+
+    @property
+    def n_params(self) -> int:
+        return self.theta.numel()
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = {n: theta[sl].view(s) for n, sl, s in zip(self.names, self.param_slices, self.shapes)}
+        return {**self.buffers, **parts}
+
+    def forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.module, self.unflatten(theta), (x,))
+
+    def sample_loss(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Loss of one row (``x`` and ``y`` without the batch axis)."""
+        return self.loss(self.forward(theta, x.unsqueeze(0)), y.unsqueeze(0))
+
+    def mean_loss(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.output_loss(self.forward(theta, X), y)
+
+    def output_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean per-row loss as a function of the model outputs of a batch."""
+        value = self.loss(out, y)
+        return value / len(out) if self.reduction == "sum" else value
+
+    def check_reduction(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        """Find whether the loss averages or sums the per-row losses of a batch."""
+        if len(X) < 2:
+            return
+        X, y = X[:4], y[:4]
+        rows = vmap(self.sample_loss, in_dims=(None, 0, 0))(self.theta, X, y)
+        batch = self.loss(self.forward(self.theta, X), y)
+        for name, ref in (("mean", rows.mean()), ("sum", rows.sum())):
+            if torch.allclose(batch, ref, rtol=1e-4, atol=1e-6):
+                self.reduction = name
+                return
+        raise ValueError(
+            "The loss of a batch must be the mean or the sum of the losses of its rows "
+            f"(got {float(batch):.6g}, mean of rows {float(rows.mean()):.6g}, sum "
+            f"{float(rows.sum()):.6g}); weighted losses are not supported."
+        )
+
+    # ------------------------------------------------------------------ first order
+    def per_sample_grads(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Gradients of each row's loss, shape ``(n, p)``."""
+        return vmap(grad(self.sample_loss), in_dims=(None, 0, 0))(self.theta, X, y)
+
+    def mixed_vjp(self, F: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``F @ d/dx grad_theta l(x_j, y_j)`` for every factor and row.
+
+        Returns shape ``(k, n, *x.shape[1:])``: the derivative with respect to the input
+        of ``f_i . grad_theta l(x_j, y_j)``, used by the perturbation influence (Eq. (4)
+        of Koh & Liang, 2017).
+        """
+
+        def one_row(x, t):
+            _, pullback = vjp(lambda z: grad(self.sample_loss)(self.theta, z, t), x)
+            return vmap(lambda f: pullback(f)[0])(F)
+
+        return vmap(one_row, out_dims=1)(X, y)
+
+    # ----------------------------------------------------------------- second order
+    def hessian_matmat(self, V: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Rows of ``V @ H_batch`` (H symmetric), reverse-over-reverse, vectorised over V."""
+        g = grad(self.mean_loss)
+        _, pullback = vjp(lambda th: g(th, X, y), self.theta)
+        return vmap(lambda v: pullback(v)[0])(V)
+
+    def gauss_newton_matmat(self, V: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Rows of ``V @ J^T H_out J`` on a batch (Schraudolph, 2002)."""
+        out, pullback = vjp(lambda th: self.forward(th, X), self.theta)
+        g_out = grad(self.output_loss)
+
+        def one(v):
+            _, jv = jvp(lambda th: self.forward(th, X), (self.theta,), (v,))
+            _, hjv = jvp(lambda o: g_out(o, y), (out,), (jv,))
+            return pullback(hjv)[0]
+
+        return vmap(one)(V)
+
+    def curvature_matmat(self, V: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.second_order == "gauss_newton":
+            return self.gauss_newton_matmat(V, X, y)
+        return self.hessian_matmat(V, X, y)
+
+
+def _module_blocks(names: list[str], slices: list[slice]) -> list[slice]:
+    """Group consecutive parameters owned by the same sub-module into slices."""
+    owners = [n.rsplit(".", 1)[0] if "." in n else "" for n in names]
+    blocks: list[slice] = []
+    for i, (owner, sl) in enumerate(zip(owners, slices)):
+        if i > 0 and owner == owners[i - 1]:
+            blocks[-1] = slice(blocks[-1].start, sl.stop)
+        else:
+            blocks.append(sl)
+    return blocks
+
+
+class CurvatureOperator:
+    """``V -> V @ (C restricted to a block)`` of the mean training loss, batched over data.
+
+    ``C`` is the Hessian or the Gauss-Newton matrix of the mean training loss. The data
+    are processed ``batch_size`` rows at a time and the tangents in chunks, so memory is
+    bounded whatever the number of rows or right-hand sides.
+
+    Parameters
+    ----------
+    model : FlatModel
+    X, y : torch.Tensor
+        Training data.
+    batch_size : int
+    block : slice or None
+        Restrict the operator to the diagonal block ``C[block, block]``.
+    """
+
+    def __init__(self, model: FlatModel, X, y, batch_size: int, block: slice | None = None):
+        self.model, self.X, self.y, self.batch_size = model, X, y, batch_size
+        self.block = block if block is not None else slice(0, model.n_params)
+        self.n_calls = 0
+
+    @property
+    def dim(self) -> int:
+        return self.block.stop - self.block.start
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.theta.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.theta.device
+
+    def restrict(self, block: slice) -> "CurvatureOperator":
+        start = self.block.start
+        sub = slice(start + block.start, start + block.stop)
+        return CurvatureOperator(self.model, self.X, self.y, self.batch_size, sub)
+
+    def matmat(self, V: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``V @ C`` for ``V`` of shape ``(k, dim)``; ``rows`` optionally subsamples data."""
+        X, y = (self.X, self.y) if rows is None else (self.X[rows], self.y[rows])
+        n, k, p = len(X), V.shape[0], self.model.n_params
+        full = torch.zeros(k, p, dtype=V.dtype, device=V.device)
+        full[:, self.block] = V
+        out = torch.zeros_like(V)
+        with torch.no_grad():
+            for sl in iter_slices(n, self.batch_size):
+                m = sl.stop - sl.start
+                step = tangent_chunk(m, k)
+                for t in iter_slices(k, step):
+                    prod = self.model.curvature_matmat(full[t], X[sl], y[sl])
+                    out[t] += (m / n) * prod[:, self.block]
+        self.n_calls += k
+        return out
+
+    def dense(self) -> torch.Tensor:
+        """The explicit ``(dim, dim)`` matrix, from products with the identity."""
+        return self.matmat(torch.eye(self.dim, dtype=self.dtype, device=self.device))
+
+
+def per_sample_grads_batched(model: FlatModel, X, y, batch_size: int) -> torch.Tensor:
+    """Per-sample gradients ``(n, p)`` computed ``batch_size`` rows at a time."""
+    with torch.no_grad():
+        parts = [model.per_sample_grads(X[sl], y[sl]) for sl in iter_slices(len(X), batch_size)]
+    if not parts:
+        return torch.zeros(0, model.n_params, dtype=model.theta.dtype)
+    return torch.cat(parts)

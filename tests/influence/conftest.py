@@ -1,0 +1,24 @@
+"""Shared fixtures of the influence tests (skipped when torch is missing)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture
+def seed():
+    return 20240517
+
+
+@pytest.fixture
+def linreg(seed):
+    g = torch.Generator().manual_seed(seed)
+    n, d = 40, 5
+    X = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(0.3, 3, d,
+                                                                             dtype=torch.float64)
+    y = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    module = torch.nn.Linear(d, 1, dtype=torch.float64)
+    with torch.no_grad():
+        module.weight.copy_(torch.randn(1, d, generator=g, dtype=torch.float64))
+    return module, X, y
