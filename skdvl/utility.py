@@ -178,5 +178,5 @@ def warn_fit_errors(n_errors: int, first_error: str | None, n_evaluations: int) 
             f"{n_errors} of {n_evaluations} utility evaluations raised and were given "
             f"error_score. The first error was: {first_error}. Pass error_score='raise' "
             "to see the traceback.",
-            UtilityFitWarning, stacklevel=3,
+            UtilityFitWarning, stacklevel=4,
         )
