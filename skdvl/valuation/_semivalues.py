@@ -321,6 +321,13 @@ def _rows(X: Any, rows: np.ndarray) -> Any:
     return X[rows]
 
 
+def _store_params(obj: Any, params: dict[str, Any]) -> None:
+    """``__init__`` stores its arguments, unchanged, under their own names."""
+    for name, value in params.items():
+        if name not in ("self", "__class__"):
+            setattr(obj, name, value)
+
+
 _SHARED_PARAMS = """
     estimator : estimator object, default=None
         The model whose clones are fitted on coalitions of rows. None means
@@ -443,22 +450,7 @@ class ShapleyValuer(_SemivalueValuer):
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:
-        self.estimator = estimator
-        self.scoring = scoring
-        self.utility = utility
-        self.sampler = sampler
-        self.truncation = truncation
-        self.max_updates = max_updates
-        self.stderr_tol = stderr_tol
-        self.max_time = max_time
-        self.stopping = stopping
-        self.cv = cv
-        self.default_score = default_score
-        self.error_score = error_score
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
-        self.warm_start = warm_start
+        _store_params(self, locals())
 
     def _mass(self, n: int) -> np.ndarray:
         return shapley_mass(n)
@@ -508,21 +500,7 @@ class BanzhafValuer(_SemivalueValuer):
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:
-        self.estimator = estimator
-        self.scoring = scoring
-        self.utility = utility
-        self.sampler = sampler
-        self.max_updates = max_updates
-        self.stderr_tol = stderr_tol
-        self.max_time = max_time
-        self.stopping = stopping
-        self.cv = cv
-        self.default_score = default_score
-        self.error_score = error_score
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
-        self.warm_start = warm_start
+        _store_params(self, locals())
 
     def _mass(self, n: int) -> np.ndarray:
         return banzhaf_mass(n)
@@ -571,24 +549,7 @@ class BetaShapleyValuer(_SemivalueValuer):
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:
-        self.alpha = alpha
-        self.beta = beta
-        self.estimator = estimator
-        self.scoring = scoring
-        self.utility = utility
-        self.sampler = sampler
-        self.truncation = truncation
-        self.max_updates = max_updates
-        self.stderr_tol = stderr_tol
-        self.max_time = max_time
-        self.stopping = stopping
-        self.cv = cv
-        self.default_score = default_score
-        self.error_score = error_score
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
-        self.warm_start = warm_start
+        _store_params(self, locals())
 
     def _mass(self, n: int) -> np.ndarray:
         return beta_mass(n, self.alpha, self.beta)
@@ -627,14 +588,7 @@ class LOOValuer(_SemivalueValuer):
         cv: Any = 5, default_score: float = 0.0, error_score: Any = None,
         n_jobs: int | None = None, verbose: int = 0,
     ) -> None:
-        self.estimator = estimator
-        self.scoring = scoring
-        self.utility = utility
-        self.cv = cv
-        self.default_score = default_score
-        self.error_score = error_score
-        self.n_jobs = n_jobs
-        self.verbose = verbose
+        _store_params(self, locals())
 
     def _resolve_sampler(self) -> Any:
         return None
