@@ -358,7 +358,7 @@ def test_regression_targets_work():
 
 def test_clone_and_pickle_keep_values(model_problem):
     X, y, Xv, yv = model_problem
-    v = ShapleyValuer(KNeighborsClassifier(3), max_updates=2, random_state=0).fit(
+    v = ShapleyValuer(KNeighborsClassifier(1), max_updates=2, random_state=0).fit(
         X, y, X_val=Xv, y_val=yv)
     back = pickle.loads(pickle.dumps(v))
     np.testing.assert_array_equal(back.values_, v.values_)
