@@ -1,6 +1,7 @@
 """Oracles for the semivalue valuers: analytic games and brute-force enumeration."""
 
 import itertools
+import warnings
 import pickle
 from math import factorial
 
@@ -392,3 +393,15 @@ def test_bad_data_is_refused(model_problem):
         ShapleyValuer(LogisticRegression()).fit(X[:1], y[:1], X_val=Xv, y_val=yv)
     with pytest.raises(ValueError, match="Beta|alpha"):
         BetaShapleyValuer(alpha=0.0, utility=MinerGame(4)).fit()
+
+
+def test_uniform_sampling_of_shapley_values_warns_where_it_cannot_work():
+    # At n = 24, sizes 0-2 and 21-23 are drawn less than once in 10^4 uniform samples but
+    # carry a quarter of Shapley's weight: the estimate (and its stderr) cannot be trusted.
+    game = AirportGame(np.arange(1, 25.0))
+    with pytest.warns(UserWarning, match="carry 25% of this semivalue's weight at n = 24"):
+        ShapleyValuer(utility=game, sampler="uniform", max_updates=2, random_state=0).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ShapleyValuer(utility=game, sampler="owen", max_updates=2, random_state=0).fit()
+        BanzhafValuer(utility=game, sampler="uniform", max_updates=2, random_state=0).fit()

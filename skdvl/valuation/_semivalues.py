@@ -10,6 +10,7 @@ without efficiency"). The valuers here differ only in ``m``; the samplers of
 from __future__ import annotations
 
 import copy
+import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -65,6 +66,9 @@ def beta_mass(n: int, alpha: float, beta: float) -> np.ndarray:
     return betabinom.pmf(np.arange(n), n - 1, beta, alpha)
 
 
+_RARE = 1e-4  # a coalition size drawn less often than this is, in practice, never drawn
+
+
 def importance_weights(mass: np.ndarray, sampler: Any, n: int) -> np.ndarray:
     """``m(k) / pi(k)``: unbiased weights of a sampler's marginals for a semivalue."""
     pi = sampler.size_distribution(n)
@@ -74,7 +78,16 @@ def importance_weights(mass: np.ndarray, sampler: Any, n: int) -> np.ndarray:
             f"{sampler!r} never draws coalitions of sizes {np.flatnonzero(missing)[:5]}, "
             "which this semivalue weighs; choose another sampler."
         )
-    return np.divide(mass, pi, out=np.zeros(n), where=pi > 0)
+    weights = np.divide(mass, pi, out=np.zeros(n), where=pi > 0)
+    unseen = mass[pi < _RARE].sum()
+    if unseen > 0.01:
+        warnings.warn(
+            f"{sampler!r} draws coalitions of sizes {np.flatnonzero(pi < _RARE)[:6]}... less "
+            f"than once in {1 / _RARE:.0f} samples, yet they carry {unseen:.0%} of this "
+            f"semivalue's weight at n = {n}: estimates and their standard errors are "
+            "unreliable. Prefer the permutation, owen or stratified samplers (or msr for "
+            "Banzhaf values).", UserWarning, stacklevel=4)
+    return weights
 
 
 def _combine_games(parts: list[ValuationResult], n: int) -> ValuationResult:
