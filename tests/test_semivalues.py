@@ -1,8 +1,8 @@
 """Oracles for the semivalue valuers: analytic games and brute-force enumeration."""
 
 import itertools
-import warnings
 import pickle
+import warnings
 from math import factorial
 
 import numpy as np
