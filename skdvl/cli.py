@@ -43,7 +43,8 @@ def _fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1). Got {text!r}.")
+        raise argparse.ArgumentTypeError(
+            f"must be a number in [0, 1). Got {text!r}.") from None
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1). Got {value}.")
     return value
@@ -53,7 +54,7 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer. Got {text!r}.")
+        raise argparse.ArgumentTypeError(f"must be a positive integer. Got {text!r}.") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer. Got {value}.")
     return value
@@ -144,64 +145,40 @@ def _model(regression: bool) -> Any:
     return make_pipeline(StandardScaler(), Ridge() if regression else LogisticRegression())
 
 
-def _knn_class() -> Any:
-    try:
-        from skdvl.valuation._knn import KNNShapley
-    except ImportError:
-        return None
-    return KNNShapley
-
-
-def _semivalue_classes() -> dict[str, Any]:
-    try:
-        from skdvl.valuation import _semivalues as sv
-    except ImportError:
-        return {}
-    return {
-        "shapley": getattr(sv, "ShapleyValuer", None), "banzhaf": getattr(sv, "BanzhafValuer", None),
-        "beta": getattr(sv, "BetaShapleyValuer", None), "loo": getattr(sv, "LOOValuer", None),
-    }
-
-
-def available_methods() -> list[str]:
-    """The valuation methods this installation provides."""
-    found = ["oob"] + (["knn"] if _knn_class() is not None else [])
-    found += [m for m, cls in _semivalue_classes().items() if cls is not None]
-    return [m for m in METHODS if m in found]
-
-
 def make_valuer(method: str, *, regression: bool, args: Any, estimator: Any = None) -> Any:
     """The valuer for ``method`` with the command's settings.
 
     ``estimator`` is the model of utility-based methods; None means a standardised
     logistic regression (ridge for a continuous target).
     """
-    if method not in available_methods():
-        raise CLIError(
-            f"method {method!r} is not available in this installation of skdvl; "
-            f"available: {', '.join(available_methods())}"
-        )
+    from skdvl import (
+        BanzhafValuer,
+        BetaShapleyValuer,
+        DataOOBValuer,
+        KNNShapley,
+        LOOValuer,
+        ShapleyValuer,
+    )
+
     verbose = 0 if args.quiet else 1
     if method == "oob":
-        from skdvl.valuation._oob import DataOOBValuer
-
         return DataOOBValuer(n_estimators=args.n_estimators, n_jobs=args.n_jobs,
                              random_state=args.random_state)
     if method == "knn":
-        return _knn_class()(n_neighbors=args.n_neighbors, n_jobs=args.n_jobs,
-                            verbose=verbose)
-    cls = _semivalue_classes()[method]
+        return KNNShapley(n_neighbors=args.n_neighbors, n_jobs=args.n_jobs, verbose=verbose)
     model = _model(regression) if estimator is None else estimator
-    common = dict(estimator=model, n_jobs=args.n_jobs, verbose=verbose)
+    common: dict[str, Any] = dict(estimator=model, n_jobs=args.n_jobs, verbose=verbose)
     if method == "loo":
-        return cls(**common)
-    extra = {"truncation": 0.01} if method == "shapley" else {}
-    return cls(**common, max_updates=args.max_updates, random_state=args.random_state,
-               **extra)
+        return LOOValuer(**common)
+    budget = dict(max_updates=args.max_updates, random_state=args.random_state)
+    if method == "shapley":
+        return ShapleyValuer(**common, **budget, truncation=0.01)
+    cls = {"banzhaf": BanzhafValuer, "beta": BetaShapleyValuer}[method]
+    return cls(**common, **budget)
 
 
 def _default_method() -> str:
-    return "knn" if "knn" in available_methods() else "oob"
+    return "knn"
 
 
 # ----------------------------------------------------------------------------- commands
@@ -288,9 +265,6 @@ def cmd_demo(args: Any) -> int:
     rows: list[tuple] = []
     curves: dict[str, np.ndarray] = {}
     for method in methods:
-        if method not in available_methods():
-            rows.append((method, None, None, None, "not available in this installation"))
-            continue
         # the demo's data is already standardised: a bare model halves each fit
         valuer = make_valuer(method, regression=False, args=args, estimator=_demo_model())
         _note(args, f"valuing with {method} ...")
@@ -378,7 +352,8 @@ def _demo_plot(path: str, data: dict, curves: dict, seed: int) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        warnings.warn("matplotlib is not installed; no plot (pip install 'skdvl[plot]')")
+        warnings.warn("matplotlib is not installed; no plot (pip install 'skdvl[plot]')",
+                      stacklevel=2)
         return
     from skdvl.evaluation import removal_curve
     from skdvl.plotting import plot_removal_curves
@@ -413,7 +388,7 @@ ones (e.g. mislabelled) and drop them.
 """
 
 _METHOD_HELP = """valuation method: knn (exact KNN-Shapley, fast, the default), oob
-(Data-OOB: out-of-bag scores of bagged trees; default when knn is unavailable),
+(Data-OOB: out-of-bag scores of bagged trees),
 shapley (truncated Monte Carlo Shapley of a logistic/ridge model, slow), banzhaf (MSR
 Banzhaf), beta (Beta(16,1)-Shapley), loo (leave-one-out)"""
 

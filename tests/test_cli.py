@@ -9,8 +9,6 @@ import pandas as pd
 import pytest
 from sklearn.datasets import make_classification, make_regression
 
-from skdvl.cli import available_methods
-
 
 def run(*args, cwd=None):
     env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
@@ -98,19 +96,16 @@ def test_regression_target_is_cleaned(tmp_path):
     assert len(pd.read_csv(out)) == 54
 
 
-def test_default_method_is_knn_or_oob(data_csv, tmp_path):
+def test_default_method_is_knn(data_csv, tmp_path):
     path, _ = data_csv
     out = tmp_path / "values.csv"
     proc = run("value", path, "--target", "label", "--out", out, "-q")
     assert proc.returncode == 0, proc.stderr
-    expected = "knn" if "knn" in available_methods() else "oob"
-    assert f"80 {expected} values" in proc.stdout
+    assert "80 knn values" in proc.stdout
 
 
 @pytest.mark.parametrize("method", ["knn", "loo", "shapley", "banzhaf", "beta"])
-def test_other_methods_when_available(method, data_csv, tmp_path):
-    if method not in available_methods():
-        pytest.skip(f"{method} has not landed in this installation")
+def test_other_methods(method, data_csv, tmp_path):
     _, frame = data_csv
     small = tmp_path / "small.csv"
     frame.iloc[:30].to_csv(small, index=False)
@@ -121,16 +116,6 @@ def test_other_methods_when_available(method, data_csv, tmp_path):
                "--max-updates", "2", "--out", out, "-q")
     assert proc.returncode == 0, proc.stderr
     assert len(pd.read_csv(out)) == 30
-
-
-def test_unavailable_method_is_a_one_line_error(data_csv, tmp_path, monkeypatch):
-    if set(available_methods()) == {"knn", "oob", "shapley", "banzhaf", "beta", "loo"}:
-        pytest.skip("every method is available")
-    missing = next(m for m in ("knn", "shapley") if m not in available_methods())
-    path, _ = data_csv
-    proc = run("value", path, "--target", "label", "--method", missing,
-               "--out", tmp_path / "v.csv")
-    assert_one_line_error(proc, 1, f"method {missing!r} is not available")
 
 
 @pytest.mark.parametrize(
@@ -220,13 +205,9 @@ def test_demo_prints_the_table_and_writes_the_plot(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_demo_runs_within_a_minute(tmp_path):
-    import time
-
-    t0 = time.perf_counter()
+def test_full_demo_values_with_every_method(tmp_path):
     proc = run("demo", "--plot", tmp_path / "c.png", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert time.perf_counter() - t0 < 60
     for method in ("knn", "oob", "shapley"):
         assert method in proc.stdout
 

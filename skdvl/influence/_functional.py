@@ -142,9 +142,21 @@ class FlatModel:
     # ----------------------------------------------------------------- second order
     def hessian_matmat(self, V: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Rows of ``V @ H_batch`` (H symmetric), reverse-over-reverse, vectorised over V."""
+        return self.linearize(X, y)(V)
+
+    def linearize(self, X: torch.Tensor, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``V -> V @ C_batch`` with the first-order pass on ``(X, y)`` done once.
+
+        For the Hessian, the gradient of the batch loss is differentiated once
+        (reverse-over-reverse) and its pull-back is kept, so that later products only
+        run the second backward pass, vectorised over the rows of ``V``. The
+        Gauss-Newton product is recomputed on every call.
+        """
+        if self.second_order == "gauss_newton":
+            return lambda V: self.gauss_newton_matmat(V, X, y)
         g = grad(self.mean_loss)
         _, pullback = vjp(lambda th: g(th, X, y), self.theta)
-        return vmap(lambda v: pullback(v)[0])(V)
+        return vmap(lambda v: pullback(v)[0])
 
     def gauss_newton_matmat(self, V: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Rows of ``V @ J^T H_out J`` on a batch (Schraudolph, 2002)."""
@@ -181,7 +193,9 @@ class CurvatureOperator:
 
     ``C`` is the Hessian or the Gauss-Newton matrix of the mean training loss. The data
     are processed ``batch_size`` rows at a time and the tangents in chunks, so memory is
-    bounded whatever the number of rows or right-hand sides.
+    bounded whatever the number of rows or right-hand sides. The first-order pass on each
+    batch is done once and kept (see :meth:`FlatModel.linearize`): iterative solvers then
+    pay only for the second-order pass on every product.
 
     Parameters
     ----------
@@ -193,10 +207,12 @@ class CurvatureOperator:
         Restrict the operator to the diagonal block ``C[block, block]``.
     """
 
-    def __init__(self, model: FlatModel, X, y, batch_size: int, block: slice | None = None):
+    def __init__(self, model: FlatModel, X, y, batch_size: int, block: slice | None = None,
+                 _cache: dict | None = None):
         self.model, self.X, self.y, self.batch_size = model, X, y, batch_size
         self.block = block if block is not None else slice(0, model.n_params)
         self.n_calls = 0
+        self._cache = {} if _cache is None else _cache  # shared by restrictions
 
     @property
     def dim(self) -> int:
@@ -210,31 +226,67 @@ class CurvatureOperator:
     def device(self) -> torch.device:
         return self.model.theta.device
 
+    @property
+    def batches(self) -> list[slice]:
+        """The fixed row batches of the training data."""
+        return list(iter_slices(len(self.X), self.batch_size))
+
     def restrict(self, block: slice) -> "CurvatureOperator":
         start = self.block.start
         sub = slice(start + block.start, start + block.stop)
-        return CurvatureOperator(self.model, self.X, self.y, self.batch_size, sub)
+        return CurvatureOperator(self.model, self.X, self.y, self.batch_size, sub, self._cache)
 
-    def matmat(self, V: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """``V @ C`` for ``V`` of shape ``(k, dim)``; ``rows`` optionally subsamples data."""
-        X, y = (self.X, self.y) if rows is None else (self.X[rows], self.y[rows])
-        n, k, p = len(X), V.shape[0], self.model.n_params
-        full = torch.zeros(k, p, dtype=V.dtype, device=V.device)
-        full[:, self.block] = V
+    def shuffled(self, generator) -> "CurvatureOperator":
+        """The same operator on randomly permuted rows (so its batches are random)."""
+        perm = torch.randperm(len(self.X), generator=generator).to(self.X.device)
+        return CurvatureOperator(self.model, self.X[perm], self.y[perm], self.batch_size,
+                                 self.block)
+
+    def _product(self, sl: slice) -> Callable[[torch.Tensor], torch.Tensor]:
+        key = (sl.start, sl.stop)
+        if key not in self._cache:
+            self._cache[key] = self.model.linearize(self.X[sl], self.y[sl])
+        return self._cache[key]
+
+    def matmat(self, V: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """``V @ C`` for ``V`` of shape ``(k, dim)``.
+
+        ``batch`` restricts ``C`` to the rows of one of :attr:`batches` (the curvature of
+        that mini-batch's mean loss); None averages over all rows.
+        """
+        slices = self.batches if batch is None else [self.batches[batch]]
+        n = sum(sl.stop - sl.start for sl in slices)
+        k, p = V.shape[0], self.model.n_params
+        whole = self.dim == p
         out = torch.zeros_like(V)
         with torch.no_grad():
-            for sl in iter_slices(n, self.batch_size):
+            for sl in slices:
                 m = sl.stop - sl.start
-                step = tangent_chunk(m, k)
-                for t in iter_slices(k, step):
-                    prod = self.model.curvature_matmat(full[t], X[sl], y[sl])
-                    out[t] += (m / n) * prod[:, self.block]
+                product = self._product(sl)
+                for t in iter_slices(k, tangent_chunk(m, k)):
+                    if whole:
+                        out[t] += (m / n) * product(V[t])
+                    else:
+                        full = V.new_zeros(t.stop - t.start, p)
+                        full[:, self.block] = V[t]
+                        out[t] += (m / n) * product(full)[:, self.block]
         self.n_calls += k
         return out
 
-    def dense(self) -> torch.Tensor:
-        """The explicit ``(dim, dim)`` matrix, from products with the identity."""
-        return self.matmat(torch.eye(self.dim, dtype=self.dtype, device=self.device))
+    def dense(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The explicit ``(dim, dim)`` matrix, from products with identity columns.
+
+        The identity is built one chunk of columns at a time; ``out`` (optional, shape
+        ``(dim, dim)``) receives the result, so that the peak memory is one matrix.
+        """
+        d = self.dim
+        out = torch.empty(d, d, dtype=self.dtype, device=self.device) if out is None else out
+        step = max(1, _MAX_ROWS_TIMES_TANGENTS // max(min(self.batch_size, len(self.X)), 1))
+        for t in iter_slices(d, step):
+            E = torch.zeros(t.stop - t.start, d, dtype=self.dtype, device=self.device)
+            E[:, t] = torch.eye(t.stop - t.start, dtype=self.dtype, device=self.device)
+            out[t] = self.matmat(E)
+        return out
 
 
 def per_sample_grads_batched(model: FlatModel, X, y, batch_size: int) -> torch.Tensor:

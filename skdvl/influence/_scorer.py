@@ -224,7 +224,7 @@ class InfluenceScorer(BaseEstimator):
         factories = {
             "direct": lambda: _Direct(reg),
             "cg": lambda: _CG(reg, maxiter, self.rtol, self.preconditioner, self.rank),
-            "lissa": lambda: _LiSSA(reg, maxiter, self.rtol, self.scale, self.batch_size),
+            "lissa": lambda: _LiSSA(reg, maxiter, self.rtol, self.scale),
             "arnoldi": lambda: _Arnoldi(reg, self.rank),
             "nystroem": lambda: _Nystroem(reg, self.rank),
         }

@@ -46,11 +46,15 @@ class _Direct:
 
     def fit(self, op: CurvatureOperator, generator=None) -> "_Direct":
         C = op.dense()
-        C = 0.5 * (C + C.T)
         C.diagonal().add_(self.regularization)
-        L, info = torch.linalg.cholesky_ex(C)
+        # Cholesky reads the lower triangle only; factorising in place keeps one p x p
+        # matrix in memory (the curvature is symmetric up to rounding).
+        L, info = torch.linalg.cholesky_ex(C, out=(C, torch.empty((), dtype=torch.int32,
+                                                                   device=C.device)))
         if int(info) != 0:
-            lam_min = float(torch.linalg.eigvalsh(C)[0])
+            C = op.dense()
+            C.diagonal().add_(self.regularization)
+            lam_min = float(torch.linalg.eigvalsh(0.5 * (C + C.T))[0])
             raise NotPositiveDefiniteError(
                 "The curvature matrix plus 'regularization' is not positive definite "
                 f"(smallest eigenvalue {lam_min:.3g} with regularization="
@@ -263,46 +267,55 @@ def _power_iteration(op: CurvatureOperator, n_iter: int, generator) -> float:
 class _LiSSA:
     """Linear-time stochastic second-order algorithm (Agarwal et al., 2017, Alg. 1).
 
-    Iterates ``x <- r + x - (C_b + lambda I) x / scale`` with a fresh random mini-batch
-    ``b`` of ``batch_rows`` training rows at each step, and returns ``x / scale``.
-    ``scale`` must exceed the largest eigenvalue of ``C + lambda I``; when None it is
-    estimated by power iteration and multiplied by 1.5.
+    Iterates ``x <- r + x - (C_b + lambda I) x / scale`` with a mini-batch ``b`` of the
+    training rows at each step, and returns ``x / scale``. ``scale`` must exceed the
+    largest eigenvalue of ``C + lambda I``; when None it is estimated by power iteration
+    and multiplied by 1.5.
 
     Notes
     -----
-    A single chain is run (no averaging over repetitions); iterations stop when the
-    relative change of every row falls below ``rtol``.
+    Agarwal et al. draw a fresh sample at every step. Here the rows are shuffled once
+    and cut into fixed mini-batches of ``op.batch_size`` rows; each step takes the next
+    mini-batch of a random order that is redrawn every epoch (sampling without
+    replacement, as a shuffled data loader does). Fixed mini-batches let the first-order
+    pass on each of them be done once (:meth:`CurvatureOperator.matmat`), so a step costs
+    only the second-order pass. A single chain is run (no averaging over repetitions);
+    each right-hand side stops on its own when the relative change of its iterate
+    (Euclidean norm) falls below ``rtol``, and later steps only involve the others.
     """
 
-    def __init__(self, regularization, maxiter, rtol, scale=None, batch_rows=None):
+    def __init__(self, regularization, maxiter, rtol, scale=None):
         self.regularization, self.maxiter, self.rtol = regularization, maxiter, rtol
-        self.scale, self.batch_rows = scale, batch_rows
+        self.scale = scale
 
     def fit(self, op: CurvatureOperator, generator=None) -> "_LiSSA":
-        self.op_, self.generator_ = op, generator
+        self.generator_ = generator
+        self.op_ = op.shuffled(generator)
         if self.scale is None:
-            top = _power_iteration(op, 20, generator)
+            top = _power_iteration(self.op_, 20, generator)
             self.scale_ = 1.5 * (top + self.regularization)
         else:
             self.scale_ = float(self.scale)
         return self
 
     def solve(self, R: torch.Tensor) -> torch.Tensor:
-        n = len(self.op_.X)
-        rows_per_step = min(self.batch_rows or n, n)
+        n_batches = len(self.op_.batches)
         X = R.clone()
-        self.n_iter_ = 0
-        for _ in range(self.maxiter):
-            rows = None
-            if rows_per_step < n:
-                rows = torch.randperm(n, generator=self.generator_)[:rows_per_step]
-            CX = self.op_.matmat(X, rows) + self.regularization * X
-            X_new = R + X - CX / self.scale_
-            self.n_iter_ += 1
-            change = (X_new - X).norm(dim=1) / X_new.norm(dim=1).clamp_min(1e-30)
-            X = X_new
-            if bool((change < self.rtol).all()):
+        self.n_iter_ = torch.zeros(len(R), dtype=torch.long)
+        active = torch.arange(len(R), device=R.device)
+        order = torch.randperm(n_batches, generator=self.generator_)
+        for step in range(self.maxiter):
+            if len(active) == 0:
                 break
+            if step % n_batches == 0 and step > 0:
+                order = torch.randperm(n_batches, generator=self.generator_)
+            Xa = X[active]
+            CX = self.op_.matmat(Xa, batch=int(order[step % n_batches]))
+            update = R[active] - (CX + self.regularization * Xa) / self.scale_
+            X[active] = Xa + update
+            self.n_iter_[active.cpu()] += 1
+            change = update.norm(dim=1) / X[active].norm(dim=1).clamp_min(1e-30)
+            active = active[change >= self.rtol]
         return X / self.scale_
 
 
