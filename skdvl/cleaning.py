@@ -31,13 +31,9 @@ __all__ = ["CleanedEstimator", "DataCleaner"]
 
 
 def _default_valuer() -> Any:
-    """KNN-Shapley when it is available, else Data-OOB."""
-    try:
-        from skdvl.valuation._knn import KNNShapley
-    except ImportError:
-        from skdvl.valuation._oob import DataOOBValuer
+    """KNN-Shapley: exact, and fast enough to run inside every cross-validation fold."""
+    from skdvl.valuation._knn import KNNShapley
 
-        return DataOOBValuer()
     return KNNShapley()
 
 
@@ -85,8 +81,7 @@ class DataCleaner(BaseEstimator):
     ----------
     valuer : valuer, default=None
         Any estimator with ``fit(X, y)`` that sets ``values_`` (higher is better).
-        None means :class:`~skdvl.KNNShapley` (``DataOOBValuer`` if KNN-Shapley is
-        not available).
+        None means ``KNNShapley()``.
     fraction : float in [0, 1), default=0.1
         Share of rows to drop, lowest values first (``floor(fraction * n)`` rows).
         0 keeps every row and skips valuation. Ignored when ``threshold`` is set.
@@ -121,7 +116,7 @@ class DataCleaner(BaseEstimator):
     >>> import numpy as np
     >>> from sklearn.datasets import load_breast_cancer
     >>> from skdvl.cleaning import DataCleaner
-    >>> from skdvl.valuation._oob import DataOOBValuer
+    >>> from skdvl import DataOOBValuer
     >>> X, y = load_breast_cancer(return_X_y=True)
     >>> cleaner = DataCleaner(DataOOBValuer(n_estimators=30, random_state=0), fraction=0.1)
     >>> X_kept, y_kept = cleaner.fit_resample(X, y)
@@ -276,7 +271,7 @@ class CleanedEstimator(MetaEstimatorMixin, BaseEstimator):
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn.preprocessing import StandardScaler
     >>> from skdvl.cleaning import CleanedEstimator, DataCleaner
-    >>> from skdvl.valuation._oob import DataOOBValuer
+    >>> from skdvl import DataOOBValuer
     >>> X, y = load_breast_cancer(return_X_y=True)
     >>> cleaner = DataCleaner(DataOOBValuer(n_estimators=30, random_state=0), fraction=0.05)
     >>> model = make_pipeline(StandardScaler(), CleanedEstimator(LogisticRegression(), cleaner))
