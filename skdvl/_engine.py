@@ -177,6 +177,14 @@ class EngineState:
         res.algorithm = algorithm
         return res
 
+    def counts(self) -> np.ndarray:
+        """Updates per player so far (MSR: samples with and without the player)."""
+        if self.kind == "msr":
+            inside, outside = self.moments
+            return np.where((inside.count > 0) & (outside.count > 0),
+                            inside.count + outside.count, 0)
+        return self.moments[0].count
+
     def absorb(self, block: tuple[Any, ...]) -> None:
         for mine, theirs in zip(self.moments, block):
             mine.merge(theirs)
@@ -249,7 +257,8 @@ class _Loop:
         st.absorb(block)
         st.next_block += 1
         st.n_samples += self.spb
-        progress = Progress(st.result(self.algorithm), st.n_samples, st.n_evaluations)
+        progress = Progress(lambda: st.result(self.algorithm), st.n_samples,
+                            st.n_evaluations, counts=st.counts())
         st.status = self.stopping(progress)
         self.completion = self.stopping.completion(progress)
         if self.pbar is not None:

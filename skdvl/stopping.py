@@ -17,7 +17,7 @@ Examples
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from enum import IntEnum
 
 import numpy as np
@@ -39,13 +39,28 @@ class Status(IntEnum):
     BUDGET = 2
 
 
-@dataclass
 class Progress:
-    """What a stopping criterion sees: the running result and the work done."""
+    """What a stopping criterion sees: the running result and the work done.
 
-    result: ValuationResult
-    n_samples: int
-    n_evaluations: int
+    ``result`` may be given as a callable; it is then built only if a criterion
+    asks for it (``counts`` alone is cheap).
+    """
+
+    def __init__(self, result: ValuationResult | Callable[[], ValuationResult],
+                 n_samples: int, n_evaluations: int, counts: np.ndarray | None = None) -> None:
+        self._result = result
+        self.n_samples, self.n_evaluations = n_samples, n_evaluations
+        self._counts = counts
+
+    @property
+    def result(self) -> ValuationResult:
+        if callable(self._result):
+            self._result = self._result()
+        return self._result
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._counts if self._counts is not None else self.result.counts
 
 
 class StoppingCriterion:
@@ -140,12 +155,12 @@ class MaxUpdates(StoppingCriterion):
         self.n_updates = _positive_int(n_updates, "n_updates")
 
     def _check(self, progress: Progress) -> Status:
-        counts = progress.result.counts
+        counts = progress.counts
         return Status.BUDGET if counts.size and counts.max() >= self.n_updates else (
             Status.PENDING)
 
     def completion(self, progress: Progress) -> float:
-        counts = progress.result.counts
+        counts = progress.counts
         return min(1.0, counts.max() / self.n_updates) if counts.size else 0.0
 
     def __repr__(self) -> str:
@@ -156,12 +171,12 @@ class MinUpdates(MaxUpdates):
     """Stop once every value has at least ``n_updates`` updates (a budget)."""
 
     def _check(self, progress: Progress) -> Status:
-        counts = progress.result.counts
+        counts = progress.counts
         return Status.BUDGET if counts.size and counts.min() >= self.n_updates else (
             Status.PENDING)
 
     def completion(self, progress: Progress) -> float:
-        counts = progress.result.counts
+        counts = progress.counts
         return min(1.0, counts.min() / self.n_updates) if counts.size else 0.0
 
     def __repr__(self) -> str:

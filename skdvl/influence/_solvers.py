@@ -47,11 +47,12 @@ class _Direct:
     def fit(self, op: CurvatureOperator, generator=None) -> "_Direct":
         C = op.dense()
         C.diagonal().add_(self.regularization)
-        # Cholesky reads the lower triangle only; factorising in place keeps one p x p
-        # matrix in memory (the curvature is symmetric up to rounding).
-        L, info = torch.linalg.cholesky_ex(C, out=(C, torch.empty((), dtype=torch.int32,
-                                                                   device=C.device)))
-        if int(info) != 0:
+        # Factorise in place: C.T is the column-major view LAPACK works on, so no copy
+        # is made and one p x p matrix is kept. Only one triangle is read (C is symmetric
+        # up to rounding). Afterwards C holds the lower factor L, C.T the upper L^T.
+        info = torch.empty((), dtype=torch.int32, device=C.device)
+        torch.linalg.cholesky_ex(C.T, upper=True, out=(C.T, info))
+        if int(info) != 0:  # C was overwritten: rebuild it for the message
             C = op.dense()
             C.diagonal().add_(self.regularization)
             lam_min = float(torch.linalg.eigvalsh(0.5 * (C + C.T))[0])
@@ -62,11 +63,12 @@ class _Direct:
                 f"{max(-lam_min + self.regularization, 0):.3g} or use "
                 "second_order='gauss_newton'."
             )
-        self.cholesky_ = L
+        self.cholesky_ = C.tril_()
         return self
 
     def solve(self, R: torch.Tensor) -> torch.Tensor:
-        return torch.cholesky_solve(R.T, self.cholesky_).T
+        # the transposed (column-major) upper factor avoids a copy of the factor
+        return torch.cholesky_solve(R.T, self.cholesky_.T, upper=True).T
 
 
 # ---------------------------------------------------------------------- low rank
