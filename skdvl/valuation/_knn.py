@@ -552,12 +552,13 @@ class KNNShapley(ValuerMixin, BaseEstimator):
                 nn = NearestNeighbors(algorithm=self.algorithm, metric=self.metric, p=self.p)
         else:
             nn = clone(self.n_neighbors)
-            k = getattr(nn, "n_neighbors", None)
-            if not isinstance(k, Integral) or isinstance(k, bool) or k < 1:
+            inner = getattr(nn, "n_neighbors", None)
+            if not isinstance(inner, Integral) or isinstance(inner, bool) or inner < 1:
                 raise ValueError(
                     "The 'n_neighbors' estimator of KNNShapley must have an integer "
-                    f"n_neighbors >= 1. Got {type(nn).__name__} with n_neighbors={k!r}."
+                    f"n_neighbors >= 1. Got {type(nn).__name__} with n_neighbors={inner!r}."
                 )
+            k = int(inner)
         self.n_neighbors_ = int(k)
         self.nn_ = None if nn is None else nn.fit(X)
         if nn is not None:
