@@ -25,7 +25,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from skdvl.cleaning import DataCleaner
-from skdvl.cli import available_methods
 from skdvl.datasets import flip_labels
 from skdvl.evaluation import noisy_auroc
 
@@ -88,7 +87,7 @@ def summarise(per_seed: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = ",".join(m for m in ("knn", "oob", "shapley") if m in available_methods())
+    default = "knn,oob,shapley"
     parser.add_argument("--methods", default=default)
     parser.add_argument("--datasets", default="breast_cancer,digits")
     parser.add_argument("--seeds", type=int, default=5)
