@@ -7,6 +7,8 @@ through :func:`pydvl_env.run_pydvl`) that fits the method and computes the 100 x
 influence matrix. Reported: the time to fit plus compute that matrix (measured inside the
 process), the peak resident memory of the process, and the Pearson correlation of the
 matrix with skdvl's ``direct`` matrix (pyDVL's ``direct`` agrees with it, see the output).
+Both libraries run with ``--threads`` OpenMP/MKL threads (default 1, which keeps timings
+stable on a shared machine). LiSSA: pyDVL gets ``scale=10``; skdvl estimates its scale.
 
 Run::
 
@@ -123,6 +125,8 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="*", default=["skdvl", "pydvl"])
     parser.add_argument("--regularization", type=float, default=1e-2)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP/MKL threads of both libraries' processes (default 1)")
     opt = parser.parse_args()
     if opt.worker:
         return _skdvl_worker()
@@ -133,6 +137,9 @@ def main() -> None:
     common = {"data": str(data), "hidden": hidden, "regularization": opt.regularization,
               "rank": 50, "maxiter": 100, "rtol": 1e-4, "lissa_maxiter": 1000,
               "lissa_scale": 10.0, "batch_size": 256}
+    threads = {k: str(opt.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update(threads)  # inherited by both libraries' child processes
+    load_start = os.getloadavg()
     rows = []
     for method in opt.methods:
         for lib in opt.libraries:
@@ -144,7 +151,12 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "influences"}),
                   file=sys.stderr, flush=True)
-    _report(rows, opt.out)
+    meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "threads": opt.threads, "hidden": hidden, "n_train": n_train, "n_test": n_test,
+            "n_params": 64 * hidden + hidden + hidden * 10 + 10,
+            "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+            "config": {k: v for k, v in common.items() if k != "data"}}
+    _report(rows, opt.out, meta)
 
 
 def _run_one(lib: str, args: dict) -> dict:
@@ -161,13 +173,14 @@ def _run_one(lib: str, args: dict) -> dict:
             "influences": r["influences"]}
 
 
-def _report(rows: list[dict], out: str | None) -> None:
+def _report(rows: list[dict], out: str | None, meta: dict) -> None:
     ref = {r["library"]: r["influences"] for r in rows
            if r["method"] == "direct" and "influences" in r}
     for r in rows:
         if "influences" in r:
             for lib, mat in ref.items():
                 r[f"pearson_vs_{lib}_direct"] = _pearson(r["influences"], mat)
+    print(json.dumps(meta))
     lines = ["| method | library | time (s) | peak RSS (MB) | Pearson vs skdvl direct | "
              "Pearson vs own direct |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -182,7 +195,7 @@ def _report(rows: list[dict], out: str | None) -> None:
     print("\n".join(lines))
     if out:
         clean = [{k: v for k, v in r.items() if k != "influences"} for r in rows]
-        Path(out).write_text(json.dumps(clean, indent=2))
+        Path(out).write_text(json.dumps({"meta": meta, "rows": clean}, indent=2))
 
 
 if __name__ == "__main__":

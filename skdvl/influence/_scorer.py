@@ -290,6 +290,10 @@ class InfluenceScorer(BaseEstimator):
         if mode == "perturbation" and not Xs.is_floating_point():
             raise ValueError("mode='perturbation' needs floating-point inputs X; got "
                              f"dtype {Xs.dtype}.")
+        kept = getattr(self.solver_, "grads_", None)  # DataInf keeps the training gradients
+        if mode == "up" and X is None and kept is not None:
+            with torch.no_grad():
+                return (-(F @ kept.T)).cpu().numpy()
         parts = []
         with torch.no_grad():
             for sl in self._progress(list(iter_slices(len(Xs), self.batch_size))):

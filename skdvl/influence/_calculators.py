@@ -1,0 +1,554 @@
+"""Influence matrices at scale: chunk by chunk, sequentially or as a dask graph.
+
+Both calculators take a fitted :class:`~skdvl.influence.InfluenceScorer` and split the
+test rows into chunks of ``chunk_size[0]`` rows and the training rows into chunks of
+``chunk_size[1]`` rows. The influence factors ``(C + lambda I)^-1 grad L(z_test)`` of a
+test chunk are computed once and reused against every training chunk; the training
+gradients of a chunk are recomputed for each test chunk, so memory stays bounded by one
+factor block ``(chunk_size[0], n_params)`` and one output block per task. Larger test
+chunks therefore mean fewer gradient recomputations.
+
+With ``out=`` the result goes to a zarr group block by block (see ``_zarr_store``), and an
+interrupted run started again with the same arguments skips the blocks already written.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import weakref
+from collections import defaultdict
+from contextlib import contextmanager
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from ._skorch import resolve_model
+from ._zarr_store import (
+    BlockWriter,
+    hash_array,
+    hash_state_dict,
+    make_record,
+    open_output,
+    probe_signature,
+)
+
+__all__ = [
+    "DaskInfluenceCalculator",
+    "SequentialInfluenceCalculator",
+    "dataset_to_dask_arrays",
+    "to_dask_array",
+]
+
+#: Scorer parameters left out of the run record (they do not change the numbers).
+_UNRECORDED = {"model", "loss", "device", "verbose", "backend", "chunk_size", "client"}
+_LETTERS = "abcdefghlmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # not i, j, k
+
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _import_dask():
+    try:
+        import dask
+        import dask.array as da
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("DaskInfluenceCalculator needs dask[array]; install skdvl[dask].") \
+            from exc
+    return dask, da
+
+
+# ----------------------------------------------------------------- thread safety
+@contextmanager
+def _torch_task(scorer):
+    """Run torch work on ``scorer`` alone in this process, one torch thread on a worker.
+
+    The scorer evaluates its module with ``torch.func.functional_call``, which swaps the
+    module's parameters in place, so two threads must never use one scorer at once: a lock
+    per scorer serialises them (this keeps dask's threaded scheduler correct). On a
+    ``distributed`` worker, torch runs one intra-op thread, so that n single-threaded
+    workers use n cores.
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(scorer, threading.Lock())
+    with lock:
+        if not _on_dask_worker():
+            yield
+            return
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(n_threads)
+
+
+def _on_dask_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def _check_client(client) -> None:
+    if client is None:
+        return
+    from distributed import Client
+
+    if not isinstance(client, Client):
+        raise TypeError("The 'client' parameter of DaskInfluenceCalculator must be a "
+                        f"distributed.Client or None. Got {type(client).__name__} instead.")
+    threads = client.nthreads()
+    if not threads:
+        raise ValueError("The dask client has no workers; start a cluster with at least one.")
+    multi = {addr: n for addr, n in threads.items() if n != 1}
+    if multi:
+        raise ValueError(
+            "DaskInfluenceCalculator needs dask workers with one thread each: the fitted "
+            "InfluenceScorer is not safe to call from several threads at once (torch.func "
+            "swaps the module's parameters in place), so extra threads per worker would "
+            f"only wait on each other. Workers with more than one thread: {multi}. Start "
+            "them with threads_per_worker=1, e.g. Client(n_workers=2, threads_per_worker=1),"
+            " and scale with workers, not threads."
+        )
+
+
+# ---------------------------------------------------------------------- inputs
+def _is_dataset(X) -> bool:
+    return isinstance(X, torch.utils.data.Dataset) and not isinstance(X, torch.Tensor)
+
+
+def _is_dask(X) -> bool:
+    return hasattr(X, "dask") and hasattr(X, "chunks") and hasattr(X, "compute")
+
+
+def _as_numpy(a) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    if hasattr(a, "to_numpy"):  # pandas
+        return a.to_numpy()
+    return np.asarray(a)
+
+
+def _load_rows(dataset, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    items = [dataset[k] for k in range(start, stop)]
+    return (np.stack([_as_numpy(x) for x, _ in items]),
+            np.stack([_as_numpy(t) for _, t in items]))
+
+
+def _check_chunk(chunk_size, name="chunk_size") -> int:
+    if not isinstance(chunk_size, Integral) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"The '{name}' parameter must be an int >= 1. Got {chunk_size!r} "
+                         "instead.")
+    return int(chunk_size)
+
+
+def to_dask_array(X, chunk_size: int = 1000):
+    """A numpy array, pandas frame or series, torch tensor or dask array as a dask array.
+
+    Chunked by rows only (``chunk_size`` rows per chunk; the other axes are one chunk),
+    as the calculators need.
+
+    Parameters
+    ----------
+    X : array-like, pandas.DataFrame, pandas.Series, torch.Tensor or dask.array.Array
+    chunk_size : int, default=1000
+
+    Returns
+    -------
+    dask.array.Array
+    """
+    _, da = _import_dask()
+    chunk_size = _check_chunk(chunk_size)
+    if _is_dask(X):
+        return X.rechunk({0: chunk_size, **{ax: -1 for ax in range(1, X.ndim)}})
+    arr = _as_numpy(X)
+    if arr.dtype == object:
+        raise ValueError("X must be numeric; got an array of dtype object.")
+    return da.from_array(arr, chunks=(chunk_size, *arr.shape[1:]))
+
+
+def dataset_to_dask_arrays(dataset, chunk_size: int = 1000):
+    """A torch ``Dataset`` of ``(x, y)`` pairs as two row-chunked dask arrays ``(X, y)``.
+
+    Each chunk is loaded lazily, once, by one task (``dataset[k]`` for its rows), so the
+    dataset is never held in memory whole; it must be picklable to reach dask workers.
+    """
+    dask, da = _import_dask()
+    chunk_size = _check_chunk(chunk_size)
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("The dataset is empty.")
+    x0, y0 = _load_rows(dataset, 0, 1)
+    token = dask.base.tokenize(_dataset_token(dataset), chunk_size)
+    source = dask.delayed(dataset, pure=True, name=f"torch-dataset-{token}")
+    xs, ys = [], []
+    for start, stop in _bounds(n, chunk_size):
+        part = dask.delayed(_load_rows, pure=True)(source, start, stop)
+        xs.append(da.from_delayed(part[0], shape=(stop - start, *x0.shape[1:]),
+                                  dtype=x0.dtype))
+        ys.append(da.from_delayed(part[1], shape=(stop - start, *y0.shape[1:]),
+                                  dtype=y0.dtype))
+    return da.concatenate(xs), da.concatenate(ys)
+
+
+def _dataset_token(dataset) -> str:
+    """Identifies a Dataset by its type, length and first and last items."""
+    n = len(dataset)
+    first, last = _load_rows(dataset, 0, 1), _load_rows(dataset, n - 1, n)
+    parts = [type(dataset).__qualname__, str(n)]
+    parts += [hash_array(a) for a in (*first, *last)]
+    return "|".join(parts)
+
+
+def _bounds(n: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+class _Rows:
+    """Rows ``(X, y)`` of any supported kind, sliced by row ranges or turned into dask."""
+
+    X: Any
+    y: Any
+
+    def __init__(self, X, y, name: str):
+        if _is_dataset(X):
+            if y is not None:
+                raise ValueError(f"y must be None when {name} is a torch Dataset.")
+            self.dataset, self.X, self.y = X, None, None
+            self.n = len(X)
+            first = _load_rows(X, 0, 1) if self.n else (np.empty((1,)), None)
+            self.x_shape = first[0].shape[1:]
+        else:
+            if y is None:
+                raise ValueError(f"y is required with {name} (the loss needs targets).")
+            self.dataset = None
+            self.X = X if _is_dask(X) or isinstance(X, torch.Tensor) else _as_numpy(X)
+            self.y = y if _is_dask(y) or isinstance(y, torch.Tensor) else _as_numpy(y)
+            self.n = len(self.X)
+            self.x_shape = tuple(self.X.shape[1:])
+            if len(self.y) != self.n:
+                raise ValueError(f"{name} and its targets must have the same number of "
+                                 f"rows; got {self.n} and {len(self.y)}.")
+        if self.n == 0:
+            raise ValueError(f"{name} has no rows.")
+        self.name = name
+
+    def get(self, start: int, stop: int):
+        if self.dataset is not None:
+            return _load_rows(self.dataset, start, stop)
+        x, y = self.X[start:stop], self.y[start:stop]
+        return (x.compute() if _is_dask(x) else x), (y.compute() if _is_dask(y) else y)
+
+    def fingerprint(self) -> dict:
+        if self.dataset is not None:
+            return {"dataset": _dataset_token(self.dataset)}
+        return {"X": self._one(self.X), "y": self._one(self.y)}
+
+    @staticmethod
+    def _one(a) -> str:
+        if _is_dask(a):
+            dask, _ = _import_dask()
+            return "dask:" + dask.base.tokenize(a)
+        return hash_array(a)
+
+    def to_dask(self, chunk_size: int):
+        if self.dataset is not None:
+            return dataset_to_dask_arrays(self.dataset, chunk_size)
+        return to_dask_array(self.X, chunk_size), to_dask_array(self.y, chunk_size)
+
+
+# ------------------------------------------------------------------- the plan
+class _Job:
+    """One influence computation: rows, chunk bounds, mode and output shape."""
+
+    def __init__(self, scorer, chunk_size, X_test, y_test, X, y, mode):
+        check_is_fitted(scorer, "solver_")
+        sizes = (chunk_size, chunk_size) if isinstance(chunk_size, Integral) else chunk_size
+        if not isinstance(sizes, (tuple, list)) or len(sizes) != 2:
+            raise ValueError("The 'chunk_size' parameter must be an int or a pair of ints "
+                             f"(test rows, training rows). Got {chunk_size!r} instead.")
+        self.chunks = tuple(_check_chunk(s) for s in sizes)
+        self.mode = scorer.mode if mode is None else mode
+        if self.mode not in ("up", "perturbation"):
+            raise ValueError("The 'mode' argument must be 'up' or 'perturbation'. Got "
+                             f"{self.mode!r} instead.")
+        self.test = _Rows(X_test, y_test, "X_test")
+        if X is None:
+            if y is not None:
+                raise ValueError("y was given without X; pass both, or neither to score "
+                                 "the rows given to fit.")
+            self.train = _Rows(scorer.X_fit_.cpu(), scorer.y_fit_.cpu(), "X")
+        else:
+            self.train = _Rows(X, y, "X")
+        self.test_bounds = _bounds(self.test.n, self.chunks[0])
+        self.train_bounds = _bounds(self.train.n, self.chunks[1])
+        tail = self.train.x_shape if self.mode == "perturbation" else ()
+        self.shape = (self.test.n, self.train.n, *tail)
+        self.block_chunks = (*self.chunks, *tail)
+        self.n_blocks = (len(self.test_bounds), len(self.train_bounds))
+
+    def record(self, scorer, probe: np.ndarray) -> dict:
+        params = {k: v for k, v in scorer.get_params(deep=False).items()
+                  if k not in _UNRECORDED}
+        module = resolve_model(scorer.model, scorer.loss)[0]
+        return make_record(
+            params, mode=self.mode, chunks=self.chunks, shape=self.shape,
+            dtype=str(probe.dtype), n_params=int(scorer.n_params_),
+            model=hash_state_dict(module), test=self.test.fingerprint(),
+            train=self.train.fingerprint(), probe=probe_signature(probe[0]),
+        )
+
+    def writer(self, scorer, out) -> BlockWriter:
+        probe = np.asarray(scorer.influence_factors(*self.test.get(0, 1)))
+        array, done = open_output(out, record=self.record(scorer, probe), shape=self.shape,
+                                  chunks=self.block_chunks, dtype=probe.dtype,
+                                  n_blocks=self.n_blocks)
+        return BlockWriter(array, done, self.test_bounds, self.train_bounds)
+
+
+class _NumpySink:
+    """In-memory stand-in for :class:`BlockWriter` (allocated on the first block)."""
+
+    def __init__(self, job: _Job):
+        self.job = job
+        self.array: np.ndarray | None = None
+
+    def pending(self) -> list[tuple[int, int]]:
+        return [(i, j) for i in range(self.job.n_blocks[0]) for j in range(self.job.n_blocks[1])]
+
+    def write(self, block: np.ndarray, i: int, j: int) -> int:
+        if self.array is None:
+            self.array = np.empty(self.job.shape, dtype=block.dtype)
+        (t0, t1), (s0, s1) = self.job.test_bounds[i], self.job.train_bounds[j]
+        self.array[t0:t1, s0:s1] = block  # type: ignore[index]
+        return 1
+
+
+def _by_test_chunk(pending):
+    rows = defaultdict(list)
+    for i, j in pending:
+        rows[i].append(j)
+    return dict(sorted(rows.items()))
+
+
+# --------------------------------------------------------------- calculators
+class SequentialInfluenceCalculator:
+    """Influences of a fitted scorer computed chunk by chunk in this process.
+
+    Parameters
+    ----------
+    scorer : InfluenceScorer
+        A fitted scorer.
+    chunk_size : int or (int, int), default=1000
+        Rows per chunk, for test and training rows alike or as ``(test, training)``.
+    verbose : int, default=0
+        A progress bar over blocks when > 0.
+
+    Attributes
+    ----------
+    n_blocks_written_ : int
+        Blocks computed by the last call of :meth:`influences`.
+    n_blocks_skipped_ : int
+        Blocks found already written in ``out`` by the last call.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdvl.influence import InfluenceScorer
+    >>> from skdvl.influence._calculators import SequentialInfluenceCalculator
+    >>> X, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 1, dtype=torch.float64)
+    >>> s = InfluenceScorer(torch.nn.Linear(3, 1).double(), loss=torch.nn.MSELoss(),
+    ...                     method="direct").fit(X, y)
+    >>> SequentialInfluenceCalculator(s, chunk_size=(2, 8)).influences(X[:5], y[:5]).shape
+    (5, 20)
+    """
+
+    def __init__(self, scorer, chunk_size=1000, *, verbose=0):
+        self.scorer = scorer
+        self.chunk_size = chunk_size
+        self.verbose = verbose
+
+    def influence_factors(self, X_test, y_test=None) -> np.ndarray:
+        """``(C + lambda I)^-1 grad L(z_test)``, shape ``(n_test, n_params)``, by chunks."""
+        job = _Job(self.scorer, self.chunk_size, X_test, y_test, None, None, None)
+        return np.concatenate([self.scorer.influence_factors(*job.test.get(a, b))
+                               for a, b in job.test_bounds])
+
+    def influences(self, X_test, y_test=None, X=None, y=None, mode=None, out=None):
+        """Influence of each training row on each test row, chunk by chunk.
+
+        Parameters
+        ----------
+        X_test, y_test : test rows (arrays, frames, tensors, dask arrays) or a torch
+            Dataset of ``(x, y)`` pairs as ``X_test`` with ``y_test=None``.
+        X, y : training rows to score, same kinds; None means the rows given to fit.
+        mode : {"up", "perturbation"}, default=None
+            None uses the scorer's ``mode``.
+        out : str, path, zarr store or zarr.Group, default=None
+            Where to write the result block by block. A run interrupted and started again
+            with the same arguments skips the blocks already written; a run with other
+            arguments, data or model is refused.
+
+        Returns
+        -------
+        ndarray of shape (n_test, n_train[, *input_shape]), or the ``zarr.Array`` written
+        under ``out`` (``<out>/influences``).
+        """
+        scorer = self.scorer
+        job = _Job(scorer, self.chunk_size, X_test, y_test, X, y, mode)
+        sink = _NumpySink(job) if out is None else job.writer(scorer, out)
+        pending = sink.pending()
+        rows = _by_test_chunk(pending)
+        bar = self._progress(len(pending))
+        for i, js in rows.items():
+            factors = scorer.influence_factors(*job.test.get(*job.test_bounds[i]))
+            for j in js:
+                x, t = job.train.get(*job.train_bounds[j])
+                sink.write(scorer.influences_from_factors(factors, x, t, mode=job.mode), i, j)
+                if bar is not None:
+                    bar.update()
+        if bar is not None:
+            bar.close()
+        self.n_blocks_written_ = len(pending)
+        self.n_blocks_skipped_ = job.n_blocks[0] * job.n_blocks[1] - len(pending)
+        return sink.array
+
+    def _progress(self, total):
+        if self.verbose > 0:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, desc="influence blocks")
+        return None
+
+
+def _factors_block(x, y, scorer):
+    with _torch_task(scorer):
+        return scorer.influence_factors(x, y)
+
+
+def _influence_block(factors, x, y, scorer, mode):
+    with _torch_task(scorer):
+        return scorer.influences_from_factors(factors, x, y, mode=mode)
+
+
+def _write_block(factors, x, y, scorer, mode, writer, i, j):
+    return writer.write(_influence_block(factors, x, y, scorer, mode), i, j)
+
+
+class DaskInfluenceCalculator:
+    """Influences of a fitted scorer as a dask array built blockwise over row chunks.
+
+    The factors of each test chunk are one dask task, shared by all the blocks of that
+    chunk's row; each block ``(test chunk, training chunk)`` is one task. Results equal
+    :class:`SequentialInfluenceCalculator`'s.
+
+    Parameters
+    ----------
+    scorer : InfluenceScorer
+        A fitted scorer; it is shipped to the workers (pickled with cloudpickle).
+    chunk_size : int or (int, int), default=1000
+        Rows per chunk, for test and training rows alike or as ``(test, training)``.
+    client : distributed.Client, default=None
+        Computes the ``out=`` writes (None: dask's current scheduler). Its workers must
+        run one thread each (``threads_per_worker=1``); others are refused, since the
+        scorer cannot be shared by threads. Without a client, tasks that share a scorer
+        in one process run one at a time (safe under the threaded scheduler).
+
+    Attributes
+    ----------
+    n_blocks_written_, n_blocks_skipped_ : int
+        As in :class:`SequentialInfluenceCalculator`, for the last ``out=`` write.
+
+    Notes
+    -----
+    Unlike pyDVL 0.10's ``DaskInfluenceCalculator``, whose every block solves for the test
+    factors again, the factors here are computed once per test chunk.
+    """
+
+    def __init__(self, scorer, chunk_size=1000, client=None):
+        self.scorer = scorer
+        self.chunk_size = chunk_size
+        self.client = client
+
+    def _scorer_node(self):
+        dask, _ = _import_dask()
+        return dask.delayed(self.scorer, name=f"influence-scorer-{uuid.uuid4().hex}")
+
+    def _factors_array(self, job, scorer_node, dtype):
+        _, da = _import_dask()
+        Xt, yt = job.test.to_dask(job.chunks[0])
+        ix, iy = _letters(Xt.ndim - 1, 0), _letters(yt.ndim - 1, Xt.ndim - 1)
+        return da.blockwise(
+            _factors_block, "ik", Xt, "i" + ix, yt, "i" + iy, scorer_node, None,
+            new_axes={"k": int(self.scorer.n_params_)}, concatenate=True, dtype=dtype,
+            meta=np.empty((0, 0), dtype=dtype),
+        )
+
+    def influence_factors(self, X_test, y_test=None):
+        """Factors of the test rows as a dask array ``(n_test, n_params)``, by test chunk."""
+        _check_client(self.client)
+        job = _Job(self.scorer, self.chunk_size, X_test, y_test, None, None, None)
+        dtype = self._dtype(job)
+        return self._factors_array(job, self._scorer_node(), dtype)
+
+    def _dtype(self, job) -> np.dtype:
+        return np.asarray(self.scorer.influence_factors(*job.test.get(0, 1))).dtype
+
+    def influences(self, X_test, y_test=None, X=None, y=None, mode=None, out=None):
+        """Influence of each training row on each test row (see the sequential calculator).
+
+        Returns
+        -------
+        dask.array.Array of shape (n_test, n_train[, *input_shape]) chunked by
+        ``chunk_size``, or, with ``out``, the ``zarr.Array`` written (computed with
+        ``client`` if given).
+        """
+        _check_client(self.client)
+        _, da = _import_dask()
+        job = _Job(self.scorer, self.chunk_size, X_test, y_test, X, y, mode)
+        node = self._scorer_node()
+        if out is not None:
+            return self._write(job, node, out)
+        dtype = self._dtype(job)
+        F = self._factors_array(job, node, dtype)
+        Xs, ys = job.train.to_dask(job.chunks[1])
+        ix, iy = _letters(Xs.ndim - 1, 0), _letters(ys.ndim - 1, Xs.ndim - 1)
+        out_index = "ij" + (ix if job.mode == "perturbation" else "")
+        return da.blockwise(
+            _influence_block, out_index, F, "ik", Xs, "j" + ix, ys, "j" + iy, node, None,
+            job.mode, None, concatenate=True, dtype=dtype,
+            meta=np.empty((0,) * len(out_index), dtype=dtype),
+        )
+
+    def _write(self, job, node, out):
+        dask, _ = _import_dask()
+        writer = job.writer(self.scorer, out)
+        pending = writer.pending()
+        rows = _by_test_chunk(pending)
+        Xt, yt = (a.to_delayed().ravel() for a in job.test.to_dask(job.chunks[0]))
+        Xs, ys = (a.to_delayed().ravel() for a in job.train.to_dask(job.chunks[1]))
+        tasks = []
+        for i, js in rows.items():
+            factors = dask.delayed(_factors_block)(Xt[i], yt[i], node)
+            tasks += [dask.delayed(_write_block)(factors, Xs[j], ys[j], node, job.mode,
+                                                 writer, i, j) for j in js]
+        if tasks:
+            scheduler = self.client.get if self.client is not None else None
+            dask.compute(*tasks, scheduler=scheduler)
+        self.n_blocks_written_ = len(pending)
+        self.n_blocks_skipped_ = job.n_blocks[0] * job.n_blocks[1] - len(pending)
+        return writer.array
+
+
+def _letters(n: int, offset: int) -> str:
+    """``n`` distinct blockwise index letters for trailing axes (never i, j or k)."""
+    if offset + n > len(_LETTERS):
+        raise ValueError(f"Inputs with {n} trailing axes are not supported.")
+    return _LETTERS[offset : offset + n]
