@@ -4,7 +4,16 @@ Nothing here is imported by ``import skdvl``; use
 ``from skdvl.influence import InfluenceScorer``.
 """
 
+from ._calculators import (
+    DaskInfluenceCalculator,
+    SequentialInfluenceCalculator,
+    dataset_to_dask_arrays,
+    to_dask_array,
+)
 from ._scorer import InfluenceScorer
 from ._solvers import NotPositiveDefiniteError
 
-__all__ = ["InfluenceScorer", "NotPositiveDefiniteError"]
+__all__ = [
+    "InfluenceScorer", "NotPositiveDefiniteError", "SequentialInfluenceCalculator",
+    "DaskInfluenceCalculator", "to_dask_array", "dataset_to_dask_arrays",
+]

@@ -74,6 +74,16 @@ class InfluenceScorer(BaseEstimator):
         Seed of the randomised parts (own ``torch.Generator``).
     verbose : int, default=0
         Progress bars when > 0.
+    backend : {"sequential", "dask"}, default="sequential"
+        How :meth:`influences` computes: in one piece (or chunk by chunk when
+        ``chunk_size`` or ``out`` is given), or as a lazy ``dask.array.Array`` built
+        blockwise over chunks of test and training rows (needs the ``dask`` extra).
+    chunk_size : int or (int, int), default=None
+        Rows per chunk (test, training) of the chunked computation; None means 1000
+        when chunking.
+    client : distributed.Client, default=None
+        The dask cluster; its workers must run one thread each (torch is not safe
+        otherwise).
 
     Attributes
     ----------
@@ -121,13 +131,16 @@ class InfluenceScorer(BaseEstimator):
         "device": "no_validation",
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "backend": [StrOptions({"sequential", "dask"})],
+        "chunk_size": [Interval(Integral, 1, None, closed="left"), tuple, None],
+        "client": "no_validation",
     }
 
     def __init__(
         self, model=None, *, loss=None, method="cg", regularization=1e-3, mode="up",
         block_structure="full", second_order="hessian", rank=50, maxiter=None, rtol=1e-6,
         preconditioner=None, scale=None, batch_size=256, device=None, random_state=None,
-        verbose=0,
+        verbose=0, backend="sequential", chunk_size=None, client=None,
     ):
         self.model = model
         self.loss = loss
@@ -145,6 +158,15 @@ class InfluenceScorer(BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.backend = backend
+        self.chunk_size = chunk_size
+        self.client = client
+
+    def __getstate__(self):
+        # A dask Client cannot be pickled; the scorer travels inside dask tasks.
+        state = super().__getstate__()
+        state["client"] = None
+        return state
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, *, X_val=None, y_val=None) -> "InfluenceScorer":
@@ -257,7 +279,7 @@ class InfluenceScorer(BaseEstimator):
         Xt, yt = self._tensors(X_test, y_test, "X_test")
         return self._solve(self._grads(Xt, yt)).cpu().numpy()
 
-    def influences(self, X_test, y_test=None, X=None, y=None, mode=None) -> np.ndarray:
+    def influences(self, X_test, y_test=None, X=None, y=None, mode=None, out=None):
         """Influence of each training row on each test row.
 
         Parameters
@@ -266,11 +288,24 @@ class InfluenceScorer(BaseEstimator):
         X, y : training rows to score; None means the rows given to :meth:`fit`.
         mode : {"up", "perturbation"}, default=None
             None uses the ``mode`` parameter.
+        out : str, path, zarr store or group, default=None
+            Write the matrix there chunk by chunk (bounded memory) and return the zarr
+            array. A run started again with the same arguments skips the chunks already
+            written; different parameters or data are refused.
 
         Returns
         -------
-        ndarray of shape (n_test, n_train) or (n_test, n_train, *input_shape)
+        ndarray of shape (n_test, n_train) or (n_test, n_train, *input_shape); a
+        ``dask.array.Array`` with ``backend="dask"``; a ``zarr.Array`` with ``out``.
         """
+        if self.backend == "dask" or out is not None or self.chunk_size is not None:
+            from ._calculators import DaskInfluenceCalculator, SequentialInfluenceCalculator
+
+            chunk = 1000 if self.chunk_size is None else self.chunk_size
+            calc = (DaskInfluenceCalculator(self, chunk, client=self.client)
+                    if self.backend == "dask"
+                    else SequentialInfluenceCalculator(self, chunk, verbose=self.verbose))
+            return calc.influences(X_test, y_test, X, y, mode=mode, out=out)
         factors = self.influence_factors(X_test, y_test)
         return self.influences_from_factors(factors, X, y, mode=mode)
 

@@ -276,3 +276,18 @@ def test_bad_chunk_size_is_refused(scorer, data, chunk_size):
     _, _, Xt, yt = data
     with pytest.raises(ValueError, match="chunk_size"):
         SequentialInfluenceCalculator(scorer, chunk_size).influences(Xt, yt)
+
+
+def test_scorer_parameters_route_to_the_calculators(data, seed, client, tmp_path):
+    _, _, Xt, yt = data
+    expected = _fit(data, seed).influences(Xt, yt)
+    lazy = _fit(data, seed, backend="dask", chunk_size=CHUNKS, client=client).influences(Xt, yt)
+    assert isinstance(lazy, da.Array) and lazy.chunksize == CHUNKS
+    np.testing.assert_allclose(lazy.compute(), expected, rtol=0, atol=1e-6)
+    chunked = _fit(data, seed, chunk_size=CHUNKS)
+    written = chunked.influences(Xt, yt, out=tmp_path / "s.zarr")
+    np.testing.assert_allclose(written[...], expected, rtol=0, atol=1e-6)
+    again = chunked.influences(Xt, yt, out=tmp_path / "s.zarr")  # resumes: nothing to do
+    np.testing.assert_allclose(again[...], expected, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="The 'backend' parameter of InfluenceScorer"):
+        _fit(data, seed, backend="ray")
