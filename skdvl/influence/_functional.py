@@ -85,7 +85,8 @@ class FlatModel:
         return self.theta.numel()
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        parts = {n: theta[sl].view(s) for n, sl, s in zip(self.names, self.param_slices, self.shapes)}
+        parts = {n: theta[sl].view(s)
+                 for n, sl, s in zip(self.names, self.param_slices, self.shapes)}
         return {**self.buffers, **parts}
 
     def forward(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +159,9 @@ class FlatModel:
         _, pullback = vjp(lambda th: g(th, X, y), self.theta)
         return vmap(lambda v: pullback(v)[0])
 
-    def gauss_newton_matmat(self, V: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def gauss_newton_matmat(
+        self, V: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
+    ) -> torch.Tensor:
         """Rows of ``V @ J^T H_out J`` on a batch (Schraudolph, 2002)."""
         out, pullback = vjp(lambda th: self.forward(th, X), self.theta)
         g_out = grad(self.output_loss)
@@ -231,12 +234,12 @@ class CurvatureOperator:
         """The fixed row batches of the training data."""
         return list(iter_slices(len(self.X), self.batch_size))
 
-    def restrict(self, block: slice) -> "CurvatureOperator":
+    def restrict(self, block: slice) -> CurvatureOperator:
         start = self.block.start
         sub = slice(start + block.start, start + block.stop)
         return CurvatureOperator(self.model, self.X, self.y, self.batch_size, sub, self._cache)
 
-    def shuffled(self, generator) -> "CurvatureOperator":
+    def shuffled(self, generator) -> CurvatureOperator:
         """The same operator on randomly permuted rows (so its batches are random)."""
         perm = torch.randperm(len(self.X), generator=generator).to(self.X.device)
         return CurvatureOperator(self.model, self.X[perm], self.y[perm], self.batch_size,

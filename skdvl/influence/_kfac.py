@@ -138,7 +138,7 @@ class _EKFAC:
     def __init__(self, regularization: float):
         self.regularization = regularization
 
-    def fit(self, op: CurvatureOperator, generator=None) -> "_EKFAC":
+    def fit(self, op: CurvatureOperator, generator=None) -> _EKFAC:
         model, n = op.model, len(op.X)
         self.layers_ = _linear_layers(model)
         A = {la.name: 0.0 for la in self.layers_}
@@ -188,7 +188,7 @@ class _DataInf:
     def __init__(self, regularization: float, blocks: list[slice]):
         self.regularization, self.blocks = regularization, blocks
 
-    def fit(self, op: CurvatureOperator, generator=None) -> "_DataInf":
+    def fit(self, op: CurvatureOperator, generator=None) -> _DataInf:
         self.grads_ = per_sample_grads_batched(op.model, op.X, op.y, op.batch_size)
         return self
 

@@ -7,8 +7,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._data import to_tensors
@@ -169,7 +169,7 @@ class InfluenceScorer(BaseEstimator):
         return state
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None, *, X_val=None, y_val=None) -> "InfluenceScorer":
+    def fit(self, X, y=None, *, X_val=None, y_val=None) -> InfluenceScorer:
         """Fit the inverse-curvature approximation on the training data.
 
         Parameters

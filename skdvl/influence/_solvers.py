@@ -44,7 +44,7 @@ class _Direct:
     def __init__(self, regularization: float):
         self.regularization = regularization
 
-    def fit(self, op: CurvatureOperator, generator=None) -> "_Direct":
+    def fit(self, op: CurvatureOperator, generator=None) -> _Direct:
         C = op.dense()
         C.diagonal().add_(self.regularization)
         # Factorise in place: C.T is the column-major view LAPACK works on, so no copy
@@ -115,7 +115,7 @@ class _Nystroem:
     def __init__(self, regularization: float, rank: int):
         self.regularization, self.rank = regularization, rank
 
-    def fit(self, op: CurvatureOperator, generator=None) -> "_Nystroem":
+    def fit(self, op: CurvatureOperator, generator=None) -> _Nystroem:
         self.U_, self.eigenvalues_ = _nystroem_sketch(op, min(self.rank, op.dim), generator)
         return self
 
@@ -164,7 +164,7 @@ class _Arnoldi:
     def __init__(self, regularization: float, rank: int, n_steps: int | None = None):
         self.regularization, self.rank, self.n_steps = regularization, rank, n_steps
 
-    def fit(self, op: CurvatureOperator, generator=None) -> "_Arnoldi":
+    def fit(self, op: CurvatureOperator, generator=None) -> _Arnoldi:
         rank = min(self.rank, op.dim)
         steps = self.n_steps or min(op.dim, 2 * rank + 20)
         theta, V = _lanczos(op, max(steps, rank), generator)
@@ -278,7 +278,7 @@ class _CG:
         self.regularization, self.maxiter, self.rtol = regularization, maxiter, rtol
         self.preconditioner, self.rank = preconditioner, rank
 
-    def fit(self, op: CurvatureOperator, generator=None) -> "_CG":
+    def fit(self, op: CurvatureOperator, generator=None) -> _CG:
         self.op_ = op
         reg = self.regularization
         if self.preconditioner == "jacobi":
@@ -342,7 +342,7 @@ class _LiSSA:
         self.regularization, self.maxiter, self.rtol = regularization, maxiter, rtol
         self.scale = scale
 
-    def fit(self, op: CurvatureOperator, generator=None) -> "_LiSSA":
+    def fit(self, op: CurvatureOperator, generator=None) -> _LiSSA:
         self.generator_ = generator
         self.op_ = op.shuffled(generator)
         if self.scale is None:
@@ -380,7 +380,7 @@ class _BlockDiagonal:
     def __init__(self, make_solver, blocks: list[slice]):
         self.make_solver, self.blocks = make_solver, blocks
 
-    def fit(self, op: CurvatureOperator, generator=None) -> "_BlockDiagonal":
+    def fit(self, op: CurvatureOperator, generator=None) -> _BlockDiagonal:
         self.solvers_ = [self.make_solver().fit(op.restrict(b), generator) for b in self.blocks]
         return self
 

@@ -1,6 +1,5 @@
 """Shared fixtures of the influence tests (skipped when torch is missing)."""
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
