@@ -23,8 +23,6 @@ warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
-
 from pydvl.influence.torch import (  # noqa: E402
     ArnoldiInfluence,
     CgInfluence,
@@ -34,6 +32,7 @@ from pydvl.influence.torch import (  # noqa: E402
     LissaInfluence,
     NystroemSketchInfluence,
 )
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 
 def build_model(data, hidden):

@@ -156,14 +156,14 @@ class FlatModel:
         if self.second_order == "gauss_newton":
             return lambda V: self.gauss_newton_matmat(V, X, y)
         g = grad(self.mean_loss)
-        _, pullback = vjp(lambda th: g(th, X, y), self.theta)
+        _, pullback = vjp(lambda th: g(th, X, y), self.theta)  # type: ignore[misc]
         return vmap(lambda v: pullback(v)[0])
 
     def gauss_newton_matmat(
         self, V: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
     ) -> torch.Tensor:
         """Rows of ``V @ J^T H_out J`` on a batch (Schraudolph, 2002)."""
-        out, pullback = vjp(lambda th: self.forward(th, X), self.theta)
+        out, pullback = vjp(lambda th: self.forward(th, X), self.theta)  # type: ignore[misc]
         g_out = grad(self.output_loss)
 
         def one(v):

@@ -96,7 +96,7 @@ def _pseudo_gradients(model: FlatModel, layers, X, y):
             out = model.forward(model.theta.detach().requires_grad_(True), X)
             factors = _output_hessian_factors(out.detach(), y, model.loss)
             flat_out = out.reshape(len(out), -1)
-            g = {layer.name: [] for layer in layers}
+            g: dict[str, list] = {layer.name: [] for layer in layers}
             for c in range(factors.shape[2]):
                 grads = torch.autograd.grad(
                     flat_out, [outputs[la.name] for la in layers],

@@ -207,7 +207,7 @@ class InfluenceScorer(BaseEstimator):
         op = CurvatureOperator(self.flat_, self.X_fit_, self.y_fit_, self.batch_size)
         self.solver_ = self._make_solver().fit(op, generator)
         self._val = None if X_val is None else self._tensors(X_val, y_val, "X_val")
-        self._values = None
+        self._values: np.ndarray | None = None
         return self
 
     def _tensors(self, X, y, name):
