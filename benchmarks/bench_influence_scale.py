@@ -35,7 +35,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -44,6 +43,8 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 RESULTS = BENCH_DIR / "results"
+
+from _shared import TreeRSS  # noqa: E402
 
 
 def build_model(hidden: int, d: int, k: int):
@@ -80,34 +81,7 @@ def prepare(path: Path, n_train: int, n_test: int, hidden: int, seed: int = 0) -
     return sum(p.numel() for p in model.parameters())
 
 
-class TreeRSS:
-    """Samples the summed RSS of this process and its descendants every 50 ms."""
 
-    def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        import psutil
-
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(0.05)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def _warm_up() -> None:

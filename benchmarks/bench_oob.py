@@ -13,7 +13,6 @@ finding the flipped labels, and the largest difference between the two value vec
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -22,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits, make_classification
-from sklearn.ensemble import BaggingClassifier, RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
-from sklearn.tree import DecisionTreeClassifier
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from _shared import ensemble, sha  # noqa: E402
 
 from skdvl.datasets import flip_labels
 from skdvl.evaluation import noisy_auroc
@@ -45,22 +44,8 @@ def _datasets(quick: bool) -> dict:
     return out
 
 
-def _ensemble(kind: str, n_estimators: int, seed: int):
-    if kind == "forest":
-        return RandomForestClassifier(n_estimators=n_estimators, random_state=seed)
-    return BaggingClassifier(DecisionTreeClassifier(), n_estimators=n_estimators,
-                             random_state=seed)
-
-
-def _sha(arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
 def skdvl_side(X, y, flipped, kind, n_estimators, seed, repeats) -> dict:
-    model = _ensemble(kind, n_estimators, seed)
+    model = ensemble(kind, n_estimators, seed)
     t0 = time.perf_counter()
     model.fit(X, y)
     fit_s = time.perf_counter() - t0
@@ -70,14 +55,14 @@ def skdvl_side(X, y, flipped, kind, n_estimators, seed, repeats) -> dict:
         v = DataOOBValuer(FrozenEstimator(model)).fit(X, y)
         times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()  # the one-liner users run: fit and value
-    DataOOBValuer(_ensemble(kind, n_estimators, seed)).fit(X, y)
+    DataOOBValuer(ensemble(kind, n_estimators, seed)).fit(X, y)
     total_s = time.perf_counter() - t0
     values = np.asarray(v.values_)
     return {
         "fit_s": fit_s, "value_s": min(times), "fit_and_value_s": total_s,
         "auroc": noisy_auroc(values, flipped), "values": values,
-        "samples_sha": _sha(model.estimators_samples_),
-        "pred_sha": _sha([est.predict(X) for est in model.estimators_]),
+        "samples_sha": sha(model.estimators_samples_),
+        "pred_sha": sha([est.predict(X) for est in model.estimators_]),
     }
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import warnings
 
@@ -24,7 +23,6 @@ warnings.filterwarnings("ignore")
 
 import dask.array as da  # noqa: E402
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 import torch  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 from pydvl.influence import DaskInfluenceCalculator  # noqa: E402
@@ -32,33 +30,8 @@ from pydvl.influence.torch import ArnoldiInfluence, EkfacInfluence  # noqa: E402
 from pydvl.influence.torch.util import TorchNumpyConverter  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-
-class TreeRSS:
-    """Samples the summed RSS of this process and its descendants every 50 ms."""
-
-    def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(0.05)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from _shared import TreeRSS  # noqa: E402
 
 
 def _warm_up():

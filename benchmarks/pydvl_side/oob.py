@@ -19,7 +19,6 @@ drawn rows) and ``pred_sha`` (of every member's predictions on X) let the caller
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -31,31 +30,18 @@ import numpy as np
 warnings.filterwarnings("ignore")  # pyDeprecate FutureWarnings at import
 
 import pydvl
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from _shared import ensemble, sha  # noqa: E402
 from pydvl.valuation import DataOOBValuation, Dataset
-from sklearn.ensemble import BaggingClassifier, RandomForestClassifier
 from sklearn.metrics import roc_auc_score
-from sklearn.tree import DecisionTreeClassifier
-
-
-def _ensemble(kind: str, n_estimators: int, seed: int):
-    if kind == "forest":
-        return RandomForestClassifier(n_estimators=n_estimators, random_state=seed)
-    return BaggingClassifier(DecisionTreeClassifier(), n_estimators=n_estimators,
-                             random_state=seed)
-
-
-def _sha(arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
 
 
 def main() -> None:
     args = json.load(sys.stdin)
     with np.load(args["data"]) as f:
         X, y, flipped = f["X"], f["y"], f["flipped"]
-    model = _ensemble(args["model"], args["n_estimators"], args["random_state"])
+    model = ensemble(args["model"], args["n_estimators"], args["random_state"])
     t0 = time.perf_counter()
     model.fit(X, y)
     fit_s = time.perf_counter() - t0
@@ -78,8 +64,8 @@ def main() -> None:
         "value_s": min(times),
         "auroc": float(roc_auc_score(flipped[finite], -values[finite])),
         "values": path,
-        "samples_sha": _sha(model.estimators_samples_),
-        "pred_sha": _sha([est.predict(X) for est in model.estimators_]),
+        "samples_sha": sha(model.estimators_samples_),
+        "pred_sha": sha([est.predict(X) for est in model.estimators_]),
     }))
 
 
