@@ -387,17 +387,15 @@ def evaluate_coalitions(
         n_tasks = max(n_tasks, min(total, 100))
     bounds = np.linspace(0, total, n_tasks + 1).astype(np.int64)
     token = uuid.uuid4().hex
-    tasks = (
-        delayed(_codes_task)(token, utility, int(lo), int(hi),
-                             None if masks is None else masks[lo:hi])
-        for lo, hi in zip(bounds[:-1], bounds[1:])
-    )
+    args = [(token, utility, int(lo), int(hi), None if masks is None else masks[lo:hi])
+            for lo, hi in zip(bounds[:-1], bounds[1:])]
     out, n_evals, n_err, first = [], 0, 0, None
     pbar = tqdm(total=total, desc=desc, leave=False) if verbose > 0 else None
     if n_workers == 1:
-        results: Any = (_codes_task(*t[1], **t[2]) for t in tasks)
+        results: Any = (_codes_task(*a) for a in args)
     else:
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_codes_task)(*a) for a in args)
     for u, e, k, f in results:
         out.append(u)
         n_evals, n_err = n_evals + e, n_err + k
