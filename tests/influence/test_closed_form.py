@@ -208,8 +208,10 @@ def test_cached_minibatch_curvature_products_match_closed_form(linreg):
 
 
 def test_lissa_on_minibatches_matches_closed_form(linreg):
-    # Constant-step LiSSA on mini-batch curvatures hovers around the solution; with 4
-    # batches of 10 rows its error here is ~15% (the same with fresh random rows per step).
+    # Constant-step LiSSA on mini-batch curvatures hovers around the solution: its last
+    # iterate is off by ~15% here (4 batches of 10 rows). Averaging the iterates once the
+    # window means stop improving brings that to 2-12% over seeds 0-5 (4% on this one),
+    # and every right-hand side stops on its own, long before maxiter.
     module, X, y = linreg
     oracle = LinearRegressionOracle(module, X, y)
     lam = _moderate_lambda(oracle)
@@ -217,4 +219,6 @@ def test_lissa_on_minibatches_matches_closed_form(linreg):
                              regularization=lam, maxiter=3000, batch_size=10,
                              random_state=0)
     got = scorer.fit(X, y).influences(X[:7], y[:7])
-    assert _rel_err(got, _reference(oracle, X[:7], y[:7], lam)) < 0.25
+    assert _rel_err(got, _reference(oracle, X[:7], y[:7], lam)) < 0.15
+    assert bool(scorer.solver_.converged_.all())
+    assert int(scorer.solver_.n_iter_.max()) < 1000
