@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -260,8 +262,21 @@ class InfluenceScorer(BaseEstimator):
 
     def _solve(self, G: torch.Tensor) -> torch.Tensor:
         chunks = list(iter_slices(len(G), max(self.batch_size, 1)))
+        parts, n_failed = [], 0
         with torch.no_grad():
-            return torch.cat([self.solver_.solve(G[sl]) for sl in self._progress(chunks)])
+            for sl in self._progress(chunks):
+                parts.append(self.solver_.solve(G[sl]))
+                converged = getattr(self.solver_, "converged_", None)
+                n_failed += 0 if converged is None else int((~converged).sum())
+        if n_failed:
+            maxiter = self.maxiter or _DEFAULT_MAXITER.get(self.method)
+            warnings.warn(
+                f"method={self.method!r} did not converge for {n_failed} of {len(G)} "
+                f"right-hand sides within maxiter={maxiter} iterations (rtol={self.rtol!r});"
+                " their solutions are the last iterates. Increase 'maxiter' or 'rtol'.",
+                ConvergenceWarning, stacklevel=3,
+            )
+        return torch.cat(parts) if parts else G.new_zeros(G.shape)
 
     def _progress(self, it):
         if self.verbose > 0:

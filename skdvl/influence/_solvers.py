@@ -190,7 +190,8 @@ def _batched_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
 
     Each right-hand side keeps its own step sizes; rows whose residual norm falls below
     ``rtol * ||r_0||`` are frozen, so later products only involve the active rows.
-    Returns the solutions and the number of iterations per row.
+    Returns the solutions, the number of iterations per row and whether each row met
+    the tolerance.
     """
     X = torch.zeros_like(R)
     res = R.clone()
@@ -214,7 +215,7 @@ def _batched_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
         P[active] = Z_a + beta[:, None] * P[active]
         rz[active] = rz_new
         active = active[res[active].norm(dim=1) > tol[active]]
-    return X, n_iter
+    return X, n_iter, (res.norm(dim=1) <= tol).cpu()
 
 
 def _orthonormal_rows(M: torch.Tensor) -> torch.Tensor:
@@ -245,7 +246,7 @@ def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
     n_iter = torch.zeros(len(R), dtype=torch.long)
     active = torch.nonzero(res.norm(dim=1) > tol).flatten()
     if len(active) == 0:
-        return X, n_iter
+        return X, n_iter, torch.ones(len(R), dtype=torch.bool)
     P = _orthonormal_rows(precondition(res[active]))
     for _ in range(maxiter):
         Q = matmat(P)
@@ -263,7 +264,7 @@ def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
         P = _orthonormal_rows(Z + beta.T @ P)
         if len(P) == 0:
             break
-    return X, n_iter
+    return X, n_iter, (res.norm(dim=1) <= tol).cpu()
 
 
 class _CG:
@@ -296,7 +297,8 @@ class _CG:
     def solve(self, R: torch.Tensor) -> torch.Tensor:
         matmat = lambda V: self.op_.matmat(V) + self.regularization * V  # noqa: E731
         cg = _block_cg if len(R) > 1 else _batched_cg
-        X, self.n_iter_ = cg(matmat, R, self.precondition_, self.maxiter, self.rtol)
+        X, self.n_iter_, self.converged_ = cg(matmat, R, self.precondition_, self.maxiter,
+                                              self.rtol)
         return X
 
 
@@ -416,4 +418,8 @@ class _BlockDiagonal:
         return self
 
     def solve(self, R: torch.Tensor) -> torch.Tensor:
-        return torch.cat([s.solve(R[:, b]) for s, b in zip(self.solvers_, self.blocks)], dim=1)
+        out = torch.cat([s.solve(R[:, b]) for s, b in zip(self.solvers_, self.blocks)], dim=1)
+        masks = [s.converged_ for s in self.solvers_ if hasattr(s, "converged_")]
+        if masks:  # a row converged when it did in every block
+            self.converged_ = torch.stack(masks).all(0)
+        return out

@@ -5,6 +5,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
+# pytest -n 2 runs two workers on two cores: torch's default of one thread per core
+# oversubscribes them, and its spinning threads then slow the small problems here by up to
+# 50x. One thread per worker.
+torch.set_num_threads(1)
+
+
 @pytest.fixture
 def seed():
     return 20240517

@@ -1,6 +1,7 @@
 """InfluenceScorer on small networks: approximations, retraining, skorch, API, errors."""
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -226,3 +227,21 @@ def test_ekfac_refuses_unsupported_layers(seed):
     X, y = _blobs(seed, n=30)
     with pytest.raises(ValueError, match=r"nn.Linear layers only.*\['1.weight', '1.bias'\]"):
         InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method="ekfac").fit(X, y)
+
+
+@pytest.mark.parametrize("method, block_structure", [("cg", "full"), ("cg", "layer"),
+                                                     ("lissa", "full")])
+def test_iterative_solvers_warn_when_maxiter_is_reached(mlp_problem, method, block_structure):
+    from sklearn.exceptions import ConvergenceWarning
+
+    net, X, y = mlp_problem
+    kw = dict(loss=torch.nn.CrossEntropyLoss(), method=method, regularization=1e-2,
+              block_structure=block_structure, random_state=0, batch_size=30)
+    short = InfluenceScorer(net, maxiter=2, rtol=1e-8, **kw).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match=rf"method='{method}' did not converge for "
+                      r"\d+ of 5 right-hand sides within maxiter=2"):
+        short.influences(X[:5], y[:5])
+    long = InfluenceScorer(net, maxiter=5000, rtol=1e-6, **kw).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        long.influences(X[:5], y[:5])
