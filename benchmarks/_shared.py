@@ -1,6 +1,7 @@
 """Helpers shared by the skdvl and pyDVL halves of the benchmarks.
 
-Only numpy, scikit-learn and (for ``TreeRSS``) psutil: this module is imported from
+Only numpy, scikit-learn, psutil (``TreeRSS``) and torch (imported inside
+``warm_up_torch_func``): this module is imported from
 both virtualenvs, ours and ``benchmarks/.pydvl-venv``.
 """
 
@@ -59,3 +60,26 @@ class TreeRSS:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+def warm_up_torch_func() -> float:
+    """Pay torch.func's one-time costs before a timed region; return their seconds.
+
+    The first ``torch.func.grad`` imports ``torch._dynamo`` and the first vmapped
+    cross-entropy imports sympy: about 1 s that any library built on torch.func pays once
+    per process, whatever the method. Both halves of the influence benchmark call this
+    before starting their clocks, so that the timings compare the methods.
+    """
+    import time
+
+    import torch
+    from torch.func import grad, vmap
+
+    t0 = time.perf_counter()
+
+    def loss(w, x, t):
+        return torch.nn.functional.cross_entropy((x @ w)[None], t[None])
+
+    vmap(grad(loss), in_dims=(None, 0, 0))(torch.zeros(3, 4), torch.zeros(2, 3),
+                                           torch.zeros(2, dtype=torch.long))
+    return time.perf_counter() - t0

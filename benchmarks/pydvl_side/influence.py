@@ -6,7 +6,8 @@ on stdin, prints one JSON object as the last line of stdout.
 Arguments::
 
     data            path of the .npz written by bench_influence.py (data and weights)
-    method          direct, cg, lissa, arnoldi, ekfac, nystroem or datainf
+    method          direct, cg, cg_nystroem (cg with a Nystroem preconditioner), lissa,
+                    arnoldi, ekfac, nystroem or datainf
     regularization, rank, maxiter, rtol, batch_size, hidden
     out_dir         added by run_pydvl; the influence matrix is saved there as .npy
 """
@@ -32,7 +33,11 @@ from pydvl.influence.torch import (  # noqa: E402
     LissaInfluence,
     NystroemSketchInfluence,
 )
+from pydvl.influence.torch.preconditioner import NystroemPreconditioner  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from _shared import warm_up_torch_func  # noqa: E402
 
 
 def build_model(data, hidden):
@@ -51,6 +56,10 @@ def make(method, model, a):
     if method == "cg":
         return CgInfluence(model, loss, regularization=reg, rtol=a["rtol"], maxiter=a["maxiter"],
                            solve_simultaneously=True, warn_on_max_iteration=False)
+    if method == "cg_nystroem":
+        return CgInfluence(model, loss, regularization=reg, rtol=a["rtol"], maxiter=a["maxiter"],
+                           solve_simultaneously=True, warn_on_max_iteration=False,
+                           preconditioner=NystroemPreconditioner(rank=a["rank"]))
     if method == "lissa":
         return LissaInfluence(model, loss, regularization=reg, maxiter=a["lissa_maxiter"],
                               scale=a["lissa_scale"], rtol=a["rtol"],
@@ -73,6 +82,7 @@ def main():
     Xtr, ytr = torch.from_numpy(data["X_train"]), torch.from_numpy(data["y_train"])
     Xte, yte = torch.from_numpy(data["X_test"]), torch.from_numpy(data["y_test"])
     loader = DataLoader(TensorDataset(Xtr, ytr), batch_size=a["batch_size"])
+    warmup_s = warm_up_torch_func()
     t0 = time.perf_counter()
     infl = make(a["method"], model, a).fit(loader)
     t_fit = time.perf_counter() - t0
@@ -80,7 +90,8 @@ def main():
     t_total = time.perf_counter() - t0
     path = os.path.join(a["out_dir"], "influences.npy")
     np.save(path, values)
-    print(json.dumps({"fit_s": t_fit, "total_s": t_total, "influences": path}))
+    print(json.dumps({"fit_s": t_fit, "total_s": t_total, "warmup_s": warmup_s,
+                      "influences": path}))
 
 
 if __name__ == "__main__":

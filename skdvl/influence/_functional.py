@@ -248,6 +248,10 @@ class CurvatureOperator:
         self.n_calls = 0
         self._cache = {} if _cache is None else _cache  # shared by restrictions
 
+    def __getstate__(self):
+        # The cached first-order passes are closures: drop them, they are rebuilt lazily.
+        return {**self.__dict__, "_cache": {}}
+
     @property
     def dim(self) -> int:
         return self.block.stop - self.block.start

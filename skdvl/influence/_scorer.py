@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -61,9 +62,14 @@ class InfluenceScorer(BaseEstimator):
         Rank of the arnoldi and nystroem approximations and of the Nystrom preconditioner
         of cg; number of Hutchinson probes of the Jacobi preconditioner.
     maxiter : int, default=None
-        Iterations of cg (default 100) and lissa (default 1000).
+        Iterations of cg (default 100) and lissa (default 1000). A right-hand side that
+        reaches it unconverged keeps its last iterate, with a ``ConvergenceWarning``.
     rtol : float, default=1e-6
-        Relative residual (cg) or relative change (lissa) at which iterations stop.
+        cg stops a right-hand side when its residual norm is below ``rtol`` times its
+        norm. lissa averages its iterates over windows of ``max(n_batches, 20)`` steps
+        and stops a right-hand side when the relative change between consecutive window
+        means is below ``rtol`` or stops decreasing (the mini-batch noise floor; it then
+        returns the mean of the last two windows).
     preconditioner : {None, "jacobi", "nystroem"}, default=None
         Preconditioner of cg.
     scale : float, default=None
@@ -245,12 +251,12 @@ class InfluenceScorer(BaseEstimator):
             return _EKFAC(reg)
         if method == "datainf":
             return _DataInf(reg, blocks)
-        factories = {
-            "direct": lambda: _Direct(reg),
-            "cg": lambda: _CG(reg, maxiter, self.rtol, self.preconditioner, self.rank),
-            "lissa": lambda: _LiSSA(reg, maxiter, self.rtol, self.scale),
-            "arnoldi": lambda: _Arnoldi(reg, self.rank),
-            "nystroem": lambda: _Nystroem(reg, self.rank),
+        factories = {  # partial objects, not lambdas: a fitted scorer must pickle
+            "direct": partial(_Direct, reg),
+            "cg": partial(_CG, reg, maxiter, self.rtol, self.preconditioner, self.rank),
+            "lissa": partial(_LiSSA, reg, maxiter, self.rtol, self.scale),
+            "arnoldi": partial(_Arnoldi, reg, self.rank),
+            "nystroem": partial(_Nystroem, reg, self.rank),
         }
         if self.block_structure == "layer":
             return _BlockDiagonal(factories[method], blocks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
@@ -9,11 +10,9 @@ from sklearn.exceptions import NotFittedError
 
 
 def _is_skorch_net(model) -> bool:
-    try:
-        from skorch import NeuralNet
-    except ImportError:  # pragma: no cover - skorch is optional
-        return False
-    return isinstance(model, NeuralNet)
+    # A skorch net exists only if skorch was imported: no need to import it (20 ms) here.
+    skorch = sys.modules.get("skorch")
+    return skorch is not None and isinstance(model, skorch.NeuralNet)
 
 
 def resolve_model(model, loss: Callable | None) -> tuple[torch.nn.Module, Callable, torch.device]:

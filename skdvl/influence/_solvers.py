@@ -281,24 +281,29 @@ class _CG:
 
     def fit(self, op: CurvatureOperator, generator=None) -> _CG:
         self.op_ = op
-        reg = self.regularization
         if self.preconditioner == "jacobi":
-            d = _jacobi_diagonal(op, max(self.rank, 1), generator).clamp_min(0) + reg
-            self.precondition_ = lambda R: R / d
+            d = _jacobi_diagonal(op, max(self.rank, 1), generator).clamp_min(0)
+            self.diagonal_ = d + self.regularization
         elif self.preconditioner == "nystroem":
-            U, lam = _nystroem_sketch(op, min(self.rank, op.dim), generator)
-            lam = lam.clamp_min(0)
-            lam_r = float(lam.min())
-            self.precondition_ = lambda R: _nystroem_precondition(U, lam, lam_r, reg, R)
-        else:
-            self.precondition_ = lambda R: R
+            self.U_, lam = _nystroem_sketch(op, min(self.rank, op.dim), generator)
+            self.eigenvalues_ = lam.clamp_min(0)
         return self
 
+    def _precondition(self, R: torch.Tensor) -> torch.Tensor:
+        if self.preconditioner == "jacobi":
+            return R / self.diagonal_
+        if self.preconditioner == "nystroem":
+            lam = self.eigenvalues_
+            return _nystroem_precondition(self.U_, lam, float(lam.min()), self.regularization, R)
+        return R
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.op_.matmat(V) + self.regularization * V
+
     def solve(self, R: torch.Tensor) -> torch.Tensor:
-        matmat = lambda V: self.op_.matmat(V) + self.regularization * V  # noqa: E731
         cg = _block_cg if len(R) > 1 else _batched_cg
-        X, self.n_iter_, self.converged_ = cg(matmat, R, self.precondition_, self.maxiter,
-                                              self.rtol)
+        X, self.n_iter_, self.converged_ = cg(self._matmat, R, self._precondition,
+                                              self.maxiter, self.rtol)
         return X
 
 
@@ -358,7 +363,10 @@ class _LiSSA:
         self.scale = scale
 
     def fit(self, op: CurvatureOperator, generator=None) -> _LiSSA:
-        self.generator_ = generator
+        generator = torch.Generator() if generator is None else generator
+        # Every solve replays the same batch order, so a row's solution does not depend
+        # on the other rows solved with it nor on how many solves came before.
+        self.order_seed_ = int(torch.randint(2**62, (1,), generator=generator))
         self.op_ = op.shuffled(generator)
         if self.scale is None:
             top = _power_iteration(self.op_, 20, generator)
@@ -377,12 +385,13 @@ class _LiSSA:
         self.n_iter_ = torch.zeros(k, dtype=torch.long)
         self.converged_ = torch.zeros(k, dtype=torch.bool)
         active = torch.arange(k, device=R.device)
-        order = torch.randperm(n_batches, generator=self.generator_)
+        generator = torch.Generator().manual_seed(self.order_seed_)
+        order = torch.randperm(n_batches, generator=generator)
         for step in range(self.maxiter):
             if len(active) == 0:
                 break
             if step % n_batches == 0 and step > 0:
-                order = torch.randperm(n_batches, generator=self.generator_)
+                order = torch.randperm(n_batches, generator=generator)
             Xa = X[active]
             CX = self.op_.matmat(Xa, batch=int(order[step % n_batches]))
             Xa = Xa + R[active] - (CX + self.regularization * Xa) / self.scale_
