@@ -47,8 +47,9 @@ class InfluenceScorer(BaseEstimator):
             default="cg"
         How ``(C + lambda I)^-1`` is applied: explicit matrix with Cholesky, batched
         conjugate gradients, LiSSA (Agarwal et al., 2017), Lanczos eigenpairs (Schioppa et
-        al., 2022), EK-FAC on Linear layers (George et al., 2018; Grosse et al., 2023),
-        randomised Nystrom sketch (Hataya & Yamada, 2023) or DataInf (Kwon et al., 2023).
+        al., 2022), EK-FAC on Linear and Conv2d layers (George et al., 2018; Grosse et
+        al., 2023), randomised Nystrom sketch (Hataya & Yamada, 2023) or DataInf (Kwon et
+        al., 2023).
     regularization : float, default=1e-3
         ``lambda`` added to the curvature; must be > 0 except for ``method="direct"``.
     mode : {"up", "perturbation"}, default="up"

@@ -225,7 +225,8 @@ def test_skorch_net_with_train_split_or_trimmed_is_refused(seed):
 def test_ekfac_refuses_unsupported_layers(seed):
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
     X, y = _blobs(seed, n=30)
-    with pytest.raises(ValueError, match=r"nn.Linear layers only.*\['1.weight', '1.bias'\]"):
+    with pytest.raises(ValueError, match=r"torch.nn.Linear and torch.nn.Conv2d layers only"
+                                         r".*\['1.weight', '1.bias'\]"):
         InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method="ekfac").fit(X, y)
 
 
