@@ -219,10 +219,21 @@ def _batched_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
 
 
 def _orthonormal_rows(M: torch.Tensor) -> torch.Tensor:
-    """Orthonormal basis (as rows) of the row space of ``M``, numerically rank-revealing."""
-    _, S, Vh = torch.linalg.svd(M, full_matrices=False)
-    keep = S > S[0] * max(M.shape) * torch.finfo(M.dtype).eps if len(S) else S > 0
-    return Vh[keep]
+    """Orthonormal basis (as rows) of the row space of ``M``, dropping dependent rows.
+
+    From the eigendecomposition of the small Gram matrix ``M M^T`` rather than an SVD of
+    ``M`` (two thin matrix products instead of an SVD of a ``k x p`` matrix: 2-3x faster
+    for ``k = 100, p = 10^4``). Directions whose singular value is below
+    ``max(M.shape) * eps`` times the largest are dropped, as a rank-revealing SVD would.
+    The result is orthonormal up to ``eps`` times the squared condition number of the
+    kept part, which is all block CG needs: it solves with ``P^T A P`` explicitly.
+    """
+    if len(M) == 0:
+        return M
+    lam, V = torch.linalg.eigh(M @ M.T)
+    tol = (max(M.shape) * torch.finfo(M.dtype).eps) ** 2
+    keep = lam > lam[-1] * tol if bool(lam[-1] > 0) else lam > 0
+    return (V[:, keep].T @ M) / lam[keep].sqrt()[:, None]
 
 
 def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
@@ -231,9 +242,9 @@ def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
     All right-hand sides share one block Krylov subspace, so that with ``k`` of them the
     search space grows by up to ``k`` directions per product instead of one (Ji and Li,
     2017, Alg. 2). The search directions are re-orthonormalised at every step and those
-    that became linearly dependent are dropped (their rank-revealing SVD), which is what
-    keeps the block variant from breaking down. Rows whose residual norm falls below
-    ``rtol * ||r_0||`` leave the block.
+    that became linearly dependent are dropped (rank-revealing), which is what keeps the
+    block variant from breaking down. Rows whose residual norm falls below
+    ``rtol * ||r_0||`` leave the block; the active rows are kept as compact arrays.
 
     References
     ----------
@@ -247,23 +258,27 @@ def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
     active = torch.nonzero(res.norm(dim=1) > tol).flatten()
     if len(active) == 0:
         return X, n_iter, torch.ones(len(R), dtype=torch.bool)
-    P = _orthonormal_rows(precondition(res[active]))
+    Xa, Ra, tol_a = X[active], res[active], tol[active]
+    P = _orthonormal_rows(precondition(Ra))
     for _ in range(maxiter):
         Q = matmat(P)
         PtAP = P @ Q.T
-        alpha = torch.linalg.solve(PtAP, P @ res[active].T)  # (m, k_active)
-        X[active] += alpha.T @ P
-        res[active] -= alpha.T @ Q
+        alpha = torch.linalg.solve(PtAP, P @ Ra.T)  # (m, k_active)
+        Xa += alpha.T @ P
+        Ra -= alpha.T @ Q
         n_iter[active.cpu()] += 1
-        still = res[active].norm(dim=1) > tol[active]
-        active = active[still]
-        if len(active) == 0:
-            break
-        Z = precondition(res[active])
+        still = Ra.norm(dim=1) > tol_a
+        if not bool(still.all()):
+            X[active[~still]], res[active[~still]] = Xa[~still], Ra[~still]
+            active, Xa, Ra, tol_a = active[still], Xa[still], Ra[still], tol_a[still]
+            if len(active) == 0:
+                break
+        Z = precondition(Ra)
         beta = -torch.linalg.solve(PtAP, Q @ Z.T)  # (m, k_active)
         P = _orthonormal_rows(Z + beta.T @ P)
         if len(P) == 0:
             break
+    X[active], res[active] = Xa, Ra
     return X, n_iter, (res.norm(dim=1) <= tol).cpu()
 
 
