@@ -32,6 +32,7 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 METHODS = ["direct", "cg", "cg_nystroem", "lissa", "arnoldi", "ekfac", "nystroem", "datainf"]
+RANDOMISED = {"cg_nystroem", "arnoldi", "nystroem"}  # run with --repeats seeds
 
 
 def _build_model(hidden, generator=None):
@@ -85,7 +86,8 @@ def _skdvl_worker() -> None:
         model, loss=torch.nn.CrossEntropyLoss(), method=method,
         regularization=a["regularization"], rank=a["rank"], rtol=a["rtol"],
         maxiter=a["lissa_maxiter"] if method == "lissa" else a["maxiter"],
-        preconditioner=preconditioner, batch_size=a["batch_size"], random_state=0,
+        preconditioner=preconditioner, batch_size=a["batch_size"],
+        random_state=a.get("seed", 0),
     )
     warmup_s = warm_up_torch_func()
     t0 = time.perf_counter()
@@ -129,6 +131,8 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="*", default=["skdvl", "pydvl"])
     parser.add_argument("--regularization", type=float, default=1e-2)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="seeds of the randomised methods (cg_nystroem, arnoldi, nystroem)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP/MKL threads of both libraries' processes (default 1)")
     opt = parser.parse_args()
@@ -146,10 +150,11 @@ def main() -> None:
     load_start = os.getloadavg()
     rows = []
     for method in opt.methods:
-        for lib in opt.libraries:
-            row = {"library": lib, "method": method}
+        seeds = range(opt.repeats) if method in RANDOMISED else [0]
+        for lib, seed in ((lib, seed) for seed in seeds for lib in opt.libraries):
+            row = {"library": lib, "method": method, "seed": seed}
             try:
-                row.update(_run_one(lib, {**common, "method": method}))
+                row.update(_run_one(lib, {**common, "method": method, "seed": seed}))
             except Exception as exc:  # noqa: BLE001 - reported in the table
                 row["error"] = f"{type(exc).__name__}: {str(exc)[-300:]}"
             rows.append(row)
@@ -157,7 +162,7 @@ def main() -> None:
                   file=sys.stderr, flush=True)
     meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
             "threads": opt.threads, "hidden": hidden, "n_train": n_train, "n_test": n_test,
-            "n_params": 64 * hidden + hidden + hidden * 10 + 10,
+            "n_params": 64 * hidden + hidden + hidden * 10 + 10, "repeats": opt.repeats,
             "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
             "config": {k: v for k, v in common.items() if k != "data"}}
     _report(rows, opt.out, meta)
@@ -179,6 +184,7 @@ def _run_one(lib: str, args: dict) -> dict:
 
 
 def _report(rows: list[dict], out: str | None, meta: dict) -> None:
+    """Print a side-by-side table (median time, worst peak memory, mean Pearson over seeds)."""
     ref = {r["library"]: r["influences"] for r in rows
            if r["method"] == "direct" and "influences" in r}
     for r in rows:
@@ -186,17 +192,29 @@ def _report(rows: list[dict], out: str | None, meta: dict) -> None:
             for lib, mat in ref.items():
                 r[f"pearson_vs_{lib}_direct"] = _pearson(r["influences"], mat)
     print(json.dumps(meta))
-    lines = ["| method | library | time (s) | peak RSS (MB) | Pearson vs skdvl direct | "
-             "Pearson vs own direct |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['method']} | {r['library']} | error: {r['error'][:80]} |||")
-            continue
-        lines.append(
-            f"| {r['method']} | {r['library']} | {r['total_s']:.2f} | {r['peak_rss_mb']:.0f} | "
-            f"{r.get('pearson_vs_skdvl_direct', float('nan')):.4f} | "
-            f"{r.get('pearson_vs_' + r['library'] + '_direct', float('nan')):.4f} |"
-        )
+    # pyDVL drops the minus sign of Koh & Liang: its Pearson with skdvl's direct is negated.
+    sign = {"skdvl": 1.0, "pydvl": -1.0}
+    lines = ["| method | seeds | skdvl time (s) | pyDVL time (s) | speed-up | skdvl peak MB | "
+             "pyDVL peak MB | skdvl Pearson vs direct | pyDVL Pearson vs direct |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = {}
+        for lib in ("skdvl", "pydvl"):
+            mine = [r for r in rows if r["method"] == method and r["library"] == lib]
+            ok = [r for r in mine if "error" not in r]
+            if not ok:
+                cells[lib] = ("error" if mine else "-",) * 3
+                continue
+            pear = [sign[lib] * r.get("pearson_vs_skdvl_direct", float("nan")) for r in ok]
+            spread = f" ({min(pear):.4f}-{max(pear):.4f})" if len(pear) > 1 else ""
+            cells[lib] = (float(np.median([r["total_s"] for r in ok])),
+                          max(r["peak_rss_mb"] for r in ok), f"{np.mean(pear):.4f}{spread}")
+        (ts, ms, ps), (tp, mp, pp) = cells["skdvl"], cells["pydvl"]
+        n_seeds = len({r["seed"] for r in rows if r["method"] == method})
+        ratio = f"{tp / ts:.2f}x" if isinstance(ts, float) and isinstance(tp, float) else "-"
+        fmt = lambda v, f: format(v, f) if isinstance(v, float) else str(v)  # noqa: E731
+        lines.append(f"| {method} | {n_seeds} | {fmt(ts, '.2f')} | {fmt(tp, '.2f')} | {ratio} | "
+                     f"{fmt(ms, '.0f')} | {fmt(mp, '.0f')} | {ps} | {pp} |")
     print("\n".join(lines))
     if out:
         clean = [{k: v for k, v in r.items() if k != "influences"} for r in rows]

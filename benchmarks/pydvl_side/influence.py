@@ -8,7 +8,7 @@ Arguments::
     data            path of the .npz written by bench_influence.py (data and weights)
     method          direct, cg, cg_nystroem (cg with a Nystroem preconditioner), lissa,
                     arnoldi, ekfac, nystroem or datainf
-    regularization, rank, maxiter, rtol, batch_size, hidden
+    regularization, rank, maxiter, rtol, batch_size, hidden, seed
     out_dir         added by run_pydvl; the influence matrix is saved there as .npy
 """
 
@@ -82,6 +82,7 @@ def main():
     Xtr, ytr = torch.from_numpy(data["X_train"]), torch.from_numpy(data["y_train"])
     Xte, yte = torch.from_numpy(data["X_test"]), torch.from_numpy(data["y_test"])
     loader = DataLoader(TensorDataset(Xtr, ytr), batch_size=a["batch_size"])
+    torch.manual_seed(a.get("seed", 0))  # pyDVL's random parts use the global generator
     warmup_s = warm_up_torch_func()
     t0 = time.perf_counter()
     infl = make(a["method"], model, a).fit(loader)
