@@ -67,10 +67,10 @@ class InfluenceScorer(BaseEstimator):
         reaches it unconverged keeps its last iterate, with a ``ConvergenceWarning``.
     rtol : float, default=1e-6
         cg stops a right-hand side when its residual norm is below ``rtol`` times its
-        norm. lissa averages its iterates over windows of ``max(n_batches, 20)`` steps
-        and stops a right-hand side when the relative change between consecutive window
-        means is below ``rtol`` or stops decreasing (the mini-batch noise floor; it then
-        returns the mean of the last two windows).
+        norm. lissa averages its iterates over windows of ``n_batches`` steps (clipped
+        to [20, 50]) and stops a right-hand side when the relative change between
+        consecutive window means is below ``rtol`` or stops decreasing (the mini-batch
+        noise floor; it then returns the mean of the last two windows).
     preconditioner : {None, "jacobi", "nystroem"}, default=None
         Preconditioner of cg.
     scale : float, default=None

@@ -329,12 +329,14 @@ def _nystroem_precondition(U, lam, lam_r, reg, R):
 
 
 # ----------------------------------------------------------------------- LiSSA
-def _power_iteration(op: CurvatureOperator, n_iter: int, generator) -> float:
+def _power_iteration(op: CurvatureOperator, n_iter: int, generator,
+                     batch: int | None = None) -> float:
+    """Largest-magnitude eigenvalue of ``C`` (or of one mini-batch's curvature)."""
     v = torch.randn(1, op.dim, generator=generator, dtype=op.dtype).to(op.device)
     lam = 0.0
     for _ in range(n_iter):
         v = v / v.norm()
-        w = op.matmat(v)
+        w = op.matmat(v, batch=batch)
         lam = float((w * v).sum())
         v = w
     return abs(lam)
@@ -346,7 +348,8 @@ class _LiSSA:
     Iterates ``x <- r + x - (C_b + lambda I) x / scale`` with a mini-batch ``b`` of the
     training rows at each step, and returns ``x / scale``. ``scale`` must exceed the
     largest eigenvalue of ``C + lambda I``; when None it is estimated by power iteration
-    and multiplied by 1.5.
+    and multiplied by 1.5, on up to 8 of the mini-batches (the largest of their top
+    eigenvalues); an iteration that diverges anyway raises a ValueError.
 
     Notes
     -----
@@ -359,8 +362,10 @@ class _LiSSA:
       (:meth:`CurvatureOperator.matmat`), so a step costs only the second-order pass.
     - Averaging and stopping: with mini-batches the iterate never settles; it fluctuates
       around the solution, so a relative change per step never falls below a small
-      ``rtol``. The iterates are therefore averaged over windows of
-      ``max(n_batches, 20)`` steps (Polyak & Juditsky, 1992). A right-hand side stops
+      ``rtol``. The iterates are therefore averaged over windows of ``n_batches``
+      steps clipped to [20, 50] (a whole number of epochs on small data; short enough
+      that ``maxiter`` holds several windows on large data; Polyak & Juditsky, 1992).
+      A right-hand side stops
       when the relative change between consecutive window means falls below ``rtol``
       (then its last iterate is returned) or stops decreasing, which means that the
       noise floor is reached (then the mean of its last two windows is returned, which
@@ -384,7 +389,12 @@ class _LiSSA:
         self.order_seed_ = int(torch.randint(2**62, (1,), generator=generator))
         self.op_ = op.shuffled(generator)
         if self.scale is None:
-            top = _power_iteration(self.op_, 20, generator)
+            # Each step applies one mini-batch's curvature, so the scale must bound those,
+            # not only their mean: the largest top eigenvalue over up to 8 batches.
+            n_batches = len(self.op_.batches)
+            picks = torch.linspace(0, n_batches - 1, min(n_batches, 8)).round().long()
+            top = max(_power_iteration(self.op_, 20, generator, batch=int(b))
+                      for b in picks.unique())
             self.scale_ = 1.5 * (top + self.regularization)
         else:
             self.scale_ = float(self.scale)
@@ -392,7 +402,7 @@ class _LiSSA:
 
     def solve(self, R: torch.Tensor) -> torch.Tensor:
         n_batches = len(self.op_.batches)
-        window = max(n_batches, 20)
+        window = min(max(n_batches, 20), 50)
         k = len(R)
         X, out = R.clone(), torch.empty_like(R)
         window_sum, last_mean = torch.zeros_like(R), torch.zeros_like(R)
@@ -411,6 +421,14 @@ class _LiSSA:
             CX = self.op_.matmat(Xa, batch=int(order[step % n_batches]))
             Xa = Xa + R[active] - (CX + self.regularization * Xa) / self.scale_
             X[active] = Xa
+            bound = 1e3 * self.scale_ * R[active].norm(dim=1) / self.regularization
+            if not bool(torch.isfinite(Xa).all()) or bool((Xa.norm(dim=1) > bound).any()):
+                raise ValueError(
+                    f"LiSSA diverged after {step + 1} steps: a mini-batch's curvature "
+                    f"exceeds scale={self.scale_:.4g} (the iteration needs scale above the "
+                    "largest eigenvalue of every mini-batch's curvature plus "
+                    "regularization). Pass a larger 'scale' or 'batch_size'."
+                )
             window_sum[active] += Xa
             self.n_iter_[active.cpu()] += 1
             if (step + 1) % window:

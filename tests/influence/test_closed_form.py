@@ -222,3 +222,27 @@ def test_lissa_on_minibatches_matches_closed_form(linreg):
     assert _rel_err(got, _reference(oracle, X[:7], y[:7], lam)) < 0.15
     assert bool(scorer.solver_.converged_.all())
     assert int(scorer.solver_.n_iter_.max()) < 1000
+
+
+def test_lissa_scale_bounds_every_minibatch(linreg):
+    # With one row per batch, each step's curvature 2 x_i x_i^T is far larger than the
+    # mean Hessian's top eigenvalue: a scale estimated on the mean made the iteration
+    # diverge. The scale now bounds the top eigenvalues of (up to 8) mini-batches.
+    module, X, y = linreg
+    oracle = LinearRegressionOracle(module, X, y)
+    lam = _moderate_lambda(oracle)
+    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method="lissa",
+                             regularization=lam, maxiter=3000, batch_size=1, random_state=0)
+    got = scorer.fit(X, y).influences(X[:3], y[:3])
+    assert scorer.solver_.scale_ > 1.5 * np.linalg.eigvalsh(oracle.hessian()).max()
+    assert _rel_err(got, _reference(oracle, X[:3], y[:3], lam)) < 0.3
+
+
+def test_lissa_divergence_raises_with_advice(linreg):
+    module, X, y = linreg
+    lam = _moderate_lambda(LinearRegressionOracle(module, X, y))
+    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method="lissa",
+                             regularization=lam, scale=1e-3, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match=r"LiSSA diverged after \d+ steps.*scale=0\.001.*"
+                                         r"Pass a larger 'scale' or 'batch_size'"):
+        scorer.influences(X[:2], y[:2])
