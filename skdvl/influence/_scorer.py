@@ -74,7 +74,9 @@ class InfluenceScorer(BaseEstimator):
     preconditioner : {None, "jacobi", "nystroem"}, default=None
         Preconditioner of cg.
     scale : float, default=None
-        LiSSA's scale; above the largest eigenvalue of ``C + lambda I``. None estimates it.
+        LiSSA's scale: above the largest eigenvalue of every mini-batch's curvature plus
+        ``lambda``. None estimates it (1.5 times the largest top eigenvalue of up to 8
+        mini-batches).
     batch_size : int, default=256
         Rows per vectorised evaluation (bounds memory); also LiSSA's mini-batch size.
     device : str or torch.device, default=None
