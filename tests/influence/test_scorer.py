@@ -258,7 +258,7 @@ def test_fitted_scorer_pickles_and_repeats_itself(mlp_problem, method, extra):
 
     net, X, y = mlp_problem
     s = InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method=method,
-                        regularization=1e-2, rank=10, maxiter=1000, batch_size=40,
+                        regularization=1e-2, rank=10, maxiter=4000, batch_size=40,
                         random_state=0, **extra).fit(X, y)
     first = s.influences(X[:6], y[:6])
     again = pickle.loads(pickle.dumps(s)).influences(X[:6], y[:6])
