@@ -223,15 +223,18 @@ def _orthonormal_rows(M: torch.Tensor) -> torch.Tensor:
 
     From the eigendecomposition of the small Gram matrix ``M M^T`` rather than an SVD of
     ``M`` (two thin matrix products instead of an SVD of a ``k x p`` matrix: 2-3x faster
-    for ``k = 100, p = 10^4``). Directions whose singular value is below
-    ``max(M.shape) * eps`` times the largest are dropped, as a rank-revealing SVD would.
+    for ``k = 100, p = 10^4``). Directions whose squared singular value is below
+    ``max((max(M.shape) * eps)**2, eps)`` times the largest are dropped.
     The result is orthonormal up to ``eps`` times the squared condition number of the
     kept part, which is all block CG needs: it solves with ``P^T A P`` explicitly.
     """
     if len(M) == 0:
         return M
     lam, V = torch.linalg.eigh(M @ M.T)
-    tol = (max(M.shape) * torch.finfo(M.dtype).eps) ** 2
+    eps = torch.finfo(M.dtype).eps
+    # The eigenvalues of the Gram matrix carry absolute errors of about eps * lam_max, so
+    # the cut is never below eps (relative): what lies below is rounding, not direction.
+    tol = max((max(M.shape) * eps) ** 2, eps)
     keep = lam > lam[-1] * tol if bool(lam[-1] > 0) else lam > 0
     return (V[:, keep].T @ M) / lam[keep].sqrt()[:, None]
 
