@@ -368,12 +368,12 @@ class _LiSSA:
       ``rtol``. The iterates are therefore averaged over windows of ``n_batches``
       steps clipped to [20, 50] (a whole number of epochs on small data; short enough
       that ``maxiter`` holds several windows on large data; Polyak & Juditsky, 1992).
-      A right-hand side stops
-      when the relative change between consecutive window means falls below ``rtol``
-      (then its last iterate is returned) or stops decreasing, which means that the
-      noise floor is reached (then the mean of its last two windows is returned, which
-      averages the noise out). A right-hand side that reaches ``maxiter`` first returns
-      its last iterate and is marked in ``converged_``. A single chain is run.
+      A right-hand side stops when the relative change between consecutive window means
+      falls below ``rtol`` (then its last iterate is returned) or stops decreasing, which
+      means that the noise floor is reached (then the mean of its last two windows is
+      returned, which averages the noise out). A right-hand side that reaches ``maxiter``
+      first returns its last iterate and is marked in ``converged_``. A single chain is
+      run.
 
     References
     ----------
