@@ -424,7 +424,8 @@ class _LiSSA:
             CX = self.op_.matmat(Xa, batch=int(order[step % n_batches]))
             Xa = Xa + R[active] - (CX + self.regularization * Xa) / self.scale_
             X[active] = Xa
-            bound = 1e3 * self.scale_ * R[active].norm(dim=1) / self.regularization
+            # ||x|| <= scale ||r|| / lambda_min(C + lambda I): far beyond that, it diverges.
+            bound = 1e6 * self.scale_ * R[active].norm(dim=1) / self.regularization
             if not bool(torch.isfinite(Xa).all()) or bool((Xa.norm(dim=1) > bound).any()):
                 raise ValueError(
                     f"LiSSA diverged after {step + 1} steps: a mini-batch's curvature "
