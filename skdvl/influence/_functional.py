@@ -53,7 +53,7 @@ class FlatModel:
     loss : callable
         ``loss(output, target) -> scalar`` for a batch.
     second_order : {"hessian", "gauss_newton"}
-        Curvature used by :meth:`curvature_matmat`.
+        Curvature used by :meth:`linearize`.
 
     Attributes
     ----------
@@ -122,9 +122,6 @@ class FlatModel:
         """Loss of one row (``x`` and ``y`` without the batch axis)."""
         return self._sample_loss(self.split(theta), x, y)
 
-    def mean_loss(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self._mean_loss(self.split(theta), X, y)
-
     def output_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean per-row loss as a function of the model outputs of a batch."""
         value = self.loss(out, y)
@@ -176,10 +173,6 @@ class FlatModel:
         return vmap(one_row, out_dims=1)(X, y)
 
     # ----------------------------------------------------------------- second order
-    def hessian_matmat(self, V: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Rows of ``V @ H_batch`` (H symmetric), reverse-over-reverse, vectorised over V."""
-        return self.linearize(X, y)(V)
-
     def linearize(self, X: torch.Tensor, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """``V -> V @ C_batch`` with the first-order pass on ``(X, y)`` done once.
 
@@ -208,11 +201,6 @@ class FlatModel:
             return pullback(hjv)[0]
 
         return self.flatten(vmap(one)(V), 1)
-
-    def curvature_matmat(self, V: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.second_order == "gauss_newton":
-            return self.gauss_newton_matmat(V, X, y)
-        return self.hessian_matmat(V, X, y)
 
 
 def _module_blocks(names: list[str], slices: list[slice]) -> list[slice]:

@@ -289,8 +289,8 @@ class _EKFAC:
             acts, grads = _pseudo_gradients(model, self.layers_, op.X[sl], op.y[sl])
             for la in self.layers_:
                 dA, dG = _kronecker_factor_sums(acts[la.name], grads[la.name])
-                A[la.name] = A[la.name] + dA / n if la.name in A else dA / n
-                G[la.name] = G[la.name] + dG / n if la.name in G else dG / n
+                A[la.name] = A.get(la.name, 0) + dA / n
+                G[la.name] = G.get(la.name, 0) + dG / n
         self.QA_ = {k: torch.linalg.eigh(v)[1] for k, v in A.items()}
         self.QG_ = {k: torch.linalg.eigh(v)[1] for k, v in G.items()}
         self.eigenvalues_: dict[str, torch.Tensor] = {}
@@ -299,8 +299,7 @@ class _EKFAC:
             for la in self.layers_:
                 lam = _corrected_eigenvalue_sums(acts[la.name], grads[la.name], self.QA_[la.name],
                                                  self.QG_[la.name], la.one_position)
-                old = self.eigenvalues_.get(la.name)
-                self.eigenvalues_[la.name] = lam / n if old is None else old + lam / n
+                self.eigenvalues_[la.name] = self.eigenvalues_.get(la.name, 0) + lam / n
         self.n_params_ = model.n_params
         return self
 

@@ -245,9 +245,12 @@ class InfluenceScorer(BaseEstimator):
         if not torch.isfinite(g).all():
             raise ValueError("The loss has non-finite gradients on the training data.")
 
+    def _maxiter(self) -> int | None:
+        return self.maxiter or _DEFAULT_MAXITER.get(self.method)
+
     def _make_solver(self):
         method, reg = self.method, self.regularization
-        maxiter = self.maxiter or _DEFAULT_MAXITER.get(method)
+        maxiter = self._maxiter()
         blocks = self.flat_.blocks if self.block_structure == "layer" else [
             slice(0, self.n_params_)]
         if method == "ekfac":
@@ -278,11 +281,11 @@ class InfluenceScorer(BaseEstimator):
                 converged = getattr(self.solver_, "converged_", None)
                 n_failed += 0 if converged is None else int((~converged).sum())
         if n_failed:
-            maxiter = self.maxiter or _DEFAULT_MAXITER.get(self.method)
             warnings.warn(
                 f"method={self.method!r} did not converge for {n_failed} of {len(G)} "
-                f"right-hand sides within maxiter={maxiter} iterations (rtol={self.rtol!r});"
-                " their solutions are the last iterates. Increase 'maxiter' or 'rtol'.",
+                f"right-hand sides within maxiter={self._maxiter()} iterations "
+                f"(rtol={self.rtol!r}); their solutions are the last iterates. Increase "
+                "'maxiter' or 'rtol'.",
                 ConvergenceWarning, stacklevel=3,
             )
         return torch.cat(parts) if parts else G.new_zeros(G.shape)
