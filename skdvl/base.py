@@ -6,12 +6,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import warnings
+
 from sklearn.utils import get_tags
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skdvl.result import ValuationResult
 
-__all__ = ["ValuerMixin"]
+__all__ = ["ValuerMixin", "resolve_task", "check_targets", "TASKS"]
+
+#: The values of every valuer's ``task`` parameter.
+TASKS = ("auto", "classification", "regression")
+
+#: An integer target with more distinct values than this looks like a quantity
+#: (a score, a count), not class labels: ``task="auto"`` then warns.
+_MANY_INTEGER_VALUES = 20
 
 
 class ValuerMixin:
@@ -97,3 +107,119 @@ def validate_valuation_data(
     if X_val is not None:
         X_val, y_val = validate_data(valuer, X_val, y_val, reset=False, **check)
     return X, y, X_val, y_val
+
+
+def _kind(y: np.ndarray) -> str:
+    """"number", "bool", "label" (strings) or "mixed" (strings and numbers) for a target."""
+    y = np.asarray(y)
+    if y.dtype.kind == "b":
+        return "bool"
+    if y.dtype.kind in "iuf":
+        return "number"
+    if y.dtype.kind != "O":
+        return "label"
+    sample = y.reshape(-1)[:10_000]
+    numeric = [isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+               for v in sample]
+    if all(numeric):
+        return "number"
+    return "label" if not any(numeric) else "mixed"
+
+
+def _first(y: np.ndarray) -> Any:
+    """The first entry of ``y`` as a plain Python value, for messages."""
+    v = np.asarray(y).reshape(-1)[0]
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def resolve_task(y: Any, task: str, owner: str) -> str:
+    """"classification" or "regression" for target ``y`` and a ``task`` parameter.
+
+    The rule of ``task="auto"``: a target whose values are not all integers
+    (scikit-learn's :func:`~sklearn.utils.multiclass.type_of_target` says
+    "continuous") is a regression target; anything else (strings, booleans,
+    integers, integral floats) is class labels. An integer target with more than
+    20 distinct values (a 0-100 score) is still taken as labels, with a warning
+    naming ``task``: pass ``task="regression"`` for a quantity, or
+    ``task="classification"`` to confirm (and silence the warning).
+
+    Raises
+    ------
+    ValueError
+        When ``task`` is unknown, ``y`` mixes types (strings and numbers), or
+        ``task="regression"`` gets non-numeric labels.
+    """
+    if task not in TASKS:
+        raise ValueError(
+            f"The 'task' parameter of {owner} must be one of {list(TASKS)}. "
+            f"Got {task!r} instead.")
+    y = np.asarray(y)
+    kind = _kind(y)
+    if kind == "mixed":
+        kinds = sorted({type(v).__name__ for v in y.reshape(-1)[:10_000]})
+        raise ValueError(
+            f"{owner}: y mixes label types ({', '.join(kinds)}); labels must all be "
+            "strings or all numbers.")
+    if task == "regression":
+        if kind != "number":
+            raise ValueError(
+                f"{owner} got task='regression' but y holds non-numeric labels "
+                f"(dtype {y.dtype}, e.g. {_first(y)!r}); use task='classification'.")
+        return "regression"
+    if task == "classification":
+        return "classification"
+    if kind != "number":
+        return "classification"
+    if type_of_target(y) == "continuous":
+        return "regression"
+    n_distinct = np.unique(y).shape[0]
+    if n_distinct > _MANY_INTEGER_VALUES:
+        warnings.warn(
+            f"{owner}: y holds {n_distinct} distinct integer values, so task='auto' treats "
+            f"it as classification with {n_distinct} classes. If y is a quantity (a score, "
+            "a count), pass task='regression'; pass task='classification' to confirm.",
+            UserWarning, stacklevel=3)
+    return "classification"
+
+
+def check_targets(y: Any, y_val: Any, task: str, owner: str) -> None:
+    """Refuse targets a ``task`` cannot use, naming the argument at fault.
+
+    Classification needs discrete labels (not a continuous ``y``), at least two
+    classes in ``y``, and ``y_val`` of the same kind as ``y`` (numbers vs
+    strings). Regression needs numeric ``y`` and ``y_val``.
+    """
+    y = np.asarray(y)
+    if task == "classification":
+        if _kind(y) == "number" and type_of_target(y) == "continuous":
+            raise ValueError(
+                f"{owner} is valuing for classification, but y is continuous (e.g. "
+                f"{_first(y)!r}); pass task='regression' or a regressor.")
+        n_classes = np.unique(y).shape[0]
+        if n_classes < 2:
+            raise ValueError(
+                f"{owner} needs at least 2 classes in y for classification; got only "
+                f"{_first(y)!r} ({y.shape[0]} rows). Every coalition would be "
+                "degenerate and every value 0.")
+    if y_val is None:
+        return
+    y_val = np.asarray(y_val)
+    kind, kind_val = _kind(y), _kind(y_val)
+    if kind_val == "mixed":
+        raise ValueError(f"{owner}: y_val mixes label types; labels must all be strings or "
+                         "all numbers.")
+    if task == "regression":
+        if kind_val != "number":
+            raise ValueError(
+                f"{owner}: y_val must be numeric for regression; got dtype {y_val.dtype} "
+                f"(e.g. {_first(y_val)!r}).")
+        return
+    if {kind, kind_val} == {"number", "label"} or {kind, kind_val} == {"bool", "label"}:
+        raise ValueError(
+            f"{owner}: y and y_val hold labels of different kinds (y: {y.dtype}, e.g. "
+            f"{_first(y)!r}; y_val: {y_val.dtype}, e.g. {_first(y_val)!r}); "
+            "no validation row could ever match a training label.")
+    if kind_val == "number" and type_of_target(y_val) == "continuous":
+        raise ValueError(
+            f"{owner}: y_val is continuous (e.g. {_first(y_val)!r}) but the task is "
+            "classification; pass task='regression' or fix y_val.")
