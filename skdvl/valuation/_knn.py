@@ -11,319 +11,44 @@ at once, in memory bounded by scikit-learn's ``working_memory``.
 
 from __future__ import annotations
 
-import math
+import warnings
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed
 from scipy import sparse
-from sklearn import get_config
 from sklearn.base import BaseEstimator, _fit_context, clone
-from sklearn.metrics import pairwise_distances
 from sklearn.metrics.pairwise import _VALID_METRICS
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.extmath import row_norms, safe_sparse_dot
-from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.extmath import row_norms
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from skdvl.base import ValuerMixin, pandas_index, validate_valuation_data
+from skdvl.base import (
+    ValuerMixin,
+    check_targets,
+    pandas_index,
+    resolve_task,
+    validate_valuation_data,
+)
 from skdvl.result import ValuationResult
+from skdvl.valuation._knn_math import (
+    _EUCLIDEAN,
+    _block_moments,
+    _block_rows,
+    _merge_block,
+    _stable_argsort,
+)
 
-__all__ = ["KNNShapley"]
-
-#: Metrics computed blockwise from the BLAS product ``X_val @ X.T`` (squared distances,
-#: which rank the rows exactly as the distances do).
-_EUCLIDEAN = frozenset({"euclidean", "l2", "sqeuclidean"})
-#: float64 arrays of shape (rows, n_train) alive at once per block, by task; sizes the
-#: blocks (see ``_block_rows``). Measured peaks were below these counts.
-_ARRAYS_PER_ROW = {"classification": 5, "regression": 8}
-#: Blocks are at most 1/16 of the validation rows, so that ``n_jobs`` workers share
-#: the work evenly; the block boundaries never depend on ``n_jobs``.
-_MIN_BLOCKS = 16
-#: Target size of one ``(rows, n_train)`` float64 array of a block (see `_block_rows`).
-_CACHE_BYTES = 2**21
+__all__ = ["KNNShapley", "_stable_argsort"]
 
 
-# --------------------------------------------------------------------------------------
-# The math: values in rank order, for a block of validation rows.
-# --------------------------------------------------------------------------------------
-
-
-def _exclusive_suffix_sum(x: np.ndarray) -> np.ndarray:
-    """``out[:, r] = x[:, r+1:].sum(axis=1)``, for every ``r`` at once (a new array)."""
-    out = np.empty_like(x)
-    np.cumsum(x[:, :0:-1], axis=1, out=out[:, -2::-1])
-    out[:, -1] = 0.0
-    return out
-
-
-def _knn_classification_shapley(match: np.ndarray, k: int) -> np.ndarray:
-    """Exact KNN-Shapley values of the classification utility, in rank order.
-
-    Parameters
-    ----------
-    match : ndarray of shape (n_rows, n)
-        ``match[t, r - 1]`` is 1.0 when the training row ranked ``r``-th nearest to
-        validation row ``t`` has the label of that validation row, else 0.0.
-    k : int
-        Number of neighbours, ``K >= 1``; any ``K``, also ``K >= n``.
-
-    Returns
-    -------
-    ndarray of shape (n_rows, n)
-        ``values[t, r - 1]``: the Shapley value of the rank-``r`` row in the game of
-        validation row ``t``.
-
-    Notes
-    -----
-    The utility is the one of Theorem 1 of Jia et al. (2019),
-    :math:`u(S) = \\frac{1}{K} \\sum_{k=1}^{\\min(K, |S|)} 1[y_{\\alpha_k(S)} = y]`
-    (a coalition smaller than ``K`` still divides by ``K``; ``u(\\emptyset) = 0``).
-    Theorem 1 of the paper states the values as the recursion
-    :math:`s_n = 1[y_{\\alpha_n} = y] / n` and
-    :math:`s_r = s_{r+1} + \\frac{1[y_{\\alpha_r} = y] - 1[y_{\\alpha_{r+1}} = y]}{K}
-    \\frac{\\min(K, r)}{r}`. Unrolled, it is the closed form computed here,
-
-    .. math:: s_r = \\frac{m_r}{K} \\frac{\\min(K, r)}{r}
-              - \\sum_{j > \\max(r, K)} \\frac{m_j}{j (j - 1)},
-
-    one reversed cumulative sum instead of a loop. Deviation: the paper's start
-    :math:`s_n = m_n / n` assumes ``n >= K``; for ``n < K`` the exact value of the
-    farthest row is :math:`m_n / K`, which the closed form gives for every ``n``
-    (every row then gets :math:`m_r / K`: the game is additive).
-    """
-    n = match.shape[1]
-    rank = np.arange(1, n + 1, dtype=np.float64)
-    near = np.minimum(k, rank) / (k * rank)
-    far = np.zeros(n)
-    tail = rank > k
-    far[tail] = 1.0 / (rank[tail] * (rank[tail] - 1.0))
-    values = _exclusive_suffix_sum(match * far)
-    np.negative(values, out=values)
-    values += match * near
-    return values
-
-
-def _regression_rank_weights(n: int, k: int) -> tuple[np.ndarray, ...]:
-    """Per-rank weights of the regression values (see `_knn_regression_shapley`)."""
-    rank = np.arange(1, n + 1, dtype=np.float64)
-    tail = rank > k
-    r = rank[tail]
-    enter = np.minimum(k, rank) / rank              # P(rank r enters the top K)
-    push = np.zeros(n)                              # one closer row pushes j out
-    push[tail] = k / (r * (r - 1.0))
-    pair = np.full(n, 0.5)                          # a pair both in the top K
-    pair[tail] = k * (k - 1.0) / (2.0 * r * (r - 1.0))
-    split = np.zeros(n)                             # a third row splits the pair
-    if k > 1:
-        split[tail] = -k * (k - 1.0) / (r * (r - 1.0) * (r - 2.0))
-    return enter, push, pair, split
-
-
-def _knn_regression_shapley(y_sorted: np.ndarray, y_val: np.ndarray, k: int) -> np.ndarray:
-    """Exact KNN-Shapley values of the regression utility, in rank order.
-
-    Parameters
-    ----------
-    y_sorted : ndarray of shape (n_rows, n)
-        ``y_sorted[t, r - 1]``: target of the training row ranked ``r``-th nearest to
-        validation row ``t`` (0.0 for a row that does not play, see Notes).
-    y_val : ndarray of shape (n_rows,)
-        Targets of the validation rows.
-    k : int
-        Number of neighbours, ``K >= 1``; any ``K``, also ``K >= n``.
-
-    Returns
-    -------
-    ndarray of shape (n_rows, n)
-        Values in rank order, as in `_knn_classification_shapley`.
-
-    Notes
-    -----
-    The utility is the KNN-regression utility of Jia et al. (2019), the negative
-    squared error of the unweighted KNN prediction,
-    :math:`u(S) = -\\bigl(\\frac{1}{K} \\sum_{k=1}^{\\min(K,|S|)} y_{\\alpha_k(S)}
-    - y\\bigr)^2`, so :math:`u(\\emptyset) = -y^2`. Expanding the square splits it
-    into games whose Shapley values have closed forms (with :math:`T(S)` the ``K``
-    nearest rows of :math:`S` and :math:`P_r = \\sum_{i<r} y_i`):
-
-    * :math:`\\sum_{i \\in T(S)} a_i` with :math:`a_i = 2 y y_i / K - y_i^2 / K^2`:
-      :math:`a_r \\min(K,r)/r - \\sum_{j>\\max(r,K)} a_j K / (j(j-1))`;
-    * :math:`-\\frac{2}{K^2} \\sum_{i<j \\in T(S)} y_i y_j`: the pair
-      :math:`(i, j)`, ``i`` nearer, counts when both are in :math:`T(S)`, worth
-      :math:`w_j = 1/2` to each of them if ``j <= K``, else
-      :math:`K(K-1) / (2 j (j-1))`; each row ranked before ``j`` other than ``i``
-      gets :math:`\\psi_j = -K(K-1) / (j(j-1)(j-2))` for ``j > K``, else 0.
-
-    Summed by rank with reversed cumulative sums, these give every value in
-    ``O(n)`` after the sort. They are our own derivation from the subset formula;
-    the tests check them against brute-force enumeration to 1e-12. A row with target
-    0.0 at the last rank is a dummy player, which is how leave-self-out removes a
-    validation row from its own game.
-    """
-    enter, push, pair, split = _regression_rank_weights(y_sorted.shape[1], k)
-    c2 = 2.0 / k**2
-    prefix = np.cumsum(y_sorted, axis=1)
-    prefix -= y_sorted                               # P_r, rows nearer than r
-    single = y_sorted * (2.0 / k * y_val[:, None] - y_sorted / k**2)
-    farther = single * push
-    farther += c2 * split * y_sorted * prefix
-    values = single * enter
-    del single
-    pair_part = _exclusive_suffix_sum(y_sorted * (pair - split))
-    pair_part += pair * prefix
-    pair_part *= y_sorted
-    values -= c2 * pair_part
-    del pair_part, prefix
-    values -= _exclusive_suffix_sum(farther)
-    return values
-
-
-# --------------------------------------------------------------------------------------
-# Neighbour ranking of a block of validation rows.
-# --------------------------------------------------------------------------------------
-
-
-def _distances(
-    Xb: Any, X: Any, x_sq: np.ndarray | None, metric: Any, p: float | None
-) -> np.ndarray:
-    """Distances (squared for the Euclidean family) from rows ``Xb`` to rows ``X``."""
-    if x_sq is not None:
-        d = np.asarray(safe_sparse_dot(Xb, X.T, dense_output=True), dtype=np.float64)
-        d *= -2.0
-        d += row_norms(Xb, squared=True)[:, None]
-        d += x_sq[None, :]
-        np.maximum(d, 0.0, out=d)
-        return d
-    kwargs = {"p": p} if metric == "minkowski" else {}
-    return np.asarray(pairwise_distances(Xb, X, metric=metric, n_jobs=1, **kwargs))
-
-
-def _stable_argsort(d: np.ndarray) -> np.ndarray:
-    """Row-wise argsort of ``d`` with ties broken by column index (``d`` may be modified).
-
-    Equivalent to ``np.argsort(d, axis=1, kind="stable")``, and faster: each distance's
-    order-preserving 64-bit pattern keeps its high bits and takes the column index as
-    its low bits, and these keys are sorted by value (no indirect sort, no gather).
-    Keys that tie on the kept bits but not on the full distances (values closer than
-    about ``2**(b - 52)`` relative, ``b = log2(n_columns)``) are rare; rows holding one
-    are sorted again with the stable argsort, so the result is always exact.
-    """
-    n = d.shape[1]
-    bits = max(1, (n - 1).bit_length())
-    low = np.int64((1 << bits) - 1)
-    if np.signbit(d).any():                            # -0.0 or a negative "distance"
-        d += 0.0                                       # -0.0 -> +0.0
-        key = d.view(np.int64).copy()
-        key ^= (key >> 63) & np.int64(0x7FFFFFFFFFFFFFFF)  # negatives: reverse order
-        key &= ~low
-    else:                                              # bit patterns already ordered
-        key = d.view(np.int64) & ~low
-    key |= np.arange(n, dtype=np.int64)
-    key.sort(axis=1)
-    high = key & ~low
-    near = high[:, 1:] == high[:, :-1]
-    del high
-    key &= low
-    if near.any():
-        rows, cols = np.nonzero(near)
-        differ = d[rows, key[rows, cols]] != d[rows, key[rows, cols + 1]]
-        redo = np.unique(rows[differ])
-        if redo.size:
-            key[redo] = np.argsort(d[redo], axis=1, kind="stable")
-    return key
-
-
-def _rank_block(
-    Xb: Any, self_rows: np.ndarray | None, searcher: dict[str, Any]
-) -> np.ndarray:
-    """Training rows ordered from nearest to farthest, one row per validation row.
-
-    Ties in distance are broken by training index. With ``self_rows`` (leave-self-out),
-    validation row ``t`` is training row ``self_rows[t]``, which is moved to the
-    last rank, where the caller makes it a dummy player.
-    """
-    nn = searcher.get("nn")
-    if nn is None:
-        d = _distances(Xb, searcher["X"], searcher["x_sq"], searcher["metric"], searcher["p"])
-        if self_rows is not None:
-            d[np.arange(d.shape[0]), self_rows] = np.inf
-        return _stable_argsort(d)
-    d, ind = nn.kneighbors(Xb, n_neighbors=searcher["n_train"])
-    d = np.asarray(d, dtype=np.float64)
-    if self_rows is not None:
-        d[ind == self_rows[:, None]] = np.inf
-    order = np.lexsort((ind, d), axis=-1)
-    return np.take_along_axis(np.asarray(ind), order, axis=1)
-
-
-def _block_moments(
-    Xb: Any, yb: np.ndarray, self_rows: np.ndarray | None, y_train: np.ndarray,
-    k: int, task: str, searcher: dict[str, Any],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum, sum of squares and count of the values of every training row over a block.
-
-    A training row does not count in the game where it is the validation row.
-    """
-    order = _rank_block(Xb, self_rows, searcher)
-    n = order.shape[1]
-    if task == "classification":
-        target = (y_train[order] == yb[:, None]).astype(np.float64)
-    else:
-        target = y_train[order]
-    if self_rows is not None:
-        target[:, -1] = 0.0
-    if task == "classification":
-        values = _knn_classification_shapley(target, k)
-    else:
-        values = _knn_regression_shapley(target, yb, k)
-    del target
-    flat = order.ravel()
-    total = np.bincount(flat, weights=values.ravel(), minlength=n)
-    np.square(values, out=values)
-    squares = np.bincount(flat, weights=values.ravel(), minlength=n)
-    counts = np.full(n, order.shape[0], dtype=np.int64)
-    if self_rows is not None:
-        counts -= np.bincount(self_rows, minlength=n)
-    return total, squares, counts
-
-
-def _block_rows(n_val: int, n_train: int, task: str) -> int:
-    """Validation rows per block: within ``working_memory`` and cache-sized.
-
-    Blocks whose arrays stay near ``_CACHE_BYTES`` ran about 15% faster than
-    blocks of 100 MB arrays (fewer trips to main memory in the elementwise passes).
-    """
-    budget = get_config()["working_memory"] * 2**20
-    rows = int(budget // (8 * n_train * _ARRAYS_PER_ROW[task]))
-    cache_rows = _CACHE_BYTES // (8 * n_train)
-    return max(1, min(rows, cache_rows, math.ceil(n_val / _MIN_BLOCKS)))
-
-
-def _merge_block(
-    acc: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-    part: tuple[np.ndarray, np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pool a block's (sum, sum of squares, count) into running (mean, M2, count).
-
-    Within a block the squared deviations come from the sums; across blocks they are
-    pooled with Chan, Golub & LeVeque (1979), which keeps them accurate for many rows.
-    """
-    total, squares, n_b = part
-    safe = np.maximum(n_b, 1)
-    mean_b = total / safe
-    m2_b = np.maximum(squares - total * mean_b, 0.0)
-    if acc is None:
-        return mean_b, m2_b, n_b
-    mean_a, m2_a, n_a = acc
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    frac = n_b / np.maximum(n, 1)
-    return mean_a + delta * frac, m2_a + m2_b + delta**2 * n_a * frac, n
-
+def _first(y: Any) -> Any:
+    """The first entry of ``y`` as a plain Python value, for messages."""
+    v = np.asarray(y).reshape(-1)[0]
+    return v.item() if isinstance(v, np.generic) else v
 
 # --------------------------------------------------------------------------------------
 # The estimator.
@@ -365,8 +90,15 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         (every row has to be ranked, which is what brute force does best); the tree
         algorithms go through :class:`~sklearn.neighbors.NearestNeighbors`.
     task : {"auto", "classification", "regression"}, default="auto"
-        The utility. "auto" means regression when ``y`` is continuous (see
-        :func:`~sklearn.utils.multiclass.type_of_target`), else classification.
+        The utility. "auto" follows the rule of :func:`skdvl.base.resolve_task`:
+        a target whose values are not all integers (``type_of_target`` says
+        "continuous") is a regression target; strings, booleans and integers are
+        class labels, with a warning naming ``task`` when an integer target has more
+        than 20 distinct values (pass ``task="regression"`` for a quantity such as a
+        0-100 score, or ``task="classification"`` to confirm). Classification
+        refuses (``ValueError`` naming the argument) a continuous ``y``, a ``y`` with
+        a single class, ``y`` and ``y_val`` of different kinds (numbers vs strings),
+        and labels of mixed types; regression refuses non-numeric targets.
     n_jobs : int, default=None
         Jobs over blocks of validation rows, as in scikit-learn (``None`` means 1
         unless in a :func:`joblib.parallel_config` context); threads by default, and
@@ -385,7 +117,7 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         Each per-row value is exact.
     counts_ : ndarray or pandas.Series of shape (n_samples,)
         Number of validation rows averaged: ``n_val``, or ``n_samples - 1`` without
-        ``X_val``.
+        ``X_val``; fewer after an interruption (see Notes).
     result_ : ValuationResult
         The values, variances and counts.
     n_neighbors_ : int
@@ -407,6 +139,13 @@ class KNNShapley(ValuerMixin, BaseEstimator):
     ``n_jobs`` workers use up to ``n_jobs`` times that. No ``n_val x n_samples``
     array is ever built. Time: one distance block and one row sort per validation
     row, ``O(n_val n_samples (d + log n_samples))``.
+
+    Interruption: a ``KeyboardInterrupt`` (Ctrl-C) during ``fit`` keeps the blocks
+    of validation rows that finished, in order, and returns their mean with a
+    ``RuntimeWarning`` starting "Interrupted:" that gives the number of validation
+    rows processed; ``counts_`` holds that number per row, and a row that no
+    finished block reached is NaN with count 0. If no block finished, the
+    ``KeyboardInterrupt`` propagates.
 
     Ties: training rows at equal distance (as computed: squared distances for the
     Euclidean family, in float64) are ranked by their position in ``X``, so values
@@ -507,28 +246,25 @@ class KNNShapley(ValuerMixin, BaseEstimator):
             self, X, y, X_val, y_val, estimator=NearestNeighbors(),
             min_samples=1 if X_val is not None else 2,
         )
-        self.task_ = self._resolve_task(y)
+        self.task_ = self._resolve_task(y, y_val)
         y, y_val = self._encode_targets(y, y_val)
         searcher = self._make_searcher(X)
         self_rows = None
         if X_val is None:
             X_val, y_val, self_rows = X, y, np.arange(X.shape[0])
         mean, m2, counts = self._run_blocks(X_val, y_val, self_rows, y, searcher)
-        variances = m2 / np.maximum(counts, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            variances = np.where(counts > 0, m2 / np.maximum(counts, 1), np.nan)
+        mean = np.where(counts > 0, mean, np.nan)
         result = ValuationResult(
             mean, variances=variances, counts=counts, algorithm="knn_shapley"
         )
         self._store_result(result, index=index)
         return self
 
-    def _resolve_task(self, y: np.ndarray) -> str:
-        if self.task != "auto":
-            return str(self.task)
-        return "regression" if type_of_target(y) == "continuous" else "classification"
-
-    def _encode_targets(self, y: np.ndarray, y_val: Any) -> tuple[np.ndarray, Any]:
-        """Targets as float64 (regression) or as integer codes shared with ``y_val``."""
-        if self.task_ == "regression":
+    def _resolve_task(self, y: np.ndarray, y_val: Any) -> str:
+        """The task by the rule of :func:`skdvl.base.resolve_task`; refuse unusable targets."""
+        if self.task == "regression":  # before resolve_task: these messages name y or y_val
             for name, target in (("y", y), ("y_val", y_val)):
                 if target is not None and not np.issubdtype(np.asarray(target).dtype, np.number):
                     raise ValueError(
@@ -536,12 +272,34 @@ class KNNShapley(ValuerMixin, BaseEstimator):
                         f"{np.asarray(target).dtype} (e.g. {np.asarray(target)[0]!r}). "
                         "Use task='classification' for labels."
                     )
+        task = resolve_task(y, self.task, "KNNShapley")
+        if task == "classification" and np.unique(y).shape[0] < 2:
+            if y_val is None:
+                raise ValueError(
+                    f"KNNShapley needs at least 2 classes in y to value rows against "
+                    f"each other (no X_val); got only {_first(y)!r} ({y.shape[0]} rows): "
+                    "every row would get the same value. Pass X_val and y_val.")
+            # One class against labelled validation rows is an exact, informative
+            # game; check_targets would refuse it, so only the label overlap is checked.
+            return task
+        check_targets(y, y_val, task, "KNNShapley")
+        return task
+
+    def _encode_targets(self, y: np.ndarray, y_val: Any) -> tuple[np.ndarray, Any]:
+        """Targets as float64 (regression) or as integer codes shared with ``y_val``."""
+        if self.task_ == "regression":
             y_val = None if y_val is None else np.asarray(y_val, dtype=np.float64)
             return np.asarray(y, dtype=np.float64), y_val
         if y_val is None:
             return np.unique(y, return_inverse=True)[1], None
         _, codes = np.unique(np.concatenate([y, y_val]), return_inverse=True)
-        return codes[: y.shape[0]], codes[y.shape[0]:]
+        codes, codes_val = codes[: y.shape[0]], codes[y.shape[0]:]
+        if not np.isin(codes_val, codes).any():
+            raise ValueError(
+                f"KNNShapley: no label of y_val occurs in y (y: {y.dtype}, e.g. "
+                f"{_first(y)!r}; y_val: {np.asarray(y_val).dtype}, e.g. {_first(y_val)!r}); "
+                "every value would be 0. Check that y_val holds the labels of X_val.")
+        return codes, codes_val
 
     def _make_searcher(self, X: Any) -> dict[str, Any]:
         """Set ``n_neighbors_`` and ``nn_``; return what ranks rows by distance."""
@@ -592,13 +350,25 @@ class KNNShapley(ValuerMixin, BaseEstimator):
                  y, self.n_neighbors_, self.task_, searcher)
             for b in blocks
         )
-        acc: Any = None
         # Threads share X and release the GIL in the heavy numpy calls; parallelism
         # comes from the blocks, so BLAS runs single-threaded (its spinning threads
         # slowed the skinny distance products down). joblib.parallel_config overrides.
         parallel = Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")
-        with threadpool_limits(limits=1, user_api="blas"):
-            for part in tqdm(parallel(jobs), total=len(blocks),
-                             disable=self.verbose <= 0, desc="KNNShapley blocks"):
-                acc = _merge_block(acc, part)
-        return acc
+        # One tuple, assigned at once: an interrupt never separates the pooled
+        # moments from the number of validation rows they hold.
+        done: tuple[Any, int, int] = (None, 0, 0)
+        try:
+            with threadpool_limits(limits=1, user_api="blas"):
+                for part in tqdm(parallel(jobs), total=len(blocks),
+                                 disable=self.verbose <= 0, desc="KNNShapley blocks"):
+                    b = blocks[done[2]]
+                    done = (_merge_block(done[0], part), done[1] + b.stop - b.start,
+                            done[2] + 1)
+        except KeyboardInterrupt:
+            if done[0] is None:
+                raise
+            warnings.warn(
+                f"Interrupted: KNNShapley returns values averaged over the {done[1]} of "
+                f"{n_val} validation rows processed ({done[2]} of {len(blocks)} blocks); "
+                "counts_ says how many each value holds.", RuntimeWarning, stacklevel=3)
+        return done[0]
