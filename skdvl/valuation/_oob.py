@@ -3,7 +3,9 @@ did not train on it (Kwon & Zou, 2023)."""
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from numbers import Integral
 from typing import Any
@@ -12,15 +14,27 @@ import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, _fit_context, clone, is_classifier, is_regressor
 from sklearn.ensemble import BaggingClassifier, BaggingRegressor
+from sklearn.ensemble._forest import BaseForest
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from tqdm.auto import tqdm
 
-from skdvl.base import ValuerMixin, pandas_index, validate_valuation_data
+from skdvl.base import (
+    TASKS,
+    ValuerMixin,
+    check_targets,
+    pandas_index,
+    resolve_task,
+    validate_valuation_data,
+)
 from skdvl.result import ValuationResult
 
 __all__ = ["DataOOBValuer"]
+
+#: The ensemble is grown by warm start in at most this many fits, so that Ctrl-C
+#: keeps the members already fitted and the progress bar moves.
+_MAX_INCREMENTS = 20
 
 #: Per-sample score functions ``T(y_true, y_pred) -> ndarray``; higher is better.
 _POINTWISE_SCORES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -50,27 +64,45 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
         The model to bag, or a bagging/forest ensemble to use as it is
         (:class:`~sklearn.ensemble.BaggingClassifier`, ``BaggingRegressor``,
         ``RandomForest*``, ``ExtraTrees*`` with ``bootstrap=True``). None bags
-        decision trees: a classifier, unless ``y`` is continuous. To value the rows
-        an ensemble was already fitted on, pass it wrapped in
-        :class:`sklearn.frozen.FrozenEstimator` with that same ``X`` and ``y``.
+        decision trees, a classifier or a regressor as ``task`` says. An estimator
+        decides the task itself (a classifier or a regressor); a ``task`` that
+        contradicts it is an error. To value the rows an ensemble was already
+        fitted on, pass it wrapped in :class:`sklearn.frozen.FrozenEstimator` with
+        that same ``X`` and ``y``.
     n_estimators : int, default=100
         Number of bagged models. Ignored when ``estimator`` is an ensemble.
     max_samples : int or float, default=None
-        Rows drawn (with replacement) per model: an int count, a float fraction of
-        ``n_samples``, or None for ``n_samples``. Ignored for an ensemble.
+        Rows drawn (with replacement) per model: an int count ``<= n_samples``, a
+        float fraction of ``n_samples`` that draws at least one row, or None for
+        ``n_samples``. Ignored for an ensemble.
     max_features : int or float, default=1.0
-        Features drawn per model, as in ``BaggingClassifier``. Ignored for an ensemble.
+        Features drawn per model, as in ``BaggingClassifier``: an int count
+        ``<= n_features`` or a float fraction that selects at least one feature.
+        Ignored for an ensemble.
     scoring : {"accuracy", "neg_squared_error", "neg_absolute_error"} or callable, \
             default=None
         Per-row score :math:`T(y_i, \\hat f_b(x_i))`, higher is better; a callable
         takes ``(y_true, y_pred)`` arrays and returns one score per row. None means
         "accuracy" for classifiers and "neg_squared_error" for regressors.
+    task : {"auto", "classification", "regression"}, default="auto"
+        Used when ``estimator`` is None, to choose the trees. "auto" follows the
+        rule of :func:`skdvl.base.resolve_task`: a target whose values are not all
+        integers (``type_of_target`` says "continuous") is a regression target;
+        strings, booleans and integers are class labels, with a warning naming
+        ``task`` when an integer target has more than 20 distinct values (pass
+        ``task="regression"`` for a quantity such as a 0-100 score). With an
+        estimator, "auto" follows the estimator, and the other values must agree
+        with it. Classification refuses (``ValueError`` naming ``y``) a continuous
+        ``y``, a single class and labels of mixed types; regression refuses
+        non-numeric ``y``.
     n_jobs : int, default=None
         Jobs for fitting the bagged models and for predicting out-of-bag rows.
         Values do not depend on it.
     random_state : int, RandomState instance or None, default=None
         Seeds the bootstrap draws (and the default trees). Ignored for an ensemble,
         whose own ``random_state`` applies.
+    verbose : int, default=0
+        Show a progress bar over the ensemble members when ``> 0``.
 
     Attributes
     ----------
@@ -83,7 +115,9 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
     result_ : ValuationResult
         The values, variances and counts.
     estimator_ : estimator
-        The fitted ensemble.
+        The fitted ensemble (fewer members than asked after an interruption).
+    task_ : str
+        "classification" or "regression", as used.
     n_features_in_ : int
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -96,6 +130,17 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
     members are compared in the ensemble's label encoding, so labels need not be
     ``0..K-1``. Rows never out of bag (likely only for small ``n_estimators``) get
     NaN and a warning rather than a made-up value.
+
+    A bagging or forest ensemble is grown by warm start, a few members per fit:
+    scikit-learn draws the members' seeds from ``random_state`` in order, so the
+    members are those of a single fit. A ``KeyboardInterrupt`` (Ctrl-C) while the
+    ensemble grows keeps the members fitted so far and values the rows with them,
+    with a ``RuntimeWarning`` starting "Interrupted:"; with no member fitted yet
+    it propagates. Warnings raised by the members' fits (a ``ConvergenceWarning``
+    per member, say) come out as one warning per ``fit``, of the first warning's
+    category, with their count and the first message. With ``n_jobs > 1`` the
+    members are fitted in worker processes, whose warnings are printed by the
+    workers and not counted.
 
     References
     ----------
@@ -130,8 +175,11 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
             Interval(RealNotInt, 0, 1, closed="right"),
         ],
         "scoring": [StrOptions(set(_POINTWISE_SCORES)), callable, None],
-        "n_jobs": [Integral, None],
+        "task": [StrOptions(set(TASKS))],
+        "n_jobs": [Interval(Integral, None, -1, closed="right"),
+                   Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
+        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -142,16 +190,20 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
         max_samples: float | None = None,
         max_features: float = 1.0,
         scoring: str | Callable | None = None,
+        task: str = "auto",
         n_jobs: int | None = None,
         random_state: Any = None,
+        verbose: int = 0,
     ) -> None:
         self.estimator = estimator
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.max_features = max_features
         self.scoring = scoring
+        self.task = task
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.verbose = verbose
 
     def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
         tags = super().__sklearn_tags__()
@@ -188,12 +240,12 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
         index = pandas_index(X)
         tags_from = self.estimator if self.estimator is not None else DecisionTreeRegressor()
         X, y, _, _ = validate_valuation_data(self, X, y, estimator=tags_from, min_samples=2)
-        ensemble = self._make_ensemble(y)
-        classifier = is_classifier(ensemble)
-        if classifier:
-            check_classification_targets(y)
-        self.estimator_ = ensemble.fit(X, y)
+        self.task_ = self._resolve_task(y)
+        check_targets(y, None, self.task_, "DataOOBValuer")
+        ensemble = self._make_ensemble(X.shape)
+        self.estimator_ = _fit_ensemble(ensemble, X, y, self.verbose)
         members, samples, features = _ensemble_parts(self.estimator_, X.shape)
+        classifier = self.task_ == "classification"
         score = self._pointwise_score(classifier)
         classes = self.estimator_.classes_ if classifier else None
         oob, scores = _score_members(
@@ -205,25 +257,37 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
         self._store_result(result, index=index)
         return self
 
-    def _make_ensemble(self, y: np.ndarray) -> Any:
-        """The ensemble to fit: the user's own, or ``estimator`` bagged."""
-        if self.estimator is not None and _is_ensemble(self.estimator):
-            ensemble = clone(self.estimator)
-            if not (is_classifier(ensemble) or is_regressor(ensemble)):
-                raise ValueError(
-                    "The 'estimator' parameter of DataOOBValuer must be a classifier or "
-                    f"a regressor. Got {type(self.estimator).__name__} instead."
-                )
-            return ensemble
-        base = self.estimator
-        if base is None:
-            regression = type_of_target(y) == "continuous"
-            base = DecisionTreeRegressor() if regression else DecisionTreeClassifier()
-        elif not (is_classifier(base) or is_regressor(base)):
+    def _resolve_task(self, y: np.ndarray) -> str:
+        """The task: the estimator's kind, else :func:`skdvl.base.resolve_task`."""
+        if self.estimator is None:
+            return resolve_task(y, self.task, "DataOOBValuer")
+        name = type(self.estimator).__name__
+        if is_classifier(self.estimator):
+            kind = "classification"
+        elif is_regressor(self.estimator):
+            kind = "regression"
+        else:
             raise ValueError(
                 "The 'estimator' parameter of DataOOBValuer must be a classifier or a "
-                f"regressor. Got {type(base).__name__} instead."
+                f"regressor. Got {name} instead."
             )
+        if self.task not in ("auto", kind):
+            raise ValueError(
+                f"The 'task' parameter of DataOOBValuer is {self.task!r}, but the "
+                f"estimator {name} does {kind}; pass task='auto' (or {kind!r}), or an "
+                f"estimator for {self.task}."
+            )
+        return resolve_task(y, kind, "DataOOBValuer")
+
+    def _make_ensemble(self, shape: tuple[int, int]) -> Any:
+        """The ensemble to fit: the user's own, or ``estimator`` bagged."""
+        if self.estimator is not None and _is_ensemble(self.estimator):
+            return clone(self.estimator)
+        _check_draws(self.max_samples, self.max_features, shape)
+        base = self.estimator
+        if base is None:
+            regression = self.task_ == "regression"
+            base = DecisionTreeRegressor() if regression else DecisionTreeClassifier()
         bagging = BaggingRegressor if is_regressor(base) else BaggingClassifier
         return bagging(
             clone(base), n_estimators=self.n_estimators, max_samples=self.max_samples,
@@ -249,6 +313,135 @@ def _is_ensemble(estimator: Any) -> bool:
         return True
     params = estimator.get_params(deep=False)
     return "n_estimators" in params and "bootstrap" in params
+
+
+def _check_draws(max_samples: Any, max_features: Any, shape: tuple[int, int]) -> None:
+    """Refuse draws that scikit-learn would silently round up to one, or that leave
+    no row out of bag."""
+    n, d = shape
+    if isinstance(max_samples, Integral) and max_samples > n:
+        raise ValueError(
+            f"The 'max_samples' parameter of DataOOBValuer must be <= n_samples={n}: "
+            f"{max_samples} draws leave almost no row out of bag. Got {max_samples} "
+            "instead."
+        )
+    if isinstance(max_samples, float) and int(max_samples * n) < 1:
+        raise ValueError(
+            f"The 'max_samples' parameter of DataOOBValuer must draw at least one of "
+            f"the n_samples={n} rows (>= {1 / n:.3g}). Got {max_samples} instead."
+        )
+    if isinstance(max_features, Integral) and max_features > d:
+        raise ValueError(
+            f"The 'max_features' parameter of DataOOBValuer must be <= n_features={d}. "
+            f"Got {max_features} instead."
+        )
+    if isinstance(max_features, float) and int(max_features * d) < 1:
+        raise ValueError(
+            f"The 'max_features' parameter of DataOOBValuer must select at least one "
+            f"of the n_features={d} features (>= {1 / d:.3g}). Got {max_features} "
+            "instead."
+        )
+
+
+def _grows_by_warm_start(ensemble: Any) -> bool:
+    """Whether ``ensemble`` is a bagging or forest ensemble that warm start can grow."""
+    if not isinstance(ensemble, (BaggingClassifier, BaggingRegressor, BaseForest)):
+        return False
+    return not ensemble.get_params().get("oob_score", False)
+
+
+def _increments(total: int, n_jobs: Any) -> list[int]:
+    """Cumulative ensemble sizes to fit: a multiple of the jobs each time."""
+    jobs = max(1, effective_n_jobs(n_jobs))
+    step = max(jobs, math.ceil(total / _MAX_INCREMENTS))
+    step = math.ceil(step / jobs) * jobs
+    return [*range(step, total, step), total]
+
+
+def _fit_ensemble(ensemble: Any, X: Any, y: np.ndarray, verbose: int) -> Any:
+    """Fit ``ensemble`` (growing it by warm start when it can); return it.
+
+    Warnings of the members' fits become one summary warning. A KeyboardInterrupt
+    keeps the members fitted so far (see `_keep_fitted`), or propagates if none is.
+    """
+    total = int(ensemble.get_params()["n_estimators"]) if _grows_by_warm_start(
+        ensemble) else 1
+    seeds: list[np.ndarray] = []
+    with tqdm(total=total, disable=verbose <= 0, desc="DataOOBValuer members") as bar, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if not _grows_by_warm_start(ensemble):
+                ensemble.fit(X, y)
+                bar.update(total)
+            else:
+                ensemble.set_params(warm_start=True)
+                for size in _increments(total, ensemble.get_params().get("n_jobs")):
+                    ensemble.set_params(n_estimators=size)
+                    ensemble.fit(X, y)
+                    _record_seeds(ensemble, seeds, size)
+                    bar.update(size - bar.n)
+        except KeyboardInterrupt:
+            if not _grows_by_warm_start(ensemble):
+                raise
+            fitted = _keep_fitted(ensemble, seeds)
+            if fitted == 0:
+                raise
+            warnings.warn(
+                f"Interrupted: DataOOBValuer fitted {fitted} of {total} ensemble members; "
+                f"the values use those {fitted} members.", RuntimeWarning, stacklevel=4)
+    _warn_member_warnings(caught, len(getattr(ensemble, "estimators_", [])))
+    return ensemble
+
+
+def _record_seeds(ensemble: Any, seeds: list[np.ndarray], size: int) -> None:
+    """Keep the seeds of a bagging increment; point ``_seeds`` at all of them.
+
+    scikit-learn's bagging keeps only the last fit's seeds in ``_seeds``, from
+    which ``estimators_samples_`` is drawn again; after a warm start it would
+    describe only the last members.
+    """
+    if isinstance(ensemble, BaseForest):
+        return  # a forest's trees keep their own seeds
+    done = sum(s.shape[0] for s in seeds)
+    seeds.append(np.asarray(ensemble._seeds)[: size - done].copy())
+    ensemble._seeds = np.concatenate(seeds)
+
+
+def _keep_fitted(ensemble: Any, seeds: list[np.ndarray]) -> int:
+    """After an interrupt, make ``ensemble`` a consistent fit of its finished members.
+
+    scikit-learn appends an increment's members only once all are fitted, so the
+    members are a prefix of the full ensemble; an interrupt between the appends
+    and our bookkeeping is handled by trimming to what both record.
+    """
+    members = getattr(ensemble, "estimators_", [])
+    fitted = len(members)
+    if not isinstance(ensemble, BaseForest):
+        done = sum(s.shape[0] for s in seeds)
+        fitted = min(fitted, len(getattr(ensemble, "estimators_features_", [])))
+        if fitted > done:  # the last increment finished before we recorded it
+            _record_seeds(ensemble, seeds, fitted)
+            done = fitted
+        fitted = min(fitted, done)
+        ensemble.estimators_features_ = ensemble.estimators_features_[:fitted]
+        ensemble._seeds = np.concatenate(seeds)[:fitted] if seeds else np.empty(0, int)
+    del ensemble.estimators_[fitted:]
+    ensemble.set_params(n_estimators=max(fitted, 1))
+    return fitted
+
+
+def _warn_member_warnings(caught: list[warnings.WarningMessage], n_members: int) -> None:
+    """One warning for all the warnings the members' fits raised."""
+    if not caught:
+        return
+    first = caught[0]
+    kinds = Counter(w.category.__name__ for w in caught)
+    listed = ", ".join(f"{count} {name}" for name, count in kinds.most_common())
+    warnings.warn(
+        f"Fitting the {n_members} ensemble members of DataOOBValuer raised {len(caught)} "
+        f"warnings ({listed}). The first: {first.category.__name__}: {first.message}",
+        first.category, stacklevel=5)
 
 
 def _ensemble_parts(
