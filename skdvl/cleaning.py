@@ -8,12 +8,21 @@ same job as a meta-estimator inside a plain scikit-learn :class:`~sklearn.pipeli
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from numbers import Real
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
+from sklearn.base import (
+    BaseEstimator,
+    MetaEstimatorMixin,
+    _fit_context,
+    clone,
+    is_classifier,
+    is_regressor,
+)
 from sklearn.utils import _safe_indexing, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metaestimators import available_if
@@ -25,9 +34,24 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from skdvl.base import pandas_index
+from skdvl.base import ValuerMixin, pandas_index
 
 __all__ = ["CleanedEstimator", "DataCleaner"]
+
+#: Methods that make an estimator a model or a transformer, not a valuer.
+_NOT_VALUER_METHODS = ("predict", "transform", "fit_resample", "kneighbors")
+
+#: scikit-learn functions that ask whether a step transforms: Pipeline's and
+#: FeatureUnion's step checks, ColumnTransformer's, and the fit of a step.
+_STEP_CHECKS = frozenset({"_validate_steps", "_validate_transformers", "_fit_transform_one"})
+
+_PIPELINE_MESSAGE = (
+    "DataCleaner drops rows, so it cannot be an intermediate step of a scikit-learn "
+    "Pipeline (or ColumnTransformer, FeatureUnion), which passes every row on through "
+    "fit_transform / transform. Use CleanedEstimator(estimator, DataCleaner(...)) as "
+    "the last step of a sklearn Pipeline, or an imblearn.pipeline.Pipeline, which "
+    "calls DataCleaner.fit_resample at fit time only."
+)
 
 
 def _default_valuer() -> Any:
@@ -43,7 +67,75 @@ def _value_rows(valuer: Any, X: Any, y: Any) -> np.ndarray:
     Module-level so that ``joblib.Memory`` can cache it: the key is the valuer's
     parameters and the data, never ``fraction`` or ``threshold``.
     """
-    return np.asarray(valuer.fit(X, y).values_, dtype=np.float64)
+    fitted = valuer.fit(X, y)
+    if not hasattr(fitted, "values_"):
+        raise ValueError(
+            "The 'valuer' parameter of DataCleaner must set values_ in fit. Got "
+            f"{type(valuer).__name__} instead, which did not."
+        )
+    return np.asarray(fitted.values_, dtype=np.float64)
+
+
+def _check_valuer(valuer: Any) -> None:
+    """Refuse, before any work, a model or transformer given as ``valuer``."""
+    if valuer is None or isinstance(valuer, ValuerMixin):
+        return
+    roles = [m for m in _NOT_VALUER_METHODS if hasattr(valuer, m)]
+    if roles or is_classifier(valuer) or is_regressor(valuer):
+        name = type(valuer).__name__
+        has = f" (it has {roles[0]}())" if roles else ""
+        raise ValueError(
+            "The 'valuer' parameter of DataCleaner must be a valuer: an estimator whose "
+            "fit(X, y) sets values_, such as KNNShapley() or DataOOBValuer(). Got "
+            f"{name} instead{has}, a model rather than a valuer; to value rows with "
+            f"it, pass e.g. DataOOBValuer({name}(...)) or ShapleyValuer({name}(...))."
+        )
+
+
+def _check_values(values: np.ndarray, n: int, valuer: Any) -> None:
+    """Refuse values that cannot rank the rows; warn about the rows kept unvalued."""
+    name = type(valuer).__name__
+    if values.shape != (n,):
+        raise ValueError(
+            f"The 'valuer' parameter of DataCleaner must give one value per row: "
+            f"{name} gave values_ of shape {values.shape} for {n} rows."
+        )
+    missing = int(np.count_nonzero(np.isnan(values)))
+    if missing == n:
+        raise ValueError(
+            f"DataCleaner: the valuer {name} gave no value (NaN) to any of the {n} rows, "
+            "so there is nothing to rank them by; see the valuer's warnings."
+        )
+    if missing:
+        warnings.warn(
+            f"DataCleaner: {missing} of {n} rows have no value (NaN: the valuer {name} "
+            "could not value them, e.g. never out of bag or interrupted before they "
+            "were reached); they are kept, never dropped.", UserWarning, stacklevel=4)
+
+
+class _StepGuard:
+    """``transform`` / ``fit_transform`` of DataCleaner: absent, except to sklearn's
+    step checks, which get an error pointing to CleanedEstimator.
+
+    scikit-learn's Pipeline asks ``hasattr(step, "transform")`` of every
+    intermediate step and would otherwise fail with a message that does not say
+    what to use instead. imbalanced-learn's Pipeline asks the same question from
+    its own module and must get "no" (a step must not both transform and resample),
+    so the caller is told apart by its module and function name.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        caller = sys._getframe(1)
+        if (obj is not None and caller.f_code.co_name in _STEP_CHECKS
+                and str(caller.f_globals.get("__name__", "")).startswith("sklearn.")):
+            raise TypeError(_PIPELINE_MESSAGE)
+        owner = objtype.__name__ if objtype is not None else "DataCleaner"
+        raise AttributeError(
+            f"'{owner}' object has no attribute '{self.name}'; DataCleaner resamples "
+            "(fit_resample) and does not transform.")
 
 
 def _rows_to_keep(values: np.ndarray, fraction: float, threshold: float | None) -> np.ndarray:
@@ -86,7 +178,7 @@ class DataCleaner(BaseEstimator):
         Share of rows to drop, lowest values first (``floor(fraction * n)`` rows).
         0 keeps every row and skips valuation. Ignored when ``threshold`` is set.
     threshold : float, default=None
-        If set, drop exactly the rows valued below it instead.
+        If set (a finite number), drop exactly the rows valued below it instead.
     memory : str, path, joblib.Memory or None, default=None
         Where to cache values, keyed by the valuer's parameters and the data (as in
         :class:`~sklearn.pipeline.Pipeline`'s ``memory``). None caches nothing.
@@ -109,7 +201,17 @@ class DataCleaner(BaseEstimator):
 
     Notes
     -----
-    Rows whose value is NaN (e.g. never out of bag for Data-OOB) are never dropped.
+    Rows whose value is NaN (e.g. never out of bag for Data-OOB, or not reached
+    before an interruption) are never dropped, with a warning that counts them;
+    when every value is NaN, ``fit`` raises. ``valuer`` is checked before any work:
+    a model or transformer (anything with ``predict``, ``transform``,
+    ``fit_resample`` or ``kneighbors`` that is not a skdvl valuer) is refused. The
+    valuer's own warnings (e.g. :class:`~skdvl.UtilityFitWarning` for failed fits)
+    and errors pass through, except that a ``memory`` cache hit replays no warning.
+
+    In a plain :class:`sklearn.pipeline.Pipeline` a DataCleaner cannot be an
+    intermediate step (those must keep every row): such a pipeline raises a
+    ``TypeError`` pointing to :class:`CleanedEstimator`.
 
     Examples
     --------
@@ -129,7 +231,7 @@ class DataCleaner(BaseEstimator):
     _parameter_constraints: dict = {
         "valuer": [HasMethods(["fit"]), None],
         "fraction": [Interval(Real, 0, 1, closed="left")],
-        "threshold": [Real, None],
+        "threshold": [Interval(Real, None, None, closed="neither"), None],
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
     }
 
@@ -145,6 +247,9 @@ class DataCleaner(BaseEstimator):
         self.fraction = fraction
         self.threshold = threshold
         self.memory = memory
+
+    transform = _StepGuard()
+    fit_transform = _StepGuard()
 
     def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
         tags = super().__sklearn_tags__()
@@ -196,6 +301,7 @@ class DataCleaner(BaseEstimator):
         DataFrames and Series come back as they are (pandas in, pandas out); any
         other input comes back validated (an ndarray or a CSR/CSC matrix).
         """
+        _check_valuer(self.valuer)
         tags = self.__sklearn_tags__().input_tags
         X_checked, y_checked = validate_data(
             self, X, y, accept_sparse=["csr", "csc"] if tags.sparse else False,
@@ -212,6 +318,7 @@ class DataCleaner(BaseEstimator):
         valuer = clone(self.valuer) if self.valuer is not None else _default_valuer()
         memory = os.fspath(self.memory) if isinstance(self.memory, os.PathLike) else self.memory
         values = check_memory(memory).cache(_value_rows)(valuer, X, y)
+        _check_values(values, n, valuer)
         kept = _rows_to_keep(values, self.fraction, self.threshold)
         if kept.size == 0:
             raise ValueError(
