@@ -319,7 +319,7 @@ def _check_draws(max_samples: Any, max_features: Any, shape: tuple[int, int]) ->
     """Refuse draws that scikit-learn would silently round up to one, or that leave
     no row out of bag."""
     n, d = shape
-    if isinstance(max_samples, Integral) and max_samples > n:
+    if isinstance(max_samples, Integral) and int(max_samples) > n:
         raise ValueError(
             f"The 'max_samples' parameter of DataOOBValuer must be <= n_samples={n}: "
             f"{max_samples} draws leave almost no row out of bag. Got {max_samples} "
@@ -330,7 +330,7 @@ def _check_draws(max_samples: Any, max_features: Any, shape: tuple[int, int]) ->
             f"The 'max_samples' parameter of DataOOBValuer must draw at least one of "
             f"the n_samples={n} rows (>= {1 / n:.3g}). Got {max_samples} instead."
         )
-    if isinstance(max_features, Integral) and max_features > d:
+    if isinstance(max_features, Integral) and int(max_features) > d:
         raise ValueError(
             f"The 'max_features' parameter of DataOOBValuer must be <= n_features={d}. "
             f"Got {max_features} instead."
@@ -362,16 +362,19 @@ def _fit_ensemble(ensemble: Any, X: Any, y: np.ndarray, verbose: int) -> Any:
     """Fit ``ensemble`` (growing it by warm start when it can); return it.
 
     Warnings of the members' fits become one summary warning. A KeyboardInterrupt
-    keeps the members fitted so far (see `_keep_fitted`), or propagates if none is.
+    rolls the ensemble back to the last increment that finished (see `_snapshot`),
+    or propagates if none did.
     """
-    total = int(ensemble.get_params()["n_estimators"]) if _grows_by_warm_start(
-        ensemble) else 1
+    grows = _grows_by_warm_start(ensemble)
+    total = int(ensemble.get_params()["n_estimators"]) if grows else 1
     seeds: list[np.ndarray] = []
+    kept: dict[str, Any] | None = None
+    interrupted = False
     with tqdm(total=total, disable=verbose <= 0, desc="DataOOBValuer members") as bar, \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            if not _grows_by_warm_start(ensemble):
+            if not grows:
                 ensemble.fit(X, y)
                 bar.update(total)
             else:
@@ -380,18 +383,31 @@ def _fit_ensemble(ensemble: Any, X: Any, y: np.ndarray, verbose: int) -> Any:
                     ensemble.set_params(n_estimators=size)
                     ensemble.fit(X, y)
                     _record_seeds(ensemble, seeds, size)
+                    kept = _snapshot(ensemble)
                     bar.update(size - bar.n)
         except KeyboardInterrupt:
-            if not _grows_by_warm_start(ensemble):
+            if kept is None:
                 raise
-            fitted = _keep_fitted(ensemble, seeds)
-            if fitted == 0:
-                raise
-            warnings.warn(
-                f"Interrupted: DataOOBValuer fitted {fitted} of {total} ensemble members; "
-                f"the values use those {fitted} members.", RuntimeWarning, stacklevel=4)
-    _warn_member_warnings(caught, len(getattr(ensemble, "estimators_", [])))
+            ensemble.__dict__.clear()
+            ensemble.__dict__.update(kept)
+            interrupted = True
+    n_members = len(getattr(ensemble, "estimators_", []))
+    _warn_member_warnings(caught, n_members)
+    if interrupted:
+        warnings.warn(
+            f"Interrupted: DataOOBValuer fitted {n_members} of {total} ensemble members; "
+            f"the values use those {n_members} members.", RuntimeWarning, stacklevel=4)
     return ensemble
+
+
+def _snapshot(ensemble: Any) -> dict[str, Any]:
+    """The ensemble's state after an increment, to return to after an interrupt.
+
+    An interrupted fit may leave attributes half-updated (a forest's ``classes_``
+    is a list until the fit ends, bagging sets ``_seeds`` before fitting); the
+    lists that scikit-learn extends in place are copied.
+    """
+    return {k: list(v) if isinstance(v, list) else v for k, v in ensemble.__dict__.items()}
 
 
 def _record_seeds(ensemble: Any, seeds: list[np.ndarray], size: int) -> None:
@@ -408,29 +424,6 @@ def _record_seeds(ensemble: Any, seeds: list[np.ndarray], size: int) -> None:
     ensemble._seeds = np.concatenate(seeds)
 
 
-def _keep_fitted(ensemble: Any, seeds: list[np.ndarray]) -> int:
-    """After an interrupt, make ``ensemble`` a consistent fit of its finished members.
-
-    scikit-learn appends an increment's members only once all are fitted, so the
-    members are a prefix of the full ensemble; an interrupt between the appends
-    and our bookkeeping is handled by trimming to what both record.
-    """
-    members = getattr(ensemble, "estimators_", [])
-    fitted = len(members)
-    if not isinstance(ensemble, BaseForest):
-        done = sum(s.shape[0] for s in seeds)
-        fitted = min(fitted, len(getattr(ensemble, "estimators_features_", [])))
-        if fitted > done:  # the last increment finished before we recorded it
-            _record_seeds(ensemble, seeds, fitted)
-            done = fitted
-        fitted = min(fitted, done)
-        ensemble.estimators_features_ = ensemble.estimators_features_[:fitted]
-        ensemble._seeds = np.concatenate(seeds)[:fitted] if seeds else np.empty(0, int)
-    del ensemble.estimators_[fitted:]
-    ensemble.set_params(n_estimators=max(fitted, 1))
-    return fitted
-
-
 def _warn_member_warnings(caught: list[warnings.WarningMessage], n_members: int) -> None:
     """One warning for all the warnings the members' fits raised."""
     if not caught:
@@ -439,8 +432,8 @@ def _warn_member_warnings(caught: list[warnings.WarningMessage], n_members: int)
     kinds = Counter(w.category.__name__ for w in caught)
     listed = ", ".join(f"{count} {name}" for name, count in kinds.most_common())
     warnings.warn(
-        f"Fitting the {n_members} ensemble members of DataOOBValuer raised {len(caught)} "
-        f"warnings ({listed}). The first: {first.category.__name__}: {first.message}",
+        f"Fitting the ensemble of DataOOBValuer ({n_members} members) raised "
+        f"{len(caught)} warnings ({listed}). The first: {first.category.__name__}: {first.message}",
         first.category, stacklevel=5)
 
 
