@@ -317,7 +317,7 @@ def _resolve_task(args: Any, y: Any, y_val: Any) -> str:
         warnings.warn(_cli_words(_one_line(w.message), args.target), UserWarning,
                       stacklevel=2)
     if task == "regression" and np.unique(np.asarray(y, dtype=np.float64)).size < 2:
-        raise CLIError(f"target column {args.target!r} is constant ({y.iloc[0]!r} in every "
+        raise CLIError(f"target column {args.target!r} is constant ({y.iloc[0].item()!r} in every "
                        "row); every value would be 0")
     return task
 

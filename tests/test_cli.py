@@ -165,7 +165,7 @@ def test_failed_run_leaves_an_existing_output_untouched(data_csv, tmp_path):
     path, _ = data_csv
     out = tmp_path / "values.csv"
     out.write_text("old\n")
-    proc = run("value", path, "--target", "missing", "--out", out)
+    proc = run("value", path, "--target", "missing", "--out", out, "--overwrite")
     assert proc.returncode == 1
     assert out.read_text() == "old\n"
     no_stray_files(tmp_path, ["data.csv", "values.csv"])
@@ -181,7 +181,8 @@ def test_help_explains_each_command():
     top = run("--help")
     assert top.returncode == 0 and "skdvl demo" in top.stdout
     for command, words in [
-        ("value", ["--target", "--method", "--val", "--out", "Data-OOB"]),
+        ("value", ["--target", "--method", "--val", "--out", "Data-OOB", "--task",
+                   "--drop", "--no-scale", "--overwrite", "standardised"]),
         ("clean", ["--fraction", "--threshold", "--values-out"]),
         ("demo", ["--plot", "--methods"]),
     ]:
