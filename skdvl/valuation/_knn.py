@@ -16,7 +16,7 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from scipy import sparse
 from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.metrics.pairwise import _VALID_METRICS
@@ -144,8 +144,10 @@ class KNNShapley(ValuerMixin, BaseEstimator):
     of validation rows that finished, in order, and returns their mean with a
     ``RuntimeWarning`` starting "Interrupted:" that gives the number of validation
     rows processed; ``counts_`` holds that number per row, and a row that no
-    finished block reached is NaN with count 0. If no block finished, the
-    ``KeyboardInterrupt`` propagates.
+    finished block reached is NaN with count 0 (and infinite ``stderr_``). With
+    ``n_jobs > 1`` blocks are kept in order: one that finished after the first
+    unfinished block is dropped, so the result is always that of the first
+    validation rows. If no block finished, the ``KeyboardInterrupt`` propagates.
 
     Ties: training rows at equal distance (as computed: squared distances for the
     Euclidean family, in float64) are ranked by their position in ``X``, so values
@@ -191,7 +193,8 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         "p": [Interval(Real, 0, None, closed="neither")],
         "algorithm": [StrOptions({"auto", "brute", "ball_tree", "kd_tree"})],
         "task": [StrOptions({"auto", "classification", "regression"})],
-        "n_jobs": [Integral, None],
+        "n_jobs": [Interval(Integral, None, -1, closed="right"),
+                   Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
     }
 
@@ -353,7 +356,13 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         # Threads share X and release the GIL in the heavy numpy calls; parallelism
         # comes from the blocks, so BLAS runs single-threaded (its spinning threads
         # slowed the skinny distance products down). joblib.parallel_config overrides.
-        parallel = Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")
+        # One job: a plain loop, so that an interrupt loses no finished block (joblib
+        # computes blocks ahead of the ones it has handed over).
+        parallel = (
+            (lambda tasks: (f(*a, **kw) for f, a, kw in tasks))
+            if effective_n_jobs(self.n_jobs) == 1
+            else Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")
+        )
         # One tuple, assigned at once: an interrupt never separates the pooled
         # moments from the number of validation rows they hold.
         done: tuple[Any, int, int] = (None, 0, 0)
