@@ -2,7 +2,10 @@
 
 import sys
 
-from skdvl.cli import main
+try:
+    from skdvl.cli import main
+except KeyboardInterrupt:  # Ctrl-C while importing: nothing has been done yet
+    sys.exit(130)
 
 if __name__ == "__main__":
     sys.exit(main())

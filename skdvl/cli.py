@@ -7,6 +7,10 @@ bad data or a failed computation, 130 for Ctrl-C. Output paths are checked befor
 any work; outputs are written to a temporary file next to the target and renamed
 into place only when complete, so a failed or interrupted run never leaves a
 partial file. Set ``SKDVL_DEBUG=1`` to see tracebacks.
+
+The target's task (``--task``) follows :func:`skdvl.base.resolve_task`, and the
+command chooses every model and score from it itself. Features are standardised on
+DATA's rows for every method but oob (``--no-scale`` to turn it off).
 """
 
 from __future__ import annotations
@@ -622,7 +626,10 @@ shapley (truncated Monte Carlo Shapley of a logistic/ridge model, slow), banzhaf
 Banzhaf), beta (Beta(16,1)-Shapley), loo (leave-one-out)"""
 
 _TASK_HELP = """what the target is: classification (labels) or regression (a
-quantity); it chooses the model and the score of every method. auto (the default):
+quantity). It chooses every model and score: logistic regression scored by accuracy
+or ridge scored by R^2 (shapley/banzhaf/beta/loo), knn's classification or
+regression game, classification trees scored by accuracy or regression trees scored
+by -(squared error) (oob). auto (the default):
 a target whose values are not all integers is a regression target, anything else
 (strings, booleans, integers) is class labels; an integer target with more than 20
 distinct values (a 0-100 score) is still taken as labels, with a warning: pass
@@ -646,9 +653,10 @@ def _add_data_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     p.add_argument("--method", choices=METHODS, default="knn", help=_METHOD_HELP)
     p.add_argument("--task", choices=TASKS, default="auto", help=_TASK_HELP)
-    p.add_argument("--drop", type=_columns, default=[], metavar="COL[,COL...]",
-                   help="columns that are not features (names, ids, free text): kept in "
-                   "the output of clean, not used for valuing")
+    p.add_argument("--drop", type=_columns, action="extend", default=[],
+                   metavar="COL[,COL...]", help="columns that are not features (names, "
+                   "ids, free text; may repeat): kept in the output of clean, not used "
+                   "for valuing")
     p.add_argument("--no-scale", action="store_true", help=_SCALE_HELP)
     p.add_argument("--val", metavar="VAL.csv", help="validation rows, same columns as "
                    "DATA (knn/shapley/banzhaf/beta/loo; default: leave-self-out for knn, "
@@ -712,19 +720,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message: Any, category: Any, filename: str, lineno: int,
-                  file: Any = None, line: Any = None) -> None:
-    text = _one_line(message)
-    if _SIGINT.seen and text.startswith("Interrupted"):
-        return  # the command reports the interrupt itself, and writes nothing
-    print(f"skdvl: warning: {text}", file=sys.stderr)
+class _ShowWarning:
+    """``warnings.showwarning`` for the command: one line each, a repeated one only once.
+
+    The fits inside a valuation can raise the same warning thousands of times (a
+    ConvergenceWarning per fit); :meth:`report_repeats` then says how often.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, message: Any, category: Any, filename: str, lineno: int,
+                 file: Any = None, line: Any = None) -> None:
+        text = _one_line(message)
+        if _SIGINT.seen and text.startswith("Interrupted"):
+            return  # the command reports the interrupt itself, and writes nothing
+        self.counts[text] = self.counts.get(text, 0) + 1
+        if self.counts[text] == 1:
+            print(f"skdvl: warning: {text}", file=sys.stderr)
+
+    def report_repeats(self) -> None:
+        for text, count in self.counts.items():
+            if count > 1:
+                short = text if len(text) <= 60 else text[:57] + "..."
+                print(f"skdvl: warning: {short!r} was repeated {count - 1} more times",
+                      file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``skdvl`` command; return its exit status."""
     debug = os.environ.get("SKDVL_DEBUG", "") not in ("", "0")
     previous: Callable = warnings.showwarning
-    warnings.showwarning = _show_warning
+    show = warnings.showwarning = _ShowWarning()
     with _handle_sigint():
         try:
             args = build_parser().parse_args(argv)
@@ -742,4 +769,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         finally:
+            show.report_repeats()
             warnings.showwarning = previous

@@ -323,6 +323,7 @@ def test_drop_keeps_the_column_in_the_cleaned_output(songs_csv, tmp_path):
         ([], "non-numeric feature column(s) in {p}: 'name'; drop them (--drop name)"),
         (["--drop", "name,tempo"], "--drop: no column 'tempo' in {p} (columns: 'name', "
                                    "'signal', 'duration_ms', 'hit')"),
+        (["--drop", "name", "--drop", "tempo"], "--drop: no column 'tempo' in"),
         (["--drop", "name,hit"], "--drop names the target column 'hit'"),
         (["--drop", "name,signal,duration_ms"], "has no feature columns besides the target"),
     ],
@@ -384,3 +385,18 @@ def test_demo_noise_out_of_its_domain_is_a_usage_error(noise, match, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "argument --noise: must be" in err and match in err, err
+
+
+def test_a_repeated_warning_is_shown_once_then_counted(capsys):
+    from skdvl.cli import _ShowWarning
+
+    show = _ShowWarning()
+    for _ in range(3):
+        show("lbfgs failed\n  to converge", UserWarning, "f.py", 1)
+    show("another", UserWarning, "f.py", 2)
+    show.report_repeats()
+    assert capsys.readouterr().err.splitlines() == [
+        "skdvl: warning: lbfgs failed to converge",
+        "skdvl: warning: another",
+        "skdvl: warning: 'lbfgs failed to converge' was repeated 2 more times",
+    ]
