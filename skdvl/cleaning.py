@@ -84,11 +84,13 @@ def _check_valuer(valuer: Any) -> None:
     if roles or is_classifier(valuer) or is_regressor(valuer):
         name = type(valuer).__name__
         has = f" (it has {roles[0]}())" if roles else ""
+        hint = (f"; to value rows with this model, pass e.g. DataOOBValuer({name}(...)) "
+                f"or ShapleyValuer({name}(...))"
+                if is_classifier(valuer) or is_regressor(valuer) else "")
         raise ValueError(
             "The 'valuer' parameter of DataCleaner must be a valuer: an estimator whose "
             "fit(X, y) sets values_, such as KNNShapley() or DataOOBValuer(). Got "
-            f"{name} instead{has}, a model rather than a valuer; to value rows with "
-            f"it, pass e.g. DataOOBValuer({name}(...)) or ShapleyValuer({name}(...))."
+            f"{name} instead{has}, which is not a valuer{hint}."
         )
 
 
