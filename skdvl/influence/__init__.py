@@ -10,10 +10,12 @@ from ._calculators import (
     dataset_to_dask_arrays,
     to_dask_array,
 )
+from ._options import CG, EKFAC, Arnoldi, DataInf, Direct, InfluenceMethod, LiSSA, Nystroem
 from ._scorer import InfluenceScorer
 from ._solvers import NotPositiveDefiniteError
 
 __all__ = [
     "InfluenceScorer", "NotPositiveDefiniteError", "SequentialInfluenceCalculator",
     "DaskInfluenceCalculator", "to_dask_array", "dataset_to_dask_arrays",
+    "InfluenceMethod", "Direct", "CG", "LiSSA", "Arnoldi", "EKFAC", "Nystroem", "DataInf",
 ]

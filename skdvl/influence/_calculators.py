@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._skorch import resolve_model
 from ._zarr_store import (
     BlockWriter,
     hash_array,
@@ -44,7 +43,8 @@ __all__ = [
 ]
 
 #: Scorer parameters left out of the run record (they do not change the numbers).
-_UNRECORDED = {"model", "loss", "device", "verbose", "backend", "chunk_size", "client"}
+_UNRECORDED = {"model", "loss", "device", "verbose", "backend", "chunk_size", "client",
+               "compute_values"}
 _LETTERS = "abcdefghlmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # not i, j, k
 
 _LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -297,11 +297,12 @@ class _Job:
     def record(self, scorer, probe: np.ndarray) -> dict:
         params = {k: v for k, v in scorer.get_params(deep=False).items()
                   if k not in _UNRECORDED}
-        module = resolve_model(scorer.model, scorer.loss)[0]
+        # The method as its name and options: "cg" and CG() are the same run.
+        params["method"] = {"name": scorer.method_.name, **scorer.method_.get_params()}
         return make_record(
             params, mode=self.mode, chunks=self.chunks, shape=self.shape,
             dtype=str(probe.dtype), n_params=int(scorer.n_params_),
-            model=hash_state_dict(module), test=self.test.fingerprint(),
+            model=hash_state_dict(scorer.flat_.module), test=self.test.fingerprint(),
             train=self.train.fingerprint(), probe=probe_signature(probe[0]),
         )
 

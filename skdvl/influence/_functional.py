@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import functional_call, grad, jacrev, vjp, vmap
 
 # Upper bound on (tangents x rows) evaluated in one vectorised call. It bounds memory, and
 # beyond it the intermediates of the second-order pass fall out of the CPU caches: on the
@@ -178,29 +178,55 @@ class FlatModel:
 
         For the Hessian, the gradient of the batch loss is differentiated once
         (reverse-over-reverse) and its pull-back is kept, so that later products only
-        run the second backward pass, vectorised over the rows of ``V``. The
-        Gauss-Newton product is recomputed on every call.
+        run the second backward pass, vectorised over the rows of ``V``. For the
+        Gauss-Newton matrix see :meth:`_gauss_newton_product`.
         """
         if self.second_order == "gauss_newton":
-            return lambda V: self.gauss_newton_matmat(V, X, y)
+            return self._gauss_newton_product(X, y)
         g = grad(self._mean_loss)
         _, pullback = vjp(lambda ps: g(ps, X, y), self.split(self.theta))  # type: ignore[misc]
         return lambda V: self.flatten(vmap(lambda v: pullback(self.split(v))[0])(V), 1)
 
-    def gauss_newton_matmat(
-        self, V: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
-    ) -> torch.Tensor:
-        """Rows of ``V @ J^T H_out J`` on a batch (Schraudolph, 2002)."""
+    def output_hessians(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Hessian of each row's loss with respect to that row's output, ``(n, c, c)``.
+
+        ``c`` is the number of output entries of one row. Reverse-over-reverse
+        (``torch.func.hessian``, forward-over-reverse, lacks forward derivatives for
+        some losses, e.g. ``huber_loss_backward``).
+        """
+        shape = out.shape[1:]
+
+        def one(o, t):
+            return self.loss(o.reshape((1, *shape)), t.unsqueeze(0))
+
+        flat = out.reshape(len(out), -1)
+        c = flat.shape[1]
+        return vmap(jacrev(jacrev(one)))(flat, y).reshape(len(out), c, c)
+
+    def _gauss_newton_product(self, X: torch.Tensor, y: torch.Tensor):
+        """``V -> V @ J^T H J / m`` on a batch of ``m`` rows (Schraudolph, 2002).
+
+        ``J`` is the Jacobian of the outputs with respect to the parameters and ``H`` the
+        block-diagonal matrix of the rows' output Hessians (:meth:`output_hessians`),
+        computed once, with negative eigenvalues (rounding, for the convex losses that
+        ``InfluenceScorer`` admits) clipped to zero, so the product is positive
+        semi-definite by construction. ``J^T u`` is the pull-back of the forward pass;
+        ``J v`` is the pull-back of that (linear) pull-back, so no forward-mode derivative
+        of the loss or the module is needed.
+        """
         params = self.split(self.theta)
         out, pullback = vjp(lambda ps: self._call(ps, X), params)  # type: ignore[misc]
-        g_out = grad(self.output_loss)
+        lam, V = torch.linalg.eigh(self.output_hessians(out.detach(), y))
+        H = (V * lam.clamp_min(0).unsqueeze(1)) @ V.transpose(1, 2) / len(X)
+        _, transpose = vjp(lambda u: pullback(u)[0], torch.zeros_like(out))  # type: ignore[misc]
+        m = len(X)
 
         def one(v):
-            _, jv = jvp(lambda ps: self._call(ps, X), (params,), (self.split(v),))
-            _, hjv = jvp(lambda o: g_out(o, y), (out,), (jv,))
+            jv = transpose(self.split(v))[0].reshape(m, -1)
+            hjv = torch.einsum("mij,mj->mi", H, jv).reshape(out.shape)
             return pullback(hjv)[0]
 
-        return self.flatten(vmap(one)(V), 1)
+        return lambda V: self.flatten(vmap(one)(V), 1)
 
 
 def _module_blocks(names: list[str], slices: list[slice]) -> list[slice]:
@@ -232,13 +258,16 @@ class CurvatureOperator:
     batch_size : int
     block : slice or None
         Restrict the operator to the diagonal block ``C[block, block]``.
+    psd : bool, default=False
+        Whether ``C`` is known to be positive semi-definite (the Gauss-Newton matrix of a
+        loss whose output Hessians were checked); solvers then skip their own check.
     """
 
     def __init__(self, model: FlatModel, X, y, batch_size: int, block: slice | None = None,
-                 _cache: dict | None = None):
+                 _cache: dict | None = None, psd: bool = False):
         self.model, self.X, self.y, self.batch_size = model, X, y, batch_size
         self.block = block if block is not None else slice(0, model.n_params)
-        self.n_calls = 0
+        self.psd = psd
         self._cache = {} if _cache is None else _cache  # shared by restrictions
 
     def __getstate__(self):
@@ -265,13 +294,14 @@ class CurvatureOperator:
     def restrict(self, block: slice) -> CurvatureOperator:
         start = self.block.start
         sub = slice(start + block.start, start + block.stop)
-        return CurvatureOperator(self.model, self.X, self.y, self.batch_size, sub, self._cache)
+        return CurvatureOperator(self.model, self.X, self.y, self.batch_size, sub, self._cache,
+                                 psd=self.psd)
 
     def shuffled(self, generator) -> CurvatureOperator:
         """The same operator on randomly permuted rows (so its batches are random)."""
         perm = torch.randperm(len(self.X), generator=generator).to(self.X.device)
         return CurvatureOperator(self.model, self.X[perm], self.y[perm], self.batch_size,
-                                 self.block)
+                                 self.block, psd=self.psd)
 
     def _product(self, sl: slice) -> Callable[[torch.Tensor], torch.Tensor]:
         key = (sl.start, sl.stop)
@@ -301,7 +331,6 @@ class CurvatureOperator:
                         full = V.new_zeros(t.stop - t.start, p)
                         full[:, self.block] = V[t]
                         out[t] += (m / n) * product(full)[:, self.block]
-        self.n_calls += k
         return out
 
     def dense(self, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Layer-wise curvature approximations: EK-FAC and DataInf.
+"""EK-FAC: eigenvalue-corrected Kronecker-factored Gauss-Newton on Linear and Conv2d layers.
 
 References
 ----------
@@ -8,17 +8,15 @@ Grosse, R. and Martens, J. (2016). A Kronecker-factored approximate Fisher matri
 convolution layers. ICML (KFC).
 Grosse, R. et al. (2023). Studying large language model generalization with influence
 functions. arXiv:2308.03296 (EK-FAC for influence functions, Sec. 2.2.3).
-Kwon, Y., Wu, E., Wu, K. and Zou, J. (2023). DataInf: efficiently estimating data
-influence in LoRA-tuned LLMs and diffusion models. ICLR 2024.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.func import jacrev, vmap
 
-from ._functional import CurvatureOperator, FlatModel, iter_slices, per_sample_grads_batched
+from ._functional import CurvatureOperator, FlatModel, iter_slices
+from ._solvers import _Solver
 
 
 class _LinearLayer:
@@ -153,21 +151,13 @@ def _kfac_layers(model: FlatModel) -> list[_LinearLayer]:
     return layers
 
 
-def _output_hessian_factors(out: torch.Tensor, y: torch.Tensor, loss) -> torch.Tensor:
+def _output_hessian_factors(model: FlatModel, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-row ``L_i`` with ``L_i L_i^T`` = Hessian of the loss w.r.t. the outputs.
 
     Returns shape ``(n, c, c)`` (column ``j`` is one pseudo-direction); negative
     eigenvalues, impossible for convex losses, are clipped to zero.
     """
-    shape = out.shape[1:]
-
-    def one(o, t):
-        return loss(o.reshape((1, *shape)), t.unsqueeze(0))
-
-    flat = out.reshape(len(out), -1)
-    # Reverse-over-reverse: torch.func.hessian (forward-over-reverse) would compile
-    # forward-mode decompositions on first use, a 0.3 s one-time cost.
-    H = vmap(jacrev(jacrev(one)))(flat, y).reshape(len(out), flat.shape[1], flat.shape[1])
+    H = model.output_hessians(out, y)
     lam, V = torch.linalg.eigh(0.5 * (H + H.transpose(1, 2)))
     return V * lam.clamp_min(0).sqrt().unsqueeze(1)
 
@@ -193,7 +183,7 @@ def _pseudo_gradients(model: FlatModel, layers, X, y):
     try:
         with torch.enable_grad():
             out = model.forward(model.theta.detach().requires_grad_(True), X)
-            factors = _output_hessian_factors(out.detach(), y, model.loss)
+            factors = _output_hessian_factors(model, out.detach(), y)
             flat_out = out.reshape(len(out), -1)
             # All output directions in one vectorised backward pass.
             grads = torch.autograd.grad(
@@ -258,7 +248,7 @@ def _corrected_eigenvalue_sums(
     return out
 
 
-class _EKFAC:
+class _EKFAC(_Solver):
     """Eigenvalue-corrected Kronecker-factored Gauss-Newton (George et al., 2018).
 
     Per ``nn.Linear`` or ``nn.Conv2d`` layer, ``A = E[(1/T) sum_t a_t a_t^T]`` and ``G =
@@ -277,8 +267,7 @@ class _EKFAC:
     supported.
     """
 
-    def __init__(self, regularization: float):
-        self.regularization = regularization
+    name = "ekfac"
 
     def fit(self, op: CurvatureOperator, generator=None) -> _EKFAC:
         model, n = op.model, len(op.X)
@@ -310,35 +299,4 @@ class _EKFAC:
             M = QG.T @ la.gather(R) @ QA
             M = M / (self.eigenvalues_[la.name] + self.regularization)
             la.scatter(QG @ M @ QA.T, out)
-        return out
-
-
-class _DataInf:
-    """DataInf's closed-form inverse of the damped empirical Fisher (Kwon et al., 2023).
-
-    Per block, ``(G + lambda I)^-1 ~ (1 / (n lambda)) sum_i (I - g_i g_i^T /
-    (lambda + ||g_i||^2))`` (Eq. (5)), where ``G = (1/n) sum_i g_i g_i^T`` and ``g_i`` are
-    the training gradients restricted to the block.
-
-    Notes
-    -----
-    The same ``lambda`` (``regularization``) is used for every block, where Kwon et al.
-    pick ``0.1 * mean_i ||g_i||^2`` per layer. The training gradients are kept in memory
-    (``n x p`` numbers).
-    """
-
-    def __init__(self, regularization: float, blocks: list[slice]):
-        self.regularization, self.blocks = regularization, blocks
-
-    def fit(self, op: CurvatureOperator, generator=None) -> _DataInf:
-        self.grads_ = per_sample_grads_batched(op.model, op.X, op.y, op.batch_size)
-        return self
-
-    def solve(self, R: torch.Tensor) -> torch.Tensor:
-        lam, n = self.regularization, len(self.grads_)
-        out = torch.empty_like(R)
-        for b in self.blocks:
-            Gb = self.grads_[:, b]
-            w = (R[:, b] @ Gb.T) / (lam + (Gb * Gb).sum(1))
-            out[:, b] = (R[:, b] - w @ Gb / n) / lam
         return out

@@ -69,4 +69,44 @@ def _from_skorch(net, loss) -> tuple[torch.nn.Module, Callable, torch.device]:
             "train_split=None (validate outside the net), or pass net.module_ with "
             "loss=net.criterion_ and only the rows it was trained on."
         )
-    return net.module_, lambda out, y: net.get_loss(out, y), torch.device(net.device)
+    return net.module_, SkorchLoss(net), torch.device(net.device)
+
+
+class SkorchLoss:
+    """``loss(output, target)`` of a skorch net: its ``get_loss``, as a picklable object.
+
+    (A lambda would keep a fitted scorer from pickling.) ``get_loss`` applies the net's
+    own conventions, e.g. the log that ``NeuralNetClassifier`` takes of probabilities
+    before ``NLLLoss``.
+    """
+
+    def __init__(self, net):
+        self.net = net
+
+    @property
+    def criterion(self):
+        return self.net.criterion_
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net.get_loss(out, y)
+
+
+_CLASS_INDEX_LOSSES = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)
+_CLASS_INDEX_FUNCTIONS = {"cross_entropy", "nll_loss"}
+
+
+def loss_kind(loss) -> str | None:
+    """``"class"`` for torch's class-index losses (targets: indices or probabilities),
+    ``"elementwise"`` for torch's other losses (targets shaped like the output), None for
+    any other callable (nothing is assumed about its targets)."""
+    loss = loss.criterion if isinstance(loss, SkorchLoss) else loss
+    if isinstance(loss, _CLASS_INDEX_LOSSES) or (
+        getattr(loss, "__module__", "") == "torch.nn.functional"
+        and getattr(loss, "__name__", "") in _CLASS_INDEX_FUNCTIONS
+    ):
+        return "class"
+    if isinstance(loss, torch.nn.modules.loss._Loss) or (
+        getattr(loss, "__module__", "") == "torch.nn.functional"
+    ):
+        return "elementwise"
+    return None

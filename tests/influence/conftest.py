@@ -27,3 +27,19 @@ def linreg(seed):
     with torch.no_grad():
         module.weight.copy_(torch.randn(1, d, generator=g, dtype=torch.float64))
     return module, X, y
+
+
+def _method_of(name, **options):
+    from skdvl.influence._options import METHODS
+
+    cls = METHODS[name]
+    accepted = cls().get_params()
+    return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
+
+
+@pytest.fixture
+def method_of():
+    """``method_of(name, **options)``: the option object of method ``name`` with those of
+    ``options`` that it takes (``rank`` goes to the methods that have a rank, ``maxiter``
+    to the iterative ones, ...), so that one test can build several methods alike."""
+    return _method_of

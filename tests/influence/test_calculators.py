@@ -9,7 +9,7 @@ da = pytest.importorskip("dask.array")
 zarr = pytest.importorskip("zarr")
 distributed = pytest.importorskip("distributed")
 
-from skdvl.influence import InfluenceScorer  # noqa: E402
+from skdvl.influence import InfluenceScorer, Nystroem  # noqa: E402
 from skdvl.influence._calculators import (  # noqa: E402
     DaskInfluenceCalculator,
     SequentialInfluenceCalculator,
@@ -238,7 +238,7 @@ def test_resume_with_other_arguments_is_refused(scorer, data, seed, tmp_path):
 def test_randomised_solver_refit_with_another_seed_is_refused(data, seed, tmp_path):
     _, _, Xt, yt = data
     path = tmp_path / "out.zarr"
-    kw = {"method": "nystroem", "rank": 5}
+    kw = {"method": Nystroem(rank=5)}
     SequentialInfluenceCalculator(_fit(data, None, **kw), CHUNKS).influences(Xt, yt, out=path)
     with pytest.raises(ValueError, match="fitted solver"):
         SequentialInfluenceCalculator(_fit(data, None, **kw), CHUNKS).influences(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from skdvl.influence import InfluenceScorer
+from skdvl.influence import CG, InfluenceScorer, LiSSA
 
 
 class TwoLinear(torch.nn.Module):
@@ -84,13 +84,14 @@ def _rel_err(a, b):
 
 @pytest.mark.parametrize("mode", ["up", "perturbation"])
 @pytest.mark.parametrize("method", sorted(TOLERANCES))
-def test_linear_regression_matches_closed_form(linreg, method, mode):
+def test_linear_regression_matches_closed_form(linreg, method, mode, method_of):
     module, X, y = linreg
     oracle = LinearRegressionOracle(module, X, y)
     lam = _moderate_lambda(oracle)
-    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method=method,
-                             regularization=lam, mode=mode, rank=X.shape[1] + 1,
-                             maxiter=2000 if method == "lissa" else None, random_state=0)
+    options = method_of(method, rank=X.shape[1] + 1,
+                        maxiter=2000 if method == "lissa" else None)
+    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method=options,
+                             regularization=lam, mode=mode, random_state=0)
     got = scorer.fit(X, y).influences(X[:7], y[:7])
     expected = _reference(oracle, X[:7], y[:7], lam, mode=mode)
     assert got.shape == expected.shape
@@ -102,8 +103,9 @@ def test_preconditioned_cg_matches_closed_form(linreg, preconditioner):
     module, X, y = linreg
     oracle = LinearRegressionOracle(module, X, y)
     lam = _moderate_lambda(oracle)
-    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method="cg", regularization=lam,
-                             preconditioner=preconditioner, rank=3, random_state=0)
+    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(),
+                             method=CG(preconditioner=preconditioner, rank=3),
+                             regularization=lam, random_state=0)
     got = scorer.fit(X, y).influences(X[:5], y[:5])
     assert _rel_err(got, _reference(oracle, X[:5], y[:5], lam)) < 1e-4
     assert scorer.solver_.n_iter_.max() <= X.shape[1] + 1
@@ -114,15 +116,15 @@ def test_nystroem_preconditioner_cuts_cg_iterations(linreg):
     lam = _moderate_lambda(LinearRegressionOracle(module, X, y))
     iters = {}
     for pre in [None, "nystroem"]:
-        s = InfluenceScorer(module, loss=torch.nn.MSELoss(), regularization=lam, rank=5,
-                            preconditioner=pre, random_state=0).fit(X, y)
+        s = InfluenceScorer(module, loss=torch.nn.MSELoss(), regularization=lam,
+                            method=CG(rank=5, preconditioner=pre), random_state=0).fit(X, y)
         s.influence_factors(X[:1], y[:1])  # one right-hand side: plain CG
         iters[pre] = int(s.solver_.n_iter_.max())
     assert iters["nystroem"] < iters[None]
 
 
 @pytest.mark.parametrize("method", ["direct", "cg", "arnoldi", "nystroem", "lissa"])
-def test_layer_blocks_match_block_diagonal_closed_form(seed, method):
+def test_layer_blocks_match_block_diagonal_closed_form(seed, method, method_of):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(30, 4, generator=g, dtype=torch.float64)
     y = torch.randn(30, 1, generator=g, dtype=torch.float64)
@@ -131,8 +133,9 @@ def test_layer_blocks_match_block_diagonal_closed_form(seed, method):
     lam = _moderate_lambda(oracle)
     mask = np.zeros((6, 6))
     mask[:3, :3] = mask[3:, 3:] = 1
-    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method=method, regularization=lam,
-                             block_structure="layer", rank=3, maxiter=3000, random_state=0)
+    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(),
+                             method=method_of(method, rank=3, maxiter=3000),
+                             regularization=lam, block_structure="layer", random_state=0)
     got = scorer.fit(X, y).influences(X[:4], y[:4])
     expected = _reference(oracle, X[:4], y[:4], lam, block_mask=mask)
     assert _rel_err(got, expected) < (1e-2 if method == "lissa" else 1e-6)
@@ -215,8 +218,8 @@ def test_lissa_on_minibatches_matches_closed_form(linreg):
     module, X, y = linreg
     oracle = LinearRegressionOracle(module, X, y)
     lam = _moderate_lambda(oracle)
-    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method="lissa",
-                             regularization=lam, maxiter=3000, batch_size=10,
+    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method=LiSSA(maxiter=3000),
+                             regularization=lam, batch_size=10,
                              random_state=0)
     got = scorer.fit(X, y).influences(X[:7], y[:7])
     assert _rel_err(got, _reference(oracle, X[:7], y[:7], lam)) < 0.15
@@ -231,8 +234,9 @@ def test_lissa_scale_bounds_every_minibatch(linreg):
     module, X, y = linreg
     oracle = LinearRegressionOracle(module, X, y)
     lam = _moderate_lambda(oracle)
-    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method="lissa",
-                             regularization=lam, maxiter=3000, batch_size=1, random_state=0)
+    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method=LiSSA(maxiter=3000),
+                             regularization=lam, batch_size=1, compute_values=False,
+                             random_state=0)
     got = scorer.fit(X, y).influences(X[:3], y[:3])
     assert scorer.solver_.scale_ > 1.5 * np.linalg.eigvalsh(oracle.hessian()).max()
     assert _rel_err(got, _reference(oracle, X[:3], y[:3], lam)) < 0.3
@@ -241,8 +245,8 @@ def test_lissa_scale_bounds_every_minibatch(linreg):
 def test_lissa_divergence_raises_with_advice(linreg):
     module, X, y = linreg
     lam = _moderate_lambda(LinearRegressionOracle(module, X, y))
-    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method="lissa",
-                             regularization=lam, scale=1e-3, random_state=0).fit(X, y)
+    scorer = InfluenceScorer(module, loss=torch.nn.MSELoss(), method=LiSSA(scale=1e-3),
+                             regularization=lam, compute_values=False, random_state=0).fit(X, y)
     with pytest.raises(ValueError, match=r"LiSSA diverged after \d+ steps.*scale=0\.001.*"
                                          r"Pass a larger 'scale' or 'batch_size'"):
         scorer.influences(X[:2], y[:2])

@@ -9,7 +9,7 @@ import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from skdvl.influence import InfluenceScorer
+from skdvl.influence import CG, InfluenceScorer
 
 
 def _blobs(seed, n=120, d=4, classes=3):
@@ -60,12 +60,14 @@ def test_ekfac_correlates_with_direct_on_mlp(mlp_problem):
 
 @pytest.mark.parametrize("method, threshold", [("cg", 0.99), ("arnoldi", 0.9),
                                                ("nystroem", 0.9), ("datainf", 0.6)])
-def test_approximations_correlate_with_direct_on_mlp(mlp_problem, method, threshold):
+def test_approximations_correlate_with_direct_on_mlp(mlp_problem, method, threshold,
+                                                     method_of):
     net, X, y = mlp_problem
     kw = dict(loss=torch.nn.CrossEntropyLoss(), regularization=1e-2, second_order="gauss_newton",
-              rank=30, random_state=0)
+              random_state=0)
     direct = InfluenceScorer(net, method="direct", **kw).fit(X, y).influences(X[:10], y[:10])
-    approx = InfluenceScorer(net, method=method, **kw).fit(X, y).influences(X[:10], y[:10])
+    approx = InfluenceScorer(net, method=method_of(method, rank=30), **kw).fit(X, y)
+    approx = approx.influences(X[:10], y[:10])
     assert np.corrcoef(direct.ravel(), approx.ravel())[0, 1] >= threshold
 
 
@@ -111,13 +113,14 @@ def test_skorch_net_equals_bare_module(seed):
 
 
 @pytest.mark.parametrize("method", ["direct", "cg", "ekfac", "datainf", "nystroem"])
-def test_influences_invariant_to_batch_size(mlp_problem, method):
+def test_influences_invariant_to_batch_size(mlp_problem, method, method_of):
     net, X, y = mlp_problem
     X64 = X.astype(np.float64)
     net = copy.deepcopy(net).double()
-    res = [InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method=method,
-                           regularization=1e-2, batch_size=bs, rank=20, random_state=0,
-                           second_order="gauss_newton", rtol=1e-10, maxiter=80)
+    options = method_of(method, rank=20, rtol=1e-10, maxiter=80)
+    res = [InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method=options,
+                           regularization=1e-2, batch_size=bs, random_state=0,
+                           second_order="gauss_newton")
            .fit(X64, y).influences(X64[:7], y[:7]) for bs in (30, 1000)]
     np.testing.assert_allclose(res[0], res[1], rtol=1e-7, atol=1e-10)
 
@@ -150,9 +153,9 @@ def test_values_with_and_without_validation_data(mlp_problem):
 
 def test_clone_and_get_params(mlp_problem):
     net, X, y = mlp_problem
-    s = InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method="cg", rank=7)
+    s = InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method=CG(rank=7))
     c = clone(s)
-    assert c.get_params()["rank"] == 7 and c.get_params()["method"] == "cg"
+    assert c.get_params()["method__rank"] == 7 and c.get_params()["method"].name == "cg"
     assert not hasattr(c, "solver_")
     with pytest.raises(NotFittedError):
         c.influences(X[:2], y[:2])
@@ -206,7 +209,7 @@ def test_indefinite_hessian_raises_with_advice(mlp_problem):
     y_bad = rng.integers(0, 3, len(y))  # labels the net did not fit: indefinite Hessian
     with pytest.raises(ValueError, match="not positive definite.*Increase 'regularization'"):
         InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method="direct",
-                        regularization=1e-8).fit(X, y_bad)
+                        second_order="hessian", regularization=1e-8).fit(X, y_bad)
 
 
 def test_skorch_net_with_train_split_or_trimmed_is_refused(seed):
@@ -232,17 +235,20 @@ def test_ekfac_refuses_unsupported_layers(seed):
 
 @pytest.mark.parametrize("method, block_structure", [("cg", "full"), ("cg", "layer"),
                                                      ("lissa", "full")])
-def test_iterative_solvers_warn_when_maxiter_is_reached(mlp_problem, method, block_structure):
+def test_iterative_solvers_warn_when_maxiter_is_reached(mlp_problem, method, block_structure,
+                                                        method_of):
     from sklearn.exceptions import ConvergenceWarning
 
     net, X, y = mlp_problem
-    kw = dict(loss=torch.nn.CrossEntropyLoss(), method=method, regularization=1e-2,
+    kw = dict(loss=torch.nn.CrossEntropyLoss(), regularization=1e-2,
               block_structure=block_structure, random_state=0, batch_size=30)
-    short = InfluenceScorer(net, maxiter=2, rtol=1e-8, **kw).fit(X, y)
+    short = InfluenceScorer(net, method=method_of(method, maxiter=2, rtol=1e-8), **kw)
+    short.fit(X, y)
     with pytest.warns(ConvergenceWarning, match=rf"method='{method}' did not converge for "
                       r"\d+ of 5 right-hand sides within maxiter=2"):
         short.influences(X[:5], y[:5])
-    long = InfluenceScorer(net, maxiter=5000, rtol=1e-6, **kw).fit(X, y)
+    long = InfluenceScorer(net, method=method_of(method, maxiter=5000, rtol=1e-6), **kw)
+    long.fit(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         long.influences(X[:5], y[:5])
@@ -253,13 +259,16 @@ def test_iterative_solvers_warn_when_maxiter_is_reached(mlp_problem, method, blo
     ("cg", {"preconditioner": "jacobi", "block_structure": "layer"}), ("lissa", {}),
     ("arnoldi", {}), ("nystroem", {}), ("ekfac", {}), ("datainf", {}),
 ])
-def test_fitted_scorer_pickles_and_repeats_itself(mlp_problem, method, extra):
+def test_fitted_scorer_pickles_and_repeats_itself(mlp_problem, method, extra, method_of):
     import pickle
 
     net, X, y = mlp_problem
-    s = InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method=method,
-                        regularization=1e-2, rank=10, maxiter=4000, batch_size=40,
-                        random_state=0, **extra).fit(X, y)
+    extra = dict(extra)
+    block_structure = extra.pop("block_structure", "full")
+    options = method_of(method, rank=10, maxiter=4000, **extra)
+    s = InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method=options,
+                        regularization=1e-2, batch_size=40, block_structure=block_structure,
+                        random_state=0).fit(X, y)
     first = s.influences(X[:6], y[:6])
     again = pickle.loads(pickle.dumps(s)).influences(X[:6], y[:6])
     np.testing.assert_array_equal(first, again)

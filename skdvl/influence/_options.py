@@ -1,0 +1,231 @@
+"""Influence methods as option objects: ``method="cg"`` or ``method=CG(maxiter=50)``.
+
+An option object carries the options of one way of applying ``(C + lambda I)^-1`` and
+builds the solver (see :mod:`skdvl.influence._solvers` for the protocol). Like the
+samplers of the valuers and scikit-learn's CV splitters, option objects have
+``get_params``/``set_params`` and a readable repr, so that
+``InfluenceScorer(net, method=CG())`` can be grid-searched over ``method__maxiter``.
+The parameters common to every method (``regularization``, ``block_structure``,
+``second_order``, ``batch_size``, ``random_state``) stay on
+:class:`~skdvl.influence.InfluenceScorer`.
+
+Adding a method is one subclass here (its ``name`` registers it, so that the string
+works too) and one solver module.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from numbers import Integral, Real
+from typing import ClassVar
+
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._cg import _CG
+from ._datainf import _DataInf
+from ._kfac import _EKFAC
+from ._lissa import _LiSSA
+from ._solvers import _Arnoldi, _BlockDiagonal, _Direct, _Nystroem, _Solver
+
+#: name -> option class, filled by :meth:`InfluenceMethod.__init_subclass__`.
+METHODS: dict[str, type[InfluenceMethod]] = {}
+
+
+class InfluenceMethod(BaseEstimator):
+    """Base of the method option objects.
+
+    Subclasses set ``name``, declare ``_parameter_constraints`` for their options and
+    implement :meth:`_make`, which returns an unfitted solver for one diagonal block (or
+    the whole curvature).
+    """
+
+    name: ClassVar[str] = ""
+    #: Whether ``regularization`` must be > 0 (only an exact factorisation can do with 0).
+    needs_positive_regularization: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            METHODS[cls.name] = cls
+
+    def _make(self, regularization: float) -> _Solver:
+        raise NotImplementedError
+
+    def _solver(self, regularization: float, blocks: list[slice] | None) -> _Solver:
+        """The unfitted solver; ``blocks`` (``block_structure="layer"``) or None."""
+        self._validate_params()
+        if blocks is None:
+            return self._make(regularization)
+
+        return _BlockDiagonal(partial(self._make, regularization), blocks)
+
+
+class Direct(InfluenceMethod):
+    """The explicit curvature matrix, factorised once with Cholesky (exact; ``p^2`` memory).
+
+    Examples
+    --------
+    >>> from skdvl.influence import Direct
+    >>> Direct()
+    Direct()
+    """
+
+    name = "direct"
+    needs_positive_regularization = False
+
+    def _make(self, regularization):
+        return _Direct(regularization)
+
+
+class CG(InfluenceMethod):
+    """Block conjugate gradients on ``C + lambda I``; negative curvature raises.
+
+    Parameters
+    ----------
+    maxiter : int, default=100
+        Iterations; a right-hand side that reaches it unconverged keeps its last
+        iterate, with a ``ConvergenceWarning``.
+    rtol : float, default=1e-6
+        A right-hand side stops when its residual norm is below ``rtol`` times its norm.
+    preconditioner : {None, "jacobi", "nystroem"}, default=None
+        Hutchinson diagonal (``rank`` probes) or randomised Nystrom preconditioner of rank
+        ``rank`` (Frangella et al., 2023).
+    rank : int, default=50
+        Rank of the Nystrom preconditioner, or number of probes of the Jacobi one.
+
+    Examples
+    --------
+    >>> from skdvl.influence import CG
+    >>> CG(maxiter=50, preconditioner="nystroem")
+    CG(maxiter=50, preconditioner='nystroem')
+    """
+
+    name = "cg"
+    _parameter_constraints: ClassVar[dict] = {
+        "maxiter": [Interval(Integral, 1, None, closed="left")],
+        "rtol": [Interval(Real, 0, 1, closed="neither")],
+        "preconditioner": [StrOptions({"jacobi", "nystroem"}), None],
+        "rank": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, maxiter=100, rtol=1e-6, preconditioner=None, rank=50):
+        self.maxiter = maxiter
+        self.rtol = rtol
+        self.preconditioner = preconditioner
+        self.rank = rank
+
+    def _make(self, regularization):
+        return _CG(regularization, self.maxiter, self.rtol, self.preconditioner, self.rank)
+
+
+class LiSSA(InfluenceMethod):
+    """Stochastic Neumann series on mini-batches (Agarwal et al., 2017), iterates averaged.
+
+    Parameters
+    ----------
+    maxiter : int, default=1000
+        Steps (one mini-batch of ``batch_size`` rows each).
+    rtol : float, default=1e-6
+        Stop when the relative change between consecutive window means is below ``rtol``
+        or stops decreasing (the mini-batch noise floor).
+    scale : float, default=None
+        Above the largest eigenvalue of every mini-batch's curvature plus ``lambda``.
+        None estimates it (1.5 times the largest top eigenvalue of up to 8 mini-batches).
+
+    Examples
+    --------
+    >>> from skdvl.influence import LiSSA
+    >>> LiSSA(maxiter=2000)
+    LiSSA(maxiter=2000)
+    """
+
+    name = "lissa"
+    _parameter_constraints: ClassVar[dict] = {
+        "maxiter": [Interval(Integral, 1, None, closed="left")],
+        "rtol": [Interval(Real, 0, 1, closed="neither")],
+        "scale": [Interval(Real, 0, None, closed="neither"), None],
+    }
+
+    def __init__(self, maxiter=1000, rtol=1e-6, scale=None):
+        self.maxiter = maxiter
+        self.rtol = rtol
+        self.scale = scale
+
+    def _make(self, regularization):
+        return _LiSSA(regularization, self.maxiter, self.rtol, self.scale)
+
+
+class Arnoldi(InfluenceMethod):
+    """Top ``rank`` eigenpairs by Lanczos (Schioppa et al., 2022); the rest taken as 0.
+
+    Parameters
+    ----------
+    rank : int, default=50
+        Number of eigenpairs kept (``2 rank + 20`` Lanczos steps).
+    """
+
+    name = "arnoldi"
+    _parameter_constraints: ClassVar[dict] = {
+        "rank": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, rank=50):
+        self.rank = rank
+
+    def _make(self, regularization):
+        return _Arnoldi(regularization, self.rank)
+
+
+class Nystroem(InfluenceMethod):
+    """Inverse of a randomised Nystrom sketch of rank ``rank`` (Hataya & Yamada, 2023).
+
+    Parameters
+    ----------
+    rank : int, default=50
+        Rank of the sketch (``rank`` curvature products).
+    """
+
+    name = "nystroem"
+    _parameter_constraints: ClassVar[dict] = {
+        "rank": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, rank=50):
+        self.rank = rank
+
+    def _make(self, regularization):
+        return _Nystroem(regularization, self.rank)
+
+
+class EKFAC(InfluenceMethod):
+    """Eigenvalue-corrected Kronecker-factored Gauss-Newton per Linear and Conv2d layer.
+
+    George et al. (2018); always layer-wise and Gauss-Newton, whatever
+    ``block_structure`` and ``second_order`` say.
+    """
+
+    name = "ekfac"
+
+    def _solver(self, regularization, blocks):
+        return _EKFAC(regularization)
+
+
+class DataInf(InfluenceMethod):
+    """DataInf's closed-form inverse of the damped empirical Fisher (Kwon et al., 2023).
+
+    Per layer with ``block_structure="layer"``, else on all parameters at once.
+    """
+
+    name = "datainf"
+
+    def _solver(self, regularization, blocks):
+        return _DataInf(regularization, blocks)
+
+
+def resolve_method(method) -> InfluenceMethod:
+    """A fresh option object for a name or a (cloned) option object."""
+    if isinstance(method, InfluenceMethod):
+        return clone(method)
+    return METHODS[method]()
