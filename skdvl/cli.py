@@ -282,10 +282,20 @@ def _atomic_path(path: str) -> Iterator[str]:
     try:
         yield tmp
         _SIGINT.check()
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _file_mode(path: str) -> int:
+    """The mode of the file it replaces, else that of a new file (not mkstemp's 0600)."""
+    if os.path.isfile(path):
+        return os.stat(path).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _one_line(exc: BaseException | Warning | str) -> str:

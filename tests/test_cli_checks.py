@@ -400,3 +400,13 @@ def test_a_repeated_warning_is_shown_once_then_counted(capsys):
         "skdvl: warning: another",
         "skdvl: warning: 'lbfgs failed to converge' was repeated 2 more times",
     ]
+
+
+def test_outputs_get_the_mode_of_a_new_file(label_csv, tmp_path):
+    path, _ = label_csv
+    out = tmp_path / "v.csv"
+    proc = run("value", path, "--target", "label", "--out", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
