@@ -149,8 +149,10 @@ def test_ctrl_c_exits_130_and_writes_nothing(method, n_jobs, existing, label_csv
         start_new_session=True,
     )
     try:
-        started = proc.stderr.readline()   # the note printed just before fitting
-        assert started.startswith(f"valuing 40 rows with {method}"), started
+        seen = []   # wait for the note printed just before fitting
+        while not (seen and seen[-1].startswith(f"valuing 40 rows with {method}")):
+            seen.append(proc.stderr.readline())
+            assert seen[-1], "".join(seen)   # EOF: the command ended before fitting
         time.sleep(1.5)
         t0 = time.perf_counter()
         os.killpg(proc.pid, signal.SIGINT)
