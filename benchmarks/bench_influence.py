@@ -19,6 +19,8 @@ Run::
     # EK-FAC on another trained model, pyDVL's direct left out (it agrees with skdvl's):
     .venv/bin/python benchmarks/bench_influence.py --methods direct ekfac --skip pydvl:direct \
         --model-seed 1 --out benchmarks/results/influence_ekfac_model1.json
+    # The default InfluenceScorer(model, loss=...) against direct at its curvature:
+    .venv/bin/python benchmarks/bench_influence.py --default-check
 """
 
 from __future__ import annotations
@@ -77,22 +79,25 @@ def _skdvl_worker() -> None:
     import torch
     from _shared import warm_up_torch_func
 
-    from skdvl.influence import InfluenceScorer
+    from skdvl.influence import CG, Arnoldi, InfluenceScorer, LiSSA, Nystroem
 
     a = json.load(sys.stdin)
     data = np.load(a["data"])
     model = _build_model(a["hidden"])
     model.load_state_dict({k[6:]: torch.from_numpy(data[k]) for k in data.files
                            if k.startswith("param:")})
-    method, preconditioner = a["method"], None
-    if method == "cg_nystroem":
-        method, preconditioner = "cg", "nystroem"
+    options = {
+        "cg": CG(maxiter=a["maxiter"], rtol=a["rtol"]),
+        "cg_nystroem": CG(maxiter=a["maxiter"], rtol=a["rtol"], preconditioner="nystroem",
+                          rank=a["rank"]),
+        "lissa": LiSSA(maxiter=a["lissa_maxiter"], rtol=a["rtol"]),
+        "arnoldi": Arnoldi(rank=a["rank"]), "nystroem": Nystroem(rank=a["rank"]),
+    }
+    # The Hessian, as pyDVL uses (positive definite at this regularization on this model).
     scorer = InfluenceScorer(
-        model, loss=torch.nn.CrossEntropyLoss(), method=method,
-        regularization=a["regularization"], rank=a["rank"], rtol=a["rtol"],
-        maxiter=a["lissa_maxiter"] if method == "lissa" else a["maxiter"],
-        preconditioner=preconditioner, batch_size=a["batch_size"],
-        random_state=a.get("seed", 0),
+        model, loss=torch.nn.CrossEntropyLoss(), method=options.get(a["method"], a["method"]),
+        regularization=a["regularization"], second_order="hessian",
+        batch_size=a["batch_size"], compute_values=False, random_state=a.get("seed", 0),
     )
     warmup_s = warm_up_torch_func()
     t0 = time.perf_counter()
@@ -124,6 +129,64 @@ def run_skdvl(args: dict, timeout: float) -> dict:
     return result
 
 
+def _trained_skorch_mlp(n_train: int, seed: int):
+    """The skorch MLP of ``examples/influence_label_noise.py`` on clean digits labels.
+
+    64-64-10 tanh, softmax output with NeuralNetClassifier's NLLLoss, Adam, 60 epochs;
+    its Hessian is indefinite (smallest eigenvalue about -0.0016).
+    """
+    import torch
+    from sklearn.datasets import load_digits
+    from skorch import NeuralNetClassifier
+
+    class MLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Tanh(),
+                                           torch.nn.Linear(64, 10))
+
+        def forward(self, X):
+            return torch.softmax(self.net(X), dim=-1)
+
+    X, y = load_digits(return_X_y=True)
+    rows = np.random.default_rng(seed).permutation(len(X))[:n_train]
+    X, y = (X[rows] / 16.0).astype(np.float32), y[rows].astype(np.int64)
+    torch.manual_seed(seed)  # skorch initialises the module with torch's global generator
+    net = NeuralNetClassifier(MLP, max_epochs=60, batch_size=64, train_split=None,
+                              optimizer=torch.optim.Adam, optimizer__lr=3e-3, verbose=0)
+    return net.fit(X, y), X, y
+
+
+def default_check(n_train: int, n_test: int, seed: int) -> list[str]:
+    """The default scorer against ``direct`` at the same curvature and regularization.
+
+    On a trained skorch MLP whose Hessian is indefinite: the default (cg, Gauss-Newton,
+    1e-3) must match ``direct`` with Gauss-Newton at 1e-3, and cg and direct on the
+    Hessian at 1e-3 must raise NotPositiveDefiniteError.
+    """
+    import torch
+
+    from skdvl.influence import InfluenceScorer, NotPositiveDefiniteError
+
+    torch.set_num_threads(1)
+    net, X, y = _trained_skorch_mlp(n_train, seed)
+    lines, results = [], {}
+    for name, kw in [("default", {}),
+                     ("direct, gauss_newton, 1e-3", {"method": "direct"}),
+                     ("cg, hessian, 1e-3", {"second_order": "hessian"}),
+                     ("direct, hessian, 1e-3", {"method": "direct", "second_order": "hessian"})]:
+        t0 = time.perf_counter()
+        try:
+            s = InfluenceScorer(net, compute_values=False, **kw).fit(X, y)
+            results[name], outcome = s.influences(X[:n_test], y[:n_test]), "ok"
+        except NotPositiveDefiniteError as exc:
+            outcome = f"NotPositiveDefiniteError: {str(exc)[:150]}..."
+        lines.append(f"| {name} | {time.perf_counter() - t0:.2f} | {outcome} |")
+    r = _pearson(results["default"], results["direct, gauss_newton, 1e-3"])
+    return ["| scorer | time (s) | outcome |", "|---|---|---|", *lines, "",
+            f"Pearson(default, direct gauss_newton 1e-3) = {r:.6f}"]
+
+
 def _pearson(a, b) -> float:
     return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
 
@@ -131,6 +194,8 @@ def _pearson(a, b) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--default-check", action="store_true",
+                        help="only compare the default scorer with direct (in-process)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--methods", nargs="*", default=METHODS)
     parser.add_argument("--libraries", nargs="*", default=["skdvl", "pydvl"])
@@ -149,6 +214,9 @@ def main() -> None:
     if opt.worker:
         return _skdvl_worker()
     hidden, n_train, n_test = (80, 300, 30) if opt.quick else (160, 1000, 100)
+    if opt.default_check:
+        print("\n".join(default_check(n_train, n_test, opt.model_seed)))
+        return None
     tmp = tempfile.TemporaryDirectory(prefix="bench-influence-")
     data = Path(tmp.name) / "data.npz"
     prepare(data, hidden, n_train, n_test, seed=opt.model_seed)

@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._zarr_store import (
     BlockWriter,
+    check_output_path,
     hash_array,
     hash_state_dict,
     make_record,
@@ -403,6 +404,8 @@ class SequentialInfluenceCalculator:
         under ``out`` (``<out>/influences``).
         """
         scorer = self.scorer
+        if out is not None:
+            check_output_path(out)
         job = _Job(scorer, self.chunk_size, X_test, y_test, X, y, mode)
         sink = _NumpySink(job) if out is None else job.writer(scorer, out)
         pending = sink.pending()
@@ -511,6 +514,8 @@ class DaskInfluenceCalculator:
         ``chunk_size``, or, with ``out``, the ``zarr.Array`` written (computed with
         ``client`` if given).
         """
+        if out is not None:
+            check_output_path(out)
         _check_client(self.client)
         _, da = _import_dask()
         job = _Job(self.scorer, self.chunk_size, X_test, y_test, X, y, mode)

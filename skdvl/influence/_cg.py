@@ -96,13 +96,24 @@ def _orthonormal_rows(M: torch.Tensor) -> torch.Tensor:
     return (V[:, keep].T @ M) / lam[keep].sqrt()[:, None]
 
 
-def _factor_block(PtAP: torch.Tensor) -> torch.Tensor:
-    """Cholesky factor of ``P A P^T``; :class:`_NegativeCurvature` if it is not definite."""
+def _block_inverse(PtAP: torch.Tensor):
+    """``B -> (P A P^T)^-1 B``; :class:`_NegativeCurvature` if ``P A P^T`` is indefinite.
+
+    Cholesky when it succeeds. Otherwise the eigendecomposition decides: an eigenvalue
+    below ``-1e3 eps`` times the largest is negative curvature; eigenvalues within that
+    of zero belong to directions that only rounding kept in ``P`` (their Gram eigenvalue
+    sat at the cut of :func:`_orthonormal_rows`), and are left out of the solve.
+    """
     PtAP = 0.5 * (PtAP + PtAP.T)
     L, info = torch.linalg.cholesky_ex(PtAP)
-    if int(info) != 0:
-        raise _NegativeCurvature(float(torch.linalg.eigvalsh(PtAP)[0]))
-    return L
+    if int(info) == 0:
+        return lambda B: torch.cholesky_solve(B, L)
+    d, V = torch.linalg.eigh(PtAP)
+    tol = 1e3 * torch.finfo(d.dtype).eps * float(d.abs().max())
+    if float(d[0]) < -tol:
+        raise _NegativeCurvature(float(d[0]))
+    V, d = V[:, d > tol], d[d > tol]
+    return lambda B: V @ ((V.T @ B) / d[:, None])
 
 
 def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
@@ -113,10 +124,9 @@ def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
     2017, Alg. 2). The search directions are re-orthonormalised at every step and those
     that became linearly dependent are dropped (rank-revealing), which is what keeps the
     block variant from breaking down. Rows whose residual norm falls below
-    ``rtol * ||r_0||`` leave the block; the active rows are kept as compact arrays. The
-    block ``P A P^T`` is factorised with Cholesky; a failure means negative curvature
-    (the rows of ``P`` are orthonormal, so its eigenvalues are Rayleigh quotients of
-    ``A``) and raises :class:`_NegativeCurvature`.
+    ``rtol * ||r_0||`` leave the block; the active rows are kept as compact arrays. A
+    negative eigenvalue of ``P A P^T`` (a Rayleigh quotient of ``A``: the rows of ``P``
+    are orthonormal) raises :class:`_NegativeCurvature` (see :func:`_block_inverse`).
 
     References
     ----------
@@ -134,8 +144,8 @@ def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
     P = _orthonormal_rows(precondition(Ra))
     for _ in range(maxiter):
         Q = matmat(P)
-        L = _factor_block(P @ Q.T)
-        alpha = torch.cholesky_solve(P @ Ra.T, L)  # (m, k_active)
+        inverse = _block_inverse(P @ Q.T)
+        alpha = inverse(P @ Ra.T)  # (m, k_active)
         Xa += alpha.T @ P
         Ra -= alpha.T @ Q
         n_iter[active.cpu()] += 1
@@ -146,7 +156,7 @@ def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
             if len(active) == 0:
                 break
         Z = precondition(Ra)
-        beta = -torch.cholesky_solve(Q @ Z.T, L)  # (m, k_active)
+        beta = -inverse(Q @ Z.T)  # (m, k_active)
         P = _orthonormal_rows(Z + beta.T @ P)
         if len(P) == 0:
             break

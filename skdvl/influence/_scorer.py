@@ -19,6 +19,7 @@ from ._data import is_pandas, to_tensors
 from ._functional import CurvatureOperator, FlatModel, iter_slices, per_sample_grads_batched
 from ._options import METHODS, InfluenceMethod, resolve_method
 from ._skorch import resolve_model
+from ._zarr_store import check_output_path
 
 
 class InfluenceScorer(BaseEstimator):
@@ -338,6 +339,8 @@ class InfluenceScorer(BaseEstimator):
         ``backend="dask"``; a ``zarr.Array`` with ``out``.
         """
         check_is_fitted(self, "solver_")
+        if out is not None:
+            check_output_path(out)
         if self.backend == "dask" or out is not None or self.chunk_size is not None:
             from ._calculators import DaskInfluenceCalculator, SequentialInfluenceCalculator
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,6 +114,57 @@ def record_differences(stored: dict, now: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------ store
+def _is_our_store(path: Path) -> bool:
+    """Whether the directory ``path`` is a zarr group holding an skdvl run record."""
+    for name, key in (("zarr.json", "attributes"), (".zattrs", None)):  # zarr v3, v2
+        try:
+            meta = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        attrs = meta.get(key, {}) if key else meta
+        if isinstance(attrs, dict) and RECORD_KEY in attrs:
+            return True
+    return False
+
+
+def check_output_path(out) -> None:
+    """Refuse an ``out`` path that cannot receive influences, before any work is done.
+
+    A path (str or ``os.PathLike``) must be new under a writable directory, an empty
+    directory, or a zarr store that skdvl wrote (which is then resumed). Stores and
+    groups passed as objects are checked when opened.
+
+    Raises
+    ------
+    ValueError
+        Naming ``out`` and what is there.
+    """
+    if not isinstance(out, (str, os.PathLike)):
+        return
+    path = Path(out)
+    if path.is_file():
+        raise ValueError(f"The 'out' argument {os.fspath(out)!r} is an existing file; pass a "
+                         "new path or a directory (a zarr store).")
+    if path.is_dir():
+        if any(path.iterdir()) and not _is_our_store(path):
+            raise ValueError(
+                f"The 'out' argument {os.fspath(out)!r} is a directory that is not empty "
+                "and not a zarr store written by skdvl; pass a new or empty path (an "
+                "existing store of influences is resumed)."
+            )
+        parent = path
+    else:
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ValueError(f"The 'out' argument {os.fspath(out)!r} cannot be created: "
+                             f"{os.fspath(parent)!r} is not a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"The 'out' argument {os.fspath(out)!r} is not writable: no write "
+                         f"permission on {os.fspath(parent)!r}.")
+
+
 def _open_group(out):
     zarr = _import_zarr()
     if isinstance(out, zarr.Group):
