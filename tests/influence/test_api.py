@@ -61,6 +61,22 @@ def test_fit_copies_the_option_object_and_grid_search_style_updates_apply(proble
     np.testing.assert_allclose(s.influences(X[:3], y[:3]), direct, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_grid_search_over_a_method_option(problem):
+    from sklearn.model_selection import GridSearchCV
+
+    net, X, y = problem
+
+    def mean_value(estimator, X_, y_):
+        return float(np.mean(estimator.values_))
+
+    search = GridSearchCV(_scorer(net, method=CG()), {"method__maxiter": [1, 40]},
+                          scoring=mean_value, cv=2, error_score="raise")
+    search.fit(X, y)
+    assert [p["method__maxiter"] for p in search.cv_results_["params"]] == [1, 40]
+    assert search.best_estimator_.method_.maxiter in (1, 40)
+
+
 # ----------------------------------------------------------- the user's module
 def test_fit_leaves_the_module_and_its_mode_alone(problem):
     net, X, y = problem
