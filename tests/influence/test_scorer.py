@@ -240,7 +240,7 @@ def test_iterative_solvers_warn_when_maxiter_is_reached(mlp_problem, method, blo
     from sklearn.exceptions import ConvergenceWarning
 
     net, X, y = mlp_problem
-    kw = dict(loss=torch.nn.CrossEntropyLoss(), regularization=1e-2,
+    kw = dict(loss=torch.nn.CrossEntropyLoss(), regularization=1e-2, compute_values=False,
               block_structure=block_structure, random_state=0, batch_size=30)
     short = InfluenceScorer(net, method=method_of(method, maxiter=2, rtol=1e-8), **kw)
     short.fit(X, y)
@@ -268,7 +268,7 @@ def test_fitted_scorer_pickles_and_repeats_itself(mlp_problem, method, extra, me
     options = method_of(method, rank=10, maxiter=4000, **extra)
     s = InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method=options,
                         regularization=1e-2, batch_size=40, block_structure=block_structure,
-                        random_state=0).fit(X, y)
+                        compute_values=False, random_state=0).fit(X, y)
     first = s.influences(X[:6], y[:6])
     again = pickle.loads(pickle.dumps(s)).influences(X[:6], y[:6])
     np.testing.assert_array_equal(first, again)
