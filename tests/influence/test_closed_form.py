@@ -295,6 +295,7 @@ def test_gauss_newton_of_regression_losses_matches_explicit_jacobian(seed, loss_
     assert _rel_err(s.influences(X[:4], y[:4]), expected) < 1e-8
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # lissa
 @pytest.mark.parametrize("loss_name", sorted(REGRESSION_LOSSES))
 @pytest.mark.parametrize("method", ["cg", "lissa", "arnoldi", "nystroem", "ekfac", "datainf"])
 def test_every_method_takes_gauss_newton_with_regression_losses(seed, loss_name, method):
