@@ -27,11 +27,12 @@ from joblib import Parallel, delayed, effective_n_jobs
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from skdvl.result import ValuationResult, _merge_moments
+from skdvl._moments import Moments
 from skdvl.sampling import masks_from_codes
 from skdvl.stopping import Progress, Status, StoppingCriterion
+from skdvl.utility import FitReport
 
-__all__ = ["Evaluator", "EngineState", "run_sampling", "evaluate_coalitions"]
+__all__ = ["Evaluator", "EngineState", "TableState", "run_sampling", "evaluate_coalitions"]
 
 _TARGET_TASK_SECONDS = 0.5
 _WORKER_EVALUATORS: dict[tuple[str, int], Evaluator] = {}
@@ -58,8 +59,10 @@ class Evaluator:
         """Evaluations done: the utility's own count if it keeps one (cache hits excluded)."""
         return int(getattr(self.utility, "n_evaluations", self._calls))
 
-    def errors(self) -> tuple[int, str | None]:
-        return int(getattr(self.utility, "n_errors", 0)), getattr(self.utility, "first_error", None)
+    def report(self) -> FitReport:
+        """A copy of the utility's report of fits and failures (empty if it keeps none)."""
+        report = getattr(self.utility, "report", None)
+        return report.copy() if isinstance(report, FitReport) else FitReport()
 
     def empty(self) -> float:
         if self._empty is None:
@@ -94,105 +97,49 @@ class Evaluator:
         return np.fromiter([call(perm[:j]) for j in range(lo, hi)], np.float64, hi - lo)
 
 
-# --------------------------------------------------------------------------- moments
-@dataclass
-class _Moments:
-    """Running count, mean and sum of squared deviations per player."""
-
-    count: np.ndarray
-    mean: np.ndarray
-    m2: np.ndarray
-
-    @classmethod
-    def zeros(cls, n: int) -> _Moments:
-        return cls(np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n))
-
-    @classmethod
-    def of_samples(cls, players: np.ndarray, values: np.ndarray, n: int) -> _Moments:
-        count = np.bincount(players, minlength=n)
-        total = np.bincount(players, weights=values, minlength=n)
-        mean = np.divide(total, count, out=np.zeros(n), where=count > 0)
-        m2 = np.bincount(players, weights=(values - mean[players]) ** 2, minlength=n)
-        return cls(count, mean, m2)
-
-    @classmethod
-    def of_masked(cls, masks: np.ndarray, u: np.ndarray) -> _Moments:
-        """Moments of ``u`` over the samples where each player's mask is True."""
-        center = u.mean() if u.size else 0.0
-        v = u - center
-        w = masks.astype(np.float64)
-        count = masks.sum(axis=0).astype(np.int64)
-        s1, s2 = w.T @ v, w.T @ (v * v)
-        mean = np.divide(s1, count, out=np.zeros_like(s1), where=count > 0)
-        m2 = np.maximum(s2 - count * mean**2, 0.0)
-        return cls(count, mean + center * (count > 0), m2)
-
-    def merge(self, other: _Moments) -> None:
-        self.mean, self.m2, self.count = _merge_moments(
-            self.mean, self.m2, self.count, other.mean, other.m2, other.count)
-
-    def variance(self) -> np.ndarray:
-        return np.divide(self.m2, self.count, out=np.zeros_like(self.m2), where=self.count > 0)
-
-
-def _msr_result(inside: _Moments, outside: _Moments) -> ValuationResult:
-    """Banzhaf from MSR moments: mean with minus mean without; variance of the difference."""
-    both = (inside.count > 0) & (outside.count > 0)
-    values = np.where(both, inside.mean - outside.mean, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var_est = inside.variance() / inside.count + outside.variance() / outside.count
-    counts = np.where(both, inside.count + outside.count, 0)
-    variances = np.where(both, var_est * counts, 0.0)
-    return ValuationResult(values, variances=variances, counts=counts)
-
-
 # --------------------------------------------------------------------------- state
 @dataclass
 class EngineState:
-    """Everything needed to continue sampling one game (``warm_start``)."""
+    """Everything needed to continue sampling one game (``warm_start``).
 
-    kind: str
+    ``next_block`` is the first block not fully absorbed and ``block_offset`` the
+    samples of it already absorbed (a budget of samples may end inside a block).
+    """
+
     n: int
-    moments: list[_Moments]
+    moments: tuple[Moments, ...]
     next_block: int = 0
+    block_offset: int = 0
     n_samples: int = 0
     n_evaluations: int = 0
-    n_errors: int = 0
-    first_error: str | None = None
+    report: FitReport = field(default_factory=FitReport)
     status: Status = Status.PENDING
     interrupted: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, kind: str, n: int) -> EngineState:
-        parts = 2 if kind == "msr" else 1
-        return cls(kind, n, [_Moments.zeros(n) for _ in range(parts)])
+    def new(cls, sampler: Any, n: int) -> EngineState:
+        return cls(n, tuple(Moments.zeros(n) for _ in range(sampler.n_moments)))
 
-    def result(self, algorithm: str = "") -> ValuationResult:
-        if self.kind == "msr":
-            res = _msr_result(*self.moments)
-        else:
-            m = self.moments[0]
-            res = ValuationResult(m.mean, variances=m.variance(), counts=m.count)
-        res.algorithm = algorithm
-        return res
-
-    def counts(self) -> np.ndarray:
-        """Updates per player so far (MSR: samples with and without the player)."""
-        if self.kind == "msr":
-            inside, outside = self.moments
-            return np.where((inside.count > 0) & (outside.count > 0),
-                            inside.count + outside.count, 0)
-        return self.moments[0].count
-
-    def absorb(self, block: tuple[Any, ...]) -> None:
+    def absorb(self, block: tuple[Moments, ...]) -> None:
         for mine, theirs in zip(self.moments, block):
             mine.merge(theirs)
 
-    def add_errors(self, n_errors: int, first_error: str | None) -> None:
-        self.n_errors += n_errors
-        if self.first_error is None:
-            self.first_error = first_error
+
+@dataclass
+class TableState:
+    """The utilities of a fixed list of coalitions evaluated so far (exact, LOO)."""
+
+    n: int
+    total: int
+    utilities: np.ndarray
+    n_evaluations: int = 0
+    report: FitReport = field(default_factory=FitReport)
+    status: Status = Status.PENDING
+    interrupted: bool = False
+
+    @property
+    def done(self) -> int:
+        return int(self.utilities.shape[0])
 
 
 def _block_rng(entropy: int, game: int, block: int) -> np.random.Generator:
@@ -201,14 +148,9 @@ def _block_rng(entropy: int, game: int, block: int) -> np.random.Generator:
 
 def _run_block(
     sampler: Any, ev: Evaluator, weights: np.ndarray | None, entropy: int, game: int,
-    block: int,
-) -> tuple[_Moments, ...]:
-    rng = _block_rng(entropy, game, block)
-    if sampler.kind == "msr":
-        masks, u = sampler.run_block(ev, ev.n, rng)
-        return _Moments.of_masked(masks, u), _Moments.of_masked(~masks, u)
-    players, values = sampler.run_block(ev, ev.n, rng, weights, block)
-    return (_Moments.of_samples(players, values, ev.n),)
+    block: int, start: int = 0, stop: int | None = None,
+) -> tuple[Moments, ...]:
+    return sampler.run_block(ev, _block_rng(entropy, game, block), weights, block, start, stop)
 
 
 def _worker_evaluator(token: str, utility: Any) -> Evaluator:
@@ -231,92 +173,117 @@ def _forget(token: str) -> None:
 def _run_task(
     token: str, utility: Any, sampler: Any, weights: Any, entropy: int, game: int,
     blocks: range,
-) -> tuple[list[tuple[_Moments, ...]], int, int, str | None, float]:
+) -> tuple[list[tuple[Moments, ...]], int, FitReport, float]:
     t0 = time.perf_counter()
     ev = _worker_evaluator(token, utility)
-    evals0, err0 = ev.n_evaluations, ev.errors()[0]
+    evals0, report0 = ev.n_evaluations, ev.report()
     with threadpool_limits(1):
         out = [_run_block(sampler, ev, weights, entropy, game, b) for b in blocks]
-    n_err, first = ev.errors()
-    return out, ev.n_evaluations - evals0, n_err - err0, first, time.perf_counter() - t0
+    return (out, ev.n_evaluations - evals0, ev.report().since(report0),
+            time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- sampling loop
 class _Loop:
     """Merges blocks in order and checks the criterion after each."""
 
-    def __init__(self, state: EngineState, stopping: StoppingCriterion, algorithm: str,
-                 pbar: Any, samples_per_block: int) -> None:
-        self.state, self.stopping, self.algorithm = state, stopping, algorithm
-        self.pbar, self.spb = pbar, samples_per_block
+    def __init__(self, state: EngineState, sampler: Any, stopping: StoppingCriterion,
+                 pbar: Any) -> None:
+        self.state, self.sampler, self.stopping, self.pbar = state, sampler, stopping, pbar
+        self.spb = int(sampler.samples_per_block)
         self.completion = 0.0
 
-    def take(self, block: tuple[_Moments, ...]) -> bool:
-        """Absorb one block; True when sampling must stop."""
-        st = self.state
-        st.absorb(block)
-        st.next_block += 1
-        st.n_samples += self.spb
-        progress = Progress(lambda: st.result(self.algorithm), st.n_samples,
-                            st.n_evaluations, counts=st.counts())
-        st.status = self.stopping(progress)
+    def _progress(self) -> Progress:
+        st, sampler = self.state, self.sampler
+        return Progress(lambda: sampler.result(st.moments), st.n_samples,
+                        st.n_evaluations, counts=sampler.counts(st.moments))
+
+    def check(self) -> bool:
+        """Ask the criterion; True when sampling must stop."""
+        progress = self._progress()
+        self.state.status = self.stopping(progress)
         self.completion = self.stopping.completion(progress)
         if self.pbar is not None:
             self.pbar.n = round(100 * self.completion, 1)
             self.pbar.refresh()
-        return st.status != Status.PENDING
+        return self.state.status != Status.PENDING
+
+    def room(self) -> int:
+        """Samples of the next block that may be drawn without passing the budget."""
+        left = self.stopping.samples_left(self._progress())
+        room = self.spb - self.state.block_offset
+        return room if left is None else max(1, min(room, int(left)))
+
+    def take(self, block: tuple[Moments, ...], n_taken: int) -> bool:
+        """Absorb ``n_taken`` samples of the next block; True when sampling must stop."""
+        st = self.state
+        st.absorb(block)
+        st.n_samples += n_taken
+        st.block_offset += n_taken
+        if st.block_offset >= self.spb:
+            st.next_block, st.block_offset = st.next_block + 1, 0
+        return self.check()
 
 
 def run_sampling(
     utility: Any, sampler: Any, weights: np.ndarray | None, stopping: StoppingCriterion, *,
     entropy: int, game: int = 0, state: EngineState | None = None, n_jobs: Any = None,
-    verbose: int = 0, algorithm: str = "", desc: str = "sampling",
+    verbose: int = 0, desc: str = "sampling",
 ) -> EngineState:
     """Sample until ``stopping`` says stop; return the (new or continued) state.
 
-    A KeyboardInterrupt stops sampling and returns the partial state with
-    ``interrupted=True``.
+    The criterion is asked first, so a continued state whose budget is already
+    spent samples nothing. A KeyboardInterrupt stops sampling and returns the
+    state of the blocks absorbed so far, with ``interrupted=True``.
     """
     n = int(utility.n_players)
-    state = state if state is not None else EngineState.new(sampler.kind, n)
+    state = state if state is not None else EngineState.new(sampler, n)
+    state.interrupted = False
     stopping.reset()
     pbar = tqdm(total=100, desc=desc, unit="%", leave=False) if verbose > 0 else None
-    loop = _Loop(state, stopping, algorithm, pbar, sampler.samples_per_block)
+    loop = _Loop(state, sampler, stopping, pbar)
+    ev = Evaluator(utility)
+    parallel = effective_n_jobs(n_jobs) > 1
     try:
-        if effective_n_jobs(n_jobs) == 1:
-            _sequential(utility, sampler, weights, entropy, game, loop)
-        else:
-            _parallel(utility, sampler, weights, entropy, game, loop, n_jobs)
+        done = loop.check()
+        while not done:
+            if parallel and state.block_offset == 0 and loop.room() == loop.spb:
+                done = _parallel(utility, sampler, weights, entropy, game, loop, n_jobs)
+            if not done:
+                done = _sequential_block(ev, sampler, weights, entropy, game, loop)
     except KeyboardInterrupt:
         state.interrupted = True
         warnings.warn(
             f"Interrupted: returning the partial result after {state.n_samples} samples "
-            f"({state.n_evaluations} utility evaluations).", RuntimeWarning, stacklevel=2)
+            f"({state.n_evaluations} utility evaluations). Players no finished sample "
+            "reached have the value NaN; fit again with warm_start=True to continue.",
+            RuntimeWarning, stacklevel=2)
     finally:
         if pbar is not None:
             pbar.close()
     return state
 
 
-def _sequential(utility, sampler, weights, entropy, game, loop) -> None:  # type: ignore[no-untyped-def]
-    ev = Evaluator(utility)
+def _sequential_block(ev, sampler, weights, entropy, game, loop) -> bool:  # type: ignore[no-untyped-def]
+    """Draw the next block (or the part of it the budget allows) here; True to stop."""
     state = loop.state
+    start = state.block_offset
+    stop = start + loop.room()
+    evals0, report0 = ev.n_evaluations, ev.report()
     with threadpool_limits(1):
-        while True:
-            evals0, err0 = ev.n_evaluations, ev.errors()[0]
-            block = _run_block(sampler, ev, weights, entropy, game, state.next_block)
-            state.n_evaluations += ev.n_evaluations - evals0
-            n_err, first = ev.errors()
-            state.add_errors(n_err - err0, first)
-            if loop.take(block):
-                return
+        block = _run_block(sampler, ev, weights, entropy, game, state.next_block, start, stop)
+    state.n_evaluations += ev.n_evaluations - evals0
+    state.report.merge(ev.report().since(report0))
+    return loop.take(block, stop - start)
 
 
-def _parallel(utility, sampler, weights, entropy, game, loop, n_jobs) -> None:  # type: ignore[no-untyped-def]
-    """Stream tasks of consecutive blocks to the workers; merge results in block order.
+def _parallel(utility, sampler, weights, entropy, game, loop, n_jobs) -> bool:  # type: ignore[no-untyped-def]
+    """Stream tasks of whole blocks to the workers; merge results in block order.
 
-    The task generator is consumed lazily by joblib (``pre_dispatch`` tasks ahead),
-    so workers never wait for each other; the task size adapts to keep tasks near
+    Returns True when the criterion stopped sampling, False when the next block
+    must be drawn in part (a budget of samples ends inside it). The task
+    generator is consumed lazily by joblib (``pre_dispatch`` tasks ahead), so
+    workers never wait for each other; the task size adapts to keep tasks near
     ``_TARGET_TASK_SECONDS`` without overshooting the remaining budget much.
     """
     token = uuid.uuid4().hex
@@ -337,17 +304,19 @@ def _parallel(utility, sampler, weights, entropy, game, loop, n_jobs) -> None:  
         warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
         parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")
         try:
-            for blocks, n_evals, n_err, first, seconds in parallel(tasks()):
+            for blocks, n_evals, report, seconds in parallel(tasks()):
                 loop.state.n_evaluations += n_evals
-                loop.state.add_errors(n_err, first)
+                loop.state.report.merge(report)
                 for block in blocks:
-                    if loop.take(block):
-                        stop.set()
-                        return
+                    if loop.room() < loop.spb:
+                        return False
+                    if loop.take(block, loop.spb):
+                        return True
                 size[0] = _next_task_size(seconds / max(len(blocks), 1), loop, n_workers)
         finally:
             stop.set()
             _forget(token)
+    return False
 
 
 def _next_task_size(seconds_per_block: float, loop: _Loop, n_workers: int) -> int:
@@ -363,46 +332,58 @@ def _next_task_size(seconds_per_block: float, loop: _Loop, n_workers: int) -> in
 # --------------------------------------------------------------------------- fixed coalitions
 def _codes_task(token: str, utility: Any, lo: int, hi: int, masks: Any) -> tuple[Any, ...]:
     ev = _worker_evaluator(token, utility)
-    evals0, err0 = ev.n_evaluations, ev.errors()[0]
+    evals0, report0 = ev.n_evaluations, ev.report()
     if masks is None:
         masks = masks_from_codes(np.arange(lo, hi, dtype=np.int64), ev.n)
     with threadpool_limits(1):
         u = ev.evaluate(masks)
-    n_err, first = ev.errors()
-    return u, ev.n_evaluations - evals0, n_err - err0, first
+    return u, ev.n_evaluations - evals0, ev.report().since(report0)
 
 
 def evaluate_coalitions(
-    utility: Any, *, n_codes: int | None = None, masks: np.ndarray | None = None,
+    utility: Any, state: TableState, *, masks: np.ndarray | None = None,
     n_jobs: Any = None, verbose: int = 0, desc: str = "evaluating",
-) -> tuple[np.ndarray, int, int, str | None]:
-    """Evaluate fixed coalitions, each once: all ``n_codes`` bit codes, or ``masks``.
+) -> TableState:
+    """Evaluate fixed coalitions, each once, from ``state.done`` to ``state.total``.
 
-    Returns (utilities, n_evaluations, n_errors, first_error).
+    The coalitions are the bit codes ``0 .. total - 1`` or the rows of ``masks``.
+    Work goes in up to 256 tasks; on a KeyboardInterrupt the state keeps the
+    tasks that finished (a prefix, in order), is marked ``interrupted`` and a
+    warning says how far it got; ``evaluate_coalitions`` on it again continues.
     """
-    total = int(masks.shape[0] if masks is not None else (n_codes or 0))
-    n_workers = effective_n_jobs(n_jobs)
-    n_tasks = max(1, min(total, 8 * n_workers if n_workers > 1 else 1, 256))
-    if verbose > 0:
-        n_tasks = max(n_tasks, min(total, 100))
-    bounds = np.linspace(0, total, n_tasks + 1).astype(np.int64)
+    lo0, total = state.done, state.total
+    n_tasks = max(1, min(total - lo0, 256))
+    bounds = np.linspace(lo0, total, n_tasks + 1).astype(np.int64)
     token = uuid.uuid4().hex
     args = [(token, utility, int(lo), int(hi), None if masks is None else masks[lo:hi])
-            for lo, hi in zip(bounds[:-1], bounds[1:])]
-    out, n_evals, n_err, first = [], 0, 0, None
-    pbar = tqdm(total=total, desc=desc, leave=False) if verbose > 0 else None
-    if n_workers == 1:
-        results: Any = (_codes_task(*a) for a in args)
-    else:
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_codes_task)(*a) for a in args)
-    for u, e, k, f in results:
-        out.append(u)
-        n_evals, n_err = n_evals + e, n_err + k
-        first = first or f
+            for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    out = [state.utilities]
+    pbar = tqdm(total=total, initial=lo0, desc=desc, leave=False) if verbose > 0 else None
+    state.interrupted = False
+    try:
+        if effective_n_jobs(n_jobs) == 1:
+            results: Any = (_codes_task(*a) for a in args)
+        else:
+            results = Parallel(n_jobs=n_jobs, return_as="generator")(
+                delayed(_codes_task)(*a) for a in args)
+        for u, n_evals, report in results:
+            out.append(u)
+            state.n_evaluations += n_evals
+            state.report.merge(report)
+            if pbar is not None:
+                pbar.update(u.shape[0])
+    except KeyboardInterrupt:
+        state.interrupted = True
+        done = sum(part.shape[0] for part in out)
+        warnings.warn(
+            f"Interrupted: {done} of {total} coalitions were evaluated; values that need "
+            "the others are NaN. Fit again with warm_start=True to continue.",
+            RuntimeWarning, stacklevel=3)
+    finally:
         if pbar is not None:
-            pbar.update(u.shape[0])
-    if pbar is not None:
-        pbar.close()
-    _forget(token)
-    return np.concatenate(out), n_evals, n_err, first
+            pbar.close()
+        _forget(token)
+    state.utilities = np.concatenate(out)
+    if state.done == total:
+        state.status = Status.CONVERGED
+    return state

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skdvl._moments import merge_moments as _merge_moments
+
 __all__ = ["ValuationResult"]
 
 
@@ -215,19 +217,3 @@ def _column(x: Any, n: int, fill: Any, dtype: Any, name: str) -> np.ndarray:
             f"{name} must have one entry per value ({n}). Got {arr.shape[0]} instead."
         )
     return arr
-
-
-def _merge_moments(
-    mean_a: np.ndarray, m2_a: np.ndarray, n_a: np.ndarray,
-    mean_b: np.ndarray, m2_b: np.ndarray, n_b: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pool (mean, sum of squared deviations, count) of two sample sets.
-
-    Vectorised over entries; Chan, Golub & LeVeque (1979).
-    """
-    n = n_a + n_b
-    safe = np.maximum(n, 1)
-    delta = mean_b - mean_a
-    mean = mean_a + delta * (n_b / safe)
-    m2 = m2_a + m2_b + delta**2 * (n_a * n_b / safe)
-    return mean, m2, n

@@ -33,6 +33,9 @@ import numpy as np
 from scipy.special import gammaln
 from scipy.stats import binom
 
+from skdvl._moments import Moments
+from skdvl.result import ValuationResult
+
 __all__ = [
     "PermutationSampler", "AntitheticPermutationSampler", "UniformSampler",
     "AntitheticSampler", "OwenSampler", "StratifiedSampler", "MSRSampler",
@@ -61,8 +64,12 @@ class RelativeTruncation:
     burn_in_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.rtol >= 0:
+        if isinstance(self.rtol, bool) or not self.rtol >= 0:
             raise ValueError(f"rtol must be >= 0. Got {self.rtol!r} instead.")
+        if not self.rtol < 1:
+            raise ValueError(
+                "rtol must be < 1: it is a tolerance relative to |u(N)|, and 1 or more "
+                f"truncates every permutation at once. Got {self.rtol!r} instead.")
         if not 0 <= self.burn_in_fraction <= 1:
             raise ValueError(
                 f"burn_in_fraction must be in [0, 1]. Got {self.burn_in_fraction!r} instead."
@@ -123,21 +130,42 @@ def log_binom(n: int, k: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- base classes
 class _MarginalSampler:
-    """A sampler whose blocks yield (player, weighted marginal) pairs."""
+    """A sampler whose blocks yield (player, weighted marginal) pairs.
 
-    kind = "marginal"
+    The engine's protocol, shared with :class:`MSRSampler`: ``samples_per_block``,
+    ``run_block(ev, rng, weights, block, start, stop)`` returning a tuple of
+    :class:`~skdvl._moments.Moments` for samples ``[start, stop)`` of the block,
+    and ``result(moments)`` turning merged moments into values.
+    """
+
     samples_per_block = 1
+    n_moments = 1
 
     def size_distribution(self, n: int) -> np.ndarray:
         """Probability ``pi(k)`` that the coalition a player joins has size ``k``."""
         raise NotImplementedError
 
-    def run_block(
-        self, ev: Evaluator, n: int, rng: np.random.Generator, weights: np.ndarray,
-        block: int,
+    def marginals(
+        self, ev: Evaluator, rng: np.random.Generator, weights: np.ndarray, block: int,
+        start: int = 0, stop: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Draw one block of samples; return (players, weighted marginals)."""
+        """Samples ``[start, stop)`` of one block: (players, weighted marginals)."""
         raise NotImplementedError
+
+    def run_block(
+        self, ev: Evaluator, rng: np.random.Generator, weights: np.ndarray, block: int,
+        start: int = 0, stop: int | None = None,
+    ) -> tuple[Moments, ...]:
+        players, values = self.marginals(ev, rng, weights, block, start, stop)
+        return (Moments.of_samples(players, values, ev.n),)
+
+    def result(self, moments: tuple[Moments, ...]) -> ValuationResult:
+        """Values (NaN for players without samples), variances and counts."""
+        m = moments[0]
+        return ValuationResult(m.values(), variances=m.variance(), counts=m.count)
+
+    def counts(self, moments: tuple[Moments, ...]) -> np.ndarray:
+        return moments[0].count
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -147,7 +175,7 @@ class _MarginalSampler:
 def _check_truncation(truncation: Any) -> Truncation | None:
     if truncation is None or isinstance(truncation, (RelativeTruncation, FixedTruncation)):
         return truncation
-    if isinstance(truncation, (float, int)) and not isinstance(truncation, bool):
+    if isinstance(truncation, (float, int, np.number)) and not isinstance(truncation, bool):
         return RelativeTruncation(rtol=float(truncation))
     raise ValueError(
         "truncation must be None, a relative tolerance (float) or a RelativeTruncation/"
@@ -205,9 +233,9 @@ class PermutationSampler(_MarginalSampler):
     def _perms(self, rng: np.random.Generator, n: int) -> list[np.ndarray]:
         return [rng.permutation(n)]
 
-    def run_block(self, ev, n, rng, weights, block):  # type: ignore[no-untyped-def]
+    def marginals(self, ev, rng, weights, block, start=0, stop=None):  # type: ignore[no-untyped-def]
         players, margs = [], []
-        for perm in self._perms(rng, n):
+        for perm in self._perms(rng, ev.n)[start:stop]:
             u = _permutation_utilities(ev, perm, self.truncation)
             players.append(perm)
             margs.append(np.diff(u) * weights)
@@ -243,8 +271,9 @@ class _ToggleSampler(_MarginalSampler):
         j = np.arange(n)
         return q[j + 1] * (j + 1) / n + q[j] * (n - j) / n
 
-    def run_block(self, ev, n, rng, weights, block):  # type: ignore[no-untyped-def]
-        S = self.draw(rng, n, block)
+    def marginals(self, ev, rng, weights, block, start=0, stop=None):  # type: ignore[no-untyped-def]
+        n = ev.n
+        S = self.draw(rng, n, block)[start:stop]
         m = S.shape[0]
         toggled = np.repeat(S, n, axis=0).reshape(m, n, n)
         toggled[:, np.arange(n), np.arange(n)] ^= True
@@ -390,7 +419,9 @@ class MSRSampler:
         Coalitions per block (the granularity of stopping checks).
     """
 
-    kind = "msr"
+    n_moments = 2
+    only_semivalue = "banzhaf"
+    label = "MSR sampling"
 
     def __init__(self, batch_size: int = 64) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
@@ -400,10 +431,30 @@ class MSRSampler:
         self.samples_per_block = self.batch_size
 
     def run_block(
-        self, ev: Evaluator, n: int, rng: np.random.Generator,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        masks = rng.random((self.batch_size, n)) < 0.5
-        return masks, ev.evaluate(masks)
+        self, ev: Evaluator, rng: np.random.Generator, weights: Any, block: int,
+        start: int = 0, stop: int | None = None,
+    ) -> tuple[Moments, ...]:
+        """Moments of the utilities of samples ``[start, stop)``, with and without each player."""
+        masks = (rng.random((self.batch_size, ev.n)) < 0.5)[start:stop]
+        u = ev.evaluate(masks)
+        return Moments.of_masked(masks, u), Moments.of_masked(~masks, u)
+
+    def result(self, moments: tuple[Moments, ...]) -> ValuationResult:
+        """Mean with minus mean without; NaN for a player lacking either side."""
+        inside, outside = moments
+        both = (inside.count > 0) & (outside.count > 0)
+        values = np.where(both, inside.mean - outside.mean, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var_est = inside.variance() / inside.count + outside.variance() / outside.count
+        counts = self.counts(moments)
+        variances = np.where(both, var_est * counts, 0.0)
+        return ValuationResult(values, variances=variances, counts=counts)
+
+    def counts(self, moments: tuple[Moments, ...]) -> np.ndarray:
+        """Samples behind each value: with and without the player (0 if either is missing)."""
+        inside, outside = moments
+        return np.where((inside.count > 0) & (outside.count > 0),
+                        inside.count + outside.count, 0)
 
     def __repr__(self) -> str:
         return f"MSRSampler(batch_size={self.batch_size})"
@@ -418,6 +469,11 @@ class ExhaustiveSampler:
     kind = "exhaustive"
 
     def __init__(self, max_players: int = 20) -> None:
+        if isinstance(max_players, bool) or not isinstance(max_players, (int, np.integer)) \
+                or not 1 <= max_players <= 62:
+            raise ValueError(
+                "max_players must be an integer in [1, 62] (coalitions are coded in 64-bit "
+                f"integers). Got {max_players!r} instead.")
         self.max_players = int(max_players)
 
     def __repr__(self) -> str:

@@ -79,6 +79,14 @@ class StoppingCriterion:
         """Fraction of the work done, in [0, 1], for progress bars."""
         return 0.0
 
+    def samples_left(self, progress: Progress) -> int | None:
+        """Samples after which this criterion stops for sure, or None if unknown.
+
+        The engine draws no more than this, so that a budget of samples is met
+        exactly (not rounded up to a block of samples).
+        """
+        return None
+
     def __and__(self, other: StoppingCriterion) -> StoppingCriterion:
         return _And(self, other)
 
@@ -108,6 +116,10 @@ class _And(StoppingCriterion):
     def completion(self, progress: Progress) -> float:
         return min(self.a.completion(progress), self.b.completion(progress))
 
+    def samples_left(self, progress: Progress) -> int | None:
+        a, b = self.a.samples_left(progress), self.b.samples_left(progress)
+        return None if a is None or b is None else max(a, b)
+
     def __repr__(self) -> str:
         return f"({self.a!r} & {self.b!r})"
 
@@ -121,6 +133,11 @@ class _Or(_And):
 
     def completion(self, progress: Progress) -> float:
         return max(self.a.completion(progress), self.b.completion(progress))
+
+    def samples_left(self, progress: Progress) -> int | None:
+        known = [k for k in (self.a.samples_left(progress), self.b.samples_left(progress))
+                 if k is not None]
+        return min(known) if known else None
 
     def __repr__(self) -> str:
         return f"({self.a!r} | {self.b!r})"
@@ -140,6 +157,18 @@ class _Not(StoppingCriterion):
 
     def __repr__(self) -> str:
         return f"~{self.a!r}"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool)
+
+
+def _check_positive(value: object, name: str) -> None:
+    if not (_is_number(value) and value > 0):  # type: ignore[operator]
+        raise ValueError(f"{name} must be a number > 0. Got {value!r} instead.")
+    if not np.isfinite(value):  # type: ignore[call-overload]
+        raise ValueError(f"{name} must be finite. Got {value!r} instead.")
 
 
 def _positive_int(value: object, name: str) -> int:
@@ -195,6 +224,9 @@ class MaxSamples(StoppingCriterion):
     def completion(self, progress: Progress) -> float:
         return min(1.0, progress.n_samples / self.n_samples)
 
+    def samples_left(self, progress: Progress) -> int | None:
+        return max(self.n_samples - progress.n_samples, 0)
+
     def __repr__(self) -> str:
         return f"MaxSamples({self.n_samples})"
 
@@ -206,8 +238,7 @@ class MaxTime(StoppingCriterion):
     """
 
     def __init__(self, seconds: float) -> None:
-        if not (isinstance(seconds, (int, float)) and seconds > 0):
-            raise ValueError(f"seconds must be a number > 0. Got {seconds!r} instead.")
+        _check_positive(seconds, "seconds")
         self.seconds = seconds
         self._start: float | None = None
 
@@ -237,9 +268,8 @@ class AbsoluteStandardError(StoppingCriterion):
     """
 
     def __init__(self, threshold: float, fraction: float = 1.0, burn_in: int = 4) -> None:
-        if not (isinstance(threshold, (int, float)) and threshold > 0):
-            raise ValueError(f"threshold must be a number > 0. Got {threshold!r} instead.")
-        if not 0 < fraction <= 1:
+        _check_positive(threshold, "threshold")
+        if not (_is_number(fraction) and 0 < fraction <= 1):
             raise ValueError(f"fraction must be in (0, 1]. Got {fraction!r} instead.")
         self.threshold, self.fraction = threshold, fraction
         self.burn_in = _positive_int(burn_in, "burn_in")
@@ -270,7 +300,7 @@ class RankCorrelation(StoppingCriterion):
     """
 
     def __init__(self, rtol: float = 0.01, burn_in: int = 10, interval: int = 10) -> None:
-        if not 0 < rtol < 1:
+        if not (_is_number(rtol) and 0 < rtol < 1):
             raise ValueError(f"rtol must be in (0, 1). Got {rtol!r} instead.")
         self.rtol = rtol
         self.burn_in = _positive_int(burn_in, "burn_in")

@@ -11,13 +11,14 @@ coalition and score it on validation data.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from sklearn.base import clone, is_classifier
 from sklearn.metrics import check_scoring
 
-__all__ = ["Utility", "ModelUtility", "UtilityFitWarning"]
+__all__ = ["Utility", "ModelUtility", "UtilityFitWarning", "FitReport", "CheckedUtility"]
 
 
 @runtime_checkable
@@ -44,7 +45,65 @@ class Utility(Protocol):
 
 
 class UtilityFitWarning(UserWarning):
-    """Some fits of the estimator raised and were scored ``error_score``."""
+    """Some utility evaluations failed (a fit raised, a score was NaN or infinite)."""
+
+
+@dataclass
+class FitReport:
+    """What happened in the utility evaluations of one process: failures and warnings.
+
+    Workers return their reports to the main process, which merges them; a valuer
+    turns the total into one warning per kind (see :func:`report_fit_problems`).
+    """
+
+    n_fits: int = 0
+    n_errors: int = 0
+    first_error: str | None = None
+    n_warned: int = 0
+    first_warning: tuple[type[Warning], str] | None = None
+
+    def copy(self) -> FitReport:
+        return replace(self)
+
+    def merge(self, other: FitReport) -> None:
+        self.n_fits += other.n_fits
+        self.n_errors += other.n_errors
+        self.n_warned += other.n_warned
+        self.first_error = self.first_error or other.first_error
+        self.first_warning = self.first_warning or other.first_warning
+
+    def since(self, earlier: FitReport) -> FitReport:
+        """The part of this report that came after ``earlier`` (a copy taken then)."""
+        return FitReport(
+            self.n_fits - earlier.n_fits, self.n_errors - earlier.n_errors,
+            self.first_error if self.n_errors > earlier.n_errors else None,
+            self.n_warned - earlier.n_warned,
+            self.first_warning if self.n_warned > earlier.n_warned else None)
+
+    def failure(self, message: str) -> None:
+        self.n_errors += 1
+        if self.first_error is None:
+            self.first_error = message
+
+    def warned(self, caught: list[warnings.WarningMessage]) -> None:
+        if caught:
+            self.n_warned += 1
+            if self.first_warning is None:
+                first = caught[0]
+                self.first_warning = (first.category, str(first.message))
+
+
+def _check_score(name: str, value: Any) -> float:
+    """``value`` as a finite float, else a ValueError naming the parameter."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number. Got {value!r} instead.") from None
+    if not np.isfinite(out):
+        raise ValueError(
+            f"{name} must be a finite number (it stands in for utilities that could not be "
+            f"computed). Got {value!r} instead.")
+    return out
 
 
 class ModelUtility:
@@ -67,14 +126,20 @@ class ModelUtility:
         A scikit-learn scorer; None means ``estimator.score``.
     default_score : float, default=0.0
         The utility of the empty coalition and of degenerate coalitions (for a
-        classifier, rows of a single class).
+        classifier, rows of a single class). Must be finite.
     error_score : "raise" or float, default=None
-        The utility of a coalition whose fit or scoring raises. None means
-        ``default_score``. Failures are counted in ``n_errors`` and the first
-        message kept in ``first_error``; valuers turn them into one
-        :class:`UtilityFitWarning`.
+        The utility of a coalition whose fit or scoring raises, or whose score
+        is NaN or infinite. None means ``default_score``. Failures are counted in
+        ``report`` (``n_errors``, ``first_error``); valuers turn them into one
+        :class:`UtilityFitWarning`, and raise when every fit failed.
     cache_size : int, default=100_000
         Coalitions kept in the cache; the oldest are dropped first. 0 disables it.
+
+    Attributes
+    ----------
+    report : FitReport
+        Fits attempted, failures and the warnings the fits raised (each fit's
+        warnings are recorded, not shown: valuers summarise them once).
 
     Examples
     --------
@@ -105,15 +170,23 @@ class ModelUtility:
         self.X, self.y, self.X_val, self.y_val = X, np.asarray(y), X_val, y_val
         self.scoring = scoring
         self.scorer = check_scoring(estimator, scoring=scoring)
-        self.default_score = float(default_score)
-        self.error_score = error_score
+        self.default_score = _check_score("default_score", default_score)
+        self.error_score = error_score if error_score in (None, "raise") else _check_score(
+            "error_score", error_score)
         self.cache_size = int(cache_size)
         self.n_players = int(self.y.shape[0])
         self._is_classifier = is_classifier(estimator)
         self._cache: dict[bytes, float] = {}
         self.n_evaluations = 0
-        self.n_errors = 0
-        self.first_error: str | None = None
+        self.report = FitReport()
+
+    @property
+    def n_errors(self) -> int:
+        return self.report.n_errors
+
+    @property
+    def first_error(self) -> str | None:
+        return self.report.first_error
 
     def __repr__(self) -> str:
         return (f"ModelUtility({self.estimator!r}, n_players={self.n_players}, "
@@ -152,16 +225,96 @@ class ModelUtility:
         y = self.y[rows]
         if self._is_classifier and np.unique(y).shape[0] < 2:
             return self.default_score
+        self.report.n_fits += 1
+        failed = self.default_score if self.error_score is None else self.error_score
         try:
-            model = clone(self.estimator).fit(_take(self.X, rows), y)
-            return float(self.scorer(model, self.X_val, self.y_val))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = clone(self.estimator).fit(_take(self.X, rows), y)
+                score = float(self.scorer(model, self.X_val, self.y_val))
         except Exception as exc:  # noqa: BLE001 - reported through error_score
             if self.error_score == "raise":
                 raise
-            self.n_errors += 1
-            if self.first_error is None:
-                self.first_error = f"{type(exc).__name__}: {exc}"
-            return self.default_score if self.error_score is None else float(self.error_score)
+            self.report.failure(f"{type(exc).__name__}: {exc}")
+            return failed  # type: ignore[return-value]
+        self.report.warned(caught)
+        if not np.isfinite(score):
+            if self.error_score == "raise":
+                raise ValueError(
+                    f"The score of a fit on {rows.shape[0]} rows is {score}, not a finite "
+                    "number (error_score='raise').")
+            self.report.failure(f"the score of a fit on {rows.shape[0]} rows was {score}")
+            return failed  # type: ignore[return-value]
+        return score
+
+
+class CheckedUtility:
+    """A custom utility whose non-finite or non-numeric outputs count as failures.
+
+    Wraps any object of the :class:`Utility` protocol: a coalition whose utility
+    is NaN, infinite or raises is scored ``default_score`` and recorded in
+    ``report``, so that valuers warn about (or refuse) it as they do for failed
+    model fits. ``error_score="raise"`` lets the exception through.
+    """
+
+    def __init__(self, utility: Any, default_score: float = 0.0,
+                 error_score: Any = None) -> None:
+        self.utility = utility
+        self.n_players = utility.n_players
+        self.default_score = _check_score("default_score", default_score)
+        self.error_score = error_score
+        self.report = FitReport()
+        self.n_evaluations = 0
+
+    @classmethod
+    def wrap(cls, utility: Any, default_score: float = 0.0,
+             error_score: Any = None) -> CheckedUtility:
+        """Wrap ``utility``, keeping its batched ``evaluate`` if it has one."""
+        batched = callable(getattr(utility, "evaluate", None))
+        return (_CheckedBatchUtility if batched else cls)(utility, default_score, error_score)
+
+    def _failed(self, message: str) -> float:
+        if self.error_score == "raise":
+            raise ValueError(f"The custom utility {message} (error_score='raise').")
+        self.report.failure(f"the utility {message}")
+        return self.default_score if self.error_score is None else float(self.error_score)
+
+    def __call__(self, subset: Any) -> float:
+        self.n_evaluations += 1
+        self.report.n_fits += 1
+        try:
+            value = float(self.utility(subset))
+        except Exception as exc:  # noqa: BLE001 - reported through error_score
+            if self.error_score == "raise":
+                raise
+            return self._failed(f"raised {type(exc).__name__}: {exc}")
+        if not np.isfinite(value):
+            return self._failed(f"returned {value} for a coalition of "
+                                f"{np.asarray(subset).size} players")
+        return value
+
+
+
+class _CheckedBatchUtility(CheckedUtility):
+    """A :class:`CheckedUtility` of a utility with a batched ``evaluate(masks)``."""
+
+    def evaluate(self, masks: np.ndarray) -> np.ndarray:
+        m = masks.shape[0]
+        self.n_evaluations += m
+        self.report.n_fits += m
+        u = np.asarray(self.utility.evaluate(masks), dtype=np.float64).reshape(-1)
+        if u.shape[0] != m:
+            raise ValueError(
+                f"The custom utility's evaluate(masks) must return one value per mask: "
+                f"got {u.shape[0]} values for {m} masks.")
+        bad = ~np.isfinite(u)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            value = self._failed(f"returned {u[k]} for a coalition of "
+                                 f"{int(masks[k].sum())} players")
+            self.report.n_errors += int(bad.sum()) - 1
+            u[bad] = value
+        return u
 
 
 def _take(X: Any, rows: np.ndarray) -> Any:
@@ -171,12 +324,30 @@ def _take(X: Any, rows: np.ndarray) -> Any:
     return X[rows]
 
 
-def warn_fit_errors(n_errors: int, first_error: str | None, n_evaluations: int) -> None:
-    """One summary warning for the failed fits of a valuation."""
-    if n_errors:
+def report_fit_problems(report: FitReport, n_evaluations: int, owner: str) -> None:
+    """Raise when every fit failed; else one warning for failures, one for fit warnings.
+
+    Raises
+    ------
+    ValueError
+        When all of ``report.n_fits > 0`` fits failed: no value was computed.
+    """
+    if report.n_fits and report.n_errors >= report.n_fits:
+        raise ValueError(
+            f"All the {report.n_fits} utility evaluations of {owner} failed, so no value was "
+            f"computed. The first error was: {report.first_error}. Pass error_score='raise' "
+            "to see the traceback.")
+    if report.n_errors:
         warnings.warn(
-            f"{n_errors} of {n_evaluations} utility evaluations raised and were given "
-            f"error_score. The first error was: {first_error}. Pass error_score='raise' "
-            "to see the traceback.",
+            f"{report.n_errors} of {n_evaluations} utility evaluations raised or scored "
+            f"NaN/inf and were given error_score. The first error was: {report.first_error}. "
+            "Pass error_score='raise' to see the traceback.",
             UtilityFitWarning, stacklevel=4,
+        )
+    if report.n_warned and report.first_warning is not None:
+        category, message = report.first_warning
+        warnings.warn(
+            f"{report.n_warned} of {report.n_fits} utility fits raised warnings (shown once "
+            f"here, not per fit). The first was {category.__name__}: {message}",
+            category, stacklevel=4,
         )

@@ -43,7 +43,7 @@ def test_efficiency_each_permutation_sums_to_u_n_minus_u_empty(table, seed):
     game = TableGame(table)
     n = game.n_players
     ev = Evaluator(game)
-    players, marg = PermutationSampler().run_block(ev, n, np.random.default_rng(seed),
+    players, marg = PermutationSampler().marginals(ev, np.random.default_rng(seed),
                                                    np.ones(n), 0)
     assert np.isclose(marg.sum(), table[-1] - table[0], atol=1e-9)
     exact = ShapleyValuer(utility=game, sampler="exact").fit().values_

@@ -42,7 +42,7 @@ def test_toggle_samplers_join_coalitions_of_the_declared_size_distribution(sampl
     ev = Evaluator(Recorder(n))
     sizes = []
     for b in range(n_blocks):
-        players, _ = sampler.run_block(ev, n, rng, np.ones(n), b)
+        players, _ = sampler.marginals(ev, rng, np.ones(n), b)
         S = ev.utility.seen[-1][: sampler.samples_per_block]
         k = np.where(S, S.sum(1, keepdims=True) - 1, S.sum(1, keepdims=True))
         sizes.append(k.reshape(-1))
@@ -66,7 +66,7 @@ def test_toggle_marginals_are_exact_differences(rng):
             return (masks @ w) ** 2
 
     ev = Evaluator(Quadratic())
-    players, marg = UniformSampler().run_block(ev, n, np.random.default_rng(1), np.ones(n), 0)
+    players, marg = UniformSampler().marginals(ev, np.random.default_rng(1), np.ones(n), 0)
     S = np.random.default_rng(1).random((1, n)) < 0.5
     s = S[0]
     for i, m in zip(players, marg):
@@ -77,7 +77,7 @@ def test_toggle_marginals_are_exact_differences(rng):
 
 def test_permutation_marginals_sum_to_grand_coalition(rng):
     ev = Evaluator(Recorder(7))
-    players, marg = PermutationSampler().run_block(ev, 7, rng, np.ones(7), 0)
+    players, marg = PermutationSampler().marginals(ev, rng, np.ones(7), 0)
     assert sorted(players) == list(range(7))
     assert marg.sum() == pytest.approx(7.0)
 

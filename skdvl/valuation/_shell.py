@@ -1,0 +1,394 @@
+"""The estimator shell shared by the semivalue valuers: validation, games, dispatch.
+
+A valuer here validates its parameters and data, builds the games to value (one
+game on ``X_val``, or one per fold of cross-valuation), seeds them, runs the
+engine game by game, and combines the results. It also guards what a value
+depends on: the targets' task, failed utilities (:class:`~skdvl.utility.FitReport`),
+interruption and ``warm_start``'s continuation (a fingerprint of everything the
+continued samples depend on).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.model_selection import check_cv
+from sklearn.utils import check_random_state, get_tags
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+
+from skdvl._engine import EngineState, TableState, evaluate_coalitions, run_sampling
+from skdvl.base import (
+    TASKS,
+    ValuerMixin,
+    check_targets,
+    pandas_index,
+    resolve_task,
+    validate_valuation_data,
+)
+from skdvl.result import ValuationResult
+from skdvl.sampling import (
+    AntitheticPermutationSampler,
+    ExhaustiveSampler,
+    PermutationSampler,
+    exact_semivalues,
+)
+from skdvl.stopping import AbsoluteStandardError, MaxTime, MaxUpdates, Status, StoppingCriterion
+from skdvl.utility import CheckedUtility, FitReport, ModelUtility, report_fit_problems
+
+__all__ = ["_SemivalueValuer", "importance_weights", "COMMON_CONSTRAINTS",
+           "SAMPLING_CONSTRAINTS"]
+
+#: The budget when none of max_updates, max_time and stopping is given.
+DEFAULT_MAX_UPDATES = 100
+
+COMMON_CONSTRAINTS: dict[str, list[Any]] = {
+    "estimator": [HasMethods(["fit"]), None],
+    "scoring": [str, callable, None],
+    "utility": [HasMethods(["__call__"]), None],
+    "task": [StrOptions(set(TASKS))],
+    "cv": ["cv_object"],
+    "default_score": [Interval(Real, None, None, closed="neither")],
+    "error_score": [StrOptions({"raise"}), Interval(Real, None, None, closed="neither"),
+                    None],
+    "n_jobs": [Integral, None],
+    "verbose": ["verbose"],
+}
+SAMPLING_CONSTRAINTS: dict[str, list[Any]] = {
+    "max_updates": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
+    "stderr_tol": [Interval(Real, 0, None, closed="neither"), None],
+    "max_time": [Interval(Real, 0, None, closed="neither"), None],
+    "stopping": [StoppingCriterion, None],
+    "random_state": ["random_state"],
+    "warm_start": ["boolean"],
+}
+#: Parameters that may change between a fit and its warm-started continuation.
+_BUDGET_PARAMS = frozenset(
+    {"max_updates", "stderr_tol", "max_time", "stopping", "n_jobs", "verbose", "warm_start"})
+
+_RARE = 1e-4  # a coalition size drawn less often than this is, in practice, never drawn
+
+
+def importance_weights(mass: np.ndarray, sampler: Any, n: int) -> np.ndarray:
+    """``m(k) / pi(k)``: unbiased weights of a sampler's marginals for a semivalue."""
+    pi = sampler.size_distribution(n)
+    missing = (pi <= 0) & (mass > 0)
+    if np.any(missing):
+        raise ValueError(
+            f"{sampler!r} never draws coalitions of sizes {np.flatnonzero(missing)[:5]}, "
+            "which this semivalue weighs; choose another sampler."
+        )
+    weights = np.divide(mass, pi, out=np.zeros(n), where=pi > 0)
+    unseen = mass[pi < _RARE].sum()
+    if unseen > 0.01:
+        warnings.warn(
+            f"{sampler!r} draws coalitions of sizes {np.flatnonzero(pi < _RARE)[:6]}... less "
+            f"than once in {1 / _RARE:.0f} samples, yet they carry {unseen:.0%} of this "
+            f"semivalue's weight at n = {n}: estimates and their standard errors are "
+            "unreliable. Prefer the permutation, owen or stratified samplers (or msr for "
+            "Banzhaf values).", UserWarning, stacklevel=5)
+    return weights
+
+
+def _combine_games(parts: list[ValuationResult], n: int) -> ValuationResult:
+    """Average the values a row received in the games that reached it (cross-valuation).
+
+    A game counts for a row only if it gave the row at least one sample (an
+    interrupted or short game may not have); rows no game reached are NaN with
+    count 0. The standard error of the mean of independent estimates is
+    ``sqrt(sum(se_g^2)) / G``.
+    """
+    total, se2, games, counts = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, np.int64)
+    for part in parts:
+        reached = (part.counts > 0) & np.isfinite(part.values)
+        idx = part.indices[reached]
+        se = np.where(np.isfinite(part.stderr), part.stderr, 0.0)[reached]
+        np.add.at(total, idx, part.values[reached])
+        np.add.at(se2, idx, se**2)
+        np.add.at(games, idx, 1)
+        np.add.at(counts, idx, part.counts[reached])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.where(games > 0, total / games, np.nan)
+        stderr2 = se2 / games**2
+    variances = np.where(counts > 0, stderr2 * counts, 0.0)
+    return ValuationResult(values, variances=variances, counts=counts)
+
+
+def _param_hash(value: Any) -> Any:
+    """A fingerprint of one parameter: estimators by their parameters, RNGs by identity."""
+    if isinstance(value, np.random.RandomState) or callable(getattr(value, "__call__", None)) \
+            and hasattr(value, "n_players"):
+        return ("id", id(value))
+    if hasattr(value, "get_params") and hasattr(value, "fit"):
+        return joblib.hash(clone(value))
+    try:
+        return joblib.hash(value)
+    except Exception:  # noqa: BLE001 - unpicklable: fall back on identity
+        return ("id", id(value))
+
+
+class _SemivalueValuer(ValuerMixin, BaseEstimator):
+    """Validation, cross-valuation and dispatch shared by the semivalue valuers."""
+
+    _samplers: dict[str, Any] = {}
+    _algorithm = "semivalue"
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        if self.estimator is not None:  # data handling is the estimator's
+            inner = get_tags(self.estimator).input_tags
+            tags.input_tags.sparse = inner.sparse
+            tags.input_tags.allow_nan = inner.allow_nan
+        return tags
+
+    # -- hooks --------------------------------------------------------------
+    def _mass(self, n: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _resolve_sampler(self) -> Any:
+        sampler, truncation = self.sampler, getattr(self, "truncation", None)
+        if isinstance(sampler, str):
+            if sampler not in self._samplers:
+                raise ValueError(
+                    f"The 'sampler' parameter of {type(self).__name__} must be one of "
+                    f"{sorted(self._samplers)} or a sampler instance. Got {sampler!r} instead."
+                )
+            factory = self._samplers[sampler]
+            if truncation is not None:
+                if factory not in (PermutationSampler, AntitheticPermutationSampler):
+                    raise ValueError(
+                        f"truncation={truncation!r} applies to permutation samplers only; "
+                        f"sampler={sampler!r} does not truncate. Set truncation=None."
+                    )
+                return factory(truncation)
+            return factory()
+        if not (hasattr(sampler, "run_block") or isinstance(sampler, ExhaustiveSampler)):
+            raise ValueError(
+                f"The 'sampler' parameter of {type(self).__name__} must be a name or a sampler "
+                f"from skdvl.sampling. Got {sampler!r} instead."
+            )
+        if truncation is not None:
+            raise ValueError(
+                "Pass truncation to the sampler instance, not to the valuer. "
+                f"Got truncation={truncation!r} with sampler={sampler!r}."
+            )
+        only = getattr(sampler, "only_semivalue", None)
+        if only is not None and only != self._algorithm:
+            raise ValueError(
+                f"{getattr(sampler, 'label', type(sampler).__name__)} estimates "
+                f"{only.capitalize()} values only; "
+                f"{type(self).__name__} cannot use it. Choose another sampler."
+            )
+        return sampler
+
+    def _stopping(self) -> StoppingCriterion:
+        """The budget: the given criteria, OR-ed; ``max_updates="auto"`` is 100 if none bounds it.
+
+        An explicit ``stopping`` or ``max_time`` replaces the default budget
+        instead of being OR-ed with a hidden one.
+        """
+        parts: list[StoppingCriterion] = []
+        max_updates = self.max_updates
+        if max_updates == "auto":
+            explicit = self.stopping is not None or self.max_time is not None
+            max_updates = None if explicit else DEFAULT_MAX_UPDATES
+        if max_updates is not None:
+            parts.append(MaxUpdates(max_updates))
+        if self.stderr_tol is not None:
+            parts.append(AbsoluteStandardError(self.stderr_tol))
+        if self.max_time is not None:
+            parts.append(MaxTime(self.max_time))
+        if self.stopping is not None:
+            parts.append(copy.deepcopy(self.stopping))
+        if not parts:
+            raise ValueError(
+                f"{type(self).__name__} needs a budget: set max_updates, stderr_tol, max_time "
+                "or stopping. Got max_updates=None and the other three None."
+            )
+        criterion = parts[0]
+        for part in parts[1:]:
+            criterion = criterion | part
+        return criterion
+
+    # -- fit ----------------------------------------------------------------
+    def fit(self, X: Any = None, y: Any = None, *, X_val: Any = None, y_val: Any = None) -> Any:
+        """Value the training rows.
+
+        Parameters
+        ----------
+        X : array-like, sparse matrix or DataFrame of shape (n_samples, n_features)
+            Training data; each row is a player. None when ``utility`` is given.
+        y : array-like of shape (n_samples,)
+            Training targets.
+        X_val, y_val : array-like, default=None
+            Validation data. Without it, rows are valued by ``cv``-fold
+            cross-valuation: each fold is the validation set of a game over the
+            other rows, and a row's value is the mean over the ``cv - 1`` games
+            it plays in (``cv`` times the cost of one valuation).
+
+        Returns
+        -------
+        self : object
+            The fitted valuer.
+        """
+        self._validate_params()
+        sampler = self._resolve_sampler()
+        games, index, data = self._games(X, y, X_val, y_val)
+        fingerprint = self._fingerprint(data)
+        if not self._continues(fingerprint, games):
+            self._entropy_ = int(check_random_state(getattr(self, "random_state", None))
+                                 .randint(np.iinfo(np.int32).max))
+            self._states_: list[Any] = [None] * len(games)
+        self._fingerprint_ = fingerprint
+        self._warm_utility_ = self.utility  # keeps the id in the fingerprint unique
+        parts, interrupted = [], False
+        for g, (utility, players) in enumerate(games):
+            result, state = self._value_game(utility, sampler, g, self._states_[g])
+            self._states_[g] = state
+            result.indices = players
+            parts.append(result)
+            if state.interrupted:
+                interrupted = True
+                break
+        self._finish(parts, index, interrupted)
+        return self
+
+    def _value_game(self, utility: Any, sampler: Any, g: int, state: Any) -> tuple[Any, Any]:
+        n = int(utility.n_players)
+        desc = f"{type(self).__name__} game {g + 1}"
+        if isinstance(sampler, ExhaustiveSampler):
+            return self._exact(utility, sampler, n, desc, state)
+        weights = importance_weights(self._mass(n), sampler, n) if hasattr(
+            sampler, "size_distribution") else None
+        state = run_sampling(
+            utility, sampler, weights, self._stopping(), entropy=self._entropy_, game=g,
+            state=state, n_jobs=self.n_jobs, verbose=self.verbose, desc=desc,
+        )
+        return sampler.result(state.moments), state
+
+    def _exact(self, utility: Any, sampler: Any, n: int, desc: str,
+               state: TableState | None) -> tuple[Any, Any]:
+        if n > sampler.max_players:
+            raise ValueError(
+                f"sampler='exact' needs 2^n utility evaluations; n = {n} players is more than "
+                f"max_players = {sampler.max_players}. Use a Monte Carlo sampler, or pass "
+                f"sampler=ExhaustiveSampler(max_players={n}) to insist."
+            )
+        if state is None:
+            state = TableState(n, 1 << n, np.empty(0))
+        state = evaluate_coalitions(utility, state, n_jobs=self.n_jobs, verbose=self.verbose,
+                                    desc=desc)
+        if state.interrupted:
+            return ValuationResult(np.full(n, np.nan), counts=np.zeros(n, np.int64)), state
+        values = exact_semivalues(state.utilities, n, self._mass(n))
+        counts = np.full(n, 1 << (n - 1), dtype=np.int64)
+        return ValuationResult(values, counts=counts), state
+
+    def _finish(self, parts: list[ValuationResult], index: Any, interrupted: bool) -> None:
+        n = self.n_players_
+        states = [s for s in self._states_ if s is not None]
+        result = parts[0] if len(self._states_) == 1 else _combine_games(parts, n)
+        result.algorithm = self._algorithm
+        report = FitReport()
+        for s in states:
+            report.merge(s.report)
+        self.n_utility_evaluations_ = int(sum(s.n_evaluations for s in states))
+        report_fit_problems(report, self.n_utility_evaluations_, type(self).__name__)
+        self._store_result(result, index)
+        self.converged_ = bool(not interrupted and len(states) == len(self._states_)
+                               and all(s.status == Status.CONVERGED for s in states))
+        unreached = int(np.count_nonzero(result.counts == 0))
+        if unreached and not interrupted:
+            warnings.warn(
+                f"{unreached} of {n} rows got no sample within the budget; their values are "
+                "NaN. Raise the budget (max_updates, max_time or stopping).",
+                UserWarning, stacklevel=3)
+
+    # -- warm start -----------------------------------------------------------
+    def _fingerprint(self, data: Any) -> dict[str, Any]:
+        """What the continued samples depend on: parameters but the budget, and the data."""
+        params = self.get_params(deep=False)
+        fingerprint = {k: _param_hash(v) for k, v in params.items() if k not in _BUDGET_PARAMS}
+        fingerprint["data (X, y, X_val, y_val)"] = joblib.hash(data)
+        return fingerprint
+
+    def _continues(self, fingerprint: dict[str, Any], games: list[Any]) -> bool:
+        """Whether this fit continues the previous one; refuse a continuation that differs."""
+        if not (getattr(self, "warm_start", False) and hasattr(self, "_states_")):
+            return False
+        previous = getattr(self, "_fingerprint_", {})
+        changed = sorted(k for k in fingerprint if fingerprint[k] != previous.get(k))
+        if changed:
+            raise ValueError(
+                f"warm_start=True continues the previous fit of {type(self).__name__}, which "
+                f"is only valid with the same data, utility, estimator parameters and "
+                f"random_state. Changed since then: {', '.join(changed)}. Set "
+                "warm_start=False to start over."
+            )
+        return len(self._states_) == len(games)
+
+    # -- data ---------------------------------------------------------------
+    def _games(self, X: Any, y: Any, X_val: Any, y_val: Any) -> tuple[list[Any], Any, Any]:
+        """The (utility, global indices of its players) pairs to value, the index, the data."""
+        name = type(self).__name__
+        if self.utility is not None:
+            if X is not None or y is not None or X_val is not None:
+                raise ValueError(
+                    "With a custom utility, fit() takes no data: the utility defines the "
+                    f"players. Got X of type {type(X).__name__} as well."
+                )
+            n = getattr(self.utility, "n_players", None)
+            if isinstance(n, bool) or not isinstance(n, (Integral, np.integer)) or n < 1:
+                raise ValueError(
+                    f"The 'utility' of {name} must have an integer n_players >= 1. Got "
+                    f"n_players={n!r} instead.")
+            self.n_players_ = int(n)
+            utility = CheckedUtility.wrap(self.utility, self.default_score, self.error_score)
+            return [(utility, np.arange(n))], None, None
+        if y is None:
+            raise ValueError(
+                f"{name} requires y to be passed, but the target y is None (pass a custom "
+                "utility to value without data).")
+        index = pandas_index(X)
+        estimator = self._estimator(y)
+        X, y, X_val, y_val = validate_valuation_data(
+            self, X, y, X_val, y_val, estimator=estimator, min_samples=2)
+        check_targets(y, y_val, self.task_, name)
+        self.n_players_ = n = X.shape[0]
+        kwargs = dict(scoring=self.scoring, default_score=self.default_score,
+                      error_score=self.error_score)
+        data = (X, y, X_val, y_val)
+        if X_val is not None:
+            return ([(ModelUtility(estimator, X, y, X_val, y_val, **kwargs), np.arange(n))],
+                    index, data)
+        cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
+        games = []
+        for train, test in cv.split(X, y):
+            games.append((ModelUtility(estimator, X[train], y[train], X[test], y[test],
+                                       **kwargs), train))
+        return games, index, data
+
+    def _estimator(self, y: Any) -> Any:
+        """The model: the user's, or one chosen by the task; sets ``task_``."""
+        name, est = type(self).__name__, self.estimator
+        if est is not None and (is_classifier(est) or is_regressor(est)):
+            implied = "classification" if is_classifier(est) else "regression"
+            if self.task not in ("auto", implied):
+                raise ValueError(
+                    f"The 'task' parameter of {name} is {self.task!r} but estimator "
+                    f"{type(est).__name__} is a {'classifier' if implied[0] == 'c' else 'regressor'}"
+                    f". Set task={implied!r} or 'auto', or pass another estimator.")
+            self.task_ = implied
+            return est
+        self.task_ = resolve_task(y, self.task, name)
+        if est is not None:
+            return est
+        if self.task_ == "classification":
+            return LogisticRegression(max_iter=1000)
+        return LinearRegression()
