@@ -14,6 +14,7 @@ its coalition cache) per utility for the whole fit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
@@ -246,11 +247,12 @@ def run_sampling(
     parallel = effective_n_jobs(n_jobs) > 1
     try:
         done = loop.check()
-        while not done:
-            if parallel and state.block_offset == 0 and loop.room() == loop.spb:
-                done = _parallel(utility, sampler, weights, entropy, game, loop, n_jobs)
-            if not done:
-                done = _sequential_block(ev, sampler, weights, entropy, game, loop)
+        with threadpool_limits(1):  # once: each call reads the process's memory map
+            while not done:
+                if parallel and state.block_offset == 0 and loop.room() == loop.spb:
+                    done = _parallel(utility, sampler, weights, entropy, game, loop, n_jobs)
+                if not done:
+                    done = _sequential_block(ev, sampler, weights, entropy, game, loop)
     except KeyboardInterrupt:
         state.interrupted = True
         warnings.warn(
@@ -270,8 +272,7 @@ def _sequential_block(ev, sampler, weights, entropy, game, loop) -> bool:  # typ
     start = state.block_offset
     stop = start + loop.room()
     evals0, report0 = ev.n_evaluations, ev.report()
-    with threadpool_limits(1):
-        block = _run_block(sampler, ev, weights, entropy, game, state.next_block, start, stop)
+    block = _run_block(sampler, ev, weights, entropy, game, state.next_block, start, stop)
     state.n_evaluations += ev.n_evaluations - evals0
     state.report.merge(ev.report().since(report0))
     return loop.take(block, stop - start)
@@ -290,11 +291,13 @@ def _parallel(utility, sampler, weights, entropy, game, loop, n_jobs) -> bool:  
     n_workers = effective_n_jobs(n_jobs)
     stop = threading.Event()
     size = [1]
+    left = loop.stopping.samples_left(loop._progress())
+    end = None if left is None else loop.state.next_block + int(left) // loop.spb
 
     def tasks():  # type: ignore[no-untyped-def]
         block = loop.state.next_block
-        while not stop.is_set():
-            k = size[0]
+        while not stop.is_set() and (end is None or block < end):
+            k = size[0] if end is None else min(size[0], end - block)
             yield delayed(_run_task)(token, utility, sampler, weights, entropy, game,
                                      range(block, block + k))
             block += k
@@ -330,12 +333,16 @@ def _next_task_size(seconds_per_block: float, loop: _Loop, n_workers: int) -> in
 
 
 # --------------------------------------------------------------------------- fixed coalitions
-def _codes_task(token: str, utility: Any, lo: int, hi: int, masks: Any) -> tuple[Any, ...]:
+def _codes_task(token: str, utility: Any, lo: int, hi: int, masks: Any,
+                limit_threads: bool = True) -> tuple[Any, ...]:
     ev = _worker_evaluator(token, utility)
     evals0, report0 = ev.n_evaluations, ev.report()
     if masks is None:
         masks = masks_from_codes(np.arange(lo, hi, dtype=np.int64), ev.n)
-    with threadpool_limits(1):
+    if limit_threads:
+        with threadpool_limits(1):
+            u = ev.evaluate(masks)
+    else:
         u = ev.evaluate(masks)
     return u, ev.n_evaluations - evals0, ev.report().since(report0)
 
@@ -347,12 +354,13 @@ def evaluate_coalitions(
     """Evaluate fixed coalitions, each once, from ``state.done`` to ``state.total``.
 
     The coalitions are the bit codes ``0 .. total - 1`` or the rows of ``masks``.
-    Work goes in up to 256 tasks; on a KeyboardInterrupt the state keeps the
+    Work goes in up to 256 tasks (``32 * n_jobs`` in parallel); on a KeyboardInterrupt the state keeps the
     tasks that finished (a prefix, in order), is marked ``interrupted`` and a
     warning says how far it got; ``evaluate_coalitions`` on it again continues.
     """
     lo0, total = state.done, state.total
-    n_tasks = max(1, min(total - lo0, 256))
+    n_workers = effective_n_jobs(n_jobs)
+    n_tasks = max(1, min(total - lo0, 256 if n_workers == 1 else 32 * n_workers))
     bounds = np.linspace(lo0, total, n_tasks + 1).astype(np.int64)
     token = uuid.uuid4().hex
     args = [(token, utility, int(lo), int(hi), None if masks is None else masks[lo:hi])
@@ -360,9 +368,11 @@ def evaluate_coalitions(
     out = [state.utilities]
     pbar = tqdm(total=total, initial=lo0, desc=desc, leave=False) if verbose > 0 else None
     state.interrupted = False
+    stack = contextlib.ExitStack()
     try:
-        if effective_n_jobs(n_jobs) == 1:
-            results: Any = (_codes_task(*a) for a in args)
+        if n_workers == 1:
+            stack.enter_context(threadpool_limits(1))  # once, not per task
+            results: Any = (_codes_task(*a, limit_threads=False) for a in args)
         else:
             results = Parallel(n_jobs=n_jobs, return_as="generator")(
                 delayed(_codes_task)(*a) for a in args)
@@ -380,6 +390,7 @@ def evaluate_coalitions(
             "the others are NaN. Fit again with warm_start=True to continue.",
             RuntimeWarning, stacklevel=3)
     finally:
+        stack.close()
         if pbar is not None:
             pbar.close()
         _forget(token)

@@ -125,11 +125,12 @@ def _param_hash(value: Any) -> Any:
     if isinstance(value, np.random.RandomState) or callable(getattr(value, "__call__", None)) \
             and hasattr(value, "n_players"):
         return ("id", id(value))
-    if hasattr(value, "get_params") and hasattr(value, "fit"):
-        return joblib.hash(clone(value))
+    estimator = hasattr(value, "get_params") and hasattr(value, "fit")
     try:
-        return joblib.hash(value)
-    except Exception:  # noqa: BLE001 - unpicklable: fall back on identity
+        return joblib.hash(clone(value) if estimator else value)
+    except Exception:  # noqa: BLE001 - unpicklable: its parameters, or its identity
+        if estimator:
+            return ("params", type(value).__qualname__, repr(value.get_params(deep=True)))
         return ("id", id(value))
 
 
@@ -256,7 +257,10 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
             if state.interrupted:
                 interrupted = True
                 break
-        self._finish(parts, index, interrupted)
+        played = np.zeros(self.n_players_, dtype=bool)
+        for _, players in games:
+            played[players] = True
+        self._finish(parts, index, interrupted, played)
         return self
 
     def _value_game(self, utility: Any, sampler: Any, g: int, state: Any) -> tuple[Any, Any]:
@@ -290,10 +294,12 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         counts = np.full(n, 1 << (n - 1), dtype=np.int64)
         return ValuationResult(values, counts=counts), state
 
-    def _finish(self, parts: list[ValuationResult], index: Any, interrupted: bool) -> None:
+    def _finish(self, parts: list[ValuationResult], index: Any, interrupted: bool,
+                played: np.ndarray) -> None:
         n = self.n_players_
         states = [s for s in self._states_ if s is not None]
-        result = parts[0] if len(self._states_) == 1 else _combine_games(parts, n)
+        single = len(self._states_) == 1 and len(parts[0]) == n
+        result = parts[0] if single else _combine_games(parts, n)
         result.algorithm = self._algorithm
         report = FitReport()
         for s in states:
@@ -303,12 +309,16 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         self._store_result(result, index)
         self.converged_ = bool(not interrupted and len(states) == len(self._states_)
                                and all(s.status == Status.CONVERGED for s in states))
-        unreached = int(np.count_nonzero(result.counts == 0))
+        unreached = int(np.count_nonzero((result.counts == 0) & played))
         if unreached and not interrupted:
             warnings.warn(
                 f"{unreached} of {n} rows got no sample within the budget; their values are "
                 "NaN. Raise the budget (max_updates, max_time or stopping).",
                 UserWarning, stacklevel=3)
+        if not played.all():
+            warnings.warn(
+                f"{int(np.count_nonzero(~played))} of {n} rows are in no training fold of "
+                f"cv={self.cv!r}; their values are NaN.", UserWarning, stacklevel=3)
 
     # -- warm start -----------------------------------------------------------
     def _fingerprint(self, data: Any) -> dict[str, Any]:
@@ -384,7 +394,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
                     f"The 'task' parameter of {name} is {self.task!r} but estimator "
                     f"{type(est).__name__} is a {'classifier' if implied[0] == 'c' else 'regressor'}"
                     f". Set task={implied!r} or 'auto', or pass another estimator.")
-            self.task_ = implied
+            self.task_ = resolve_task(y, implied, name)  # also refuses mixed label types
             return est
         self.task_ = resolve_task(y, self.task, name)
         if est is not None:
