@@ -354,9 +354,10 @@ def evaluate_coalitions(
     """Evaluate fixed coalitions, each once, from ``state.done`` to ``state.total``.
 
     The coalitions are the bit codes ``0 .. total - 1`` or the rows of ``masks``.
-    Work goes in up to 256 tasks (``32 * n_jobs`` in parallel); on a KeyboardInterrupt the state keeps the
-    tasks that finished (a prefix, in order), is marked ``interrupted`` and a
-    warning says how far it got; ``evaluate_coalitions`` on it again continues.
+    Work goes in up to 256 tasks (``32 * n_jobs`` in parallel). On a
+    KeyboardInterrupt the state keeps the tasks that finished (a prefix, in
+    order), is marked ``interrupted`` and a warning says how far it got;
+    ``evaluate_coalitions`` on it again continues.
     """
     lo0, total = state.done, state.total
     n_workers = effective_n_jobs(n_jobs)

@@ -1,30 +1,17 @@
 """End-to-end tests of the ``skdvl`` command, run through ``python -m skdvl``."""
 
 import os
-import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import make_classification, make_regression
 
-
-def run(*args, cwd=None):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    env.pop("SKDVL_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "skdvl", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300, check=False,
-    )
-
-
-def assert_one_line_error(proc, code, match):
-    assert proc.returncode == code, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert match in lines[0], lines[0]
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import assert_one_line as assert_one_line_error  # noqa: E402
+from cli_helpers import run  # noqa: E402
 
 
 def no_stray_files(directory, expected):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,22 +20,8 @@ from sklearn.preprocessing import StandardScaler
 from skdvl import KNNShapley
 from skdvl.cli import _demo_png, main
 
-
-def run(*args, cwd=None):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    env.pop("SKDVL_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "skdvl", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=120, check=False,
-    )
-
-
-def assert_one_line(proc, code, match):
-    assert proc.returncode == code, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert match in lines[0], lines[0]
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import assert_one_line, run  # noqa: E402
 
 
 def files_in(directory):

@@ -85,9 +85,10 @@ _SHARED_PARAMS = """
         Stop once a value has this many updates. "auto" means 100 unless
         ``max_time`` or ``stopping`` is given: an explicit criterion replaces the
         default budget instead of being combined with it. None means no bound on
-        updates (then another criterion must stop sampling). Sampling stops at the first of ``max_updates``,
-        ``stderr_tol``, ``max_time`` and ``stopping``, and never draws more
-        samples than a :class:`~skdvl.stopping.MaxSamples` allows.
+        updates (then another criterion must stop sampling). Sampling stops at
+        the first of ``max_updates``, ``stderr_tol``, ``max_time`` and
+        ``stopping``, and never draws more samples than a
+        :class:`~skdvl.stopping.MaxSamples` allows.
     stderr_tol : float or None, default=None
         Stop (converged) once every standard error is below this.
     max_time : float or None, default=None
@@ -208,7 +209,8 @@ class ShapleyValuer(_SemivalueValuer):
 
     def __init__(
         self, estimator: Any = None, *, scoring: Any = None, utility: Any = None,
-        sampler: Any = "permutation", truncation: Any = None, max_updates: int | str | None = "auto",
+        sampler: Any = "permutation", truncation: Any = None,
+        max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
         error_score: Any = None,

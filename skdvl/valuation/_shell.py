@@ -23,7 +23,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from skdvl._engine import EngineState, TableState, evaluate_coalitions, run_sampling
+from skdvl._engine import TableState, evaluate_coalitions, run_sampling
 from skdvl.base import (
     TASKS,
     ValuerMixin,
@@ -122,8 +122,8 @@ def _combine_games(parts: list[ValuationResult], n: int) -> ValuationResult:
 
 def _param_hash(value: Any) -> Any:
     """A fingerprint of one parameter: estimators by their parameters, RNGs by identity."""
-    if isinstance(value, np.random.RandomState) or callable(getattr(value, "__call__", None)) \
-            and hasattr(value, "n_players"):
+    if isinstance(value, np.random.RandomState) or (
+            callable(value) and hasattr(value, "n_players")):
         return ("id", id(value))
     estimator = hasattr(value, "get_params") and hasattr(value, "fit")
     try:
@@ -360,7 +360,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
                     f"n_players={n!r} instead.")
             self.n_players_ = int(n)
             utility = CheckedUtility.wrap(self.utility, self.default_score, self.error_score)
-            return [(utility, np.arange(n))], None, None
+            return [(utility, np.arange(self.n_players_))], None, None
         if y is None:
             raise ValueError(
                 f"{name} requires y to be passed, but the target y is None (pass a custom "
@@ -390,10 +390,11 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         if est is not None and (is_classifier(est) or is_regressor(est)):
             implied = "classification" if is_classifier(est) else "regression"
             if self.task not in ("auto", implied):
+                kind = "classifier" if implied == "classification" else "regressor"
                 raise ValueError(
                     f"The 'task' parameter of {name} is {self.task!r} but estimator "
-                    f"{type(est).__name__} is a {'classifier' if implied[0] == 'c' else 'regressor'}"
-                    f". Set task={implied!r} or 'auto', or pass another estimator.")
+                    f"{type(est).__name__} is a {kind}. Set task={implied!r} or 'auto', or "
+                    "pass another estimator.")
             self.task_ = resolve_task(y, implied, name)  # also refuses mixed label types
             return est
         self.task_ = resolve_task(y, self.task, name)
