@@ -318,7 +318,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         if not played.all():
             warnings.warn(
                 f"{int(np.count_nonzero(~played))} of {n} rows are in no training fold of "
-                f"cv={self.cv!r}; their values are NaN.", UserWarning, stacklevel=3)
+                "the cv splits; their values are NaN.", UserWarning, stacklevel=3)
 
     # -- warm start -----------------------------------------------------------
     def _fingerprint(self, data: Any) -> dict[str, Any]:
