@@ -92,7 +92,7 @@ def _skdvl_worker() -> None:
     """Child process: fit skdvl's scorer, write the matrix to zarr with one backend."""
     import torch
 
-    from skdvl.influence import InfluenceScorer
+    from skdvl.influence import Arnoldi, InfluenceScorer, Nystroem
     from skdvl.influence._calculators import (
         DaskInfluenceCalculator,
         SequentialInfluenceCalculator,
@@ -105,9 +105,11 @@ def _skdvl_worker() -> None:
     model = build_model(a["hidden"], Xtr.shape[1], int(ytr.max()) + 1)
     model.load_state_dict({k[6:]: torch.from_numpy(data[k]) for k in data.files
                            if k.startswith("param:")})
-    scorer = InfluenceScorer(model, loss=torch.nn.CrossEntropyLoss(), method=a["method"],
-                             regularization=a["regularization"], rank=a["rank"],
-                             batch_size=a["batch_size"], random_state=0)
+    ranked = {"arnoldi": Arnoldi(rank=a["rank"]), "nystroem": Nystroem(rank=a["rank"])}
+    scorer = InfluenceScorer(model, loss=torch.nn.CrossEntropyLoss(),
+                             method=ranked.get(a["method"], a["method"]),
+                             regularization=a["regularization"], batch_size=a["batch_size"],
+                             compute_values=False, random_state=0)
     result = {}
     with TreeRSS() as mem:
         t0 = time.perf_counter()
