@@ -1,0 +1,1 @@
+"""Utilities for developers of valuers: the shared estimator checks."""
