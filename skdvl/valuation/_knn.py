@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 from scipy import sparse
-from sklearn.base import BaseEstimator, _fit_context, clone
-from sklearn.metrics.pairwise import _VALID_METRICS
+from sklearn.base import BaseEstimator, clone
 from sklearn.neighbors import NearestNeighbors
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils import check_scalar, gen_batches
 from sklearn.utils.extmath import row_norms
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from skdvl._moments import Moments
 from skdvl.base import (
     ValuerMixin,
     check_targets,
@@ -34,15 +34,23 @@ from skdvl.base import (
     validate_valuation_data,
 )
 from skdvl.result import ValuationResult
+from skdvl.utils._sklearn_compat import (
+    VALID_METRICS,
+    HasMethods,
+    Interval,
+    StrOptions,
+    fit_context,
+)
 from skdvl.valuation._knn_math import (
     _EUCLIDEAN,
     _block_moments,
     _block_rows,
-    _merge_block,
+)
+from skdvl.valuation._knn_math import (  # noqa: F401 - tests/test_knn.py imports it here
     _stable_argsort,
 )
 
-__all__ = ["KNNShapley", "_stable_argsort"]
+__all__ = ["KNNShapley"]
 
 
 def _first(y: Any) -> Any:
@@ -189,7 +197,7 @@ class KNNShapley(ValuerMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "n_neighbors": [Interval(Integral, 1, None, closed="left"), HasMethods(["kneighbors"])],
         "weights": [StrOptions({"uniform"})],
-        "metric": [StrOptions(set(_VALID_METRICS) - {"precomputed"}), callable],
+        "metric": [StrOptions(set(VALID_METRICS) - {"precomputed"}), callable],
         "p": [Interval(Real, 0, None, closed="neither")],
         "algorithm": [StrOptions({"auto", "brute", "ball_tree", "kd_tree"})],
         "task": [StrOptions({"auto", "classification", "regression"})],
@@ -224,7 +232,7 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, *, X_val: Any = None, y_val: Any = None) -> KNNShapley:
         """Compute the KNN-Shapley value of every row of ``X``.
 
@@ -255,12 +263,10 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         self_rows = None
         if X_val is None:
             X_val, y_val, self_rows = X, y, np.arange(X.shape[0])
-        mean, m2, counts = self._run_blocks(X_val, y_val, self_rows, y, searcher)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            variances = np.where(counts > 0, m2 / np.maximum(counts, 1), np.nan)
-        mean = np.where(counts > 0, mean, np.nan)
+        moments = self._run_blocks(X_val, y_val, self_rows, y, searcher)
         result = ValuationResult(
-            mean, variances=variances, counts=counts, algorithm="knn_shapley"
+            moments.values(), counts=moments.count, algorithm="knn_shapley",
+            variances=np.where(moments.count > 0, moments.variance(), np.nan),
         )
         self._store_result(result, index=index)
         return self
@@ -314,12 +320,15 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         else:
             nn = clone(self.n_neighbors)
             inner = getattr(nn, "n_neighbors", None)
-            if not isinstance(inner, Integral) or isinstance(inner, bool) or inner < 1:
+            try:
+                if isinstance(inner, bool):  # check_scalar takes True for 1
+                    raise TypeError
+                k = check_scalar(inner, "n_neighbors", Integral, min_val=1)
+            except (TypeError, ValueError):
                 raise ValueError(
                     "The 'n_neighbors' estimator of KNNShapley must have an integer "
                     f"n_neighbors >= 1. Got {type(nn).__name__} with n_neighbors={inner!r}."
-                )
-            k = int(inner)
+                ) from None
         self.n_neighbors_ = int(k)
         self.nn_ = None if nn is None else nn.fit(X)
         if nn is not None:
@@ -340,13 +349,13 @@ class KNNShapley(ValuerMixin, BaseEstimator):
     def _run_blocks(
         self, X_val: Any, y_val: np.ndarray, self_rows: np.ndarray | None,
         y: np.ndarray, searcher: dict[str, Any],
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mean, M2 and count per training row, over blocks of validation rows."""
+    ) -> Moments:
+        """Count, mean and M2 per training row, pooled over blocks of validation rows."""
         n_val, n_train = X_val.shape[0], y.shape[0]
         if searcher.get("nn") is None and sparse.issparse(X_val):
             X_val = X_val.tocsr()
         step = _block_rows(n_val, n_train, self.task_)
-        blocks = [slice(s, min(s + step, n_val)) for s in range(0, n_val, step)]
+        blocks = list(gen_batches(n_val, step))
         task = delayed(_block_moments)
         jobs = (
             task(X_val[b], y_val[b], None if self_rows is None else self_rows[b],
@@ -363,18 +372,19 @@ class KNNShapley(ValuerMixin, BaseEstimator):
             if effective_n_jobs(self.n_jobs) == 1
             else Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")
         )
-        # One tuple, assigned at once: an interrupt never separates the pooled
-        # moments from the number of validation rows they hold.
-        done: tuple[Any, int, int] = (None, 0, 0)
+        # Merged into a new object and assigned at once with the counts of rows and
+        # blocks: an interrupt never separates the pooled moments from them.
+        done: tuple[Moments, int, int] = (Moments.zeros(n_train), 0, 0)
         try:
             with threadpool_limits(limits=1, user_api="blas"):
                 for part in tqdm(parallel(jobs), total=len(blocks),
                                  disable=self.verbose <= 0, desc="KNNShapley blocks"):
                     b = blocks[done[2]]
-                    done = (_merge_block(done[0], part), done[1] + b.stop - b.start,
-                            done[2] + 1)
+                    pooled = Moments(done[0].count, done[0].mean, done[0].m2)
+                    pooled.merge(part)
+                    done = (pooled, done[1] + b.stop - b.start, done[2] + 1)
         except KeyboardInterrupt:
-            if done[0] is None:
+            if done[2] == 0:
                 raise
             warnings.warn(
                 f"Interrupted: KNNShapley returns values averaged over the {done[1]} of "

@@ -14,6 +14,8 @@ from sklearn import get_config
 from sklearn.metrics import pairwise_distances
 from sklearn.utils.extmath import row_norms, safe_sparse_dot
 
+from skdvl._moments import Moments
+
 #: Metrics computed blockwise from the BLAS product ``X_val @ X.T`` (squared distances,
 #: which rank the rows exactly as the distances do).
 _EUCLIDEAN = frozenset({"euclidean", "l2", "sqeuclidean"})
@@ -243,10 +245,14 @@ def _rank_block(
 def _block_moments(
     Xb: Any, yb: np.ndarray, self_rows: np.ndarray | None, y_train: np.ndarray,
     k: int, task: str, searcher: dict[str, Any],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum, sum of squares and count of the values of every training row over a block.
+) -> Moments:
+    """Count, mean and sum of squared deviations of every training row's values over a block.
 
-    A training row does not count in the game where it is the validation row.
+    A training row does not count in the game where it is the validation row. Within
+    a block the squared deviations come from the sums of values and of their squares
+    (one pass, no gather of the means); blocks are pooled exactly with
+    :meth:`skdvl._moments.Moments.merge` (Chan, Golub & LeVeque, 1979), which keeps
+    them accurate for many rows.
     """
     order = _rank_block(Xb, self_rows, searcher)
     n = order.shape[1]
@@ -268,7 +274,8 @@ def _block_moments(
     counts = np.full(n, order.shape[0], dtype=np.int64)
     if self_rows is not None:
         counts -= np.bincount(self_rows, minlength=n)
-    return total, squares, counts
+    mean = total / np.maximum(counts, 1)
+    return Moments(counts, mean, np.maximum(squares - total * mean, 0.0))
 
 
 def _block_rows(n_val: int, n_train: int, task: str) -> int:
@@ -281,25 +288,3 @@ def _block_rows(n_val: int, n_train: int, task: str) -> int:
     rows = int(budget // (8 * n_train * _ARRAYS_PER_ROW[task]))
     cache_rows = _CACHE_BYTES // (8 * n_train)
     return max(1, min(rows, cache_rows, math.ceil(n_val / _MIN_BLOCKS)))
-
-
-def _merge_block(
-    acc: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-    part: tuple[np.ndarray, np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pool a block's (sum, sum of squares, count) into running (mean, M2, count).
-
-    Within a block the squared deviations come from the sums; across blocks they are
-    pooled with Chan, Golub & LeVeque (1979), which keeps them accurate for many rows.
-    """
-    total, squares, n_b = part
-    safe = np.maximum(n_b, 1)
-    mean_b = total / safe
-    m2_b = np.maximum(squares - total * mean_b, 0.0)
-    if acc is None:
-        return mean_b, m2_b, n_b
-    mean_a, m2_a, n_a = acc
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    frac = n_b / np.maximum(n, 1)
-    return mean_a + delta * frac, m2_a + m2_b + delta**2 * n_a * frac, n

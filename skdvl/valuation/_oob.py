@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
-from sklearn.base import BaseEstimator, _fit_context, clone, is_classifier, is_regressor
+from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 from sklearn.ensemble import BaggingClassifier, BaggingRegressor
-from sklearn.ensemble._forest import BaseForest
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
 from tqdm.auto import tqdm
+
+from skdvl._moments import Moments
 
 from skdvl.base import (
     TASKS,
@@ -29,6 +29,16 @@ from skdvl.base import (
     validate_valuation_data,
 )
 from skdvl.result import ValuationResult
+from skdvl.utils._sklearn_compat import (
+    HasMethods,
+    Interval,
+    RealNotInt,
+    StrOptions,
+    bagging_seeds,
+    fit_context,
+    is_forest,
+    set_bagging_seeds,
+)
 
 __all__ = ["DataOOBValuer"]
 
@@ -151,7 +161,7 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
     --------
     >>> import numpy as np
     >>> from sklearn.datasets import load_breast_cancer
-    >>> from skdvl.valuation._oob import DataOOBValuer
+    >>> from skdvl import DataOOBValuer
     >>> X, y = load_breast_cancer(return_X_y=True)
     >>> y_noisy = y.copy()
     >>> y_noisy[:20] = 1 - y_noisy[:20]
@@ -213,7 +223,7 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
         tags.input_tags.sparse = inner.input_tags.sparse
         return tags
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any, *, X_val: Any = None, y_val: Any = None) -> DataOOBValuer:
         """Fit the ensemble on ``(X, y)`` and value every row.
 
@@ -345,7 +355,7 @@ def _check_draws(max_samples: Any, max_features: Any, shape: tuple[int, int]) ->
 
 def _grows_by_warm_start(ensemble: Any) -> bool:
     """Whether ``ensemble`` is a bagging or forest ensemble that warm start can grow."""
-    if not isinstance(ensemble, (BaggingClassifier, BaggingRegressor, BaseForest)):
+    if not (isinstance(ensemble, (BaggingClassifier, BaggingRegressor)) or is_forest(ensemble)):
         return False
     return not ensemble.get_params().get("oob_score", False)
 
@@ -417,11 +427,11 @@ def _record_seeds(ensemble: Any, seeds: list[np.ndarray], size: int) -> None:
     which ``estimators_samples_`` is drawn again; after a warm start it would
     describe only the last members.
     """
-    if isinstance(ensemble, BaseForest):
+    if is_forest(ensemble):
         return  # a forest's trees keep their own seeds
     done = sum(s.shape[0] for s in seeds)
-    seeds.append(np.asarray(ensemble._seeds)[: size - done].copy())
-    ensemble._seeds = np.concatenate(seeds)
+    seeds.append(bagging_seeds(ensemble)[: size - done].copy())
+    set_bagging_seeds(ensemble, np.concatenate(seeds))
 
 
 def _warn_member_warnings(caught: list[warnings.WarningMessage], n_members: int) -> None:
@@ -519,22 +529,15 @@ def _oob_moments(
 
     Implements Eq. (3) of Kwon & Zou (2023): the mean over members
     :math:`b` with :math:`w_{bi} = 0` of :math:`T(y_i, \\hat f_b(x_i))`. Rows with no
-    out-of-bag member get NaN mean and variance and count 0. Two passes (mean, then
-    squared deviations) keep the variance accurate for large squared errors.
+    out-of-bag member get NaN mean and variance and count 0. The moments are those of
+    :meth:`skdvl._moments.Moments.of_samples` (mean, then squared deviations: two
+    passes keep the variance accurate for large squared errors).
     """
-    counts = np.zeros(n, dtype=np.int64)
-    total = np.zeros(n)
-    for idx, s in zip(oob, scores):
-        counts[idx] += 1
-        total[idx] += s
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(counts > 0, total / counts, np.nan)
-    sq = np.zeros(n)
-    for idx, s in zip(oob, scores):
-        sq[idx] += np.square(s - mean[idx])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var = np.where(counts > 0, sq / counts, np.nan)
-    return mean, var, counts
+    players = np.concatenate([np.asarray(idx, dtype=np.intp) for idx in oob] or
+                             [np.empty(0, dtype=np.intp)])
+    values = np.concatenate([np.asarray(v, dtype=np.float64) for v in scores] or [np.empty(0)])
+    m = Moments.of_samples(players, values, n)
+    return m.values(), np.where(m.count > 0, m.variance(), np.nan), m.count
 
 
 def _warn_never_oob(counts: np.ndarray, n_members: int) -> None:
