@@ -8,35 +8,31 @@ same job as a meta-estimator inside a plain scikit-learn :class:`~sklearn.pipeli
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from numbers import Real
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import (
-    BaseEstimator,
-    MetaEstimatorMixin,
-    _fit_context,
-    clone,
-    is_classifier,
-    is_regressor,
-)
-from sklearn.utils import _safe_indexing, get_tags
-from sklearn.utils._param_validation import HasMethods, Interval
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier, is_regressor
+from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    _num_samples,
-    check_is_fitted,
-    check_memory,
-    validate_data,
-)
+from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
 from skdvl.base import ValuerMixin, pandas_index
+from skdvl.utils._sklearn_compat import (
+    HasMethods,
+    Interval,
+    called_from_sklearn,
+    check_sample_weight,
+    fit_context,
+    num_samples,
+    safe_indexing,
+    validate_params,
+)
 
-__all__ = ["CleanedEstimator", "DataCleaner"]
+__all__ = ["CleanedEstimator", "DataCleaner", "rows_to_keep"]
 
 #: Methods that make an estimator a model or a transformer, not a valuer.
 _NOT_VALUER_METHODS = ("predict", "transform", "fit_resample", "kneighbors")
@@ -130,9 +126,7 @@ class _StepGuard:
         self.name = name
 
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
-        caller = sys._getframe(1)
-        if (obj is not None and caller.f_code.co_name in _STEP_CHECKS
-                and str(caller.f_globals.get("__name__", "")).startswith("sklearn.")):
+        if obj is not None and called_from_sklearn(_STEP_CHECKS):
             raise TypeError(_PIPELINE_MESSAGE)
         owner = objtype.__name__ if objtype is not None else "DataCleaner"
         raise AttributeError(
@@ -140,14 +134,59 @@ class _StepGuard:
             "(fit_resample) and does not transform.")
 
 
-def _rows_to_keep(values: np.ndarray, fraction: float, threshold: float | None) -> np.ndarray:
-    """Sorted positions of the rows that survive cleaning.
+#: Constraints of ``fraction`` and ``threshold``, shared by DataCleaner and rows_to_keep.
+_CUT_CONSTRAINTS: dict = {
+    "fraction": [Interval(Real, 0, 1, closed="left")],
+    "threshold": [Interval(Real, None, None, closed="neither"), None],
+}
 
-    With ``threshold``, rows valued strictly below it are dropped. Otherwise the
-    ``floor(fraction * n)`` lowest-valued rows are dropped; ties at the cut go by
-    position (stable sort). NaN values (rows a method could not value) are never
-    dropped.
+
+@validate_params(
+    {"values": ["array-like"], **_CUT_CONSTRAINTS}, prefer_skip_nested_validation=True
+)
+def rows_to_keep(
+    values: ArrayLike, fraction: float = 0.1, threshold: float | None = None
+) -> np.ndarray:
+    """Positions of the rows that survive cleaning by value, in their original order.
+
+    The rule of :class:`DataCleaner`, for values computed elsewhere: with
+    ``threshold``, the rows valued strictly below it are dropped; otherwise the
+    ``floor(fraction * n)`` lowest-valued rows are, ties at the cut going by
+    position. NaN values (rows a method could not value) are never dropped.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_samples,)
+        One value per row, higher is better; NaN for a row without value.
+    fraction : float in [0, 1), default=0.1
+        Share of rows to drop, lowest values first. Ignored when ``threshold`` is set.
+    threshold : float, default=None
+        If set (a finite number), drop exactly the rows valued below it instead.
+
+    Returns
+    -------
+    kept : ndarray of shape (n_kept,)
+        Sorted positions of the rows kept; empty if ``threshold`` drops every row.
+
+    See Also
+    --------
+    DataCleaner : values the rows with a valuer, then applies this rule.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdvl.cleaning import rows_to_keep
+    >>> values = np.array([0.3, -0.2, np.nan, 0.5, -0.1])
+    >>> rows_to_keep(values, fraction=0.4)
+    array([0, 2, 3])
+    >>> rows_to_keep(values, threshold=0.4)   # NaN is kept
+    array([2, 3])
     """
+    return _rows_to_keep(np.asarray(values, dtype=np.float64).reshape(-1), fraction, threshold)
+
+
+def _rows_to_keep(values: np.ndarray, fraction: float, threshold: float | None) -> np.ndarray:
+    """:func:`rows_to_keep` on a float array, without validation."""
     n = values.shape[0]
     drop = np.zeros(n, dtype=bool)
     if threshold is not None:
@@ -232,8 +271,7 @@ class DataCleaner(BaseEstimator):
 
     _parameter_constraints: dict = {
         "valuer": [HasMethods(["fit"]), None],
-        "fraction": [Interval(Real, 0, 1, closed="left")],
-        "threshold": [Interval(Real, None, None, closed="neither"), None],
+        **_CUT_CONSTRAINTS,
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
     }
 
@@ -292,11 +330,11 @@ class DataCleaner(BaseEstimator):
         """
         X, y = self._fit(X, y)
         return (
-            _safe_indexing(X, self.sample_indices_),
-            _safe_indexing(y, self.sample_indices_),
+            safe_indexing(X, self.sample_indices_),
+            safe_indexing(y, self.sample_indices_),
         )
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     def _fit(self, X: Any, y: Any) -> tuple[Any, Any]:
         """Set the fitted attributes; return ``X`` and ``y`` as they are to be sliced.
 
@@ -411,7 +449,7 @@ class CleanedEstimator(MetaEstimatorMixin, BaseEstimator):
         tags.input_tags.allow_nan = inner.input_tags.allow_nan and cleaner.input_tags.allow_nan
         return tags
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> CleanedEstimator:
         """Clean ``(X, y)``, then fit the estimator on the rows kept.
 
@@ -432,7 +470,7 @@ class CleanedEstimator(MetaEstimatorMixin, BaseEstimator):
         self.sample_indices_ = self.cleaner_.sample_indices_
         fit_params = {}
         if sample_weight is not None:
-            weights = _check_sample_weight(sample_weight, np.empty((_num_samples(X), 0)))
+            weights = check_sample_weight(sample_weight, np.empty((num_samples(X), 0)))
             fit_params["sample_weight"] = weights[self.sample_indices_]
         self.estimator_ = clone(self.estimator).fit(X_kept, y_kept, **fit_params)
         self.n_features_in_ = self.cleaner_.n_features_in_

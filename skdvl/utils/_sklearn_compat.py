@@ -8,6 +8,7 @@ mended in one file. CI runs the tests against the oldest supported release too.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -23,12 +24,12 @@ from sklearn.utils._param_validation import (
     StrOptions,
     validate_params,
 )
-from sklearn.utils.validation import _num_samples
+from sklearn.utils.validation import _check_sample_weight, _num_samples
 
 __all__ = [
     "fit_context", "HasMethods", "Interval", "Options", "RealNotInt", "StrOptions",
     "validate_params", "num_samples", "safe_indexing", "VALID_METRICS", "is_forest",
-    "bagging_seeds", "set_bagging_seeds",
+    "bagging_seeds", "set_bagging_seeds", "check_sample_weight", "called_from_sklearn",
 ]
 
 #: ``@fit_context(prefer_skip_nested_validation=...)``: validates the parameters
@@ -38,6 +39,8 @@ fit_context = _fit_context
 num_samples = _num_samples
 #: Rows (or columns) of an array, sparse matrix or DataFrame by position.
 safe_indexing = _safe_indexing
+#: ``sample_weight`` as a float array of one weight per row of ``X`` (None: ones).
+check_sample_weight = _check_sample_weight
 #: Metrics by name that :func:`sklearn.metrics.pairwise_distances` accepts.
 VALID_METRICS = _VALID_METRICS
 
@@ -55,3 +58,15 @@ def bagging_seeds(ensemble: Any) -> np.ndarray:
 def set_bagging_seeds(ensemble: Any, seeds: np.ndarray) -> None:
     """Set the per-member seeds of a bagging ensemble (``_seeds``)."""
     ensemble._seeds = seeds
+
+
+def called_from_sklearn(functions: frozenset[str], depth: int = 1) -> bool:
+    """Whether the caller ``depth`` frames above ours is one of scikit-learn's ``functions``.
+
+    Frame inspection (``sys._getframe``): scikit-learn has no public way to tell
+    who asks ``hasattr(step, "transform")``. True when that frame's function is
+    named in ``functions`` and its module is under ``sklearn.``.
+    """
+    caller = sys._getframe(depth + 1)
+    return (caller.f_code.co_name in functions
+            and str(caller.f_globals.get("__name__", "")).startswith("sklearn."))
