@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from numbers import Real
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
+
+from skdvl.utils._sklearn_compat import Interval, validate_params
 
 __all__ = ["flip_labels"]
 
 
+@validate_params(
+    {"y": ["array-like"], "fraction": [Interval(Real, 0, 1, closed="both")],
+     "random_state": ["random_state"]},
+    prefer_skip_nested_validation=True,
+)
 def flip_labels(
-    y: Any, fraction: float = 0.1, *, random_state: Any = None
+    y: ArrayLike, fraction: float = 0.1, *,
+    random_state: int | np.random.RandomState | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replace the labels of a random ``fraction`` of rows by another class.
 
@@ -26,6 +35,7 @@ def flip_labels(
     fraction : float in [0, 1], default=0.1
         Share of rows to flip.
     random_state : int, RandomState instance or None, default=None
+        Seeds the choice of rows and of their new labels.
 
     Returns
     -------
@@ -44,8 +54,6 @@ def flip_labels(
     True
     """
     y = np.asarray(y).reshape(-1)
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"fraction must be in [0, 1]. Got {fraction} instead.")
     classes = np.unique(y)
     if classes.shape[0] < 2:
         raise ValueError(f"y must have at least two classes to flip. Got {classes.tolist()}.")

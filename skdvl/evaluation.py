@@ -13,7 +13,8 @@ Equitable Valuation of Data for Machine Learning", ICML; Kwon & Zou, 2023):
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,15 @@ from joblib import Parallel, delayed
 from scipy.stats import rankdata
 from sklearn.base import clone
 from sklearn.metrics import check_scoring
-from sklearn.utils import Bunch, _safe_indexing
-from sklearn.utils.validation import _num_samples, check_random_state
+from sklearn.utils import Bunch, check_random_state
+
+from skdvl.utils._sklearn_compat import (
+    HasMethods,
+    Interval,
+    num_samples,
+    safe_indexing,
+    validate_params,
+)
 
 __all__ = ["noisy_auroc", "precision_at_k", "removal_curve"]
 
@@ -53,6 +61,13 @@ def _lowest_first(values: np.ndarray) -> np.ndarray:
     return np.argsort(np.where(np.isnan(values), np.inf, values), kind="stable")
 
 
+#: ``values`` of the metrics: an array-like or a fitted valuer (read for ``values_``).
+_VALUES = "no_validation"
+
+
+@validate_params(
+    {"values": _VALUES, "is_noisy": ["array-like"]}, prefer_skip_nested_validation=True
+)
 def noisy_auroc(values: Any, is_noisy: Any) -> float:
     """Area under the ROC curve of finding noisy rows by low value.
 
@@ -91,6 +106,11 @@ def noisy_auroc(values: Any, is_noisy: Any) -> float:
     return float(u / (n_pos * n_neg))
 
 
+@validate_params(
+    {"values": _VALUES, "is_noisy": ["array-like"],
+     "k": [Interval(Integral, 1, None, closed="left"), None]},
+    prefer_skip_nested_validation=True,
+)
 def precision_at_k(values: Any, is_noisy: Any, k: int | None = None) -> float:
     """Share of noisy rows among the ``k`` lowest-valued rows.
 
@@ -125,6 +145,24 @@ def precision_at_k(values: Any, is_noisy: Any, k: int | None = None) -> float:
     return float(noisy[_lowest_first(v)[:k]].mean())
 
 
+@validate_params(
+    {
+        "estimator": [HasMethods(["fit"])],
+        "X": ["array-like", "sparse matrix"],
+        "y": ["array-like"],
+        "values": _VALUES,
+        "X_test": ["array-like", "sparse matrix"],
+        "y_test": ["array-like"],
+        "fractions": ["array-like"],
+        "strategies": ["array-like"],
+        "scoring": [str, callable, None],
+        "n_repeats": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=False,
+)
 def removal_curve(
     estimator: Any,
     X: Any,
@@ -135,9 +173,9 @@ def removal_curve(
     y_test: Any,
     fractions: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
     strategies: Sequence[str] = _STRATEGIES,
-    scoring: Any = None,
+    scoring: str | Callable[..., float] | None = None,
     n_repeats: int = 5,
-    random_state: Any = None,
+    random_state: int | np.random.RandomState | None = None,
     n_jobs: int | None = None,
     verbose: int = 0,
 ) -> Bunch:
@@ -198,7 +236,7 @@ def removal_curve(
     (2, 2)
     """
     v = _as_values(values)
-    n = _num_samples(X)
+    n = num_samples(X)
     fracs = _check_fractions(fractions, strategies, n, v.shape[0])
     n_removed = np.floor(fracs * n + 1e-9).astype(int)
     orders = _removal_orders(v, strategies, n_repeats, random_state)
@@ -273,7 +311,7 @@ def _fit_and_score(
 ) -> tuple[float, BaseException | None]:
     kept = np.sort(kept)
     try:
-        model = clone(estimator).fit(_safe_indexing(X, kept), _safe_indexing(y, kept))
+        model = clone(estimator).fit(safe_indexing(X, kept), safe_indexing(y, kept))
         return float(scorer(model, X_test, y_test)), None
     except Exception as exc:  # noqa: BLE001 - reported in one summary warning
         return np.nan, exc
