@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from skdvl._moments import Moments
-from skdvl.sampling import masks_from_codes
+from skdvl.sampling import _masks_from_codes
 from skdvl.stopping import Progress, Status, StoppingCriterion
 from skdvl.utility import FitReport
 
@@ -338,7 +338,7 @@ def _codes_task(token: str, utility: Any, lo: int, hi: int, masks: Any,
     ev = _worker_evaluator(token, utility)
     evals0, report0 = ev.n_evaluations, ev.report()
     if masks is None:
-        masks = masks_from_codes(np.arange(lo, hi, dtype=np.int64), ev.n)
+        masks = _masks_from_codes(np.arange(lo, hi, dtype=np.int64), ev.n)
     if limit_threads:
         with threadpool_limits(1):
             u = ev.evaluate(masks)

@@ -26,20 +26,23 @@ Samplers are parameters of the valuers (``sampler="owen"`` or an instance).
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.special import gammaln
 from scipy.stats import binom
+from sklearn.base import BaseEstimator
 
 from skdvl._moments import Moments
 from skdvl.result import ValuationResult
 
 __all__ = [
-    "PermutationSampler", "AntitheticPermutationSampler", "UniformSampler",
-    "AntitheticSampler", "OwenSampler", "StratifiedSampler", "MSRSampler",
-    "ExhaustiveSampler", "RelativeTruncation", "FixedTruncation",
+    "BaseSampler", "PermutationSampler", "AntitheticPermutationSampler", "UniformSampler",
+    "AntitheticSampler", "OwenSampler", "StratifiedSampler", "MSRSampler", "ExactSampler",
+    "RelativeTruncation", "FixedTruncation",
 ]
 
 #: ``evaluate(masks) -> utilities`` and ``prefixes(perm, lo, hi) -> u(perm[:j]) for j in
@@ -122,28 +125,91 @@ class FixedTruncation:
 Truncation = RelativeTruncation | FixedTruncation
 
 
-def log_binom(n: int, k: np.ndarray) -> np.ndarray:
+def _log_binom(n: int, k: np.ndarray) -> np.ndarray:
     """log C(n, k), vectorised over ``k``."""
     k = np.asarray(k, dtype=np.float64)
     return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
 
 
-# --------------------------------------------------------------------------- base classes
-class _MarginalSampler:
-    """A sampler whose blocks yield (player, weighted marginal) pairs.
+# --------------------------------------------------------------------------- the protocol
+class BaseSampler(BaseEstimator):
+    """What every sampler answers, so that valuers never ask which one they hold.
 
-    The engine's protocol, shared with :class:`MSRSampler`: ``samples_per_block``,
-    ``run_block(ev, rng, weights, block, start, stop)`` returning a tuple of
-    :class:`~skdvl._moments.Moments` for samples ``[start, stop)`` of the block,
-    and ``result(moments)`` turning merged moments into values.
+    A valuer hands a sampler one game at a time through :meth:`value_game`, with
+    the semivalue's mass ``m(k)`` on coalition sizes. The default implementation
+    is block sampling: :meth:`weights` binds the sampler to the semivalue (and
+    refuses one it cannot estimate), the engine draws blocks of
+    ``samples_per_block`` samples, each from its own seeded generator, and
+    :meth:`run_block` evaluates a block's coalitions (as one batch of masks where
+    it can, so that a utility that fits many coalitions at once gets them
+    together) and returns per-player :class:`~skdvl._moments.Moments`;
+    :meth:`result` turns the merged moments into values. A sampler that is not a
+    Monte Carlo method (:class:`ExactSampler`) overrides :meth:`value_game`.
+
+    Adding a sampler is one subclass (and, to name it by a string, one entry in
+    the valuers' ``_samplers``). Parameters are scikit-learn parameters:
+    ``ShapleyValuer(sampler=OwenSampler(n_q=20))`` can be searched over
+    ``sampler__n_q`` and prints as it was built.
     """
 
-    samples_per_block = 1
     n_moments = 1
+
+    @property
+    def samples_per_block(self) -> int:
+        """Samples drawn from one block's generator."""
+        return 1
+
+    def weights(self, mass: np.ndarray, n: int) -> np.ndarray | None:
+        """Bind to a semivalue: what :meth:`run_block` needs, or raise if it cannot estimate it."""
+        raise NotImplementedError
+
+    def run_block(
+        self, ev: Evaluator, rng: np.random.Generator, weights: Any, block: int,
+        start: int = 0, stop: int | None = None,
+    ) -> tuple[Moments, ...]:
+        """Moments of samples ``[start, stop)`` of block ``block`` (drawn from ``rng``)."""
+        raise NotImplementedError
+
+    def result(self, moments: tuple[Moments, ...]) -> ValuationResult:
+        """Values (NaN for players without samples), variances and counts."""
+        m = moments[0]
+        return ValuationResult(m.values(), variances=m.variance(), counts=m.count)
+
+    def counts(self, moments: tuple[Moments, ...]) -> np.ndarray:
+        """Samples behind each value so far."""
+        return moments[0].count
+
+    def value_game(
+        self, utility: Any, mass: np.ndarray, *, state: Any, entropy: int, game: int,
+        stopping: Callable[[], Any], n_jobs: Any, verbose: int, desc: str,
+    ) -> tuple[ValuationResult, Any]:
+        """Value one game: the result and the state a ``warm_start`` continues from.
+
+        ``stopping`` makes the criterion (a factory: samplers that do not sample
+        never build it); ``state`` is what an earlier call returned, or None.
+        """
+        from skdvl._engine import run_sampling
+
+        n = int(utility.n_players)
+        state = run_sampling(
+            utility, self, self.weights(mass, n), stopping(), entropy=entropy, game=game,
+            state=state, n_jobs=n_jobs, verbose=verbose, desc=desc)
+        return self.result(state.moments), state
+
+
+class _MarginalSampler(BaseSampler):
+    """A sampler whose blocks yield (player, weighted marginal) pairs.
+
+    The marginal of a player joining a coalition of size ``k`` is weighed by
+    ``m(k) / pi(k)`` (importance sampling), ``pi`` being :meth:`size_distribution`.
+    """
 
     def size_distribution(self, n: int) -> np.ndarray:
         """Probability ``pi(k)`` that the coalition a player joins has size ``k``."""
         raise NotImplementedError
+
+    def weights(self, mass: np.ndarray, n: int) -> np.ndarray:
+        return _importance_weights(mass, self, n)
 
     def marginals(
         self, ev: Evaluator, rng: np.random.Generator, weights: np.ndarray, block: int,
@@ -153,23 +219,35 @@ class _MarginalSampler:
         raise NotImplementedError
 
     def run_block(
-        self, ev: Evaluator, rng: np.random.Generator, weights: np.ndarray, block: int,
+        self, ev: Evaluator, rng: np.random.Generator, weights: Any, block: int,
         start: int = 0, stop: int | None = None,
     ) -> tuple[Moments, ...]:
         players, values = self.marginals(ev, rng, weights, block, start, stop)
         return (Moments.of_samples(players, values, ev.n),)
 
-    def result(self, moments: tuple[Moments, ...]) -> ValuationResult:
-        """Values (NaN for players without samples), variances and counts."""
-        m = moments[0]
-        return ValuationResult(m.values(), variances=m.variance(), counts=m.count)
 
-    def counts(self, moments: tuple[Moments, ...]) -> np.ndarray:
-        return moments[0].count
+_RARE = 1e-4  # a coalition size drawn less often than this is, in practice, never drawn
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({params})"
+
+def _importance_weights(mass: np.ndarray, sampler: Any, n: int) -> np.ndarray:
+    """``m(k) / pi(k)``: unbiased weights of a sampler's marginals for a semivalue."""
+    pi = sampler.size_distribution(n)
+    missing = (pi <= 0) & (mass > 0)
+    if np.any(missing):
+        raise ValueError(
+            f"{sampler!r} never draws coalitions of sizes {np.flatnonzero(missing)[:5]}, "
+            "which this semivalue weighs; choose another sampler."
+        )
+    weights = np.divide(mass, pi, out=np.zeros(n), where=pi > 0)
+    unseen = mass[pi < _RARE].sum()
+    if unseen > 0.01:
+        warnings.warn(
+            f"{sampler!r} draws coalitions of sizes {np.flatnonzero(pi < _RARE)[:6]}... less "
+            f"than once in {1 / _RARE:.0f} samples, yet they carry {unseen:.0%} of this "
+            f"semivalue's weight at n = {n}: estimates and their standard errors are "
+            "unreliable. Prefer the permutation, owen or stratified samplers (or msr for "
+            "Banzhaf values).", UserWarning, stacklevel=7)
+    return weights
 
 
 def _check_truncation(truncation: Any) -> Truncation | None:
@@ -225,7 +303,8 @@ class PermutationSampler(_MarginalSampler):
     """
 
     def __init__(self, truncation: Any = None) -> None:
-        self.truncation = _check_truncation(truncation)
+        _check_truncation(truncation)
+        self.truncation = truncation
 
     def size_distribution(self, n: int) -> np.ndarray:
         return np.full(n, 1.0 / n)
@@ -235,8 +314,9 @@ class PermutationSampler(_MarginalSampler):
 
     def marginals(self, ev, rng, weights, block, start=0, stop=None):  # type: ignore[no-untyped-def]
         players, margs = [], []
+        truncation = _check_truncation(self.truncation)
         for perm in self._perms(rng, ev.n)[start:stop]:
-            u = _permutation_utilities(ev, perm, self.truncation)
+            u = _permutation_utilities(ev, perm, truncation)
             players.append(perm)
             margs.append(np.diff(u) * weights)
         return np.concatenate(players), np.concatenate(margs)
@@ -244,9 +324,17 @@ class PermutationSampler(_MarginalSampler):
 
 class AntitheticPermutationSampler(PermutationSampler):
     """Pairs of a random permutation and its reverse (Mitchell et al., 2022,
-    "Sampling permutations for Shapley value estimation", JMLR)."""
+    "Sampling permutations for Shapley value estimation", JMLR).
 
-    samples_per_block = 2
+    Parameters
+    ----------
+    truncation : None, float, RelativeTruncation or FixedTruncation, default=None
+        As for :class:`PermutationSampler`.
+    """
+
+    @property
+    def samples_per_block(self) -> int:
+        return 2
 
     def _perms(self, rng: np.random.Generator, n: int) -> list[np.ndarray]:
         perm = rng.permutation(n)
@@ -303,7 +391,9 @@ class UniformSampler(_ToggleSampler):
 class AntitheticSampler(UniformSampler):
     """Uniform coalitions paired with their complements (antithetic variates)."""
 
-    samples_per_block = 2
+    @property
+    def samples_per_block(self) -> int:
+        return 2
 
     def draw(self, rng, n, block):  # type: ignore[no-untyped-def]
         s = rng.random(n) < 0.5
@@ -335,12 +425,14 @@ class OwenSampler(_ToggleSampler):
     """
 
     def __init__(self, n_q: int = 20, q: str = "grid", antithetic: bool = False) -> None:
-        if isinstance(n_q, bool) or not isinstance(n_q, (int, np.integer)) or n_q < 1:
-            raise ValueError(f"n_q must be an integer >= 1. Got {n_q!r} instead.")
+        _check_int(n_q, "n_q", 1)
         if q not in ("grid", "uniform"):
             raise ValueError(f"q must be 'grid' or 'uniform'. Got {q!r} instead.")
-        self.n_q, self.q, self.antithetic = int(n_q), q, bool(antithetic)
-        self.samples_per_block = 2 if antithetic else 1
+        self.n_q, self.q, self.antithetic = n_q, q, antithetic
+
+    @property
+    def samples_per_block(self) -> int:
+        return 2 if self.antithetic else 1
 
     def _q(self, rng: np.random.Generator, block: int) -> float:
         if self.q == "uniform":
@@ -406,7 +498,7 @@ class StratifiedSampler(_ToggleSampler):
 
 
 # --------------------------------------------------------------------------- MSR, exact
-class MSRSampler:
+class MSRSampler(BaseSampler):
     """Maximum sample reuse (Wang & Jia, 2023, "Data Banzhaf", AISTATS, Alg. 1).
 
     Each uniformly random coalition S is evaluated once and used for every
@@ -420,22 +512,30 @@ class MSRSampler:
     """
 
     n_moments = 2
-    only_semivalue = "banzhaf"
-    label = "MSR sampling"
 
     def __init__(self, batch_size: int = 64) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1. Got {batch_size!r} instead.")
-        self.batch_size = int(batch_size)
-        self.samples_per_block = self.batch_size
+        _check_int(batch_size, "batch_size", 1)
+        self.batch_size = batch_size
+
+    @property
+    def samples_per_block(self) -> int:
+        return int(self.batch_size)
+
+    def weights(self, mass: np.ndarray, n: int) -> None:
+        """MSR estimates Banzhaf values only: refuse any other mass."""
+        _check_int(self.batch_size, "batch_size", 1)
+        if not np.allclose(mass, binom.pmf(np.arange(n), n - 1, 0.5), rtol=1e-9, atol=1e-12):
+            raise ValueError(
+                "MSR sampling estimates Banzhaf values only; this valuer's semivalue is "
+                "another. Choose another sampler.")
+        return None
 
     def run_block(
         self, ev: Evaluator, rng: np.random.Generator, weights: Any, block: int,
         start: int = 0, stop: int | None = None,
     ) -> tuple[Moments, ...]:
         """Moments of the utilities of samples ``[start, stop)``, with and without each player."""
-        masks = (rng.random((self.batch_size, ev.n)) < 0.5)[start:stop]
+        masks = (rng.random((self.samples_per_block, ev.n)) < 0.5)[start:stop]
         u = ev.evaluate(masks)
         return Moments.of_masked(masks, u), Moments.of_masked(~masks, u)
 
@@ -456,36 +556,93 @@ class MSRSampler:
         return np.where((inside.count > 0) & (outside.count > 0),
                         inside.count + outside.count, 0)
 
-    def __repr__(self) -> str:
-        return f"MSRSampler(batch_size={self.batch_size})"
 
-
-class ExhaustiveSampler:
-    """Every coalition, each evaluated once: exact values.
+class ExactSampler(BaseSampler):
+    """Every coalition, each evaluated once: exact values (``sampler="exact"``).
 
     ``2^n`` utility evaluations (n = 10: 1,024), so refused above ``max_players``.
+    An interrupted enumeration keeps the coalitions evaluated so far and
+    ``warm_start`` continues it.
+
+    Parameters
+    ----------
+    max_players : int, default=20
+        The largest game to enumerate; at most 62 (coalitions are 64-bit codes).
+
+    Examples
+    --------
+    >>> from skdvl import ShapleyValuer
+    >>> from skdvl.games import SymmetricVotingGame
+    >>> from skdvl.sampling import ExactSampler
+    >>> game = SymmetricVotingGame(n_players=22)
+    >>> ShapleyValuer(utility=game, sampler=ExactSampler(max_players=22))
+    ShapleyValuer(sampler=ExactSampler(max_players=22),
+                  utility=SymmetricVotingGame(n_players=22))
     """
 
-    kind = "exhaustive"
-
     def __init__(self, max_players: int = 20) -> None:
-        if isinstance(max_players, bool) or not isinstance(max_players, (int, np.integer)) \
-                or not 1 <= max_players <= 62:
+        _check_int(max_players, "max_players", 1, 62)
+        self.max_players = max_players
+
+    def value_game(
+        self, utility: Any, mass: np.ndarray, *, state: Any, entropy: int, game: int,
+        stopping: Callable[[], Any], n_jobs: Any, verbose: int, desc: str,
+    ) -> tuple[ValuationResult, Any]:
+        from skdvl._engine import TableState, evaluate_coalitions
+
+        n = int(utility.n_players)
+        _check_int(self.max_players, "max_players", 1, 62)
+        if n > self.max_players:
             raise ValueError(
-                "max_players must be an integer in [1, 62] (coalitions are coded in 64-bit "
-                f"integers). Got {max_players!r} instead.")
-        self.max_players = int(max_players)
+                f"sampler='exact' needs 2^n utility evaluations; n = {n} players is more than "
+                f"max_players = {self.max_players}. Use a Monte Carlo sampler, or pass "
+                f"sampler=ExactSampler(max_players={n}) to insist."
+            )
+        state = state if state is not None else TableState(n, 1 << n, np.empty(0))
+        state = evaluate_coalitions(utility, state, n_jobs=n_jobs, verbose=verbose, desc=desc)
+        if state.interrupted:
+            return ValuationResult(np.full(n, np.nan), counts=np.zeros(n, np.int64)), state
+        values = _exact_semivalues(state.utilities, n, mass)
+        return ValuationResult(values, counts=np.full(n, 1 << (n - 1), np.int64)), state
 
-    def __repr__(self) -> str:
-        return f"ExhaustiveSampler(max_players={self.max_players})"
+
+class _LeaveOneOut(BaseSampler):
+    """The ``n + 1`` coalitions of leave-one-out: ``u(N) - u(N - i)`` (mass ignored)."""
+
+    def value_game(
+        self, utility: Any, mass: Any, *, state: Any, entropy: int, game: int,
+        stopping: Callable[[], Any], n_jobs: Any, verbose: int, desc: str,
+    ) -> tuple[ValuationResult, Any]:
+        from skdvl._engine import TableState, evaluate_coalitions
+
+        n = int(utility.n_players)
+        masks = np.ones((n + 1, n), dtype=bool)
+        masks[np.arange(1, n + 1), np.arange(n)] = False
+        state = state if state is not None else TableState(n, n + 1, np.empty(0))
+        state = evaluate_coalitions(utility, state, masks=masks, n_jobs=n_jobs,
+                                    verbose=verbose, desc=desc)
+        u = np.full(n + 1, np.nan)
+        u[:state.done] = state.utilities
+        values = u[0] - u[1:]
+        return ValuationResult(values, counts=np.isfinite(values).astype(np.int64)), state
 
 
-def masks_from_codes(codes: np.ndarray, n: int) -> np.ndarray:
+def _check_int(value: Any, name: str, low: int, high: int | None = None) -> None:
+    """Refuse a non-integer (or bool) ``value`` outside ``[low, high]``, naming it."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and (
+        value >= low and (high is None or value <= high))
+    if not ok:
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        extra = " (coalitions are coded in 64-bit integers)" if high == 62 else ""
+        raise ValueError(f"{name} must be an integer {bounds}{extra}. Got {value!r} instead.")
+
+
+def _masks_from_codes(codes: np.ndarray, n: int) -> np.ndarray:
     """Boolean (len(codes), n) coalitions whose bit ``i`` of the code is player ``i``."""
     return ((codes[:, None] >> np.arange(n, dtype=np.int64)) & 1).astype(bool)
 
 
-def exact_semivalues(u: np.ndarray, n: int, mass: np.ndarray) -> np.ndarray:
+def _exact_semivalues(u: np.ndarray, n: int, mass: np.ndarray) -> np.ndarray:
     """Semivalues from the utilities of all ``2^n`` coalitions, indexed by bit code.
 
     ``phi_i = sum_{T not containing i} m(|T|) / C(n-1, |T|) * (u(T + i) - u(T))``.
@@ -494,7 +651,7 @@ def exact_semivalues(u: np.ndarray, n: int, mass: np.ndarray) -> np.ndarray:
     sizes = np.zeros(1 << n, dtype=np.int64)
     for i in range(n):
         sizes += (codes >> i) & 1
-    per_set = mass / np.exp(log_binom(n - 1, np.arange(n)))
+    per_set = mass / np.exp(_log_binom(n - 1, np.arange(n)))
     values = np.empty(n)
     for i in range(n):
         without = codes[((codes >> i) & 1) == 0]

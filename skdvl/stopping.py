@@ -22,6 +22,7 @@ from enum import IntEnum
 
 import numpy as np
 from scipy.stats import spearmanr
+from sklearn.base import BaseEstimator
 
 from skdvl.result import ValuationResult
 
@@ -63,8 +64,14 @@ class Progress:
         return self._counts if self._counts is not None else self.result.counts
 
 
-class StoppingCriterion:
-    """Base class: subclasses implement ``_check`` and ``completion``."""
+class StoppingCriterion(BaseEstimator):
+    """Base class: subclasses implement ``_check`` and ``completion``.
+
+    Criteria are scikit-learn parameters of the valuers: ``get_params`` /
+    ``set_params`` reach their arguments (``stopping__n_updates`` in a grid
+    search), and composites (``a & b``, ``a | b``, ``~a``) expose their parts as
+    ``a`` and ``b``.
+    """
 
     def reset(self) -> None:
         """Called by the engine when sampling (re)starts."""
@@ -181,7 +188,8 @@ class MaxUpdates(StoppingCriterion):
     """Stop once some value has ``n_updates`` updates (a budget)."""
 
     def __init__(self, n_updates: int) -> None:
-        self.n_updates = _positive_int(n_updates, "n_updates")
+        _positive_int(n_updates, "n_updates")
+        self.n_updates = n_updates
 
     def _check(self, progress: Progress) -> Status:
         counts = progress.counts
@@ -216,7 +224,8 @@ class MaxSamples(StoppingCriterion):
     """Stop after ``n_samples`` samples (permutations, coalitions) in all."""
 
     def __init__(self, n_samples: int) -> None:
-        self.n_samples = _positive_int(n_samples, "n_samples")
+        _positive_int(n_samples, "n_samples")
+        self.n_samples = n_samples
 
     def _check(self, progress: Progress) -> Status:
         return Status.BUDGET if progress.n_samples >= self.n_samples else Status.PENDING
@@ -272,7 +281,8 @@ class AbsoluteStandardError(StoppingCriterion):
         if not (_is_number(fraction) and 0 < fraction <= 1):
             raise ValueError(f"fraction must be in (0, 1]. Got {fraction!r} instead.")
         self.threshold, self.fraction = threshold, fraction
-        self.burn_in = _positive_int(burn_in, "burn_in")
+        _positive_int(burn_in, "burn_in")
+        self.burn_in = burn_in
 
     def _ok(self, progress: Progress) -> np.ndarray:
         r = progress.result
@@ -303,8 +313,10 @@ class RankCorrelation(StoppingCriterion):
         if not (_is_number(rtol) and 0 < rtol < 1):
             raise ValueError(f"rtol must be in (0, 1). Got {rtol!r} instead.")
         self.rtol = rtol
-        self.burn_in = _positive_int(burn_in, "burn_in")
-        self.interval = _positive_int(interval, "interval")
+        _positive_int(burn_in, "burn_in")
+        self.burn_in = burn_in
+        _positive_int(interval, "interval")
+        self.interval = interval
         self.reset()
 
     def reset(self) -> None:

@@ -12,9 +12,9 @@ from skdvl.sampling import (
     RelativeTruncation,
     StratifiedSampler,
     UniformSampler,
-    exact_semivalues,
-    log_binom,
-    masks_from_codes,
+    _exact_semivalues,
+    _log_binom,
+    _masks_from_codes,
 )
 
 
@@ -92,17 +92,17 @@ def test_truncations_find_the_first_position():
 
 
 def test_masks_from_codes_and_log_binom():
-    m = masks_from_codes(np.array([0, 5, 6]), 3)
+    m = _masks_from_codes(np.array([0, 5, 6]), 3)
     assert m.tolist() == [[False, False, False], [True, False, True], [False, True, True]]
-    np.testing.assert_allclose(np.exp(log_binom(5, np.arange(6))), [1, 5, 10, 10, 5, 1])
+    np.testing.assert_allclose(np.exp(_log_binom(5, np.arange(6))), [1, 5, 10, 10, 5, 1])
 
 
 def test_exact_semivalues_of_an_additive_game_are_the_weights(rng):
     n = 6
     w = rng.normal(size=n)
     codes = np.arange(1 << n)
-    u = masks_from_codes(codes, n) @ w
-    np.testing.assert_allclose(exact_semivalues(u, n, np.full(n, 1 / n)), w, atol=1e-12)
+    u = _masks_from_codes(codes, n) @ w
+    np.testing.assert_allclose(_exact_semivalues(u, n, np.full(n, 1 / n)), w, atol=1e-12)
 
 
 @pytest.mark.parametrize("make, match", [
@@ -122,3 +122,46 @@ def test_bad_sampler_arguments_are_named(make, match):
 def test_stratified_rejects_a_wrong_length_strategy():
     with pytest.raises(ValueError, match="n \\+ 1 = 5 non-negative probabilities"):
         StratifiedSampler([1.0, 2.0]).size_distribution(4)
+
+
+def test_samplers_and_criteria_are_parameters_a_grid_search_can_reach():
+    from sklearn.base import clone
+
+    from skdvl import ShapleyValuer
+    from skdvl.games import AirportGame
+    from skdvl.sampling import OwenSampler
+    from skdvl.stopping import MaxTime, MaxUpdates
+
+    game = AirportGame(np.arange(1.0, 7))
+    v = ShapleyValuer(utility=game, sampler=OwenSampler(n_q=20),
+                      stopping=MaxUpdates(3) | MaxTime(60), random_state=0)
+    params = v.get_params()
+    assert params["sampler__n_q"] == 20 and params["stopping__a__n_updates"] == 3
+    c = clone(v).set_params(sampler__n_q=4, stopping__a__n_updates=5)
+    assert repr(c.sampler) == "OwenSampler(n_q=4)" and v.sampler.n_q == 20
+    ref = ShapleyValuer(utility=game, sampler=OwenSampler(n_q=4), stopping=MaxUpdates(5),
+                        random_state=0).fit()
+    np.testing.assert_array_equal(c.fit().values_, ref.values_)
+    assert (c.counts_ == 5).all()
+
+
+def test_a_new_sampler_is_one_subclass():
+    """The protocol: weights() binds to the semivalue, run_block() returns moments."""
+    from skdvl import ShapleyValuer
+    from skdvl._moments import Moments
+    from skdvl.games import AirportGame
+    from skdvl.sampling import BaseSampler
+
+    class FullMarginals(BaseSampler):
+        """Toy: every block gives each player its marginal to the empty coalition."""
+
+        def weights(self, mass, n):
+            return None
+
+        def run_block(self, ev, rng, weights, block, start=0, stop=None):
+            u = ev.evaluate(np.vstack([np.zeros(ev.n, bool), np.eye(ev.n, dtype=bool)]))
+            return (Moments.of_samples(np.arange(ev.n), u[1:] - u[0], ev.n),)
+
+    game = AirportGame(np.arange(1.0, 5))
+    v = ShapleyValuer(utility=game, sampler=FullMarginals(), max_updates=2).fit()
+    np.testing.assert_allclose(v.values_, [game([i]) for i in range(4)])

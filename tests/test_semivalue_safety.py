@@ -12,7 +12,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from skdvl import BanzhafValuer, BetaShapleyValuer, LOOValuer, ShapleyValuer, UtilityFitWarning
 from skdvl.games import AirportGame, SymmetricVotingGame
-from skdvl.sampling import ExhaustiveSampler, RelativeTruncation
+from skdvl.sampling import ExactSampler, RelativeTruncation
 from skdvl.stopping import MaxSamples, MaxTime
 from skdvl.utility import ModelUtility
 
@@ -184,8 +184,8 @@ def test_custom_utility_needs_an_integer_number_of_players(n_players):
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: ExhaustiveSampler(2.5), r"max_players must be an integer in \[1, 62\].*Got 2.5"),
-    (lambda: ExhaustiveSampler(100), r"max_players must be .* Got 100"),
+    (lambda: ExactSampler(2.5), r"max_players must be an integer in \[1, 62\].*Got 2.5"),
+    (lambda: ExactSampler(100), r"max_players must be .* Got 100"),
     (lambda: RelativeTruncation(rtol=2.0), r"rtol must be < 1"),
     (lambda: MaxTime(np.inf), r"seconds must be finite. Got inf"),
     (lambda: MaxTime(True), r"seconds must be a number > 0. Got True"),

@@ -30,7 +30,7 @@ from skdvl.games import (
     SymmetricVotingGame,
     UnanimityGame,
 )
-from skdvl.sampling import ExhaustiveSampler, FixedTruncation, OwenSampler
+from skdvl.sampling import ExactSampler, FixedTruncation, OwenSampler
 
 GAMES = [
     SymmetricVotingGame(8),
@@ -160,7 +160,7 @@ def test_loo_equals_real_leave_one_out_retraining(small_model_problem):
 def test_exact_refuses_many_players_unless_told():
     with pytest.raises(ValueError, match="n = 21 players is more than max_players = 20"):
         ShapleyValuer(utility=MinerGame(21), sampler="exact").fit()
-    v = ShapleyValuer(utility=MinerGame(12), sampler=ExhaustiveSampler(max_players=12)).fit()
+    v = ShapleyValuer(utility=MinerGame(12), sampler=ExactSampler(max_players=12)).fit()
     np.testing.assert_allclose(v.values_, MinerGame(12).shapley_values(), atol=1e-10)
 
 

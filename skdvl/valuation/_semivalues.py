@@ -14,20 +14,20 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import betabinom, binom
-from sklearn.utils._param_validation import HasMethods, Interval
 
-from skdvl._engine import TableState, evaluate_coalitions
-from skdvl.result import ValuationResult
 from skdvl.sampling import (
     AntitheticPermutationSampler,
     AntitheticSampler,
-    ExhaustiveSampler,
+    BaseSampler,
+    ExactSampler,
     MSRSampler,
     OwenSampler,
     PermutationSampler,
     StratifiedSampler,
     UniformSampler,
+    _LeaveOneOut,
 )
+from skdvl.utils._sklearn_compat import HasMethods, Interval
 from skdvl.valuation._shell import COMMON_CONSTRAINTS as _COMMON_CONSTRAINTS
 from skdvl.valuation._shell import SAMPLING_CONSTRAINTS as _SAMPLING_CONSTRAINTS
 from skdvl.valuation._shell import _SemivalueValuer
@@ -80,7 +80,7 @@ _SHARED_PARAMS = """
     sampler : str or sampler instance
         How coalitions are drawn; see :mod:`skdvl.sampling`. "exact" evaluates
         each of the ``2^n`` coalitions once and refuses ``n > 20`` unless given
-        ``ExhaustiveSampler(max_players=...)``.
+        ``ExactSampler(max_players=...)``.
     max_updates : int, "auto" or None, default="auto"
         Stop once a value has this many updates. "auto" means 100 unless
         ``max_time`` or ``stopping`` is given: an explicit criterion replaces the
@@ -199,11 +199,11 @@ class ShapleyValuer(_SemivalueValuer):
         "permutation": PermutationSampler, "antithetic": AntitheticPermutationSampler,
         "uniform": UniformSampler, "owen": OwenSampler,
         "antithetic_owen": lambda: OwenSampler(antithetic=True),
-        "stratified": StratifiedSampler, "exact": ExhaustiveSampler,
+        "stratified": StratifiedSampler, "exact": ExactSampler,
     }
     _parameter_constraints = {
         **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS,
-        "sampler": [str, HasMethods(["run_block"]), ExhaustiveSampler],
+        "sampler": [str, BaseSampler],
         "truncation": [Real, HasMethods(["first_stop"]), None],
     }
 
@@ -252,11 +252,11 @@ class BanzhafValuer(_SemivalueValuer):
     _algorithm = "banzhaf"
     _samplers = {
         "msr": MSRSampler, "uniform": UniformSampler, "antithetic": AntitheticSampler,
-        "exact": ExhaustiveSampler,
+        "exact": ExactSampler,
     }
     _parameter_constraints = {
         **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS,
-        "sampler": [str, HasMethods(["run_block"]), ExhaustiveSampler],
+        "sampler": [str, BaseSampler],
     }
 
     def __init__(
@@ -350,6 +350,7 @@ class LOOValuer(_SemivalueValuer):
     """
 
     _algorithm = "loo"
+    _fixed_sampler = _LeaveOneOut
     _parameter_constraints = dict(_COMMON_CONSTRAINTS)
 
     def __init__(
@@ -360,19 +361,5 @@ class LOOValuer(_SemivalueValuer):
     ) -> None:
         _store_params(self, locals())
 
-    def _resolve_sampler(self) -> Any:
-        return None  # LOO evaluates a fixed list of coalitions
-
-    def _value_game(self, utility: Any, sampler: Any, g: int, state: Any) -> tuple[Any, Any]:
-        n = int(utility.n_players)
-        masks = np.ones((n + 1, n), dtype=bool)
-        masks[np.arange(1, n + 1), np.arange(n)] = False
-        if state is None:
-            state = TableState(n, n + 1, np.empty(0))
-        state = evaluate_coalitions(utility, state, masks=masks, n_jobs=self.n_jobs,
-                                    verbose=self.verbose, desc=f"LOOValuer game {g + 1}")
-        u = np.full(n + 1, np.nan)
-        u[:state.done] = state.utilities
-        values = u[0] - u[1:]
-        counts = np.isfinite(values).astype(np.int64)
-        return ValuationResult(values, counts=counts, algorithm=self._algorithm), state
+    def _mass(self, n: int) -> np.ndarray:
+        return np.full(n, np.nan)  # leave-one-out is no semivalue; its sampler ignores it

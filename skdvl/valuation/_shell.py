@@ -21,9 +21,7 @@ from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import check_cv
 from sklearn.utils import check_random_state, get_tags
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from skdvl._engine import TableState, evaluate_coalitions, run_sampling
 from skdvl.base import (
     TASKS,
     ValuerMixin,
@@ -33,17 +31,12 @@ from skdvl.base import (
     validate_valuation_data,
 )
 from skdvl.result import ValuationResult
-from skdvl.sampling import (
-    AntitheticPermutationSampler,
-    ExhaustiveSampler,
-    PermutationSampler,
-    exact_semivalues,
-)
+from skdvl.sampling import AntitheticPermutationSampler, BaseSampler, PermutationSampler
 from skdvl.stopping import AbsoluteStandardError, MaxTime, MaxUpdates, Status, StoppingCriterion
 from skdvl.utility import CheckedUtility, FitReport, ModelUtility, report_fit_problems
+from skdvl.utils._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
 
-__all__ = ["_SemivalueValuer", "importance_weights", "COMMON_CONSTRAINTS",
-           "SAMPLING_CONSTRAINTS"]
+__all__ = ["_SemivalueValuer", "COMMON_CONSTRAINTS", "SAMPLING_CONSTRAINTS"]
 
 #: The budget when none of max_updates, max_time and stopping is given.
 DEFAULT_MAX_UPDATES = 100
@@ -71,30 +64,6 @@ SAMPLING_CONSTRAINTS: dict[str, list[Any]] = {
 #: Parameters that may change between a fit and its warm-started continuation.
 _BUDGET_PARAMS = frozenset(
     {"max_updates", "stderr_tol", "max_time", "stopping", "n_jobs", "verbose", "warm_start"})
-
-_RARE = 1e-4  # a coalition size drawn less often than this is, in practice, never drawn
-
-
-def importance_weights(mass: np.ndarray, sampler: Any, n: int) -> np.ndarray:
-    """``m(k) / pi(k)``: unbiased weights of a sampler's marginals for a semivalue."""
-    pi = sampler.size_distribution(n)
-    missing = (pi <= 0) & (mass > 0)
-    if np.any(missing):
-        raise ValueError(
-            f"{sampler!r} never draws coalitions of sizes {np.flatnonzero(missing)[:5]}, "
-            "which this semivalue weighs; choose another sampler."
-        )
-    weights = np.divide(mass, pi, out=np.zeros(n), where=pi > 0)
-    unseen = mass[pi < _RARE].sum()
-    if unseen > 0.01:
-        warnings.warn(
-            f"{sampler!r} draws coalitions of sizes {np.flatnonzero(pi < _RARE)[:6]}... less "
-            f"than once in {1 / _RARE:.0f} samples, yet they carry {unseen:.0%} of this "
-            f"semivalue's weight at n = {n}: estimates and their standard errors are "
-            "unreliable. Prefer the permutation, owen or stratified samplers (or msr for "
-            "Banzhaf values).", UserWarning, stacklevel=5)
-    return weights
-
 
 def _combine_games(parts: list[ValuationResult], n: int) -> ValuationResult:
     """Average the values a row received in the games that reached it (cross-valuation).
@@ -138,6 +107,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
     """Validation, cross-valuation and dispatch shared by the semivalue valuers."""
 
     _samplers: dict[str, Any] = {}
+    _fixed_sampler: type[BaseSampler] | None = None
     _algorithm = "semivalue"
 
     def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
@@ -152,8 +122,11 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
     def _mass(self, n: int) -> np.ndarray:
         raise NotImplementedError
 
-    def _resolve_sampler(self) -> Any:
-        sampler, truncation = self.sampler, getattr(self, "truncation", None)
+    def _resolve_sampler(self) -> BaseSampler:
+        params = self.get_params(deep=False)
+        if "sampler" not in params and self._fixed_sampler is not None:
+            return self._fixed_sampler()  # a method with one way of choosing coalitions
+        sampler, truncation = params["sampler"], params.get("truncation")
         if isinstance(sampler, str):
             if sampler not in self._samplers:
                 raise ValueError(
@@ -169,7 +142,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
                     )
                 return factory(truncation)
             return factory()
-        if not (hasattr(sampler, "run_block") or isinstance(sampler, ExhaustiveSampler)):
+        if not isinstance(sampler, BaseSampler):
             raise ValueError(
                 f"The 'sampler' parameter of {type(self).__name__} must be a name or a sampler "
                 f"from skdvl.sampling. Got {sampler!r} instead."
@@ -178,13 +151,6 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
             raise ValueError(
                 "Pass truncation to the sampler instance, not to the valuer. "
                 f"Got truncation={truncation!r} with sampler={sampler!r}."
-            )
-        only = getattr(sampler, "only_semivalue", None)
-        if only is not None and only != self._algorithm:
-            raise ValueError(
-                f"{getattr(sampler, 'label', type(sampler).__name__)} estimates "
-                f"{only.capitalize()} values only; "
-                f"{type(self).__name__} cannot use it. Choose another sampler."
             )
         return sampler
 
@@ -218,6 +184,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         return criterion
 
     # -- fit ----------------------------------------------------------------
+    @fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any = None, y: Any = None, *, X_val: Any = None, y_val: Any = None) -> Any:
         """Value the training rows.
 
@@ -238,13 +205,12 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         self : object
             The fitted valuer.
         """
-        self._validate_params()
         sampler = self._resolve_sampler()
         games, index, data = self._games(X, y, X_val, y_val)
         fingerprint = self._fingerprint(data)
         if not self._continues(fingerprint, games):
-            self._entropy_ = int(check_random_state(getattr(self, "random_state", None))
-                                 .randint(np.iinfo(np.int32).max))
+            seed = self.get_params(deep=False).get("random_state")
+            self._entropy_ = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
             self._states_: list[Any] = [None] * len(games)
         self._fingerprint_ = fingerprint
         self._warm_utility_ = self.utility  # keeps the id in the fingerprint unique
@@ -263,36 +229,12 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         self._finish(parts, index, interrupted, played)
         return self
 
-    def _value_game(self, utility: Any, sampler: Any, g: int, state: Any) -> tuple[Any, Any]:
-        n = int(utility.n_players)
-        desc = f"{type(self).__name__} game {g + 1}"
-        if isinstance(sampler, ExhaustiveSampler):
-            return self._exact(utility, sampler, n, desc, state)
-        weights = importance_weights(self._mass(n), sampler, n) if hasattr(
-            sampler, "size_distribution") else None
-        state = run_sampling(
-            utility, sampler, weights, self._stopping(), entropy=self._entropy_, game=g,
-            state=state, n_jobs=self.n_jobs, verbose=self.verbose, desc=desc,
-        )
-        return sampler.result(state.moments), state
-
-    def _exact(self, utility: Any, sampler: Any, n: int, desc: str,
-               state: TableState | None) -> tuple[Any, Any]:
-        if n > sampler.max_players:
-            raise ValueError(
-                f"sampler='exact' needs 2^n utility evaluations; n = {n} players is more than "
-                f"max_players = {sampler.max_players}. Use a Monte Carlo sampler, or pass "
-                f"sampler=ExhaustiveSampler(max_players={n}) to insist."
-            )
-        if state is None:
-            state = TableState(n, 1 << n, np.empty(0))
-        state = evaluate_coalitions(utility, state, n_jobs=self.n_jobs, verbose=self.verbose,
-                                    desc=desc)
-        if state.interrupted:
-            return ValuationResult(np.full(n, np.nan), counts=np.zeros(n, np.int64)), state
-        values = exact_semivalues(state.utilities, n, self._mass(n))
-        counts = np.full(n, 1 << (n - 1), dtype=np.int64)
-        return ValuationResult(values, counts=counts), state
+    def _value_game(self, utility: Any, sampler: BaseSampler, g: int,
+                    state: Any) -> tuple[ValuationResult, Any]:
+        return sampler.value_game(
+            utility, self._mass(int(utility.n_players)), state=state,
+            entropy=self._entropy_, game=g, stopping=self._stopping, n_jobs=self.n_jobs,
+            verbose=self.verbose, desc=f"{type(self).__name__} game {g + 1}")
 
     def _finish(self, parts: list[ValuationResult], index: Any, interrupted: bool,
                 played: np.ndarray) -> None:
@@ -330,7 +272,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
 
     def _continues(self, fingerprint: dict[str, Any], games: list[Any]) -> bool:
         """Whether this fit continues the previous one; refuse a continuation that differs."""
-        if not (getattr(self, "warm_start", False) and hasattr(self, "_states_")):
+        if not (self.get_params(deep=False).get("warm_start") and hasattr(self, "_states_")):
             return False
         previous = getattr(self, "_fingerprint_", {})
         changed = sorted(k for k in fingerprint if fingerprint[k] != previous.get(k))
