@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from ._checks import is_positive_int
+from ._functional import iter_slices
 from ._zarr_store import (
     BlockWriter,
     check_output_path,
@@ -144,7 +146,7 @@ def _load_rows(dataset, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_chunk(chunk_size, name="chunk_size") -> int:
-    if not isinstance(chunk_size, Integral) or isinstance(chunk_size, bool) or chunk_size < 1:
+    if not is_positive_int(chunk_size):
         raise ValueError(f"The '{name}' parameter must be an int >= 1. Got {chunk_size!r} "
                          "instead.")
     return int(chunk_size)
@@ -209,7 +211,8 @@ def _dataset_token(dataset) -> str:
 
 
 def _bounds(n: int, size: int) -> list[tuple[int, int]]:
-    return [(start, min(start + size, n)) for start in range(0, n, size)]
+    """(start, stop) of the chunks of ``size`` rows of ``range(n)``."""
+    return [(b.start, b.stop) for b in iter_slices(n, size)]
 
 
 class _Rows:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ._functional import CurvatureOperator
-from ._solvers import _Solver, not_positive_definite, nystroem_sketch, smallest_eigenvalue
+from ._solvers import Solver, not_positive_definite, nystroem_sketch, smallest_eigenvalue
 
 
 class _NegativeCurvature(Exception):
@@ -164,7 +164,7 @@ def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
     return X, n_iter, (res.norm(dim=1) <= tol).cpu()
 
 
-class _CG(_Solver):
+class CGSolver(Solver):
     """Block conjugate gradients on ``C + lambda I`` (plain CG for one right-hand side).
 
     ``preconditioner`` is ``None``, ``"jacobi"`` (Hutchinson diagonal with ``rank``
@@ -181,7 +181,7 @@ class _CG(_Solver):
         self.maxiter, self.rtol = maxiter, rtol
         self.preconditioner, self.rank = preconditioner, rank
 
-    def fit(self, op: CurvatureOperator, generator=None) -> _CG:
+    def fit(self, op: CurvatureOperator, generator=None) -> CGSolver:
         self.op_ = op
         generator = torch.Generator().manual_seed(0) if generator is None else generator
         self.check_seed_ = int(torch.randint(2**62, (1,), generator=generator))

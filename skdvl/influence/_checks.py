@@ -7,11 +7,24 @@ on a model, loss or target that would make it silently wrong.
 from __future__ import annotations
 
 import warnings
+from numbers import Integral
 
 import torch
+from sklearn.utils import check_scalar
 
 from ._functional import FlatModel, iter_slices
 from ._skorch import loss_kind
+
+
+def is_positive_int(value) -> bool:
+    """Whether ``value`` is an integer >= 1 (:func:`~sklearn.utils.check_scalar`; not a bool)."""
+    if isinstance(value, bool):
+        return False
+    try:
+        check_scalar(value, "value", Integral, min_val=1)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def check_trainable(module: torch.nn.Module) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 
 from ._functional import CurvatureOperator, per_sample_grads_batched
-from ._solvers import _Solver
+from ._solvers import Solver
 
 
-class _DataInf(_Solver):
+class DataInfSolver(Solver):
     """DataInf's closed-form inverse of the damped empirical Fisher (Kwon et al., 2023).
 
     Per block, ``(G + lambda I)^-1 ~ (1 / (n lambda)) sum_i (I - g_i g_i^T /
@@ -34,7 +34,7 @@ class _DataInf(_Solver):
         super().__init__(regularization)
         self.blocks = blocks
 
-    def fit(self, op: CurvatureOperator, generator=None) -> _DataInf:
+    def fit(self, op: CurvatureOperator, generator=None) -> DataInfSolver:
         self.grads_ = per_sample_grads_batched(op.model, op.X, op.y, op.batch_size)
         self.blocks_ = self.blocks or [slice(0, op.dim)]
         return self

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
+from sklearn.utils import gen_batches
 from torch.func import functional_call, grad, jacrev, vjp, vmap
 
 # Upper bound on (tangents x rows) evaluated in one vectorised call. It bounds memory, and
@@ -33,9 +34,11 @@ _DENSE_ROWS_TIMES_COLUMNS = 2**15
 
 
 def iter_slices(n: int, batch_size: int) -> Iterator[slice]:
-    """Yield consecutive slices of ``range(n)`` of length at most ``batch_size``."""
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
+    """Consecutive slices of ``range(n)`` of length at most ``batch_size`` (none for 0 rows).
+
+    :func:`sklearn.utils.gen_batches`, which refuses ``n = 0``.
+    """
+    return gen_batches(n, batch_size) if n > 0 else iter(())
 
 
 def tangent_chunk(n_rows: int, n_tangents: int) -> int:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ._functional import CurvatureOperator, FlatModel, iter_slices
-from ._solvers import _Solver
+from ._solvers import Solver
 
 
 class _LinearLayer:
@@ -248,7 +248,7 @@ def _corrected_eigenvalue_sums(
     return out
 
 
-class _EKFAC(_Solver):
+class EKFACSolver(Solver):
     """Eigenvalue-corrected Kronecker-factored Gauss-Newton (George et al., 2018).
 
     Per ``nn.Linear`` or ``nn.Conv2d`` layer, ``A = E[(1/T) sum_t a_t a_t^T]`` and ``G =
@@ -269,7 +269,7 @@ class _EKFAC(_Solver):
 
     name = "ekfac"
 
-    def fit(self, op: CurvatureOperator, generator=None) -> _EKFAC:
+    def fit(self, op: CurvatureOperator, generator=None) -> EKFACSolver:
         model, n = op.model, len(op.X)
         self.layers_ = _kfac_layers(model)
         A: dict[str, torch.Tensor] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ._functional import CurvatureOperator
-from ._solvers import _Solver, check_positive_definite
+from ._solvers import Solver, check_positive_definite
 
 
 def _power_iteration(op: CurvatureOperator, n_iter: int, generator,
@@ -31,7 +31,7 @@ def _power_iteration(op: CurvatureOperator, n_iter: int, generator,
     return abs(lam)
 
 
-class _LiSSA(_Solver):
+class LiSSASolver(Solver):
     """Linear-time stochastic second-order algorithm (Agarwal et al., 2017, Alg. 1).
 
     Iterates ``x <- r + x - (C_b + lambda I) x / scale`` with a mini-batch ``b`` of the
@@ -74,7 +74,7 @@ class _LiSSA(_Solver):
         self.maxiter, self.rtol = maxiter, rtol
         self.scale = scale
 
-    def fit(self, op: CurvatureOperator, generator=None) -> _LiSSA:
+    def fit(self, op: CurvatureOperator, generator=None) -> LiSSASolver:
         generator = torch.Generator().manual_seed(0) if generator is None else generator
         check_positive_definite(op, self.regularization, self.name, generator)
         # Every solve replays the same batch order, so a row's solution does not depend

@@ -20,13 +20,14 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._cg import _CG
-from ._datainf import _DataInf
-from ._kfac import _EKFAC
-from ._lissa import _LiSSA
-from ._solvers import _Arnoldi, _BlockDiagonal, _Direct, _Nystroem, _Solver
+from skdvl.utils._sklearn_compat import Interval, StrOptions, validate_parameters
+
+from ._cg import CGSolver
+from ._datainf import DataInfSolver
+from ._kfac import EKFACSolver
+from ._lissa import LiSSASolver
+from ._solvers import ArnoldiSolver, BlockDiagonalSolver, DirectSolver, NystroemSolver, Solver
 
 #: name -> option class, filled by :meth:`InfluenceMethod.__init_subclass__`.
 METHODS: dict[str, type[InfluenceMethod]] = {}
@@ -50,16 +51,16 @@ class InfluenceMethod(BaseEstimator):
         if cls.name:
             METHODS[cls.name] = cls
 
-    def _make(self, regularization: float) -> _Solver:
+    def _make(self, regularization: float) -> Solver:
         raise NotImplementedError
 
-    def _solver(self, regularization: float, blocks: list[slice] | None) -> _Solver:
+    def _solver(self, regularization: float, blocks: list[slice] | None) -> Solver:
         """The unfitted solver; ``blocks`` (``block_structure="layer"``) or None."""
-        self._validate_params()
+        validate_parameters(self)
         if blocks is None:
             return self._make(regularization)
 
-        return _BlockDiagonal(partial(self._make, regularization), blocks)
+        return BlockDiagonalSolver(partial(self._make, regularization), blocks)
 
 
 class Direct(InfluenceMethod):
@@ -76,7 +77,7 @@ class Direct(InfluenceMethod):
     needs_positive_regularization = False
 
     def _make(self, regularization):
-        return _Direct(regularization)
+        return DirectSolver(regularization)
 
 
 class CG(InfluenceMethod):
@@ -117,7 +118,7 @@ class CG(InfluenceMethod):
         self.rank = rank
 
     def _make(self, regularization):
-        return _CG(regularization, self.maxiter, self.rtol, self.preconditioner, self.rank)
+        return CGSolver(regularization, self.maxiter, self.rtol, self.preconditioner, self.rank)
 
 
 class LiSSA(InfluenceMethod):
@@ -154,7 +155,7 @@ class LiSSA(InfluenceMethod):
         self.scale = scale
 
     def _make(self, regularization):
-        return _LiSSA(regularization, self.maxiter, self.rtol, self.scale)
+        return LiSSASolver(regularization, self.maxiter, self.rtol, self.scale)
 
 
 class Arnoldi(InfluenceMethod):
@@ -175,7 +176,7 @@ class Arnoldi(InfluenceMethod):
         self.rank = rank
 
     def _make(self, regularization):
-        return _Arnoldi(regularization, self.rank)
+        return ArnoldiSolver(regularization, self.rank)
 
 
 class Nystroem(InfluenceMethod):
@@ -196,7 +197,7 @@ class Nystroem(InfluenceMethod):
         self.rank = rank
 
     def _make(self, regularization):
-        return _Nystroem(regularization, self.rank)
+        return NystroemSolver(regularization, self.rank)
 
 
 class EKFAC(InfluenceMethod):
@@ -209,7 +210,7 @@ class EKFAC(InfluenceMethod):
     name = "ekfac"
 
     def _solver(self, regularization, blocks):
-        return _EKFAC(regularization)
+        return EKFACSolver(regularization)
 
 
 class DataInf(InfluenceMethod):
@@ -221,7 +222,7 @@ class DataInf(InfluenceMethod):
     name = "datainf"
 
     def _solver(self, regularization, blocks):
-        return _DataInf(regularization, blocks)
+        return DataInfSolver(regularization, blocks)
 
 
 def resolve_method(method) -> InfluenceMethod:

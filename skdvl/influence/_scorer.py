@@ -11,10 +11,17 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._checks import check_loss, check_output_hessians, check_targets, check_trainable
+from skdvl.utils._sklearn_compat import Interval, StrOptions, fit_context
+
+from ._checks import (
+    check_loss,
+    check_output_hessians,
+    check_targets,
+    check_trainable,
+    is_positive_int,
+)
 from ._data import is_pandas, to_tensors
 from ._functional import CurvatureOperator, FlatModel, iter_slices, per_sample_grads_batched
 from ._options import METHODS, InfluenceMethod, resolve_method
@@ -179,6 +186,7 @@ class InfluenceScorer(BaseEstimator):
         return state
 
     # ------------------------------------------------------------------ fitting
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, X_val=None, y_val=None) -> InfluenceScorer:
         """Fit the inverse-curvature approximation (and :attr:`values_`) on training data.
 
@@ -218,7 +226,7 @@ class InfluenceScorer(BaseEstimator):
         return self
 
     def _check_params(self) -> None:
-        self._validate_params()
+        """What the declared constraints cannot say; set ``method_``."""
         self.method_ = resolve_method(self.method)
         if self.method_.needs_positive_regularization and self.regularization <= 0:
             raise ValueError(
@@ -226,8 +234,7 @@ class InfluenceScorer(BaseEstimator):
                 f"method={self.method_.name!r}. Got {self.regularization!r} instead."
             )
         c = self.chunk_size
-        if isinstance(c, tuple) and not (len(c) == 2 and all(
-                isinstance(s, Integral) and not isinstance(s, bool) and int(s) >= 1 for s in c)):
+        if isinstance(c, tuple) and not (len(c) == 2 and all(is_positive_int(s) for s in c)):
             raise ValueError(
                 "The 'chunk_size' parameter of InfluenceScorer must be an int >= 1 or a "
                 f"pair of them (test rows, training rows). Got {c!r} instead."

@@ -46,7 +46,7 @@ class NotPositiveDefiniteError(ValueError):
     """
 
 
-class _Solver:
+class Solver:
     """Base of the solvers: the protocol and its declared state.
 
     Attributes
@@ -62,7 +62,7 @@ class _Solver:
     def __init__(self, regularization: float):
         self.regularization = regularization
 
-    def fit(self, op: CurvatureOperator, generator: torch.Generator | None = None) -> _Solver:
+    def fit(self, op: CurvatureOperator, generator: torch.Generator | None = None) -> Solver:
         raise NotImplementedError
 
     def solve(self, R: torch.Tensor) -> torch.Tensor:
@@ -135,12 +135,12 @@ def check_positive_definite(op: CurvatureOperator, regularization: float, method
 
 
 # ----------------------------------------------------------------------------- direct
-class _Direct(_Solver):
+class DirectSolver(Solver):
     """Explicit ``C + lambda I``, factorised once with Cholesky (Koh & Liang, 2017)."""
 
     name = "direct"
 
-    def fit(self, op: CurvatureOperator, generator=None) -> _Direct:
+    def fit(self, op: CurvatureOperator, generator=None) -> DirectSolver:
         C = op.dense()
         C.diagonal().add_(self.regularization)
         # Factorise in place: C.T is the column-major view LAPACK works on, so no copy
@@ -199,7 +199,7 @@ def nystroem_sketch(op: CurvatureOperator, rank: int, generator) -> tuple:
     return Q @ W, lam
 
 
-class _Nystroem(_Solver):
+class NystroemSolver(Solver):
     """Inverse of a randomised Nystrom sketch (Hataya & Yamada, 2023).
 
     Refuses an indefinite curvature: the sketch's eigenvalues plus ``lambda`` must be
@@ -213,7 +213,7 @@ class _Nystroem(_Solver):
         super().__init__(regularization)
         self.rank = rank
 
-    def fit(self, op: CurvatureOperator, generator=None) -> _Nystroem:
+    def fit(self, op: CurvatureOperator, generator=None) -> NystroemSolver:
         self.U_, self.eigenvalues_ = nystroem_sketch(op, min(self.rank, op.dim), generator)
         lam = float(self.eigenvalues_.min()) if len(self.eigenvalues_) else 0.0
         if lam + self.regularization <= 0:
@@ -226,7 +226,7 @@ class _Nystroem(_Solver):
         return _lowrank_plus_shift_solve(self.U_, self.eigenvalues_, self.regularization, R)
 
 
-class _Arnoldi(_Solver):
+class ArnoldiSolver(Solver):
     """Top eigenpairs (largest magnitude) by Lanczos on curvature-vector products.
 
     Schioppa et al. (2022) use Arnoldi iterations; for a symmetric matrix these reduce to
@@ -246,7 +246,7 @@ class _Arnoldi(_Solver):
         super().__init__(regularization)
         self.rank = rank
 
-    def fit(self, op: CurvatureOperator, generator=None) -> _Arnoldi:
+    def fit(self, op: CurvatureOperator, generator=None) -> ArnoldiSolver:
         rank = min(self.rank, op.dim)
         theta, V = _lanczos(op, min(op.dim, 2 * rank + 20), generator)
         if float(theta.min()) + self.regularization <= 0:
@@ -262,13 +262,13 @@ class _Arnoldi(_Solver):
 
 
 # ----------------------------------------------------------------------- blocks
-class _BlockDiagonal(_Solver):
+class BlockDiagonalSolver(Solver):
     """Apply one solver per diagonal block (``block_structure="layer"``)."""
 
     def __init__(self, make_solver, blocks: list[slice]):
         self.make_solver, self.blocks = make_solver, blocks
 
-    def fit(self, op: CurvatureOperator, generator=None) -> _BlockDiagonal:
+    def fit(self, op: CurvatureOperator, generator=None) -> BlockDiagonalSolver:
         self.solvers_ = [self.make_solver().fit(op.restrict(b), generator) for b in self.blocks]
         self.name = self.solvers_[0].name if self.solvers_ else ""
         return self

@@ -30,6 +30,7 @@ __all__ = [
     "fit_context", "HasMethods", "Interval", "Options", "RealNotInt", "StrOptions",
     "validate_params", "num_samples", "safe_indexing", "VALID_METRICS", "is_forest",
     "bagging_seeds", "set_bagging_seeds", "check_sample_weight", "called_from_sklearn",
+    "validate_parameters",
 ]
 
 #: ``@fit_context(prefer_skip_nested_validation=...)``: validates the parameters
@@ -43,6 +44,15 @@ safe_indexing = _safe_indexing
 check_sample_weight = _check_sample_weight
 #: Metrics by name that :func:`sklearn.metrics.pairwise_distances` accepts.
 VALID_METRICS = _VALID_METRICS
+
+
+def validate_parameters(estimator: Any) -> None:
+    """Check ``estimator``'s parameters against its ``_parameter_constraints``.
+
+    ``BaseEstimator._validate_params``, for objects without a ``fit`` (option
+    objects) or validated when used rather than fitted.
+    """
+    estimator._validate_params()
 
 
 def is_forest(estimator: Any) -> bool:

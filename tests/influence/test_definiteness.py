@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from skdvl.influence import CG, Arnoldi, InfluenceScorer, LiSSA, NotPositiveDefiniteError, Nystroem
-from skdvl.influence._cg import _CG
+from skdvl.influence._cg import CGSolver
 from skdvl.influence._functional import CurvatureOperator, FlatModel
 
 DT = torch.float64
@@ -114,7 +114,7 @@ def test_cg_on_an_indefinite_operator_raises(n_rhs):
     Q = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(0),
                                     dtype=DT)).Q
     op = DenseOperator(Q @ C @ Q.T)
-    solver = _CG(1e-3, maxiter=100, rtol=1e-10).fit(op, torch.Generator().manual_seed(0))
+    solver = CGSolver(1e-3, maxiter=100, rtol=1e-10).fit(op, torch.Generator().manual_seed(0))
     R = torch.ones(n_rhs, 5, dtype=DT)
     with pytest.raises(NotPositiveDefiniteError,
                        match=r"smallest eigenvalue of the curvature -1, with regularization"

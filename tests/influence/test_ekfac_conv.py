@@ -8,7 +8,7 @@ from torch.func import hessian, jacrev
 
 from skdvl.influence import InfluenceScorer
 from skdvl.influence._functional import CurvatureOperator, FlatModel
-from skdvl.influence._kfac import _EKFAC, _conv2d_patches
+from skdvl.influence._kfac import EKFACSolver, _conv2d_patches
 
 pytestmark = pytest.mark.torch
 
@@ -110,7 +110,7 @@ def test_eigenvalues_are_the_gauss_newton_diagonal_in_the_kronecker_eigenbasis(s
     _, model, op = _single_conv_problem(seed, 7, conv_kw)
     GN = op.dense()
     lam = 1e-3
-    solver = _EKFAC(lam).fit(op)
+    solver = EKFACSolver(lam).fit(op)
     layer = solver.layers_[0]
     Q = _eigenbasis_in_flat_coordinates(layer, solver.QA_[layer.name], solver.QG_[layer.name],
                                         model.n_params)
@@ -140,7 +140,7 @@ def test_eigenbases_diagonalise_the_kfc_factors_computed_by_brute_force(seed):
     # explicit patches and per-row Jacobians of the network after the conv layer.
     conv_kw = dict(kernel_size=(2, 3), stride=(2, 1), padding=1, dilation=(1, 2))
     net, _, op = _single_conv_problem(seed, 7, conv_kw)
-    solver = _EKFAC(1e-3).fit(op)
+    solver = EKFACSolver(1e-3).fit(op)
     QA, QG = solver.QA_["0"], solver.QG_["0"]
     X, y = op.X, op.y
     a = _patches_by_loops(X, (2, 3), (2, 1), (1, 1), (1, 2))
@@ -166,7 +166,7 @@ def test_one_row_and_one_position_gives_the_exact_gauss_newton_block(seed):
     _, model, op = _single_conv_problem(seed, 1, dict(kernel_size=(3, 4), padding=(0, 1)),
                                         shape=(2, 3, 2))
     lam = 1e-3
-    K = _curvature_of(_EKFAC(lam).fit(op), model.n_params, lam)
+    K = _curvature_of(EKFACSolver(lam).fit(op), model.n_params, lam)
     GN = op.dense()
     torch.testing.assert_close(K, GN, rtol=0, atol=1e-9 * GN.abs().max())
 
