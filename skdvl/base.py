@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import get_tags
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from skdvl.result import ValuationResult
 
@@ -54,9 +54,6 @@ class ValuerMixin:
         if index is None:
             return arr
         return pd.Series(arr, index=index, name=name)
-
-    def _check_fitted(self) -> None:
-        check_is_fitted(self, "result_")
 
 
 def pandas_index(X: Any) -> Any:

@@ -185,7 +185,13 @@ def _positive_int(value: object, name: str) -> int:
 
 
 class MaxUpdates(StoppingCriterion):
-    """Stop once some value has ``n_updates`` updates (a budget)."""
+    """Stop once some value has ``n_updates`` updates (a budget).
+
+    Parameters
+    ----------
+    n_updates : int
+        Updates (marginal contributions, or MSR samples) of the most updated value.
+    """
 
     def __init__(self, n_updates: int) -> None:
         _positive_int(n_updates, "n_updates")
@@ -205,7 +211,13 @@ class MaxUpdates(StoppingCriterion):
 
 
 class MinUpdates(MaxUpdates):
-    """Stop once every value has at least ``n_updates`` updates (a budget)."""
+    """Stop once every value has at least ``n_updates`` updates (a budget).
+
+    Parameters
+    ----------
+    n_updates : int
+        Updates of the least updated value.
+    """
 
     def _check(self, progress: Progress) -> Status:
         counts = progress.counts
@@ -221,7 +233,15 @@ class MinUpdates(MaxUpdates):
 
 
 class MaxSamples(StoppingCriterion):
-    """Stop after ``n_samples`` samples (permutations, coalitions) in all."""
+    """Stop after exactly ``n_samples`` samples (permutations, coalitions) in all.
+
+    The engine never draws more, even when the budget ends inside a block.
+
+    Parameters
+    ----------
+    n_samples : int
+        Samples per game.
+    """
 
     def __init__(self, n_samples: int) -> None:
         _positive_int(n_samples, "n_samples")
@@ -244,6 +264,11 @@ class MaxTime(StoppingCriterion):
     """Stop after ``seconds`` of wall time since sampling started.
 
     Note that results then depend on the machine's speed, not only on the seed.
+
+    Parameters
+    ----------
+    seconds : float
+        Wall time, finite and > 0.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -274,6 +299,15 @@ class AbsoluteStandardError(StoppingCriterion):
 
     Values with fewer than ``burn_in`` updates never count as converged (their
     variance estimate is meaningless).
+
+    Parameters
+    ----------
+    threshold : float
+        Standard error below which a value counts as converged (finite, > 0).
+    fraction : float, default=1.0
+        Share of the values that must have converged, in (0, 1].
+    burn_in : int, default=4
+        Updates a value needs before its standard error counts.
     """
 
     def __init__(self, threshold: float, fraction: float = 1.0, burn_in: int = 4) -> None:
@@ -307,6 +341,15 @@ class RankCorrelation(StoppingCriterion):
     Every ``interval`` updates (per value), the Spearman correlation between the
     current values and those at the previous checkpoint is computed; sampling
     stops when it exceeds ``1 - rtol``, after ``burn_in`` updates.
+
+    Parameters
+    ----------
+    rtol : float, default=0.01
+        Converged once the correlation exceeds ``1 - rtol``; in (0, 1).
+    burn_in : int, default=10
+        Updates of every value before the first comparison.
+    interval : int, default=10
+        Updates between comparisons.
     """
 
     def __init__(self, rtol: float = 0.01, burn_in: int = 10, interval: int = 10) -> None:
