@@ -306,7 +306,9 @@ class DataCleaner(BaseEstimator):
         Parameters
         ----------
         X : array-like or sparse matrix of shape (n_samples, n_features)
+            Training rows (a DataFrame keeps its index in ``values_``).
         y : array-like of shape (n_samples,)
+            Their targets.
 
         Returns
         -------
@@ -321,7 +323,9 @@ class DataCleaner(BaseEstimator):
         Parameters
         ----------
         X : array-like or sparse matrix of shape (n_samples, n_features)
+            Training rows (a DataFrame keeps its index in ``values_``).
         y : array-like of shape (n_samples,)
+            Their targets.
 
         Returns
         -------
@@ -379,6 +383,30 @@ def _estimator_has(attr: str):  # type: ignore[no-untyped-def]
         return hasattr(est, attr)
 
     return check
+
+
+def _delegate(name: str, summary: str) -> Any:
+    """``CleanedEstimator.<name>(X)``: the fitted estimator's own, on all rows given."""
+
+    def method(self: CleanedEstimator, X: Any) -> np.ndarray:
+        check_is_fitted(self, "estimator_")
+        return getattr(self.estimator_, name)(X)
+
+    method.__name__ = name
+    method.__qualname__ = f"CleanedEstimator.{name}"
+    method.__doc__ = f"""{summary}
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            Rows to {name.replace("_", " ")} (none are dropped).
+
+        Returns
+        -------
+        ndarray
+            The output of ``estimator_.{name}(X)``.
+        """
+    return available_if(_estimator_has(name))(method)
 
 
 class CleanedEstimator(MetaEstimatorMixin, BaseEstimator):
@@ -456,7 +484,9 @@ class CleanedEstimator(MetaEstimatorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like or sparse matrix of shape (n_samples, n_features)
+            Training rows (a DataFrame keeps its index in ``values_``).
         y : array-like of shape (n_samples,)
+            Their targets.
         sample_weight : array-like of shape (n_samples,), default=None
             Passed to ``estimator.fit``, sliced to the kept rows; the cleaner
             does not see it.
@@ -484,33 +514,32 @@ class CleanedEstimator(MetaEstimatorMixin, BaseEstimator):
         check_is_fitted(self, "estimator_")
         return self.estimator_.classes_
 
-    @available_if(_estimator_has("predict"))
-    def predict(self, X: Any) -> np.ndarray:
-        """Predict with the estimator fitted on the cleaned rows."""
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(X)
-
-    @available_if(_estimator_has("predict_proba"))
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities from the estimator fitted on the cleaned rows."""
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict_proba(X)
-
-    @available_if(_estimator_has("predict_log_proba"))
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        """Log class probabilities from the estimator fitted on the cleaned rows."""
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict_log_proba(X)
-
-    @available_if(_estimator_has("decision_function"))
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Decision function of the estimator fitted on the cleaned rows."""
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.decision_function(X)
+    predict = _delegate("predict", "Predict with the estimator fitted on the cleaned rows.")
+    predict_proba = _delegate(
+        "predict_proba", "Class probabilities from the estimator fitted on the cleaned rows.")
+    predict_log_proba = _delegate(
+        "predict_log_proba",
+        "Log class probabilities from the estimator fitted on the cleaned rows.")
+    decision_function = _delegate(
+        "decision_function", "Decision function of the estimator fitted on the cleaned rows.")
 
     @available_if(_estimator_has("score"))
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """The fitted estimator's ``score`` on ``(X, y)`` (all rows, none dropped)."""
+        """The fitted estimator's ``score`` on ``(X, y)`` (all rows, none dropped).
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            Test rows.
+        y : array-like of shape (n_samples,)
+            Their targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Passed to the estimator's ``score`` when given.
+
+        Returns
+        -------
+        float
+        """
         check_is_fitted(self, "estimator_")
         if sample_weight is None:
             return self.estimator_.score(X, y)

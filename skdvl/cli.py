@@ -619,7 +619,19 @@ class _ShowWarning:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``skdvl`` command; return its exit status."""
+    """Run the ``skdvl`` command; return its exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, default=None
+        The arguments after ``skdvl``; None reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 on success, 1 for bad data or a failed computation, 2 for bad usage,
+        130 for Ctrl-C.
+    """
     debug = os.environ.get("SKDVL_DEBUG", "") not in ("", "0")
     previous: Callable = warnings.showwarning
     show = warnings.showwarning = _ShowWarning()

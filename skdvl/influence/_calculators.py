@@ -182,6 +182,18 @@ def dataset_to_dask_arrays(dataset, chunk_size: int = 1000):
 
     Each chunk is loaded lazily, once, by one task (``dataset[k]`` for its rows), so the
     dataset is never held in memory whole; it must be picklable to reach dask workers.
+
+    Parameters
+    ----------
+    dataset : torch.utils.data.Dataset
+        Indexable by position, ``dataset[k] -> (x, y)``, with a length.
+    chunk_size : int, default=1000
+        Rows per chunk.
+
+    Returns
+    -------
+    X, y : dask.array.Array
+        Inputs and targets, chunked by ``chunk_size`` rows.
     """
     dask, da = _import_dask()
     chunk_size = _check_chunk(chunk_size)
@@ -381,7 +393,19 @@ class SequentialInfluenceCalculator:
         self.verbose = verbose
 
     def influence_factors(self, X_test, y_test=None) -> np.ndarray:
-        """``(C + lambda I)^-1 grad L(z_test)``, shape ``(n_test, n_params)``, by chunks."""
+        """``(C + lambda I)^-1 grad L(z_test)``, shape ``(n_test, n_params)``, by chunks.
+
+        Parameters
+        ----------
+        X_test : array-like, DataFrame, torch.Tensor, dask array or torch Dataset
+            Test inputs, or a Dataset of ``(x, y)`` pairs with ``y_test=None``.
+        y_test : array-like, torch.Tensor or dask array, default=None
+            Test targets.
+
+        Returns
+        -------
+        ndarray of shape (n_test, n_params)
+        """
         job = _Job(self.scorer, self.chunk_size, X_test, y_test, None, None, None)
         return np.concatenate([self.scorer.influence_factors(*job.test.get(a, b))
                                for a, b in job.test_bounds])
@@ -499,7 +523,19 @@ class DaskInfluenceCalculator:
         )
 
     def influence_factors(self, X_test, y_test=None):
-        """Factors of the test rows as a dask array ``(n_test, n_params)``, by test chunk."""
+        """Factors of the test rows as a dask array ``(n_test, n_params)``, by test chunk.
+
+        Parameters
+        ----------
+        X_test : array-like, DataFrame, torch.Tensor, dask array or torch Dataset
+            Test inputs, or a Dataset of ``(x, y)`` pairs with ``y_test=None``.
+        y_test : array-like, torch.Tensor or dask array, default=None
+            Test targets.
+
+        Returns
+        -------
+        dask.array.Array of shape (n_test, n_params)
+        """
         _check_client(self.client)
         job = _Job(self.scorer, self.chunk_size, X_test, y_test, None, None, None)
         dtype = self._dtype(job)
@@ -510,6 +546,17 @@ class DaskInfluenceCalculator:
 
     def influences(self, X_test, y_test=None, X=None, y=None, mode=None, out=None):
         """Influence of each training row on each test row (see the sequential calculator).
+
+        Parameters
+        ----------
+        X_test, y_test : test rows (arrays, frames, tensors, dask arrays) or a torch
+            Dataset of ``(x, y)`` pairs as ``X_test`` with ``y_test=None``.
+        X, y : training rows to score, same kinds; None means the rows given to fit.
+        mode : {"up", "perturbation"}, default=None
+            None uses the scorer's ``mode``.
+        out : str, path, zarr store or zarr.Group, default=None
+            Where to write the result block by block, as in
+            :meth:`SequentialInfluenceCalculator.influences`.
 
         Returns
         -------

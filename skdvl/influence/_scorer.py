@@ -317,6 +317,17 @@ class InfluenceScorer(BaseEstimator):
         """``(C + lambda I)^-1 grad L(z_test)`` for each test row, shape ``(n_test, p)``.
 
         Reusable with :meth:`influences_from_factors`.
+
+        Parameters
+        ----------
+        X_test : array-like, DataFrame, torch.Tensor or torch Dataset of (x, y) pairs
+            Test inputs.
+        y_test : array-like or torch.Tensor, default=None
+            Test targets; None when ``X_test`` is a Dataset.
+
+        Returns
+        -------
+        ndarray of shape (n_test, n_params_)
         """
         check_is_fitted(self, "solver_")
         Xt, yt = self._tensors(X_test, y_test, "X_test", "y_test")
@@ -327,7 +338,7 @@ class InfluenceScorer(BaseEstimator):
 
         Parameters
         ----------
-        X_test, y_test : test data.
+        X_test, y_test : test data, of the kinds :meth:`fit` takes.
         X, y : training rows to score; None means the rows given to :meth:`fit`.
         mode : {"up", "perturbation"}, default=None
             None uses the ``mode`` parameter.
@@ -370,7 +381,20 @@ class InfluenceScorer(BaseEstimator):
         return pd.DataFrame(result, index=test_index, columns=train_index)
 
     def influences_from_factors(self, factors, X=None, y=None, mode=None) -> np.ndarray:
-        """Influences from precomputed :meth:`influence_factors` (see :meth:`influences`)."""
+        """Influences from precomputed :meth:`influence_factors` (see :meth:`influences`).
+
+        Parameters
+        ----------
+        factors : array-like of shape (n_test, n_params_)
+            The output of :meth:`influence_factors`.
+        X, y : training rows to score; None means the rows given to :meth:`fit`.
+        mode : {"up", "perturbation"}, default=None
+            None uses the ``mode`` parameter.
+
+        Returns
+        -------
+        ndarray of shape (n_test, n_train) or (n_test, n_train, *input_shape)
+        """
         check_is_fitted(self, "solver_")
         mode = self.mode if mode is None else mode
         if mode not in ("up", "perturbation"):
