@@ -5,9 +5,14 @@ matplotlib is imported inside the functions, so ``import skdvl`` never imports i
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_removal_curves", "plot_values"]
 
@@ -37,13 +42,13 @@ def _values_and_stderr(values: Any, stderr: Any) -> tuple[np.ndarray, np.ndarray
 
 def plot_values(
     values: Any,
-    stderr: Any = None,
+    stderr: ArrayLike | None = None,
     *,
-    ax: Any = None,
+    ax: Axes | None = None,
     sort: bool = True,
-    highlight: Any = None,
+    highlight: ArrayLike | None = None,
     title: str | None = None,
-) -> Any:
+) -> Axes:
     """Plot data values with one-standard-error bars.
 
     Parameters
@@ -97,9 +102,10 @@ def plot_values(
 
 
 def plot_removal_curves(
-    curve: Any, *, ax: Any = None, label: str | None = None, title: str | None = None,
+    curve: Mapping[str, Any], *, ax: Axes | None = None, label: str | None = None,
+    title: str | None = None,
     ylabel: str = "test score",
-) -> Any:
+) -> Axes:
     """Plot a curve from :func:`skdvl.evaluation.removal_curve`.
 
     Lowest-first and highest-first removal are lines; random removal is its mean

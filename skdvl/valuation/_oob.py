@@ -19,7 +19,6 @@ from sklearn.utils import get_tags
 from tqdm.auto import tqdm
 
 from skdvl._moments import Moments
-
 from skdvl.base import (
     TASKS,
     ValuerMixin,
@@ -202,7 +201,7 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
         scoring: str | Callable | None = None,
         task: str = "auto",
         n_jobs: int | None = None,
-        random_state: Any = None,
+        random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
         self.estimator = estimator
