@@ -41,12 +41,10 @@ from skdvl.utils._sklearn_compat import (
     StrOptions,
     fit_context,
 )
-from skdvl.valuation._knn_math import (
+from skdvl.valuation._knn_math import (  # noqa: F401 - tests/test_knn.py imports it here
     _EUCLIDEAN,
     _block_moments,
     _block_rows,
-)
-from skdvl.valuation._knn_math import (  # noqa: F401 - tests/test_knn.py imports it here
     _stable_argsort,
 )
 
