@@ -6,7 +6,7 @@ pipeline. Influence functions live in :mod:`skdvl.influence` (needs torch) and
 are not imported here.
 """
 
-from skdvl.cleaning import CleanedEstimator, DataCleaner
+from skdvl.cleaning import CleanedEstimator, DataCleaner, rows_to_keep
 from skdvl.result import ValuationResult
 from skdvl.utility import ModelUtility, Utility, UtilityFitWarning
 from skdvl.valuation import (
@@ -23,5 +23,5 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ValuationResult", "ModelUtility", "Utility", "UtilityFitWarning",
     "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
-    "DataOOBValuer", "DataCleaner", "CleanedEstimator",
+    "DataOOBValuer", "DataCleaner", "CleanedEstimator", "rows_to_keep",
 ]

@@ -11,7 +11,7 @@ coalition and score it on validation data.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -52,45 +52,50 @@ class UtilityFitWarning(UserWarning):
 class FitReport:
     """What happened in the utility evaluations of one process: failures and warnings.
 
-    Workers return their reports to the main process, which merges them; a valuer
-    turns the total into one warning per kind (see :func:`report_fit_problems`).
+    ``warned`` maps each warning category raised inside the fits to the number of
+    fits that raised it and its first message. Workers return their reports to
+    the main process, which merges them; a valuer turns the total into one
+    warning per kind (see :func:`report_fit_problems`).
     """
 
     n_fits: int = 0
     n_errors: int = 0
     first_error: str | None = None
-    n_warned: int = 0
-    first_warning: tuple[type[Warning], str] | None = None
+    warned: dict[type[Warning], tuple[int, str]] = field(default_factory=dict)
 
     def copy(self) -> FitReport:
-        return replace(self)
+        return replace(self, warned=dict(self.warned))
 
     def merge(self, other: FitReport) -> None:
         self.n_fits += other.n_fits
         self.n_errors += other.n_errors
-        self.n_warned += other.n_warned
         self.first_error = self.first_error or other.first_error
-        self.first_warning = self.first_warning or other.first_warning
+        for category, (count, message) in other.warned.items():
+            mine = self.warned.get(category, (0, message))
+            self.warned[category] = (mine[0] + count, mine[1])
 
     def since(self, earlier: FitReport) -> FitReport:
         """The part of this report that came after ``earlier`` (a copy taken then)."""
+        warned = {}
+        for category, (count, message) in self.warned.items():
+            new = count - earlier.warned.get(category, (0, ""))[0]
+            if new:
+                warned[category] = (new, message)
         return FitReport(
             self.n_fits - earlier.n_fits, self.n_errors - earlier.n_errors,
-            self.first_error if self.n_errors > earlier.n_errors else None,
-            self.n_warned - earlier.n_warned,
-            self.first_warning if self.n_warned > earlier.n_warned else None)
+            self.first_error if self.n_errors > earlier.n_errors else None, warned)
 
     def failure(self, message: str) -> None:
         self.n_errors += 1
         if self.first_error is None:
             self.first_error = message
 
-    def warned(self, caught: list[warnings.WarningMessage]) -> None:
-        if caught:
-            self.n_warned += 1
-            if self.first_warning is None:
-                first = caught[0]
-                self.first_warning = (first.category, str(first.message))
+    def record(self, caught: list[warnings.WarningMessage]) -> None:
+        """Count the warnings of one fit: each category once, with its first message."""
+        for category in dict.fromkeys(w.category for w in caught):
+            message = next(str(w.message) for w in caught if w.category is category)
+            count, first = self.warned.get(category, (0, message))
+            self.warned[category] = (count + 1, first)
 
 
 def _check_score(name: str, value: Any) -> float:
@@ -237,7 +242,7 @@ class ModelUtility:
                 raise
             self.report.failure(f"{type(exc).__name__}: {exc}")
             return failed  # type: ignore[return-value]
-        self.report.warned(caught)
+        self.report.record(caught)
         if not np.isfinite(score):
             if self.error_score == "raise":
                 raise ValueError(
@@ -344,10 +349,9 @@ def report_fit_problems(report: FitReport, n_evaluations: int, owner: str) -> No
             "Pass error_score='raise' to see the traceback.",
             UtilityFitWarning, stacklevel=4,
         )
-    if report.n_warned and report.first_warning is not None:
-        category, message = report.first_warning
+    for category, (count, message) in report.warned.items():
         warnings.warn(
-            f"{report.n_warned} of {report.n_fits} utility fits raised warnings (shown once "
-            f"here, not per fit). The first was {category.__name__}: {message}",
+            f"{count} of {report.n_fits} utility fits raised {category.__name__} (shown "
+            f"once here, not per fit). The first: {message}",
             category, stacklevel=4,
         )

@@ -149,9 +149,9 @@ def test_warnings_inside_fits_are_summarised_once_with_their_count():
                                                          y_val=y[100:150])
     conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert len(conv) == 1
-    assert f"31 of {v.n_utility_evaluations_} utility fits raised warnings (shown once" in str(
-        conv[0].message)
-    assert "The first was ConvergenceWarning: lbfgs failed to converge" in str(conv[0].message)
+    assert f"31 of {v.n_utility_evaluations_} utility fits raised ConvergenceWarning (shown " \
+        "once" in str(conv[0].message)
+    assert "The first: lbfgs failed to converge" in str(conv[0].message)
 
 
 # --------------------------------------------------------------------------- 3. domains

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter
 from collections.abc import Callable
 from numbers import Integral
 from typing import Any
@@ -299,7 +298,9 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
             base = DecisionTreeRegressor() if regression else DecisionTreeClassifier()
         bagging = BaggingRegressor if is_regressor(base) else BaggingClassifier
         return bagging(
-            clone(base), n_estimators=self.n_estimators, max_samples=self.max_samples,
+            clone(base), n_estimators=self.n_estimators,
+            # None is n_samples; scikit-learn < 1.7 spells it 1.0
+            max_samples=1.0 if self.max_samples is None else self.max_samples,
             max_features=self.max_features, bootstrap=True, n_jobs=self.n_jobs,
             random_state=self.random_state,
         )
@@ -434,16 +435,14 @@ def _record_seeds(ensemble: Any, seeds: list[np.ndarray], size: int) -> None:
 
 
 def _warn_member_warnings(caught: list[warnings.WarningMessage], n_members: int) -> None:
-    """One warning for all the warnings the members' fits raised."""
-    if not caught:
-        return
-    first = caught[0]
-    kinds = Counter(w.category.__name__ for w in caught)
-    listed = ", ".join(f"{count} {name}" for name, count in kinds.most_common())
-    warnings.warn(
-        f"Fitting the ensemble of DataOOBValuer ({n_members} members) raised "
-        f"{len(caught)} warnings ({listed}). The first: {first.category.__name__}: {first.message}",
-        first.category, stacklevel=5)
+    """One warning per category for the warnings the members' fits raised."""
+    for category in dict.fromkeys(w.category for w in caught):
+        mine = [w for w in caught if w.category is category]
+        name = category.__name__
+        warnings.warn(
+            f"Fitting the ensemble of DataOOBValuer ({n_members} members) raised "
+            f"{len(mine)} warnings ({len(mine)} {name}). The first: {name}: {mine[0].message}",
+            category, stacklevel=5)
 
 
 def _ensemble_parts(
