@@ -10,6 +10,7 @@ coalition and score it on validation data.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
@@ -293,7 +294,7 @@ class CheckedUtility:
             if self.error_score == "raise":
                 raise
             return self._failed(f"raised {type(exc).__name__}: {exc}")
-        if not np.isfinite(value):
+        if not math.isfinite(value):  # math, not numpy: this runs once per coalition
             return self._failed(f"returned {value} for a coalition of "
                                 f"{np.asarray(subset).size} players")
         return value
