@@ -1,6 +1,5 @@
 """Tests of DataCleaner and CleanedEstimator: caching, pipelines, pandas, errors."""
 
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -13,7 +12,6 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdvl.cleaning import CleanedEstimator, DataCleaner, _default_valuer, _rows_to_keep
 from skdvl.valuation._oob import DataOOBValuer
@@ -229,25 +227,3 @@ def test_cleaned_estimator_rejects_a_cleaner_without_fit_resample(noisy_data):
     X, y, _ = noisy_data
     with pytest.raises(ValueError, match="'cleaner' parameter of CleanedEstimator"):
         CleanedEstimator(LogisticRegression(), cleaner=StandardScaler()).fit(X, y)
-
-
-_CHECK_CLEANER = DataCleaner(DataOOBValuer(n_estimators=10, random_state=0))
-
-
-@parametrize_with_checks(
-    [_CHECK_CLEANER, CleanedEstimator(LogisticRegression(), _CHECK_CLEANER)],
-    expected_failed_checks=lambda est: {
-        "check_sample_weight_equivalence_on_dense_data": (
-            "Cannot apply: a weight of 2 and a duplicated row are valued differently, "
-            "so different rows are dropped."
-        ),
-        "check_sample_weight_equivalence_on_sparse_data": (
-            "Cannot apply: a weight of 2 and a duplicated row are valued differently, "
-            "so different rows are dropped."
-        ),
-    } if isinstance(est, CleanedEstimator) else {},
-)
-def test_sklearn_common_checks(estimator, check):
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*never out of bag.*")
-        check(estimator)

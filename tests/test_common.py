@@ -58,6 +58,11 @@ VALUERS = [
     DataOOBValuer(n_estimators=10, random_state=0),
 ]
 _CHECK_CLEANER = DataCleaner(DataOOBValuer(n_estimators=10, random_state=0))
+#: Valuer checks only (scikit-learn's need no second model): a trained model with
+#: truncated sampling.
+VALUERS_ONLY = [
+    ShapleyValuer(LogisticRegression(), max_updates=3, truncation=0.05, random_state=0),
+]
 ESTIMATORS = [
     *VALUERS,
     _CHECK_CLEANER,
@@ -86,7 +91,7 @@ def test_sklearn_compatible_estimator(estimator, check):
 
 
 # ----------------------------------------------------------------------------- skdvl's
-@parametrize_with_valuer_checks(VALUERS)
+@parametrize_with_valuer_checks([*VALUERS, *VALUERS_ONLY])
 def test_valuer_checks(valuer, check):
     check(valuer)
 

@@ -4,12 +4,10 @@ import math
 import pickle
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 import sklearn
 from sklearn.neighbors import NearestNeighbors
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdvl.valuation._knn import KNNShapley, _stable_argsort
 
@@ -222,18 +220,6 @@ def test_sparse_input_gives_dense_values(blob):
         np.testing.assert_allclose(v.values_, dense.values_, atol=1e-14)
 
 
-def test_pandas_in_pandas_out(blob):
-    X, y, _ = blob
-    index = pd.Index([f"row{i}" for i in range(X.shape[0])][::-1])
-    df = pd.DataFrame(X, index=index, columns=list("abcde"))
-    v = KNNShapley(5).fit(df, pd.Series(y, index=index))
-    assert isinstance(v.values_, pd.Series) and isinstance(v.stderr_, pd.Series)
-    assert v.values_.index.equals(index) and v.counts_.index.equals(index)
-    np.testing.assert_allclose(v.values_.to_numpy(), KNNShapley(5).fit(X, y).values_)
-    np.testing.assert_array_equal(v.result_.names, index.to_numpy())
-    np.testing.assert_array_equal(v.feature_names_in_, list("abcde"))
-
-
 def test_string_labels_and_unseen_validation_labels(rng):
     X, X_val = rng.normal(size=(40, 2)), rng.normal(size=(6, 2))
     codes, codes_val = rng.integers(0, 2, 40), np.array([0, 1, 0, 1, 2, 2])
@@ -316,12 +302,3 @@ def test_bad_data_is_named(rng):
     with pytest.raises(ValueError, match=r"got y_val with dtype object"):
         KNNShapley(task="regression").fit(X, y, X_val=X[:2], y_val=np.array(["a", 1], dtype=object))
 
-
-# --------------------------------------------------------------------------------------
-# scikit-learn's common checks.
-# --------------------------------------------------------------------------------------
-
-
-@parametrize_with_checks([KNNShapley()])
-def test_sklearn_compatible_valuer(estimator, check):
-    check(estimator)

@@ -2,10 +2,8 @@
 
 
 import pickle
-import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
@@ -17,7 +15,6 @@ from sklearn.ensemble import (
 )
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdvl.valuation._oob import DataOOBValuer, _oob_moments
 
@@ -121,32 +118,12 @@ def test_never_out_of_bag_rows_get_nan_and_a_warning(clf_data, seed):
     assert np.isinf(v.stderr_[never]).all()
 
 
-@pytest.mark.parametrize("n_jobs", [1, 2])
-def test_values_identical_for_any_n_jobs(clf_data, seed, n_jobs):
-    X, y = clf_data
-    ref = DataOOBValuer(n_estimators=20, random_state=seed, n_jobs=None).fit(X, y)
-    got = DataOOBValuer(n_estimators=20, random_state=seed, n_jobs=n_jobs).fit(X, y)
-    np.testing.assert_array_equal(got.values_, ref.values_)
-    np.testing.assert_array_equal(got.stderr_, ref.stderr_)
-
-
 def test_noisy_labels_get_lower_values(seed):
     X, y = make_classification(n_samples=300, n_features=5, class_sep=2.0, random_state=seed)
     flipped = np.random.default_rng(seed).random(300) < 0.1
     y_noisy = np.where(flipped, 1 - y, y)
     v = DataOOBValuer(n_estimators=50, random_state=seed).fit(X, y_noisy)
     assert v.values_[flipped].mean() < v.values_[~flipped].mean() - 0.3
-
-
-def test_pandas_in_series_out_on_the_same_index(clf_data, seed):
-    X, y = clf_data
-    index = pd.Index([f"r{i}" for i in range(len(y))])
-    df = pd.DataFrame(X, index=index, columns=[f"f{j}" for j in range(X.shape[1])])
-    v = DataOOBValuer(n_estimators=20, random_state=seed).fit(df, pd.Series(y, index=index))
-    ref = DataOOBValuer(n_estimators=20, random_state=seed).fit(X, y)
-    assert isinstance(v.values_, pd.Series) and v.values_.index.equals(index)
-    np.testing.assert_array_equal(v.values_.to_numpy(), ref.values_)
-    assert list(v.feature_names_in_) == list(df.columns)
 
 
 def test_stderr_is_sqrt_variance_over_count(clf_data, seed):
@@ -237,10 +214,3 @@ def test_clone_and_pickle_round_trip(clf_data, seed):
     again = pickle.loads(pickle.dumps(v))
     np.testing.assert_array_equal(again.values_, v.values_)
     np.testing.assert_array_equal(clone(v).fit(X, y).values_, v.values_)
-
-
-@parametrize_with_checks([DataOOBValuer(n_estimators=10, random_state=0)])
-def test_sklearn_common_checks(estimator, check):
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*never out of bag.*")
-        check(estimator)

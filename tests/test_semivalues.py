@@ -6,9 +6,7 @@ import warnings
 from math import factorial
 
 import numpy as np
-import pandas as pd
 import pytest
-from joblib import parallel_config
 from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -268,22 +266,6 @@ def model_problem():
     return X[:20], y[:20], X[20:], y[20:]
 
 
-@pytest.mark.parametrize("valuer", [
-    ShapleyValuer(LogisticRegression(), max_updates=3, truncation=0.05),
-    BanzhafValuer(LogisticRegression(), max_updates=70),
-    ShapleyValuer(LogisticRegression(), sampler="owen", max_updates=1),
-], ids=["tmc", "msr", "owen"])
-def test_values_identical_for_any_n_jobs_and_backend(valuer, model_problem, seed):
-    X, y, Xv, yv = model_problem
-    ref = clone(valuer).set_params(random_state=seed, n_jobs=1).fit(X, y, X_val=Xv, y_val=yv)
-    two = clone(valuer).set_params(random_state=seed, n_jobs=2).fit(X, y, X_val=Xv, y_val=yv)
-    with parallel_config(backend="threading", n_jobs=2):
-        thr = clone(valuer).set_params(random_state=seed).fit(X, y, X_val=Xv, y_val=yv)
-    np.testing.assert_array_equal(ref.values_, two.values_)
-    np.testing.assert_array_equal(ref.values_, thr.values_)
-    np.testing.assert_array_equal(ref.counts_, thr.counts_)
-
-
 def test_same_seed_same_values_other_seed_other_values():
     a = ShapleyValuer(utility=MC_GAME, max_updates=5, random_state=1).fit().values_
     b = ShapleyValuer(utility=MC_GAME, max_updates=5, random_state=1).fit().values_
@@ -333,20 +315,6 @@ def test_cross_valuation_values_every_row_in_cv_minus_one_games(model_problem):
                                                   y_val=y[test])
         expected[train] += sub.values_ / 3
     np.testing.assert_allclose(v.values_, expected, atol=1e-12)
-
-
-def test_pandas_in_pandas_out(model_problem):
-    X, y, Xv, yv = model_problem
-    index = pd.Index([f"row{i}" for i in range(20)], name="id")
-    Xdf = pd.DataFrame(X, index=index, columns=list("abcde"))
-    v = ShapleyValuer(LogisticRegression(), max_updates=2, random_state=0).fit(
-        Xdf, pd.Series(y, index=index), X_val=pd.DataFrame(Xv, columns=list("abcde")), y_val=yv)
-    assert isinstance(v.values_, pd.Series) and v.values_.index.equals(index)
-    assert isinstance(v.stderr_, pd.Series)
-    ref = ShapleyValuer(LogisticRegression(), max_updates=2, random_state=0).fit(
-        X, y, X_val=Xv, y_val=yv)
-    np.testing.assert_array_equal(v.values_.to_numpy(), ref.values_)
-    assert list(v.result_.to_dataframe().index) == list(index)
 
 
 def test_regression_targets_work():
