@@ -97,6 +97,9 @@ def test_valuer_checks(valuer, check):
 
 
 # ----------------------------------------------------------------- influence (torch)
+# scikit-learn's checks are not run on InfluenceScorer: its torch module fixes the
+# number of features, and most checks fit on data of another width (29 of 41 fail,
+# nearly all with torch's "mat1 and mat2 shapes cannot be multiplied").
 def _influence_scorer(**params):
     torch = pytest.importorskip("torch")
     from skdvl.influence import InfluenceScorer
