@@ -302,24 +302,28 @@ def _parallel(utility, sampler, weights, entropy, game, loop, n_jobs) -> bool:  
                                      range(block, block + k))
             block += k
 
-    with warnings.catch_warnings():
-        # Stopping cancels the blocks in flight on purpose.
-        warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
-        parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")
-        try:
-            for blocks, n_evals, report, seconds in parallel(tasks()):
-                loop.state.n_evaluations += n_evals
-                loop.state.report.merge(report)
-                for block in blocks:
-                    if loop.room() < loop.spb:
-                        return False
-                    if loop.take(block, loop.spb):
-                        return True
-                size[0] = _next_task_size(seconds / max(len(blocks), 1), loop, n_workers)
-        finally:
-            stop.set()
-            _forget(token)
-    return False
+    outcome: bool | None = None  # True: the criterion stopped; False: a partial block is next
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")
+    try:
+        for blocks, n_evals, report, seconds in parallel(tasks()):
+            if outcome is not None:
+                continue  # drain the tasks dispatched before the stop: aborting them
+                # would make joblib restart the worker pool (seconds per fit)
+            loop.state.n_evaluations += n_evals
+            loop.state.report.merge(report)
+            for block in blocks:
+                if loop.room() < loop.spb:
+                    outcome = False
+                elif loop.take(block, loop.spb):
+                    outcome = True
+                if outcome is not None:
+                    stop.set()
+                    break
+            size[0] = _next_task_size(seconds / max(len(blocks), 1), loop, n_workers)
+    finally:
+        stop.set()
+        _forget(token)
+    return bool(outcome)
 
 
 def _next_task_size(seconds_per_block: float, loop: _Loop, n_workers: int) -> int:
