@@ -26,10 +26,17 @@ import interrupt_job as job  # noqa: E402
 JOB = Path(__file__).parent / "interrupt_job.py"
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT as a terminal delivers it, even when this test runs in a
+    background job (whose children inherit SIGINT as ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(mode: str, n_jobs: int, tmp_path: Path, after: float) -> dict:
     out = tmp_path / f"{mode}-{n_jobs}.npz"
     proc = subprocess.Popen([sys.executable, str(JOB), mode, str(n_jobs), str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     try:
         assert proc.stdout.readline().strip() == "fitting"
         assert proc.stdout.readline().strip() == "tick"  # some evaluations are done

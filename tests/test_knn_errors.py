@@ -213,6 +213,12 @@ _SIGINT_SCRIPT = textwrap.dedent("""
 """)
 
 
+
+def _default_sigint() -> None:
+    """In the child: SIGINT as a terminal delivers it, even when this test runs in a
+    background job (whose children inherit SIGINT as ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_sigint_returns_the_partial_result(tmp_path, n_jobs):
     script = tmp_path / "interrupt.py"
@@ -220,7 +226,7 @@ def test_sigint_returns_the_partial_result(tmp_path, n_jobs):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(script), str(n_jobs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, preexec_fn=_default_sigint)
     seen = 0
     for line in proc.stdout:
         seen += line.startswith("block")
