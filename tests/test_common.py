@@ -288,3 +288,13 @@ def test_valuer_randomness_names_what_a_seed_fixes(valuer, kind):
 def test_parametrize_refuses_classes():
     with pytest.raises(TypeError, match="not classes"):
         parametrize_with_valuer_checks([KNNShapley])
+
+
+def test_skdvl_utils_reexports_every_public_check():
+    """skdvl.utils lists the names lazily; the list must be the module's own."""
+    import skdvl.utils
+    from skdvl.utils import estimator_checks
+
+    assert sorted(skdvl.utils.__all__) == sorted(estimator_checks.__all__)
+    for name in skdvl.utils.__all__:
+        assert getattr(skdvl.utils, name) is getattr(estimator_checks, name)
