@@ -108,7 +108,7 @@ class EngineState:
     """
 
     n: int
-    moments: tuple[Moments, ...]
+    moments: tuple[Any, ...]  # the sampler's statistics (per-player Moments by default)
     next_block: int = 0
     block_offset: int = 0
     n_samples: int = 0
@@ -119,7 +119,7 @@ class EngineState:
 
     @classmethod
     def new(cls, sampler: Any, n: int) -> EngineState:
-        return cls(n, tuple(Moments.zeros(n) for _ in range(sampler.n_moments)))
+        return cls(n, tuple(sampler.zeros(n)))
 
     def absorb(self, block: tuple[Moments, ...]) -> None:
         for mine, theirs in zip(self.moments, block):

@@ -47,7 +47,8 @@ from skdvl.result import ValuationResult
 __all__ = [
     "BaseSampler", "PermutationSampler", "AntitheticPermutationSampler", "UniformSampler",
     "AntitheticSampler", "OwenSampler", "StratifiedSampler", "MSRSampler", "ExactSampler",
-    "RelativeTruncation", "FixedTruncation",
+    "RelativeTruncation", "FixedTruncation", "KernelSampler", "LeverageSampler",
+    "RegressionMSRSampler", "SVARMSampler",
 ]
 
 #: ``evaluate(masks) -> utilities`` and ``prefixes(perm, lo, hi) -> u(perm[:j]) for j in
@@ -83,13 +84,27 @@ class BaseSampler(BaseEstimator):
     """
 
     n_moments = 1
+    #: True when a sample is one coalition that updates every player's value (MSR,
+    #: the regression and stratified estimators), False when it is one marginal
+    #: contribution per player (permutations, toggles). ``max_updates="auto"``
+    #: budgets ``100 * n`` coalitions for the first kind and 100 updates for the
+    #: second: about ``100 * n`` utility evaluations either way.
+    per_coalition = False
 
     @property
     def samples_per_block(self) -> int:
         """Samples drawn from one block's generator."""
         return 1
 
-    def weights(self, mass: np.ndarray, n: int) -> np.ndarray | None:
+    def zeros(self, n: int) -> tuple[Any, ...]:
+        """The statistics of a game before any sample: objects with ``merge(other)``.
+
+        Per-player :class:`~skdvl._moments.Moments` by default; a sampler whose
+        estimate is not a per-player mean returns its own statistics.
+        """
+        return tuple(Moments.zeros(n) for _ in range(self.n_moments))
+
+    def weights(self, mass: np.ndarray, n: int) -> Any:
         """Bind to a semivalue: what :meth:`run_block` needs, or raise if it cannot estimate it."""
         raise NotImplementedError
 
@@ -125,6 +140,18 @@ class BaseSampler(BaseEstimator):
             utility, self, self.weights(mass, n), stopping(), entropy=entropy, game=game,
             state=state, n_jobs=n_jobs, verbose=verbose, desc=desc)
         return self.result(state.moments), state
+
+    def reweight(self, state: Any, mass: np.ndarray) -> ValuationResult:
+        """Values of another semivalue (``mass``) from the samples of ``state``, no new fits.
+
+        Only samplers whose statistics do not depend on the semivalue can
+        (:class:`ExactSampler`, :class:`SVARMSampler`,
+        :class:`RegressionMSRSampler`); the others raise ``ValueError``.
+        """
+        raise ValueError(
+            f"{self!r} weighs its samples for the semivalue it was fitted for, so they cannot "
+            "give another semivalue. Fit with sampler='svarm', 'regression_msr' or 'exact', "
+            "whose samples serve every semivalue.")
 
 
 class _MarginalSampler(BaseSampler):
@@ -393,9 +420,13 @@ class StratifiedSampler(_ToggleSampler):
 class MSRSampler(BaseSampler):
     """Maximum sample reuse (Wang & Jia, 2023, "Data Banzhaf", AISTATS, Alg. 1).
 
-    Each uniformly random coalition S is evaluated once and used for every
-    player: the Banzhaf value of i is the mean utility of the samples with i
-    minus the mean of those without. Valid for Banzhaf values only.
+    Each random coalition S is evaluated once and used for every player: the
+    Banzhaf value of i is the mean utility of the samples with i minus the
+    mean of those without. Valid for (weighted) Banzhaf values only: for the
+    weighted Banzhaf value of weight ``w`` each player is in S with
+    probability ``w`` (Li & Yu, 2023, "Robust data valuation with weighted
+    Banzhaf values", NeurIPS), since given that i is in (or out of) S, the
+    other players of S are then distributed as the semivalue weighs them.
 
     Parameters
     ----------
@@ -404,6 +435,7 @@ class MSRSampler(BaseSampler):
     """
 
     n_moments = 2
+    per_coalition = True
 
     def __init__(self, batch_size: int = 64) -> None:
         _check_int(batch_size, "batch_size", 1)
@@ -413,21 +445,22 @@ class MSRSampler(BaseSampler):
     def samples_per_block(self) -> int:
         return int(self.batch_size)
 
-    def weights(self, mass: np.ndarray, n: int) -> None:
-        """MSR estimates Banzhaf values only: refuse any other mass."""
+    def weights(self, mass: np.ndarray, n: int) -> float:
+        """The inclusion probability ``w`` of a (weighted) Banzhaf mass; refuse any other."""
         _check_int(self.batch_size, "batch_size", 1)
-        if not np.allclose(mass, binom.pmf(np.arange(n), n - 1, 0.5), rtol=1e-9, atol=1e-12):
+        w = _banzhaf_weight(mass, n)
+        if w is None:
             raise ValueError(
-                "MSR sampling estimates Banzhaf values only; this valuer's semivalue is "
-                "another. Choose another sampler.")
-        return None
+                "MSR sampling estimates (weighted) Banzhaf values only; this valuer's "
+                "semivalue is another. Choose another sampler.")
+        return w
 
     def run_block(
         self, ev: Evaluator, rng: np.random.Generator, weights: Any, block: int,
         start: int = 0, stop: int | None = None,
     ) -> tuple[Moments, ...]:
         """Moments of the utilities of samples ``[start, stop)``, with and without each player."""
-        masks = (rng.random((self.samples_per_block, ev.n)) < 0.5)[start:stop]
+        masks = (rng.random((self.samples_per_block, ev.n)) < weights)[start:stop]
         u = ev.evaluate(masks)
         return Moments.of_masked(masks, u), Moments.of_masked(~masks, u)
 
@@ -492,10 +525,15 @@ class ExactSampler(BaseSampler):
             )
         state = state if state is not None else TableState(n, 1 << n, np.empty(0))
         state = evaluate_coalitions(utility, state, n_jobs=n_jobs, verbose=verbose, desc=desc)
-        if state.interrupted:
-            return ValuationResult(np.full(n, np.nan), counts=np.zeros(n, np.int64)), state
+        return self.reweight(state, mass), state
+
+    def reweight(self, state: Any, mass: np.ndarray) -> ValuationResult:
+        """Exact values of any semivalue from the table of all utilities."""
+        n = state.n
+        if state.done < state.total:
+            return ValuationResult(np.full(n, np.nan), counts=np.zeros(n, np.int64))
         values = _exact_semivalues(state.utilities, n, mass)
-        return ValuationResult(values, counts=np.full(n, 1 << (n - 1), np.int64)), state
+        return ValuationResult(values, counts=np.full(n, 1 << (n - 1), np.int64))
 
 
 class _LeaveOneOut(BaseSampler):
@@ -529,6 +567,17 @@ def _check_int(value: Any, name: str, low: int, high: int | None = None) -> None
         raise ValueError(f"{name} must be an integer {bounds}{extra}. Got {value!r} instead.")
 
 
+def _banzhaf_weight(mass: np.ndarray, n: int) -> float | None:
+    """``w`` if ``mass`` is the weighted Banzhaf mass binomial(n - 1, w), else None."""
+    if n == 1:
+        return 0.5
+    w = float(np.dot(np.arange(n), mass) / (n - 1))
+    if not 0 < w < 1:
+        return None
+    ok = np.allclose(mass, binom.pmf(np.arange(n), n - 1, w), rtol=1e-9, atol=1e-12)
+    return w if ok else None
+
+
 def _masks_from_codes(codes: np.ndarray, n: int) -> np.ndarray:
     """Boolean (len(codes), n) coalitions whose bit ``i`` of the code is player ``i``."""
     return ((codes[:, None] >> np.arange(n, dtype=np.int64)) & 1).astype(bool)
@@ -549,3 +598,11 @@ def _exact_semivalues(u: np.ndarray, n: int, mass: np.ndarray) -> np.ndarray:
         without = codes[((codes >> i) & 1) == 0]
         values[i] = np.dot(per_set[sizes[without]], u[without | (1 << i)] - u[without])
     return values
+
+
+from skdvl._regression import (  # noqa: E402  (they subclass BaseSampler, defined above)
+    KernelSampler,
+    LeverageSampler,
+    RegressionMSRSampler,
+)
+from skdvl._svarm import SVARMSampler  # noqa: E402

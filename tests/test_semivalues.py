@@ -343,7 +343,8 @@ def test_clone_and_pickle_keep_values(model_problem):
     ({"sampler": "owen", "truncation": 0.1}, "truncation=0.1 applies to permutation samplers"),
     ({"stderr_tol": -1.0}, "The 'stderr_tol' parameter of ShapleyValuer must be .* Got -1.0"),
     ({"max_updates": None}, "needs a budget: set max_updates"),
-    ({"sampler": BanzhafValuer._samplers["msr"]()}, "MSR sampling estimates Banzhaf values"),
+    ({"sampler": BanzhafValuer._samplers["msr"]()},
+     r"MSR sampling estimates \(weighted\) Banzhaf values"),
     ({"error_score": "ignore"}, "The 'error_score' parameter of ShapleyValuer must be"),
 ])
 def test_bad_parameters_name_the_parameter_and_value(params, match):

@@ -20,10 +20,14 @@ from skdvl.sampling import (
     AntitheticSampler,
     BaseSampler,
     ExactSampler,
+    KernelSampler,
+    LeverageSampler,
     MSRSampler,
     OwenSampler,
     PermutationSampler,
+    RegressionMSRSampler,
     StratifiedSampler,
+    SVARMSampler,
     UniformSampler,
     _LeaveOneOut,
 )
@@ -41,9 +45,16 @@ def shapley_mass(n: int) -> np.ndarray:
     return np.full(n, 1.0 / n)
 
 
-def banzhaf_mass(n: int) -> np.ndarray:
-    """Banzhaf's mass: every coalition weighs ``1 / 2^(n-1)`` (Banzhaf, 1965)."""
-    return binom.pmf(np.arange(n), n - 1, 0.5)
+def banzhaf_mass(n: int, weight: float = 0.5) -> np.ndarray:
+    """The (weighted) Banzhaf mass on coalition sizes: binomial(n - 1, weight).
+
+    ``weight = 0.5``: every coalition weighs ``1 / 2^(n-1)`` (Banzhaf, 1965).
+    Otherwise a coalition ``T`` of the others weighs ``w^|T| (1 - w)^(n-1-|T|)``:
+    the weighted Banzhaf value of Li & Yu (2023), "Robust data valuation with
+    weighted Banzhaf values", NeurIPS, the expected marginal when every other
+    player joins independently with probability ``w``.
+    """
+    return binom.pmf(np.arange(n), n - 1, weight)
 
 
 def beta_mass(n: int, alpha: float, beta: float) -> np.ndarray:
@@ -200,6 +211,8 @@ class ShapleyValuer(_SemivalueValuer):
         "uniform": UniformSampler, "owen": OwenSampler,
         "antithetic_owen": lambda: OwenSampler(antithetic=True),
         "stratified": StratifiedSampler, "exact": ExactSampler,
+        "kernel": KernelSampler, "leverage": LeverageSampler,
+        "regression_msr": RegressionMSRSampler, "svarm": SVARMSampler,
     }
     _parameter_constraints = {
         **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS,
@@ -234,8 +247,19 @@ class BanzhafValuer(_SemivalueValuer):
     and estimate it by maximum sample reuse ("msr"), which uses every utility
     evaluation for every row.
 
+    With ``weight`` other than 0.5 it is the weighted Banzhaf value of Li & Yu
+    (2023), "Robust data valuation with weighted Banzhaf values", NeurIPS: the
+    marginal contribution of row ``i`` averaged over coalitions in which every
+    other row is present independently with probability ``weight``. Small
+    weights emphasise small coalitions (a row's effect on a small training
+    set), large weights large ones; Li & Yu find the most robust weight
+    depends on the noise in the utility. MSR then draws coalitions with
+    inclusion probability ``weight`` (their estimator).
+
     Parameters
-    ----------%(params)s
+    ----------
+    weight : float in (0, 1), default=0.5
+        Inclusion probability of the other rows; 0.5 is the Banzhaf value.%(params)s
 
     Attributes
     ----------%(attrs)s
@@ -252,16 +276,18 @@ class BanzhafValuer(_SemivalueValuer):
     _algorithm = "banzhaf"
     _samplers = {
         "msr": MSRSampler, "uniform": UniformSampler, "antithetic": AntitheticSampler,
-        "exact": ExactSampler,
+        "exact": ExactSampler, "kernel": KernelSampler, "regression_msr": RegressionMSRSampler,
+        "svarm": SVARMSampler,
     }
     _parameter_constraints = {
         **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS,
         "sampler": [str, BaseSampler],
+        "weight": [Interval(Real, 0, 1, closed="neither")],
     }
 
     def __init__(
-        self, estimator: Any = None, *, scoring: Any = None, utility: Any = None,
-        sampler: Any = "msr", max_updates: int | str | None = "auto",
+        self, estimator: Any = None, *, weight: float = 0.5, scoring: Any = None,
+        utility: Any = None, sampler: Any = "msr", max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
         error_score: Any = None,
@@ -271,7 +297,7 @@ class BanzhafValuer(_SemivalueValuer):
         _store_params(self, locals())
 
     def _mass(self, n: int) -> np.ndarray:
-        return banzhaf_mass(n)
+        return banzhaf_mass(n, self.weight)
 
 
 @_doc

@@ -154,17 +154,20 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
             )
         return sampler
 
-    def _stopping(self) -> StoppingCriterion:
-        """The budget: the given criteria, OR-ed; ``max_updates="auto"`` is 100 if none bounds it.
+    def _stopping(self, sampler: BaseSampler | None = None, n: int = 1) -> StoppingCriterion:
+        """The budget: the given criteria, OR-ed; ``max_updates="auto"`` if none bounds it.
 
-        An explicit ``stopping`` or ``max_time`` replaces the default budget
-        instead of being OR-ed with a hidden one.
+        "auto" is 100 updates per value, or ``100 * n`` coalitions for a sampler
+        whose samples are single coalitions (about ``100 * n`` utility
+        evaluations either way). An explicit ``stopping`` or ``max_time``
+        replaces the default budget instead of being OR-ed with a hidden one.
         """
         parts: list[StoppingCriterion] = []
         max_updates = self.max_updates
         if max_updates == "auto":
             explicit = self.stopping is not None or self.max_time is not None
-            max_updates = None if explicit else DEFAULT_MAX_UPDATES
+            per_coalition = bool(getattr(sampler, "per_coalition", False))
+            max_updates = None if explicit else DEFAULT_MAX_UPDATES * (n if per_coalition else 1)
         if max_updates is not None:
             parts.append(MaxUpdates(max_updates))
         if self.stderr_tol is not None:
@@ -214,6 +217,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
             self._states_: list[Any] = [None] * len(games)
         self._fingerprint_ = fingerprint
         self._warm_utility_ = self.utility  # keeps the id in the fingerprint unique
+        self._players_ = [players for _, players in games]
         parts, interrupted = [], False
         for g, (utility, players) in enumerate(games):
             result, state = self._value_game(utility, sampler, g, self._states_[g])
@@ -231,10 +235,81 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
 
     def _value_game(self, utility: Any, sampler: BaseSampler, g: int,
                     state: Any) -> tuple[ValuationResult, Any]:
+        n = int(utility.n_players)
         return sampler.value_game(
-            utility, self._mass(int(utility.n_players)), state=state,
-            entropy=self._entropy_, game=g, stopping=self._stopping, n_jobs=self.n_jobs,
+            utility, self._mass(n), state=state, entropy=self._entropy_, game=g,
+            stopping=lambda: self._stopping(sampler, n), n_jobs=self.n_jobs,
             verbose=self.verbose, desc=f"{type(self).__name__} game {g + 1}")
+
+    def reweight(self, valuer: Any) -> Any:
+        """Values of another semivalue from this fit's samples, without a single new fit.
+
+        The samples of ``sampler="svarm"``, ``"regression_msr"`` and ``"exact"``
+        do not depend on the semivalue they were drawn for: each semivalue is a
+        different weighing of the same utilities (Li & Yu, 2024, "One sample
+        fits all: approximating all probabilistic values simultaneously and
+        efficiently", NeurIPS). One fit of any semivalue valuer with such a
+        sampler thus gives Shapley, Banzhaf, weighted Banzhaf and Beta Shapley
+        values of the same rows.
+
+        Parameters
+        ----------
+        valuer : ShapleyValuer, BanzhafValuer or BetaShapleyValuer
+            An unfitted valuer naming the semivalue wanted (its ``weight``,
+            ``alpha``, ``beta``); its other parameters are ignored.
+
+        Returns
+        -------
+        fitted : valuer of the same class as ``valuer``
+            A fitted copy whose parameters are this valuer's (data, estimator,
+            sampler, budget, seed) except those defining the semivalue, so
+            ``clone(fitted).fit(...)`` on the same data recomputes the same
+            values. ``n_utility_evaluations_`` is the evaluations its values
+            rest on (this fit's); no utility is evaluated.
+
+        Examples
+        --------
+        >>> from skdvl import BanzhafValuer, ShapleyValuer
+        >>> from skdvl.games import SymmetricVotingGame
+        >>> sv = ShapleyValuer(utility=SymmetricVotingGame(4), sampler="exact").fit()
+        >>> sv.reweight(BanzhafValuer()).values_
+        array([0.375, 0.375, 0.375, 0.375])
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "result_")
+        if not isinstance(valuer, _SemivalueValuer) or "sampler" not in valuer.get_params():
+            raise ValueError(
+                "reweight needs an unfitted semivalue valuer with a sampler (ShapleyValuer, "
+                f"BanzhafValuer, BetaShapleyValuer). Got {valuer!r} instead.")
+        sampler = self._resolve_sampler()
+        own = self.get_params(deep=False)
+        target = clone(valuer)
+        shared = {k: v for k, v in own.items() if k in target.get_params(deep=False)}
+        target.set_params(**shared)
+        if isinstance(own["sampler"], str) and own["sampler"] not in target._samplers:
+            target.set_params(sampler=sampler)
+        parts = []
+        for state, players in zip(self._states_, self._players_):
+            if state is None:
+                break
+            result = sampler.reweight(state, target._mass(len(players)))
+            result.indices = players
+            parts.append(result)
+        n = self.n_players_
+        single = len(parts) == 1 and len(parts[0]) == n
+        result = parts[0] if single else _combine_games(parts, n)
+        result.algorithm = target._algorithm
+        target.n_players_ = n
+        for name in ("n_features_in_", "feature_names_in_"):
+            if hasattr(self, name):
+                setattr(target, name, getattr(self, name))
+        if hasattr(self, "task_"):
+            target.task_ = self.task_
+        target.n_utility_evaluations_ = self.n_utility_evaluations_
+        target.converged_ = self.converged_
+        target._store_result(result, getattr(self, "_pandas_index_", None))
+        return target
 
     def _finish(self, parts: list[ValuationResult], index: Any, interrupted: bool,
                 played: np.ndarray) -> None:
