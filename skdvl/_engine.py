@@ -39,14 +39,21 @@ _TARGET_TASK_SECONDS = 0.5
 _WORKER_EVALUATORS: dict[tuple[str, int], Evaluator] = {}
 
 
+#: Bytes of coalition keys an evaluator's cache may hold (about 40 MB with overhead).
+_CACHE_BYTES = 16_000_000
+
+
 class Evaluator:
-    """The engine's view of a utility: batched evaluation, counted.
+    """The engine's view of a utility: batched evaluation, counted, never twice the same.
 
     Uses the utility's vectorised ``evaluate(masks)`` when it has one, else
-    calls it coalition by coalition. Caches u(empty) and u(N).
+    calls it coalition by coalition. A batch of masks is deduplicated and looked
+    up in a cache of the coalitions this evaluator already evaluated (bit-packed
+    keys; the oldest are dropped beyond ``_CACHE_BYTES``), so a coalition drawn
+    twice costs one evaluation. Caches u(empty) and u(N).
     """
 
-    def __init__(self, utility: Any) -> None:
+    def __init__(self, utility: Any, cache: bool = True) -> None:
         self.utility = utility
         self.n = int(utility.n_players)
         self.batched = callable(getattr(utility, "evaluate", None))
@@ -54,6 +61,8 @@ class Evaluator:
         self._calls = 0
         self._empty: float | None = None
         self._full: float | None = None
+        self._cache: dict[bytes, float] = {}
+        self._cache_size = max(1024, _CACHE_BYTES // (self.n // 8 + 64)) if cache else 0
 
     @property
     def n_evaluations(self) -> int:
@@ -80,6 +89,34 @@ class Evaluator:
         return float(self.utility(subset))
 
     def evaluate(self, masks: np.ndarray) -> np.ndarray:
+        """Utilities of the coalitions ``masks`` (bool, (m, n)), each evaluated at most once."""
+        m = masks.shape[0]
+        if m == 0:
+            return np.empty(0)
+        if self._cache_size == 0:
+            return self._evaluate(masks)
+        keys = np.packbits(masks, axis=1)
+        row_keys = [k.tobytes() for k in keys]
+        cache = self._cache
+        out = np.empty(m)
+        todo: dict[bytes, list[int]] = {}
+        for i, key in enumerate(row_keys):
+            hit = cache.get(key)
+            if hit is None:
+                todo.setdefault(key, []).append(i)
+            else:
+                out[i] = hit
+        if todo:
+            first = np.fromiter((rows[0] for rows in todo.values()), np.intp, len(todo))
+            u = self._evaluate(masks[first])
+            for (key, rows), value in zip(todo.items(), u):
+                out[rows] = value
+                cache[key] = float(value)
+            while len(cache) > self._cache_size:
+                del cache[next(iter(cache))]
+        return out
+
+    def _evaluate(self, masks: np.ndarray) -> np.ndarray:
         if self.batched:
             self._calls += masks.shape[0]
             return np.asarray(self.utility.evaluate(masks), dtype=np.float64).reshape(-1)

@@ -235,13 +235,30 @@ def test_a_block_split_by_the_budget_continues_identically(sampler):
                       random_state=4, warm_start=True).fit()
     v.set_params(stopping=MaxSamples(300)).fit()
     np.testing.assert_allclose(v.values_, once.values_, rtol=1e-12, atol=1e-14)
-    assert v.n_utility_evaluations_ == once.n_utility_evaluations_
+    np.testing.assert_array_equal(v.counts_, once.counts_)
 
 
 def test_auto_budget_is_100_n_coalitions():
     game = AirportGame(np.arange(1.0, 9.0))
     v = ShapleyValuer(utility=game, sampler="regression_msr", random_state=0).fit()
-    assert 800 <= v.n_utility_evaluations_ <= 800 + 128 + 2
+    assert 800 <= v.counts_.max() < 800 + 128  # coalitions drawn (or enumerated)
+    assert v.n_utility_evaluations_ <= 2**8  # a coalition drawn twice is evaluated once
+
+
+def test_a_coalition_drawn_twice_is_evaluated_once():
+    class Counting(AirportGame):
+        calls = 0
+
+        def evaluate(self, masks):
+            Counting.calls += masks.shape[0]
+            return super().evaluate(masks)
+
+    game = Counting(np.arange(1.0, 7.0))
+    v = BanzhafValuer(utility=game, sampler="msr", stopping=MaxSamples(1000),
+                      random_state=0).fit()
+    assert Counting.calls == v.n_utility_evaluations_ == 2**6
+    assert (v.counts_ == 1000).all()
+    np.testing.assert_allclose(v.values_, game.banzhaf_values(), atol=0.15)
 
 
 def test_data_mode_with_a_model(data_game):

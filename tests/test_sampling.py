@@ -39,7 +39,7 @@ class Recorder:
 ], ids=repr)
 def test_toggle_samplers_join_coalitions_of_the_declared_size_distribution(sampler, rng):
     n, n_blocks = 6, 6000
-    ev = Evaluator(Recorder(n))
+    ev = Evaluator(Recorder(n), cache=False)
     sizes = []
     for b in range(n_blocks):
         players, _ = sampler.marginals(ev, rng, np.ones(n), b)
@@ -76,7 +76,7 @@ def test_toggle_marginals_are_exact_differences(rng):
 
 
 def test_permutation_marginals_sum_to_grand_coalition(rng):
-    ev = Evaluator(Recorder(7))
+    ev = Evaluator(Recorder(7), cache=False)
     players, marg = PermutationSampler().marginals(ev, rng, np.ones(7), 0)
     assert sorted(players) == list(range(7))
     assert marg.sum() == pytest.approx(7.0)

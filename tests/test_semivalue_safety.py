@@ -236,14 +236,14 @@ def test_warm_start_refuses_another_utility_object():
 # --------------------------------------------------------------------------- 6. budgets
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_explicit_stopping_replaces_the_default_budget_and_is_met_exactly(n_jobs):
-    game = AirportGame(np.arange(1.0, 11))
+    game = AirportGame(np.arange(1.0, 31))  # 2^30 coalitions: no sample drawn twice
     v = BanzhafValuer(utility=game, stopping=MaxSamples(1500), random_state=0,
                       n_jobs=n_jobs).fit()
     assert v.n_utility_evaluations_ == 1500  # MSR: one evaluation per sample
     assert (v.counts_ == 1500).all()
     ref = BanzhafValuer(utility=game, stopping=MaxSamples(1500), random_state=0).fit()
     np.testing.assert_array_equal(v.values_, ref.values_)
-    np.testing.assert_allclose(v.values_, game.banzhaf_values(), atol=0.2)
+    np.testing.assert_allclose(v.values_, game.banzhaf_values(), atol=0.3)
 
 
 def test_max_samples_is_exact_inside_a_block_and_continues_the_same_draws():

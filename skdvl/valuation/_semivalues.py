@@ -89,13 +89,23 @@ _SHARED_PARAMS = """
         A custom utility (any object with ``n_players`` and ``__call__(subset)``,
         e.g. a game of :mod:`skdvl.games`); then ``fit()`` takes no data.
     sampler : str or sampler instance
-        How coalitions are drawn; see :mod:`skdvl.sampling`. "exact" evaluates
-        each of the ``2^n`` coalitions once and refuses ``n > 20`` unless given
-        ``ExactSampler(max_players=...)``.
+        How coalitions are drawn and turned into values; see
+        :mod:`skdvl.sampling` and the valuer's ``_samplers`` for the names.
+        "exact" evaluates each of the ``2^n`` coalitions once and refuses
+        ``n > 20`` unless given ``ExactSampler(max_players=...)``. The
+        regression estimators ("kernel", "leverage", "regression_msr") and
+        "svarm" use every evaluation for every row and need far fewer
+        evaluations for the same accuracy; the samples of "svarm",
+        "regression_msr" and "exact" also give other semivalues through
+        :meth:`reweight`.
     max_updates : int, "auto" or None, default="auto"
-        Stop once a value has this many updates. "auto" means 100 unless
-        ``max_time`` or ``stopping`` is given: an explicit criterion replaces the
-        default budget instead of being combined with it. None means no bound on
+        Stop once a value has this many updates (for coalition samplers such
+        as "msr", "kernel", "svarm" and "regression_msr", an update is one
+        evaluated coalition, which updates every value). "auto" means 100
+        updates, or ``100 * n`` coalitions for coalition samplers (about
+        ``100 * n`` utility evaluations either way), unless ``max_time`` or
+        ``stopping`` is given: an explicit criterion replaces the default
+        budget instead of being combined with it. None means no bound on
         updates (then another criterion must stop sampling). Sampling stops at
         the first of ``max_updates``, ``stderr_tol``, ``max_time`` and
         ``stopping``, and never draws more samples than a
