@@ -19,7 +19,11 @@ marginals one utility evaluation buys and in their variance:
   marginal per player for ``n + 1`` evaluations: uniform (Banzhaf), antithetic,
   Owen (Okhrati & Lipani, 2021) and stratified by size;
 - MSR (Wang & Jia, 2023, "Data Banzhaf") reuses each evaluation for every
-  player, but only estimates Banzhaf values.
+  player, but only estimates (weighted) Banzhaf values;
+- the regression estimators of :mod:`skdvl._regression` (KernelSHAP, Leverage
+  SHAP, Kernel Banzhaf, regression-adjusted MSR) and stratified SVARM
+  (:mod:`skdvl._svarm`) also use every evaluation for every player, and keep
+  their own statistics instead of per-player means.
 
 Samplers are parameters of the valuers (``sampler="owen"`` or an instance).
 """
@@ -571,7 +575,7 @@ def _banzhaf_weight(mass: np.ndarray, n: int) -> float | None:
     """``w`` if ``mass`` is the weighted Banzhaf mass binomial(n - 1, w), else None."""
     if n == 1:
         return 0.5
-    w = float(np.dot(np.arange(n), mass) / (n - 1))
+    w = round(float(np.dot(np.arange(n), mass) / (n - 1)), 12)  # 0.5 stays 0.5 exactly
     if not 0 < w < 1:
         return None
     ok = np.allclose(mass, binom.pmf(np.arange(n), n - 1, w), rtol=1e-9, atol=1e-12)

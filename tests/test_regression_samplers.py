@@ -298,3 +298,21 @@ def test_kernel_refuses_other_semivalues():
         BetaShapleyValuer(16, 1, utility=game, sampler="kernel").fit()
     with pytest.raises(ValueError, match="LeverageSampler estimates Shapley values only"):
         BanzhafValuer(utility=game, sampler=LeverageSampler()).fit()
+
+
+def test_kernel_banzhaf_evaluates_pairs():
+    """weight=0.5: each sample is a coalition and its complement (two evaluations)."""
+    game = AirportGame(np.arange(1.0, 101.0))
+    v = _fit(BanzhafValuer, game, "kernel", 500, 0)
+    assert v.n_utility_evaluations_ == 1000
+    w = _fit(BanzhafValuer, game, "kernel", 500, 0, weight=0.3)  # complements: another law
+    assert w.n_utility_evaluations_ == 500
+
+
+@pytest.mark.parametrize("sampler", SHAPLEY)
+def test_stderr_tol_stops_once_the_error_bars_are_small(sampler, data_game):
+    game, exact = data_game
+    v = ShapleyValuer(utility=game, sampler=sampler, max_updates=None, stderr_tol=0.01,
+                      stopping=MaxSamples(50_000), random_state=0).fit()
+    assert v.converged_ and v.stderr_.max() < 0.01
+    assert np.max(np.abs(v.values_ - exact["shapley"])) < 0.04
