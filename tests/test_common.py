@@ -62,6 +62,9 @@ _CHECK_CLEANER = DataCleaner(DataOOBValuer(n_estimators=10, random_state=0))
 #: truncated sampling.
 VALUERS_ONLY = [
     ShapleyValuer(LogisticRegression(), max_updates=3, truncation=0.05, random_state=0),
+    ShapleyValuer(LogisticRegression(), sampler="kernel", max_updates=100, random_state=0),
+    BanzhafValuer(LogisticRegression(), weight=0.3, sampler="regression_msr", max_updates=100,
+                  random_state=0),
 ]
 ESTIMATORS = [
     *VALUERS,
