@@ -391,7 +391,7 @@ class KernelSampler(_RegressionSampler):
         return _result(phi, np.sqrt(_unit_variance(s, per_unit)), s.n_coalitions)
 
     def _banzhaf(self, s: CoalitionSamples, w: float) -> ValuationResult:
-        n = s.n
+        n, m = s.n, s.n_units
         total = s.sums["rho"]  # = units: Banzhaf units weigh 1
         mean_z = s.sums["z"] / total
         cov = s.sums["gram"] / total - np.outer(mean_z, mean_z)
@@ -412,7 +412,9 @@ class KernelSampler(_RegressionSampler):
                 g += (zf - w) * (r / u.shape[1])[:, None]
             return g / (w * (1 - w))
 
-        return _result(phi, np.sqrt(_unit_variance(s, per_unit)), s.n_coalitions)
+        # HC1: residuals of a fit with n + 1 parameters are smaller than the errors
+        dof = m / max(m - (n + 1), 1)
+        return _result(phi, np.sqrt(dof * _unit_variance(s, per_unit)), s.n_coalitions)
 
 
 def _constrained_lstsq(A: np.ndarray, b: np.ndarray, total: float) -> np.ndarray | None:
