@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.special import gammaln
 
 from skdvl.result import ValuationResult
 from skdvl.sampling import (
@@ -47,6 +46,8 @@ from skdvl.sampling import (
     ExactSampler,
     _banzhaf_weight,
     _check_int,
+    _log_binom,
+    _uniform_coalitions,
 )
 
 __all__ = ["KernelSampler", "LeverageSampler", "RegressionMSRSampler"]
@@ -122,13 +123,6 @@ class CoalitionSamples:
             yield masks, u[lo:hi], rho[lo:hi]
 
 
-def _masks_of_sizes(rng: np.random.Generator, n: int, sizes: np.ndarray) -> np.ndarray:
-    """One coalition per entry of ``sizes``, uniform among those of that size."""
-    keys = rng.random((sizes.shape[0], n))
-    ranks = keys.argsort(axis=1).argsort(axis=1)
-    return ranks < sizes[:, None]
-
-
 def _all_of_sizes(n: int, sizes: list[int]) -> np.ndarray:
     """Every coalition of sizes 0, 1, n - 1 or n in ``sizes`` (the border strata)."""
     rows = []
@@ -144,11 +138,6 @@ def _all_of_sizes(n: int, sizes: list[int]) -> np.ndarray:
         else:  # pragma: no cover - only the four border sizes are enumerated
             raise ValueError(f"size {s} is not a border size")
     return np.concatenate(rows)
-
-
-def _log_binom(n: int, k: np.ndarray) -> np.ndarray:
-    k = np.asarray(k, dtype=np.float64)
-    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
 
 
 def _is_shapley(mass: np.ndarray, n: int) -> bool:
@@ -335,7 +324,7 @@ class KernelSampler(_RegressionSampler):
         if isinstance(weights, _ShapleySpec):
             self._border(ev, stats, weights.border, block, start)
             idx = rng.choice(weights.sizes.shape[0], size=spb, p=weights.q)
-            masks = _masks_of_sizes(rng, n, weights.sizes[idx])[start:stop]
+            masks = _uniform_coalitions(rng, weights.sizes[idx], n)[start:stop]
             rho = (weights.p[weights.sizes] / weights.q)[idx][start:stop]
             paired = True
         else:
@@ -560,7 +549,7 @@ class RegressionMSRSampler(_RegressionSampler):
         self._border(ev, stats, weights.border, block, start)
         idx = rng.choice(weights.sizes.shape[0], size=spb, p=weights.q)
         sizes = weights.sizes[idx]
-        masks = _masks_of_sizes(rng, n, sizes)[start:stop]
+        masks = _uniform_coalitions(rng, sizes, n)[start:stop]
         q_of_coalition = np.exp(np.log(weights.q[idx]) - _log_binom(n, sizes))[start:stop]
         u = ev.evaluate(masks)
         stats.add(masks, u[:, None], 1.0 / q_of_coalition)

@@ -33,7 +33,13 @@ import numpy as np
 
 from skdvl._moments import merge_moments
 from skdvl.result import ValuationResult
-from skdvl.sampling import BaseSampler, Evaluator, _check_int, _masks_from_codes
+from skdvl.sampling import (
+    BaseSampler,
+    Evaluator,
+    _check_int,
+    _masks_from_codes,
+    _uniform_coalitions,
+)
 
 __all__ = ["SVARMSampler"]
 
@@ -138,14 +144,6 @@ def _exact_strata(n: int) -> np.ndarray:
     exact[0, [0, max(n - 2, 0), n - 1]] = True
     exact[1, [0, min(1, n - 1), n - 1]] = True
     return exact
-
-
-def _uniform_coalitions(rng: np.random.Generator, sizes: np.ndarray, n: int) -> np.ndarray:
-    """Boolean (len(sizes), n): row ``k`` uniform among the coalitions of size ``sizes[k]``."""
-    order = np.argsort(rng.random((sizes.shape[0], n)), axis=1)
-    masks = np.zeros((sizes.shape[0], n), dtype=bool)
-    np.put_along_axis(masks, order, np.arange(n)[None, :] < sizes[:, None], axis=1)
-    return masks
 
 
 def _warm_up(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -582,6 +582,14 @@ def _banzhaf_weight(mass: np.ndarray, n: int) -> float | None:
     return w if ok else None
 
 
+def _uniform_coalitions(rng: np.random.Generator, sizes: np.ndarray, n: int) -> np.ndarray:
+    """Boolean (len(sizes), n): row ``k`` uniform among the coalitions of size ``sizes[k]``."""
+    order = np.argsort(rng.random((sizes.shape[0], n)), axis=1)
+    masks = np.zeros((sizes.shape[0], n), dtype=bool)
+    np.put_along_axis(masks, order, np.arange(n)[None, :] < sizes[:, None], axis=1)
+    return masks
+
+
 def _masks_from_codes(codes: np.ndarray, n: int) -> np.ndarray:
     """Boolean (len(codes), n) coalitions whose bit ``i`` of the code is player ``i``."""
     return ((codes[:, None] >> np.arange(n, dtype=np.int64)) & 1).astype(bool)
