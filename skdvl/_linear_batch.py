@@ -1,0 +1,958 @@
+"""Batched fits of linear models on many coalitions at once.
+
+Model-based utilities fit one estimator per coalition (a subset of the training
+rows) and score it on validation data; for small linear models the per-call
+overhead of scikit-learn dominates. :func:`plan_batched` inspects an estimator
+and, when this module reproduces its optimum exactly, returns a
+:class:`BatchPlan` that fits a whole batch of coalitions (a boolean mask array of
+shape ``(b, n)``) in a few vectorised solves and scores them vectorised.
+
+Supported: ``LogisticRegression`` (L2 penalty, any finite ``C``, any solver but
+liblinear, ``class_weight`` None / "balanced" / dict, binary and multinomial),
+``Ridge`` (``positive=False``), ``LinearRegression`` (``positive=False``, the
+minimum-norm least-squares solution of rank-deficient coalitions, as
+scikit-learn's ``lstsq``), each alone or as the last step of
+``Pipeline([StandardScaler(), model])``.
+
+Every coalition's rows are gathered into a padded block (padding rows carry
+weight 0) and the optimum is found to a tolerance far tighter than
+scikit-learn's defaults: the fit matches scikit-learn's optimum, not the
+slightly different point where its solver happened to stop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any
+
+import numpy as np
+from scipy.linalg import lstsq
+from scipy.special import expit
+from sklearn.base import clone
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.metrics import check_scoring
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.multiclass import type_of_target
+
+__all__ = ["BatchFit", "BatchPlan", "plan_batched"]
+
+_CLASSIFIER_SCORINGS = {None, "accuracy", "balanced_accuracy", "neg_log_loss"}
+_REGRESSOR_SCORINGS = {None, "r2", "neg_mean_squared_error", "neg_mean_absolute_error"}
+_DEC_RTOL = 1e-16  # Newton decrement g'H^-1 g, relative to the objective at zero
+_DEC_FLOOR = 1e-12  # below this, a decrement that stops shrinking is round-off
+_FULL_STEP = 1e-10  # below this decrement, take the Newton step without line search
+_CHORD = 1e-5  # below this decrement, keep the previous Hessian (chord steps)
+_WARM = 0.5  # start from this fraction of the fit on all rows
+_MAX_NEWTON = 100
+_MAX_CG = 250
+_BLOCK = 1 << 19  # floats per gathered block of coalitions (cache-sized)
+
+
+# --------------------------------------------------------------------------- plan
+
+def plan_batched(estimator: Any, scoring: Any = None) -> BatchPlan | str:
+    """A batched fitter for ``estimator``, or why there is none.
+
+    Parameters
+    ----------
+    estimator : estimator object
+        The (unfitted) model a utility would clone and fit per coalition.
+    scoring : str, callable or None, default=None
+        The scorer of the utility. ``None``, "accuracy", "balanced_accuracy",
+        "neg_log_loss", "r2", "neg_mean_squared_error" and
+        "neg_mean_absolute_error" are computed vectorised; any other scorer is
+        applied to genuine fitted estimators (see :meth:`BatchPlan.build_estimator`).
+
+    Returns
+    -------
+    plan : BatchPlan or str
+        The plan when the batched fit reaches the estimator's own optimum,
+        otherwise a short sentence saying what is not supported.
+
+    Raises
+    ------
+    ValueError
+        When ``scoring`` is not a scorer (as :func:`sklearn.metrics.check_scoring`).
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> plan_batched(LogisticRegression(C=0.5))
+    BatchPlan(LogisticRegression(C=0.5), scoring=None)
+    >>> plan_batched(LogisticRegression(solver="liblinear"))
+    "solver='liblinear' is not supported (one-vs-rest, penalised intercept)"
+    """
+    scorer = check_scoring(estimator, scoring=scoring)
+    scaler, model = None, estimator
+    if isinstance(estimator, Pipeline):
+        reason = _pipeline_reason(estimator)
+        if reason:
+            return reason
+        scaler, model = estimator.steps[0][1], estimator.steps[1][1]
+    if type(model) is LogisticRegression:
+        reason = _logistic_reason(model)
+        kind = "logistic"
+    elif type(model) is Ridge:
+        reason, kind = _ridge_reason(model), "ridge"
+    elif type(model) is LinearRegression:
+        reason = "positive=True is not supported" if model.positive else ""
+        kind = "ols"
+    else:
+        return f"{type(model).__name__} is not supported"
+    if reason:
+        return reason
+    return BatchPlan(estimator, scoring, scorer, kind, scaler, model)
+
+
+def _pipeline_reason(pipe: Pipeline) -> str:
+    steps = pipe.steps
+    if len(steps) != 2 or type(steps[0][1]) is not StandardScaler:
+        return "only Pipeline([StandardScaler(), model]) is supported"
+    if getattr(pipe, "transform_input", None) is not None:
+        return "Pipeline(transform_input=...) is not supported"
+    return ""
+
+
+def _logistic_reason(est: LogisticRegression) -> str:
+    params = est.get_params()
+    penalty, l1_ratio = params.get("penalty", "l2"), params.get("l1_ratio")
+    if penalty == "deprecated":  # scikit-learn >= 1.8: l1_ratio and C choose it
+        if not (l1_ratio is None or l1_ratio == 0):
+            return f"l1_ratio={l1_ratio!r} (an L1 penalty) is not supported"
+    elif penalty != "l2":
+        return f"penalty={penalty!r} is not supported"
+    C = params["C"]
+    if not (isinstance(C, Real) and 0 < C < math.inf):
+        return f"C={C!r} is not supported (a finite C > 0 is: the L2 penalty keeps the optimum finite)"
+    if params["solver"] == "liblinear":
+        return "solver='liblinear' is not supported (one-vs-rest, penalised intercept)"
+    if params.get("dual"):
+        return "dual=True is not supported"
+    if params.get("multi_class", "auto") not in ("auto", "deprecated"):
+        return f"multi_class={params['multi_class']!r} is not supported"
+    if params["warm_start"]:
+        return "warm_start=True is not supported"
+    if params["max_iter"] < 100 or params["tol"] > 1e-4:
+        return (f"max_iter={params['max_iter']}, tol={params['tol']} is not supported: "
+                "scikit-learn would stop before the optimum (max_iter >= 100 and "
+                "tol <= 1e-4 are)")
+    cw = params["class_weight"]
+    if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+        return f"class_weight={cw!r} is not supported"
+    if getattr(est, "_skl_callbacks", None):
+        return "callbacks are not supported"
+    return ""
+
+
+def _ridge_reason(est: Ridge) -> str:
+    if est.positive:
+        return "positive=True is not supported"
+    alpha = est.alpha
+    if np.ndim(alpha) != 0 or not (isinstance(alpha, Real) and 0 < alpha < math.inf):
+        return f"alpha={alpha!r} is not supported (a finite alpha > 0 is)"
+    if est.solver in ("sparse_cg", "lsqr", "sag", "saga") and (
+            est.tol > 1e-4 or est.max_iter is not None):
+        return (f"solver={est.solver!r} with tol={est.tol}, max_iter={est.max_iter} is not "
+                "supported: scikit-learn may stop before the optimum")
+    return ""
+
+
+# --------------------------------------------------------------------------- fitted
+
+@dataclass
+class BatchFit:
+    """The fitted state of a batch of ``b`` coalitions.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (b, k, n_features)
+        Coefficients, in the space the final model sees (standardised when
+        pipelined). Regressors and binary classifiers have ``k = 1`` (the
+        scikit-learn layout); a problem with ``K >= 3`` global classes has
+        ``k = K``, one row per global class in softmax form: rows of absent
+        classes are 0, and a coalition with two classes present (fitted as a
+        binary problem, as scikit-learn does) holds its coefficients in the row of
+        the larger class and 0 in the other.
+    intercept : ndarray of shape (b, k)
+    classes : ndarray of shape (K,) or None
+        The classes of ``y`` (classifiers).
+    present : ndarray of shape (b, K) or None
+        Which classes each coalition holds (its fitted ``classes_``).
+    degenerate : ndarray of shape (b,)
+        Coalitions that get ``default_score`` and were not fitted: empty, or
+        fewer than two classes for a classifier.
+    failed : ndarray of shape (b,)
+        Coalitions the batched fit could not reproduce (no convergence within the
+        iteration limit, an ill-conditioned system, all weights zero, a
+        ``class_weight`` that scikit-learn would refuse): fit them with
+        scikit-learn instead.
+    n_iter : ndarray of shape (b,)
+        Newton iterations of each coalition (0 for closed-form fits).
+    scaler_mean, scaler_var, scaler_scale : ndarray of shape (b, n_features) or None
+        The StandardScaler's ``mean_``, ``var_`` and ``scale_`` of each coalition
+        (``var`` and ``scale`` None when ``with_std=False``).
+    n_samples : ndarray of shape (b,)
+        Rows in each coalition.
+    singular : ndarray of shape (b, n_features) or None
+        LinearRegression's ``singular_`` (descending), ``rank`` its ``rank_``.
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    degenerate: np.ndarray
+    failed: np.ndarray
+    n_iter: np.ndarray
+    n_samples: np.ndarray
+    n_features_in: int
+    feature_names_in: np.ndarray | None = None
+    classes: np.ndarray | None = None
+    present: np.ndarray | None = None
+    scaler_mean: np.ndarray | None = None
+    scaler_var: np.ndarray | None = None
+    scaler_scale: np.ndarray | None = None
+    singular: np.ndarray | None = None
+    rank: np.ndarray | None = None
+
+
+class BatchPlan:
+    """Fits and scores one estimator on many coalitions at once.
+
+    Made by :func:`plan_batched`, which has checked that the estimator is
+    supported. :meth:`fit` solves every coalition's problem to a tight tolerance;
+    :meth:`score` scores the fits vectorised (or through genuine estimators built
+    by :meth:`build_estimator` for other scorers).
+
+    Parameters
+    ----------
+    estimator : estimator object
+        The supported estimator (a model or ``Pipeline([StandardScaler(), model])``).
+    scoring : str, callable or None
+        As for :func:`plan_batched`.
+    scorer : callable
+        ``check_scoring(estimator, scoring)``.
+    kind : {"logistic", "ridge", "ols"}
+    scaler : StandardScaler or None
+    model : estimator object
+        The final model.
+    """
+
+    def __init__(self, estimator: Any, scoring: Any, scorer: Any, kind: str,
+                 scaler: StandardScaler | None, model: Any) -> None:
+        self.estimator = estimator
+        self.scoring = scoring
+        self.scorer = scorer
+        self.kind = kind
+        self.scaler = scaler
+        self.model = model
+        self.is_classifier = kind == "logistic"
+        allowed = _CLASSIFIER_SCORINGS if self.is_classifier else _REGRESSOR_SCORINGS
+        self.vectorised = isinstance(scoring, str) and scoring in allowed or scoring is None
+
+    def __repr__(self) -> str:
+        return f"BatchPlan({self.estimator!r}, scoring={self.scoring!r})"
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Any, y: Any, masks: Any, sample_weight: Any = None, *,
+            _warm: bool = True) -> BatchFit:
+        """Fit every coalition of ``masks``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_features)
+            Training data (dense, finite).
+        y : array-like of shape (n,)
+            Targets; class labels for a classifier.
+        masks : array-like of bool, shape (b, n)
+            Row ``i`` is coalition ``i``: the rows of ``X`` where it is True.
+        sample_weight : array-like of shape (n,), default=None
+            Non-negative row weights, as ``fit(X[S], y[S], sample_weight=w[S])``;
+            for a Pipeline they go to the final model only (as
+            ``fit(..., **{f"{last_step}__sample_weight": w[S]})``).
+
+        Returns
+        -------
+        fitted : BatchFit
+        """
+        X, y, masks, sw, names = self._check_fit_input(X, y, masks, sample_weight)
+        b, d = masks.shape[0], X.shape[1]
+        sizes = masks.sum(axis=1)
+        state = _FitState(b, d, self)
+        state.out.feature_names_in = names
+        state.out.n_samples[:] = sizes
+        if self.is_classifier:
+            classes, codes = np.unique(y, return_inverse=True)
+            state.setup_classes(classes, codes, masks, sw, self.model.class_weight)
+        else:
+            codes = None
+        state.out.degenerate |= sizes == 0
+        state.out.failed |= ~state.out.degenerate & ~(masks.astype(np.float64) @ sw > 0)
+        todo = np.flatnonzero(~state.out.degenerate & ~state.out.failed)
+        groups = [todo]
+        if self.is_classifier and state.K > 2:  # two classes present: a binary fit
+            binary = state.out.present[todo].sum(axis=1) == 2
+            groups = [todo[binary], todo[~binary]]
+        n = X.shape[0]
+        extra = int(self.is_classifier and self.model.fit_intercept)
+        X_ext = np.zeros((n + 1, d + extra))  # a zero row for padding, the intercept
+        X_ext[:n, :d] = X
+        X_ext[:n, d:] = 1.0
+        y_ext = np.append(codes if self.is_classifier else y, 0)
+        sw_ext = np.append(sw, 0.0)
+        theta0 = self._start(X, y, sw) if self.is_classifier and _warm and todo.size else None
+        for group in groups:
+            order = group[np.argsort(sizes[group], kind="stable")]
+            for rows, idx, valid in _blocks(masks, order, sizes, d + 1, n):
+                Z = X_ext[idx]
+                if self.scaler is not None:
+                    state.scale(rows, Z[..., :d], valid)
+                self._solve(state, rows, Z, idx, y_ext, sw_ext, theta0)
+        return state.out
+
+    def _start(self, X, y, sw):
+        """The starting point of the Newton iterations: part of the fit on all rows."""
+        full = self.fit(X, y, np.ones((1, X.shape[0]), bool), sw, _warm=False)
+        if full.failed[0] or full.degenerate[0]:
+            return None
+        theta = full.coef[0]
+        if self.model.fit_intercept:
+            theta = np.concatenate([theta, full.intercept[0][:, None]], axis=1)
+        return _WARM * theta
+
+    def _check_fit_input(self, X, y, masks, sample_weight):
+        if hasattr(X, "toarray") or hasattr(X, "tocsr"):
+            raise ValueError("X must be dense for the batched fit; got a sparse matrix.")
+        names = None
+        if hasattr(X, "columns") and all(isinstance(c, str) for c in X.columns):
+            names = np.asarray(X.columns, dtype=object)
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y)
+        masks = np.asarray(masks, dtype=bool)
+        if X.ndim != 2 or not np.isfinite(X).all():
+            raise ValueError(f"X must be a finite 2-D array; got shape {X.shape}.")
+        n = X.shape[0]
+        if y.shape != (n,):
+            raise ValueError(f"y must have shape ({n},) to match X; got {y.shape}.")
+        if masks.ndim != 2 or masks.shape[1] != n:
+            raise ValueError(f"masks must have shape (b, {n}); got {masks.shape}.")
+        if self.is_classifier and type_of_target(y) not in ("binary", "multiclass"):
+            raise ValueError(f"y must hold class labels; got type {type_of_target(y)!r}.")
+        if not self.is_classifier:
+            y = y.astype(np.float64)
+        sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        if sw.shape != (n,) or not np.isfinite(sw).all() or (sw < 0).any():
+            raise ValueError(
+                f"sample_weight must be finite, non-negative and of shape ({n},); got "
+                f"shape {sw.shape} with minimum {sw.min() if sw.size else None}.")
+        return X, y, masks, sw, names
+
+    def _solve(self, state, rows, Z, idx, y, sw, theta0):
+        s = sw[idx]
+        out = state.out
+        if self.kind != "logistic":
+            coef, intercept, singular, bad = _least_squares(
+                Z, y[idx], s, self.model.fit_intercept,
+                self.model.alpha if self.kind == "ridge" else None,
+                getattr(self.model, "tol", 1e-6))
+            out.coef[rows, 0], out.intercept[rows, 0] = coef, intercept
+            out.failed[rows] |= bad
+            if singular is not None:
+                out.singular[rows] = singular
+                out.rank[rows] = (singular >= self.model.tol * singular[:, :1]).sum(axis=1)
+            return
+        c = y[idx]
+        s = s * state.cw[rows[:, None], c]
+        C, fi = float(self.model.C), self.model.fit_intercept
+        present = out.present[rows]
+        if state.K == 2 or present.sum(axis=1).max() == 2:
+            pos = present.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)
+            if theta0 is not None and state.K > 2:
+                neg = np.argmax(present, axis=1)
+                theta0 = theta0[pos] - theta0[neg]
+            theta, n_iter, ok = _newton_binomial(Z, (c == pos[:, None]) * 1.0, s, C, fi,
+                                                 theta0)
+            k = 0 if state.K == 2 else pos
+            out.coef[rows, k] = theta[:, :Z.shape[2] - fi]
+            out.intercept[rows, k] = theta[:, -1] if fi else 0.0
+        else:
+            theta, n_iter, ok = _newton_multinomial(Z, c, s, present, C, fi, theta0)
+            out.coef[rows] = theta[:, :, :Z.shape[2] - fi]
+            if fi:
+                out.intercept[rows] = theta[:, :, -1]
+        out.n_iter[rows] = n_iter
+        out.failed[rows] |= ~ok
+
+    # ------------------------------------------------------------------ score
+    def score(self, fitted: BatchFit, X_val: Any, y_val: Any) -> np.ndarray:
+        """The score of every fitted coalition on ``(X_val, y_val)``.
+
+        Returns
+        -------
+        scores : ndarray of shape (b,)
+            NaN for degenerate and failed coalitions, and for those whose scorer
+            raised (scikit-learn's fit-and-score reproduces the error): the caller
+            gives the first ``default_score`` and refits the others with
+            scikit-learn.
+        """
+        b = fitted.coef.shape[0]
+        scores = np.full(b, np.nan)
+        ok = np.flatnonzero(~fitted.degenerate & ~fitted.failed)
+        X_val_arr = None if hasattr(X_val, "tocsr") else np.asarray(X_val, dtype=np.float64)
+        generic = ok
+        if self.vectorised and X_val_arr is not None and np.shape(y_val)[0] >= 2:
+            y_val = np.asarray(y_val)
+            vec = _vectorised_ok(self, fitted, ok, y_val)
+            for part in np.array_split(ok[vec], max(1, ok[vec].size * fitted.coef.shape[1]
+                                                    * y_val.shape[0] // _BLOCK + 1)):
+                if part.size:
+                    scores[part] = self._score_vectorised(fitted, part, X_val_arr, y_val)
+            generic = ok[~vec]
+        for i in generic:
+            try:
+                scores[i] = float(self.scorer(self.build_estimator(fitted, i), X_val, y_val))
+            except Exception:  # noqa: BLE001 - reported as NaN: the caller refits
+                scores[i] = np.nan
+        return scores
+
+    def _score_vectorised(self, f: BatchFit, rows, X_val, y_val):
+        raw = _decision(f, rows, X_val, self.scaler)  # (r, k, n_val)
+        if not self.is_classifier:
+            return _regression_score(self.scoring, raw[:, 0], y_val.astype(np.float64))
+        classes = f.classes
+        pos = np.clip(np.searchsorted(classes, y_val), 0, classes.size - 1)
+        y_code = np.where(classes[pos] == y_val, pos, -1)
+        if raw.shape[1] == 1:
+            z = raw[:, 0]
+            if self.scoring == "neg_log_loss":
+                p1 = expit(z)
+                p = np.where(y_code == 1, p1, 1 - p1)
+                return _neg_log_loss(p)
+            pred = (z > 0).astype(np.intp)
+        else:
+            raw = np.where(f.present[rows][:, :, None], raw, -np.inf)
+            if self.scoring == "neg_log_loss":
+                return _neg_log_loss(_proba_of(raw, y_code, f, rows))
+            pred = np.argmax(raw, axis=1)
+        if self.scoring == "balanced_accuracy":
+            labels = np.unique(y_code)
+            hit = (pred == y_code)[:, :, None] & (y_code[:, None] == labels)[None]
+            return (hit.sum(axis=1) / (y_code[:, None] == labels).sum(axis=0)).mean(axis=1)
+        return (pred == y_code).mean(axis=1)
+
+    # ------------------------------------------------------------------ estimator
+    def build_estimator(self, fitted: BatchFit, i: int) -> Any:
+        """A genuine fitted scikit-learn estimator for coalition ``i`` of ``fitted``.
+
+        Its ``coef_``, ``intercept_``, ``classes_``, ``n_features_in_`` (and the
+        scaler's ``mean_``, ``var_``, ``scale_``) are those of the batched fit, so
+        any scorer applied to it sees the model scikit-learn would have fitted.
+
+        Raises
+        ------
+        ValueError
+            When coalition ``i`` is degenerate or failed (it has no fit).
+        """
+        if fitted.degenerate[i] or fitted.failed[i]:
+            raise ValueError(f"Coalition {i} is degenerate or failed: it has no fitted model.")
+        est, d = clone(self.estimator), fitted.n_features_in
+        model = est.steps[-1][1] if self.scaler is not None else est
+        if self.scaler is not None:
+            _set_scaler(est.steps[0][1], fitted, i)
+        _set_common(model, fitted, self.scaler is not None)
+        if self.kind == "logistic":
+            _set_logistic(model, fitted, i)
+        else:
+            model.coef_ = fitted.coef[i, 0].copy()
+            model.intercept_ = float(fitted.intercept[i, 0]) if model.fit_intercept else 0.0
+            if self.kind == "ols":
+                model.rank_ = int(fitted.rank[i])
+                model.singular_ = fitted.singular[i, :min(fitted.n_samples[i], d)].copy()
+            else:
+                model.n_iter_ = None
+                model.solver_ = "cholesky" if model.solver == "auto" else model.solver
+        return est
+
+
+# --------------------------------------------------------------------------- state
+
+class _FitState:
+    """The arrays a fit fills in, and the per-coalition class weights."""
+
+    def __init__(self, b: int, d: int, plan: BatchPlan) -> None:
+        self.plan, self.K = plan, 1
+        z = np.zeros
+        self.out = BatchFit(
+            coef=z((b, 1, d)), intercept=z((b, 1)), degenerate=z(b, bool),
+            failed=z(b, bool), n_iter=z(b, np.intp), n_samples=z(b, np.intp),
+            n_features_in=d)
+        if plan.scaler is not None:
+            self.out.scaler_mean = z((b, d))
+            if plan.scaler.with_std:
+                self.out.scaler_var, self.out.scaler_scale = z((b, d)), np.ones((b, d))
+        if plan.kind == "ols":
+            self.out.singular, self.out.rank = z((b, d)), z(b, np.intp)
+
+    def setup_classes(self, classes, codes, masks, sw, class_weight):
+        K = self.K = classes.size
+        onehot = codes[:, None] == np.arange(K)
+        m = masks.astype(np.float64)
+        present = (m @ onehot) > 0
+        out = self.out
+        out.classes, out.present = classes, present
+        if K > 2:
+            out.coef = np.zeros((masks.shape[0], K, out.n_features_in))
+            out.intercept = np.zeros((masks.shape[0], K))
+        out.degenerate |= present.sum(axis=1) < 2
+        self.cw = np.ones((masks.shape[0], K))
+        if class_weight == "balanced":
+            per_class = m @ (onehot * sw[:, None])  # weighted class counts
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self.cw = per_class.sum(axis=1, keepdims=True) / (
+                    present.sum(axis=1, keepdims=True) * per_class)
+            out.failed |= ~np.isfinite(np.where(present, self.cw, 1.0)).all(axis=1)
+            self.cw = np.where(present, np.nan_to_num(self.cw, posinf=0.0), 1.0)
+        elif isinstance(class_weight, dict) and class_weight:
+            weights, in_dict = _dict_weights(classes, class_weight)
+            self.cw = np.broadcast_to(weights, present.shape)
+            unweighted = (present & ~in_dict).any(axis=1)
+            n_weighted = (present & in_dict).sum(axis=1)
+            out.failed |= unweighted & (n_weighted != len(class_weight))  # sklearn raises
+
+    def scale(self, rows, Z, valid):
+        """Fit a StandardScaler on each coalition (unweighted); standardise Z in place.
+
+        Two-pass variance with scikit-learn's correction term and its test for
+        near-constant features (their scale is 1). Padding rows of Z are 0.
+        """
+        scaler, out = self.plan.scaler, self.out
+        m = valid.sum(axis=1)[:, None]
+        mean = Z.sum(axis=1) / m
+        out.scaler_mean[rows] = mean
+        if scaler.with_std:
+            diff = Z - mean[:, None]
+            diff *= valid[:, :, None]
+            var = ((diff ** 2).sum(axis=1) - diff.sum(axis=1) ** 2 / m) / m
+            eps = np.finfo(np.float64).eps
+            constant = var <= m * eps * var + (m * mean * eps) ** 2
+            scale = np.where(constant, 1.0, np.sqrt(var))
+            out.scaler_var[rows], out.scaler_scale[rows] = var, scale
+            if scaler.with_mean:
+                np.divide(diff, scale[:, None], out=Z)
+            else:
+                Z /= scale[:, None]
+        elif scaler.with_mean:
+            Z -= mean[:, None]
+            Z *= valid[:, :, None]
+
+
+def _dict_weights(classes, class_weight):
+    """Per-class weights of a dict, with sklearn's int/str key lookup."""
+    weights, in_dict = np.ones(classes.size), np.zeros(classes.size, bool)
+    for j, c in enumerate(classes):
+        try:
+            key = int(c)
+        except ValueError:
+            key = str(c)
+        if key in class_weight:
+            weights[j], in_dict[j] = class_weight[key], True
+    return weights, in_dict
+
+
+def _blocks(masks, order, sizes, width, pad):
+    """Blocks of coalitions (sorted by size): rows, gathered indices, validity.
+
+    A block holds at most about ``_BLOCK`` floats of gathered data; its
+    coalitions are padded to the largest of them with index 0 and validity 0.
+    """
+    start, sorted_sizes = 0, sizes[order]
+    while start < order.size:
+        count = max(1, _BLOCK // max(1, int(sorted_sizes[start]) * width))
+        while count > 1 and count * int(
+                sorted_sizes[min(start + count, order.size) - 1]) * width > _BLOCK:
+            count //= 2
+        rows = order[start:start + count]
+        m = int(sizes[rows].max())
+        r, col = np.nonzero(masks[rows])
+        pos = np.arange(r.size) - np.repeat(np.cumsum(sizes[rows]) - sizes[rows], sizes[rows])
+        idx = np.full((rows.size, m), pad, np.intp)
+        valid = np.zeros((rows.size, m))
+        idx[r, pos], valid[r, pos] = col, 1.0
+        yield rows, idx, valid
+        start += count
+
+
+# --------------------------------------------------------------------------- solvers
+
+def _mv(A, x):
+    """Batched ``A @ x`` for A (c, m, p) and x (c, p) or (c, p, k)."""
+    return (A @ x[..., None])[..., 0] if x.ndim == 2 else A @ x
+
+
+def _tmv(A, r):
+    """Batched ``A.T @ r`` for A (c, m, p) and r (c, m) or (c, m, k)."""
+    At = np.swapaxes(A, 1, 2)
+    return (At @ r[..., None])[..., 0] if r.ndim == 2 else At @ r
+
+
+def _cholesky(H):
+    """Cholesky factors of a batch of SPD matrices, Jacobi-equilibrated.
+
+    Returns ``(L, D)`` with ``H = D L L' D`` (D diagonal, as a vector); L is NaN
+    where the matrix is not numerically positive definite.
+    """
+    D = np.sqrt(np.maximum(np.diagonal(H, axis1=1, axis2=2), np.finfo(float).tiny))
+    Hs = H / (D[:, :, None] * D[:, None, :])
+    try:
+        return np.linalg.cholesky(Hs), D
+    except np.linalg.LinAlgError:
+        L = np.full_like(Hs, np.nan)
+        for j in range(Hs.shape[0]):
+            try:
+                L[j] = np.linalg.cholesky(Hs[j])
+            except np.linalg.LinAlgError:
+                pass
+        return L, D
+
+
+def _chol_solve(L, D, g):
+    """Solve ``D L L' D x = g`` by substitution, vectorised over the batch."""
+    u = g / D
+    for j in range(u.shape[1]):
+        u[:, j] = (u[:, j] - (L[:, j, :j] * u[:, :j]).sum(axis=1)) / L[:, j, j]
+    for j in range(u.shape[1] - 1, -1, -1):
+        u[:, j] = (u[:, j] - (L[:, j + 1:, j] * u[:, j + 1:]).sum(axis=1)) / L[:, j, j]
+    return u / D
+
+
+def _armijo(fun, f, dec, full):
+    """Step lengths 1, 1/2, ... with Armijo's sufficient decrease; 0 where none."""
+    t = np.ones(f.size)
+    todo = ~full
+    for _ in range(60):
+        if not todo.any():
+            break
+        sel = np.flatnonzero(todo)
+        good = fun(t[sel], sel) <= f[sel] - 1e-4 * t[sel] * dec[sel]
+        todo[sel[good]] = False
+        t[sel[~good]] *= 0.5
+    t[todo] = 0.0
+    return t
+
+
+def _converged(dec, prev, f0):
+    """Newton decrement small, or at the round-off floor and no longer shrinking."""
+    return (dec <= _DEC_RTOL * f0) | ((dec <= _DEC_FLOOR * f0) & (dec >= 0.25 * prev))
+
+
+class _Active:
+    """The coalitions of a block still iterating, with their arrays compacted."""
+
+    def __init__(self, **arrays):
+        self.names = list(arrays)
+        self.__dict__.update(arrays)
+        self.pos = np.arange(next(iter(arrays.values())).shape[0])
+
+    def keep(self, still):
+        if not still.all():
+            self.pos = self.pos[still]
+            for name in self.names:
+                setattr(self, name, getattr(self, name)[still])
+
+
+def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
+    """Minimise C * sum_i s_i logloss(y_i, z_i) + ||w||^2 / 2 per coalition.
+
+    ``z = Z @ theta``; the last coordinate is the unpenalised intercept when
+    ``fit_intercept``. This is scikit-learn's objective (``LinearModelLoss``
+    with ``l2_reg_strength = 1 / (C * sum(s))``, times ``C * sum(s)``). Damped
+    Newton with exact Hessians and Armijo backtracking; once the decrement is
+    below ``_CHORD`` the last Hessian is kept (chord steps, cheap and
+    contracting fast that close to the optimum).
+
+    Returns theta (c, p), iterations (c,) and which converged (c,).
+    """
+    c, _, p = Z.shape
+    reg = np.ones(p)
+    reg[-1] = 0.0 if fit_intercept else 1.0
+    theta, n_iter, ok = np.zeros((c, p)), np.zeros(c, np.intp), np.zeros(c, bool)
+    if theta0 is not None:
+        theta[:] = theta0
+    f0 = C * math.log(2) * s.sum(axis=1)
+    a = _Active(Z=Z, Zt=np.ascontiguousarray(np.swapaxes(Z, 1, 2)), y=y, s=s, f0=f0,
+                prev=np.full(c, np.inf), L=np.zeros((c, p, p)), D=np.ones((c, p)))
+
+    def objective(z, th, y_, s_):
+        return (C * (s_ * (np.logaddexp(0.0, z) - y_ * z)).sum(axis=1)
+                + 0.5 * (reg * th ** 2).sum(axis=1))
+
+    for it in range(1, _MAX_NEWTON + 1):
+        th = theta[a.pos]
+        z = _mv(a.Z, th)
+        pr = expit(z)
+        g = C * (a.Zt @ (a.s * (pr - a.y))[..., None])[..., 0] + reg * th
+        fresh = a.prev > _CHORD * a.f0
+        if fresh.any():
+            j = slice(None) if fresh.all() else np.flatnonzero(fresh)
+            H = (a.Zt[j] * (C * a.s[j] * pr[j] * (1.0 - pr[j]))[:, None, :]) @ a.Z[j]
+            H[:, np.arange(p), np.arange(p)] += reg
+            a.L[j], a.D[j] = _cholesky(H)
+        step = -_chol_solve(a.L, a.D, g)
+        solved = np.isfinite(step).all(axis=1)
+        step[~solved] = 0.0
+        dec = -(g * step).sum(axis=1)
+        conv = solved & _converged(dec, a.prev, a.f0)
+        dz = _mv(a.Z, step)
+        f = objective(z, th, a.y, a.s)
+        t = _armijo(lambda t_, j: objective(z[j] + t_[:, None] * dz[j],
+                                            th[j] + t_[:, None] * step[j], a.y[j], a.s[j]),
+                    f, dec, conv | (dec < _FULL_STEP * a.f0) | ~solved)
+        theta[a.pos] = th + t[:, None] * step
+        n_iter[a.pos] = it
+        ok[a.pos] = conv
+        a.prev = dec
+        a.keep(~conv & solved & (t > 0))
+        if a.pos.size == 0:
+            break
+    return theta, n_iter, ok
+
+
+def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
+    """Minimise C * sum_i s_i (-log softmax_{y_i}) + ||W||^2 / 2 per coalition.
+
+    Over the classes present in each coalition (the others are fixed at 0 and
+    left out of the softmax, as scikit-learn fits only the classes it sees).
+    The intercepts are unpenalised but only defined up to a common shift; the
+    term ``mu / 2 * (sum_k b_k)^2`` picks the representative with sum 0 (the one
+    scikit-learn's solvers return) and makes the Hessian definite. Newton-CG:
+    truncated Newton whose steps come from Jacobi-preconditioned conjugate
+    gradients on exact Hessian-vector products, with Armijo backtracking.
+
+    Returns theta (c, K, p), iterations (c,) and which converged (c,).
+    """
+    c, _, p = Z.shape
+    K = present.shape[1]
+    reg = np.ones(p)
+    reg[-1] = 0.0 if fit_intercept else 1.0
+    S = s.sum(axis=1)
+    mu = C * S / 4 if fit_intercept else np.zeros(c)
+    f0 = C * S * np.log(present.sum(axis=1))
+    Y = (codes[..., None] == np.arange(K)) * 1.0
+    theta, n_iter, ok = np.zeros((c, K, p)), np.zeros(c, np.intp), np.zeros(c, bool)
+    if theta0 is not None:
+        theta[:] = theta0 * present[:, :, None]
+        if fit_intercept:
+            theta[:, :, -1] -= (theta[:, :, -1].sum(axis=1) / present.sum(axis=1))[:, None]
+            theta[:, :, -1] *= present
+    a = _Active(Z=Z, Y=Y, s=s, pm=present[:, :, None] * 1.0, mu=mu, f0=f0,
+                prev=np.full(c, np.inf), g0=np.full(c, np.nan))
+
+    def objective(R, th, j=slice(None)):
+        Rm = np.where(a.pm[j].transpose(0, 2, 1) > 0, R, -np.inf)
+        mx = Rm.max(axis=2, keepdims=True)
+        e = np.exp(Rm - mx)
+        se = e.sum(axis=2)
+        loss = np.log(se) + mx[..., 0] - (R * a.Y[j]).sum(axis=2)
+        f = C * (a.s[j] * loss).sum(axis=1) + 0.5 * (reg * th ** 2).sum(axis=(1, 2))
+        return f + 0.5 * a.mu[j] * th[:, :, -1].sum(axis=1) ** 2, e / se[..., None]
+
+    def penalty_hv(V):
+        out = reg * V
+        out[:, :, -1] += a.mu[:, None] * V[:, :, -1].sum(axis=1, keepdims=True)
+        return out
+
+    for it in range(1, _MAX_NEWTON + 1):
+        th = theta[a.pos]
+        R = _mv(a.Z, np.swapaxes(th, 1, 2))
+        f, P = objective(R, th)
+        sP = a.s[..., None] * P
+        g = (C * np.swapaxes(_tmv(a.Z, sP - a.s[..., None] * a.Y), 1, 2) + penalty_hv(th)) * a.pm
+        diag = C * np.swapaxes(_tmv(a.Z ** 2, sP * (1.0 - P)), 1, 2) + reg
+        diag[:, :, -1] += a.mu[:, None]
+        gn = np.sqrt((g ** 2).sum(axis=(1, 2)))
+        a.g0 = np.where(np.isnan(a.g0), gn, a.g0)
+
+        def hv(V, Zb=a.Z, sPb=sP, Pb=P):
+            RV = _mv(Zb, np.swapaxes(V, 1, 2))
+            Q = sPb * RV - sPb * (Pb * RV).sum(axis=2, keepdims=True)
+            return (C * np.swapaxes(_tmv(Zb, Q), 1, 2) + penalty_hv(V)) * a.pm
+
+        eta = np.minimum(0.5, np.sqrt(gn / np.maximum(a.g0, np.finfo(float).tiny)))
+        step = _pcg(hv, -g, np.where(a.pm > 0, 1.0 / diag, 0.0), eta * gn)
+        dec = -(g * step).sum(axis=(1, 2))
+        conv = _converged(dec, a.prev, a.f0)
+        dR = _mv(a.Z, np.swapaxes(step, 1, 2))
+        t = _armijo(lambda t_, j: objective(R[j] + t_[:, None, None] * dR[j],
+                                            th[j] + t_[:, None, None] * step[j], j)[0],
+                    f, dec, conv | (dec < _FULL_STEP * a.f0))
+        theta[a.pos] = th + t[:, None, None] * step
+        n_iter[a.pos] = it
+        ok[a.pos] = conv
+        a.prev = dec
+        a.keep(~conv & (t > 0))
+        if a.pos.size == 0:
+            break
+    return theta, n_iter, ok
+
+
+def _pcg(hv, rhs, Minv, atol):
+    """Batched preconditioned conjugate gradients for H x = rhs, from x = 0."""
+    x = np.zeros_like(rhs)
+    r = rhs.copy()
+    zr = Minv * r
+    d = zr.copy()
+    rz = (r * zr).sum(axis=(1, 2))
+    active = np.sqrt((r ** 2).sum(axis=(1, 2))) > atol
+    for _ in range(_MAX_CG):
+        if not active.any():
+            break
+        Hd = hv(d)
+        dHd = (d * Hd).sum(axis=(1, 2))
+        alpha = np.where(active & (dHd > 0), rz / np.where(dHd > 0, dHd, 1.0), 0.0)
+        x += alpha[:, None, None] * d
+        r -= alpha[:, None, None] * Hd
+        active &= (np.sqrt((r ** 2).sum(axis=(1, 2))) > atol) & (dHd > 0)
+        zr = Minv * r
+        rz_new = (r * zr).sum(axis=(1, 2))
+        d = zr + (rz_new / np.where(rz > 0, rz, 1.0))[:, None, None] * d
+        rz = rz_new
+    return x
+
+
+def _least_squares(Z, y, s, fit_intercept, alpha, tol):
+    """Weighted ridge (alpha > 0) or minimum-norm least squares (alpha None).
+
+    Solves min sum_i s_i (y_i - z_i w - b)^2 + alpha ||w||^2 through the
+    weighted-centred normal equations. Least squares drops the directions whose
+    singular value is below ``tol`` times the largest (scikit-learn passes
+    ``cond=tol`` to ``scipy.linalg.lstsq``); coalitions whose spectrum comes too
+    close to that cut for the Gram matrix to decide it reliably, or whose kept
+    directions the Gram matrix resolves poorly, are solved by ``lstsq`` itself.
+
+    Returns coef (c, d), intercept (c,), singular values (c, d) or None, and
+    which coalitions failed (ridge systems too ill-conditioned).
+    """
+    S = s.sum(axis=1)
+    if fit_intercept:
+        xbar = (Z * s[..., None]).sum(axis=1) / S[:, None]
+        ybar = (y * s).sum(axis=1) / S
+        Z, y = Z - xbar[:, None], y - ybar[:, None]
+    Zs = Z * s[..., None]
+    G = np.swapaxes(Zs, 1, 2) @ Z
+    r = _tmv(Zs, y)
+    singular, failed = None, np.zeros(Z.shape[0], bool)
+    if alpha is not None:
+        d = G.shape[1]
+        G[:, np.arange(d), np.arange(d)] += alpha
+        D = np.sqrt(np.diagonal(G, axis1=1, axis2=2))
+        Gs = G / (D[:, :, None] * D[:, None, :])
+        lam = np.linalg.eigvalsh(Gs)
+        failed = lam[:, 0] <= 1e-12 * lam[:, -1]
+        coef = np.linalg.solve(Gs, (r / D)[..., None])[..., 0] / D
+    else:
+        lam, V = np.linalg.eigh(G)
+        top = lam[:, -1:]
+        cut = tol ** 2 * top
+        keep = (lam >= cut) & (top > 0)
+        coef = _mv(V, np.where(keep, _tmv(V, r) / np.where(keep, lam, 1.0), 0.0))
+        singular = np.sqrt(np.clip(lam, 0.0, None))[:, ::-1]
+        unsure = ((lam > 0.25 * cut) & (lam < np.maximum(4 * cut, 1e-8 * top))).any(axis=1)
+        for j in np.flatnonzero(unsure & (top[:, 0] > 0)):
+            rows = s[j] > 0
+            w = np.sqrt(s[j, rows])
+            coef[j], _, _, sv = lstsq(Z[j, rows] * w[:, None], y[j, rows] * w, cond=tol)
+            singular[j] = 0.0
+            singular[j, :sv.size] = sv
+    intercept = ybar - (xbar * coef).sum(axis=1) if fit_intercept else np.zeros(Z.shape[0])
+    return coef, intercept, singular, failed
+
+
+# --------------------------------------------------------------------------- scoring
+
+def _vectorised_ok(plan, f, rows, y_val):
+    """Which coalitions the vectorised scorer reproduces exactly."""
+    if plan.scoring != "neg_log_loss":
+        return np.ones(rows.size, bool)
+    # log_loss takes the classes from y_val: exact when they are the fit's classes
+    seen = np.isin(f.classes, y_val)
+    if not np.isin(y_val, f.classes).all():
+        return np.zeros(rows.size, bool)
+    return (f.present[rows] == seen).all(axis=1)
+
+
+def _decision(f, rows, X_val, scaler):
+    """Decision values (r, k, n_val), with the scaler folded into the coefficients."""
+    coef, intercept = f.coef[rows], f.intercept[rows]
+    if scaler is not None:
+        if scaler.with_std:
+            coef = coef / f.scaler_scale[rows][:, None, :]
+        if scaler.with_mean:
+            intercept = intercept - (coef * f.scaler_mean[rows][:, None, :]).sum(axis=2)
+    return coef @ X_val.T + intercept[..., None]
+
+
+def _proba_of(raw, y_code, f, rows):
+    """Probability each fit gives the true class (multiclass layout, masked raw)."""
+    present = f.present[rows]
+    binary = present.sum(axis=1) == 2
+    mx = raw.max(axis=1, keepdims=True)
+    e = np.exp(raw - mx)
+    proba = e / e.sum(axis=1, keepdims=True)
+    p_true = np.take_along_axis(proba, y_code[None, None, :].repeat(len(rows), 0), 1)[:, 0]
+    if binary.any():  # scikit-learn's binary probabilities: expit, and 1 - expit
+        pos = present.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)
+        z = np.take_along_axis(raw, pos[:, None, None], 1)[:, 0]
+        p1 = expit(z)
+        p_true[binary] = np.where(y_code == pos[:, None], p1, 1 - p1)[binary]
+    return p_true
+
+
+def _neg_log_loss(p_true):
+    eps = np.finfo(np.float64).eps
+    return np.log(np.clip(p_true, eps, 1 - eps)).mean(axis=1)
+
+
+def _regression_score(scoring, pred, y):
+    res = y - pred
+    if scoring in (None, "r2"):
+        num = (res ** 2).sum(axis=1)
+        den = ((y - y.mean()) ** 2).sum()
+        if den == 0:
+            return np.where(num == 0, 1.0, 0.0)
+        return 1.0 - num / den
+    if scoring == "neg_mean_squared_error":
+        return -(res ** 2).mean(axis=1)
+    return -np.abs(res).mean(axis=1)
+
+
+# --------------------------------------------------------------------------- estimators
+
+def _set_common(model, f, pipelined):
+    model.n_features_in_ = f.n_features_in
+    if f.feature_names_in is not None and not pipelined:
+        model.feature_names_in_ = f.feature_names_in
+
+
+def _set_scaler(scaler, f, i):
+    scaler.n_features_in_ = f.n_features_in
+    if f.feature_names_in is not None:
+        scaler.feature_names_in_ = f.feature_names_in
+    scaler.n_samples_seen_ = np.int64(f.n_samples[i])
+    scaler.mean_ = f.scaler_mean[i].copy()
+    scaler.var_ = None if f.scaler_var is None else f.scaler_var[i].copy()
+    scaler.scale_ = None if f.scaler_scale is None else f.scaler_scale[i].copy()
+
+
+def _set_logistic(model, f, i):
+    present = f.present[i]
+    model.n_iter_ = np.array([f.n_iter[i]], dtype=np.int32)
+    model.classes_ = f.classes[present]
+    if f.coef.shape[1] == 1:
+        model.coef_, model.intercept_ = f.coef[i].copy(), f.intercept[i].copy()
+    elif present.sum() == 2:
+        pos = np.flatnonzero(present)[-1]
+        model.coef_ = f.coef[i, pos][None].copy()
+        model.intercept_ = f.intercept[i, pos][None].copy()
+    else:
+        model.coef_, model.intercept_ = f.coef[i][present], f.intercept[i][present]
