@@ -231,7 +231,7 @@ def build_game(name: str) -> dict:
 _CALLS_PER_SAMPLE: dict = {}
 
 
-def _calls_model(cls, sampler: str, game, probe=(10, 50)) -> tuple[float, float]:
+def _calls_model(cls, sampler: str, game, probe=(10, 50), **params) -> tuple[float, float]:
     """Utility calls of ``k`` samples of ``sampler`` on ``game``, as ``a + b k``.
 
     Measured once per (valuer, sampler, n) from two short fits: a permutation costs
@@ -240,12 +240,12 @@ def _calls_model(cls, sampler: str, game, probe=(10, 50)) -> tuple[float, float]
     """
     from skdvl.stopping import MaxSamples
 
-    key = (cls.__name__, sampler, game.n_players)
+    key = (cls.__name__, sampler, game.n_players, tuple(sorted(params.items())))
     if key not in _CALLS_PER_SAMPLE:
         evals = []
         for k in probe:
             v = cls(utility=game, sampler=sampler, stopping=MaxSamples(k), max_updates=None,
-                    random_state=0)
+                    random_state=0, **params)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 v.fit()
@@ -255,9 +255,9 @@ def _calls_model(cls, sampler: str, game, probe=(10, 50)) -> tuple[float, float]
     return _CALLS_PER_SAMPLE[key]
 
 
-def _samples_for(cls, sampler: str, game, budget: int) -> int:
+def _samples_for(cls, sampler: str, game, budget: int, **params) -> int:
     """Samples of ``sampler`` that cost about ``budget`` utility calls on ``game``."""
-    a, b = _calls_model(cls, sampler, game)
+    a, b = _calls_model(cls, sampler, game, **params)
     return max(1, int(round((budget - a) / b)))
 
 
@@ -510,7 +510,7 @@ def plot(results: dict, path: Path) -> None:
 
 # --------------------------------------------------------------------------- the noisy task
 NOISY = {"n_rows": 300, "flip": 0.1, "rtol": 0.01, "permutations": 100, "seeds": 5,
-         "fractions": [5, 10, 20], "max_iter": 1000}
+         "fractions": [5, 10, 20], "max_iter": 1000, "banzhaf_weights": [0.1, 0.2]}
 
 
 def noisy_task(cfg: dict, available: dict) -> dict:
@@ -551,22 +551,28 @@ def noisy_task(cfg: dict, available: dict) -> dict:
     calls = int(np.mean([r["n_evals"] for r in out["tmc"]]))
     out["tmc_calls"] = calls
     dummy = AirportGame(np.random.default_rng(0).uniform(1, 10, out["n_train"]))
-    new = [("SV", s) for s in available.get("SV", []) if s not in ("permutation", "antithetic",
-                                                                   "owen")]
-    new += [("BV", s) for s in available.get("BV", [])]
-    for index, s in new:
+    # (index, sampler, weighted-Banzhaf weight): weight 0.5 is Banzhaf; smaller weights
+    # put the coalitions near the empty one, where a flipped label changes the most
+    new = [("SV", s, None) for s in available.get("SV", [])
+           if s not in ("permutation", "antithetic", "owen")]
+    new += [("BV", s, 0.5) for s in available.get("BV", [])]
+    new += [("BV", s, w) for w in cfg["banzhaf_weights"] for s in ("msr", "svarm")
+            if s in available.get("BV", [])]
+    for index, s, w in new:
         cls = ShapleyValuer if index == "SV" else BanzhafValuer
+        extra = {} if w is None else {"weight": w}
         for frac in cfg["fractions"]:
             budget = max(1, calls // frac)
-            k = _samples_for(cls, s, dummy, budget)
+            k = _samples_for(cls, s, dummy, budget, **extra)
             for seed in range(cfg["seeds"]):
                 r = run(cls, sampler=s, stopping=MaxSamples(k), max_updates=None,
-                        random_state=seed)
-                out["estimators"].append({"index": index, "estimator": s, "fraction": frac,
-                                          "budget": budget, "seed": seed, **r})
-            last = [e for e in out["estimators"] if e["estimator"] == s
-                    and e["index"] == index and e["fraction"] == frac]
-            print(f"  noisy {index} {s} 1/{frac}: AUROC "
+                        random_state=seed, **extra)
+                out["estimators"].append({"index": index, "estimator": s, "weight": w,
+                                          "fraction": frac, "budget": budget, "seed": seed,
+                                          **r})
+            last = [e for e in out["estimators"] if (e["index"], e["estimator"], e["weight"],
+                                                     e["fraction"]) == (index, s, w, frac)]
+            print(f"  noisy {index} {s} w={w} 1/{frac}: AUROC "
                   f"{np.mean([e['auroc'] for e in last]):.3f}", file=sys.stderr, flush=True)
     return out
 
@@ -582,15 +588,19 @@ def report_noisy(out: dict) -> str:
              f"| TMC permutations ({c['permutations']}, rtol {c['rtol']}) | "
              f"{np.mean([r['auroc'] for r in tmc]):.3f} ({out['tmc_calls']:,} calls) | "
              + " | ".join("" for _ in c["fractions"]) + " |"]
-    keys = sorted({(e["index"], e["estimator"]) for e in out["estimators"]})
-    for index, s in keys:
+    keys = sorted({(e["index"], e["estimator"], e["weight"]) for e in out["estimators"]},
+                  key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2]))
+    for index, s, w in keys:
         cells = []
         for f in c["fractions"]:
-            es = [e for e in out["estimators"] if (e["index"], e["estimator"], e["fraction"])
-                  == (index, s, f)]
+            es = [e for e in out["estimators"] if (e["index"], e["estimator"], e["weight"],
+                                                   e["fraction"]) == (index, s, w, f)]
             cells.append(f"{np.mean([e['auroc'] for e in es]):.3f} "
                          f"({int(np.mean([e['n_evals'] for e in es])):,} calls)")
-        name = ("ShapleyValuer" if index == "SV" else "BanzhafValuer") + f"({s})"
+        if index == "SV":
+            name = f"ShapleyValuer({s})"
+        else:
+            name = f"BanzhafValuer({s}" + ("" if w == 0.5 else f", weight={w}") + ")"
         lines.append(f"| {name} | | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

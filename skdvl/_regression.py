@@ -57,6 +57,110 @@ _CHUNK = 4096  # samples unpacked at a time when passing over the stored samples
 
 # --------------------------------------------------------------------------- the statistics
 @dataclass
+class DistinctUnits:
+    """Units of the small strata, each kept once, in the order they were first drawn.
+
+    A unit drawn again costs no utility call (the evaluator caches it) and adds
+    no information, so its repeats are dropped and the distinct units carry
+    Horvitz-Thompson weights (inclusion probability ``1 - (1 - r)^m`` after
+    ``m`` draws of per-draw probability ``r``); a stratum drawn completely
+    then enters exactly. The set of distinct units does not depend on the
+    order of the blocks, only their insertion order (and so the rounding of
+    the sums, taken over fixed chunks of it) does.
+    """
+
+    n: int
+    keys: set[bytes] = field(default_factory=set)
+    packed: list[np.ndarray] = field(default_factory=list)
+    utilities: list[np.ndarray] = field(default_factory=list)
+    rho: list[np.ndarray] = field(default_factory=list)
+    stratum: list[np.ndarray] = field(default_factory=list)
+    draws: int = 0  # draws that landed in these strata, repeats included
+    coalitions: int = 0  # their coalitions (draws x coalitions per unit)
+    _summed: tuple[int, dict[int, Any]] = (0, {})  # sums of the complete chunks
+    _summed_u0: float = math.nan
+
+    @property
+    def n_distinct(self) -> int:
+        return len(self.keys)
+
+    def add(self, packed: np.ndarray, u: np.ndarray, rho: np.ndarray,
+            stratum: np.ndarray) -> None:
+        """Append the units of ``packed`` (bit-packed canonical masks) not seen before."""
+        keep = []
+        for i, row in enumerate(packed):
+            key = row.tobytes()
+            if key not in self.keys:
+                self.keys.add(key)
+                keep.append(i)
+        if keep:
+            self.packed.append(packed[keep])
+            self.utilities.append(u[keep])
+            self.rho.append(rho[keep])
+            self.stratum.append(stratum[keep])
+
+    def merge(self, other: DistinctUnits) -> None:
+        self.draws += other.draws
+        self.coalitions += other.coalitions
+        for args in zip(other.packed, other.utilities, other.rho, other.stratum):
+            self.add(*args)
+        if len(self.packed) > 64:
+            self._consolidate()
+
+    def _consolidate(self) -> None:
+        if len(self.packed) > 1:
+            for name in ("packed", "utilities", "rho", "stratum"):
+                setattr(self, name, [np.concatenate(getattr(self, name))])
+
+    def chunks(self) -> Any:
+        """Yield ``(masks, utilities, rho, stratum)``, ``_CHUNK`` units at a time."""
+        self._consolidate()
+        if not self.packed:
+            return
+        for lo in range(0, self.packed[0].shape[0], _CHUNK):
+            hi = lo + _CHUNK
+            masks = np.unpackbits(self.packed[0][lo:hi], axis=1, count=self.n).astype(bool)
+            yield masks, self.utilities[0][lo:hi], self.rho[0][lo:hi], self.stratum[0][lo:hi]
+
+    def stratum_sums(self, u0: float) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per stratum: ``sum rho Z^T Z / k`` and ``sum rho Z^T (u - u0) / k`` over units.
+
+        ``k`` is the number of coalitions per unit. Complete chunks are summed once and
+        kept; the rounding depends only on the insertion order.
+        """
+        done, kept = self._summed if self._summed_u0 == u0 else (0, {})
+        total = {key: [g.copy(), b.copy()] for key, (g, b) in kept.items()}
+        first = 0
+        for masks, u, rho, stratum in self.chunks():
+            if first < done:
+                first += masks.shape[0]
+                continue
+            part: dict[int, list[np.ndarray]] = {}
+            per = u.shape[1]
+            for key in np.unique(stratum):
+                sel = stratum == key
+                gram, zu = np.zeros((self.n, self.n)), np.zeros(self.n)
+                for j, z in enumerate([masks[sel], ~masks[sel]][:per]):
+                    zf = z.astype(np.float64)
+                    w = rho[sel] / per
+                    gram += (zf * w[:, None]).T @ zf
+                    zu += zf.T @ (w * (u[sel, j] - u0))
+                part[int(key)] = [gram, zu]
+            for key, (g, b) in part.items():
+                if key in total:
+                    total[key][0] += g
+                    total[key][1] += b
+                else:
+                    total[key] = [g, b]
+            first += masks.shape[0]
+            if masks.shape[0] == _CHUNK and first == done + _CHUNK:  # a complete chunk
+                done = first
+                self._summed = (done, {k: (g.copy(), b.copy()) for k, (g, b) in total.items()})
+                self._summed_u0 = u0
+        return {k: (g, b) for k, (g, b) in total.items()}
+
+
+@dataclass
 class CoalitionSamples:
     """The coalitions one game evaluated: an exactly enumerated border and random samples.
 
@@ -73,6 +177,7 @@ class CoalitionSamples:
     border_masks: np.ndarray | None = None
     border_u: np.ndarray | None = None
     spec: Any = None  # what the sampler was bound to (the semivalue's spec)
+    small: DistinctUnits | None = None  # units of the small strata, without repeats
 
     @property
     def n_units(self) -> int:
@@ -81,7 +186,14 @@ class CoalitionSamples:
     @property
     def n_coalitions(self) -> int:
         sampled = int(sum(u.size for u in self.utilities))
+        if self.small is not None:
+            sampled += self.small.coalitions
         return sampled + (0 if self.border_u is None else int(self.border_u.shape[0]))
+
+    @property
+    def n_draws(self) -> int:
+        """Units drawn, repeats in the small strata included."""
+        return self.n_units + (0 if self.small is None else self.small.draws)
 
     def add(self, masks: np.ndarray, u: np.ndarray, rho: np.ndarray) -> None:
         """Append units: ``masks`` (units, n) bool, ``u`` (units, per_unit), ``rho`` (units,)."""
@@ -100,6 +212,10 @@ class CoalitionSamples:
             self.accumulate(name, value)
         if other.border_u is not None:
             self.border_masks, self.border_u = other.border_masks, other.border_u
+        if other.small is not None:
+            if self.small is None:
+                self.small = DistinctUnits(self.n)
+            self.small.merge(other.small)
         if self.spec is None:
             self.spec = other.spec
         if len(self.packed) > 64:  # keep the lists short: pickling and passes stay cheap
@@ -201,9 +317,14 @@ def _result(values: np.ndarray, stderr: np.ndarray, count: int) -> ValuationResu
     return ValuationResult(values, variances=stderr**2 * max(count, 1), counts=counts)
 
 
-def _unit_variance(stats: CoalitionSamples, per_unit: Callable[..., np.ndarray]) -> np.ndarray:
-    """``var(h) / units`` per player, ``h = per_unit(masks, u, rho)`` one row per unit."""
-    m = stats.n_units
+def _unit_variance(stats: CoalitionSamples, per_unit: Callable[..., np.ndarray],
+                   m: int | None = None) -> np.ndarray:
+    """``var(h) / m`` per player, ``h = per_unit(masks, u, rho)`` one row per stored unit.
+
+    ``m`` (default: the stored units) counts the draws; draws not stored (those of the
+    small strata, estimated apart) count as ``h = 0``.
+    """
+    m = stats.n_units if m is None else int(m)
     total, total2 = np.zeros(stats.n), np.zeros(stats.n)
     for masks, u, rho in stats.chunks():
         h = per_unit(masks, u, rho)
@@ -225,6 +346,13 @@ class _ShapleySpec:
     q: np.ndarray  # their sampling probabilities
     p: np.ndarray  # kernel probability of each size 0..n (0 at 0 and n)
     alpha: float  # A_ii - A_ij of the exact kernel matrix
+    small: np.ndarray  # (n + 1,) bool: size s's pairs are kept without repeats
+    r: np.ndarray  # (n + 1,) per-draw probability of one pair {S, N - S}, |S| = s
+    pairs: np.ndarray  # (n + 1,) pairs {S, N - S} with min(|S|, n - |S|) = s
+
+
+#: strata of at most this many coalitions keep their units without repeats
+_SMALL_STRATUM = 20_000
 
 
 def _shapley_spec(n: int, strategy: str) -> _ShapleySpec:
@@ -237,7 +365,16 @@ def _shapley_spec(n: int, strategy: str) -> _ShapleySpec:
     q = p[sizes] if strategy == "kernel" else np.ones(sizes.shape[0])
     q = q / q.sum()
     a_ij = float(np.dot(p, s * (s - 1)) / (n * (n - 1)))
-    return _ShapleySpec(n, border, sizes, q, p, 0.5 - a_ij)
+    q_of_size = np.zeros(n + 1)
+    q_of_size[sizes] = q
+    log_c = _log_binom(n, np.arange(n + 1))
+    # a pair {S, N - S} is drawn when S or its complement is: q(s) + q(n - s) over C(n, s)
+    r = (q_of_size + q_of_size[::-1]) * np.exp(-log_c)
+    small = np.zeros(n + 1, dtype=bool)
+    small[sizes] = log_c[sizes] <= math.log(_SMALL_STRATUM)
+    k = np.arange(n + 1)
+    pairs = np.where(small, np.exp(log_c) / np.where(2 * k == n, 2, 1), np.inf)
+    return _ShapleySpec(n, border, sizes, q, p, 0.5 - a_ij, small, r, np.round(pairs))
 
 
 def _border_gram(spec: _ShapleySpec, masks: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
@@ -260,7 +397,12 @@ class KernelSampler(_RegressionSampler):
     solved under the constraint ``sum(phi) = u(N) - u(empty)``, so efficiency
     holds exactly (to rounding). The strata of sizes 1 and ``n - 1`` (``2 n``
     coalitions, about ``1 / ln n`` of the kernel's weight) are enumerated once,
-    exactly, instead of being sampled over and over.
+    exactly, instead of being sampled over and over. In the other small strata
+    (at most 20,000 coalitions of a size) a pair drawn again is dropped, and
+    the distinct pairs of a stratum stand for it as a sample without
+    replacement (weight: the stratum's kernel weight over the share of its
+    pairs drawn), so a small stratum drawn out enters exactly and repeats,
+    which cost no utility call, carry no weight.
 
     **(Weighted) Banzhaf values** (``BanzhafValuer(sampler="kernel")``): Kernel
     Banzhaf (Liu, Musco, Witter et al., 2024, "Kernel Banzhaf: a fast and
@@ -272,7 +414,8 @@ class KernelSampler(_RegressionSampler):
     The standard error is the sandwich (delta-method) estimate of the
     least-squares solution: the spread over the sampled units of their
     residuals' contribution, through the exact population matrix of the
-    regression (known in closed form).
+    regression (known in closed form), with the finite-population correction
+    in the small strata (0 for a stratum drawn out).
 
     Parameters
     ----------
@@ -326,45 +469,79 @@ class KernelSampler(_RegressionSampler):
             idx = rng.choice(weights.sizes.shape[0], size=spb, p=weights.q)
             masks = _uniform_coalitions(rng, weights.sizes[idx], n)[start:stop]
             rho = (weights.p[weights.sizes] / weights.q)[idx][start:stop]
-            paired = True
+            u = ev.evaluate(np.concatenate([masks, ~masks])).reshape(2, -1).T
+            sizes = weights.sizes[idx][start:stop]
+            small = weights.small[sizes]
+            if small.any():  # kept without repeats, canonical: player 0 out of the mask
+                flip = masks[small, 0]
+                canon = np.where(flip[:, None], ~masks[small], masks[small])
+                cu = np.where(flip[:, None], u[small][:, ::-1], u[small])
+                stats.small = DistinctUnits(n, draws=int(small.sum()),
+                                            coalitions=2 * int(small.sum()))
+                stats.small.add(np.packbits(canon, axis=1), cu, rho[small],
+                                np.minimum(sizes[small], n - sizes[small]))
+            self._accumulate(stats, masks[~small], u[~small], rho[~small], 2)
+            return (stats,)
         else:
             masks = (rng.random((spb, n)) < weights)[start:stop]
             rho = np.ones(masks.shape[0])
             paired = bool(self.paired) and weights == 0.5
         units = [masks, ~masks] if paired else [masks]
         u = ev.evaluate(np.concatenate(units)).reshape(len(units), -1).T
+        self._accumulate(stats, masks, u, rho, len(units))
+        return (stats,)
+
+    @staticmethod
+    def _accumulate(stats: CoalitionSamples, masks: np.ndarray, u: np.ndarray,
+                    rho: np.ndarray, per: int) -> None:
+        """Store units (``per`` coalitions each: the mask, and its complement if 2)."""
+        if masks.shape[0] == 0:
+            return
         stats.add(masks, u, rho)
-        per = len(units)
-        for k, z in enumerate(units):
+        for k, z in enumerate([masks, ~masks][:per]):
             zf = z.astype(np.float64)
             stats.accumulate("gram", (zf * (rho / per)[:, None]).T @ zf)
             stats.accumulate("zu", zf.T @ (rho * u[:, k] / per))
             stats.accumulate("z", zf.T @ (rho / per))
         stats.accumulate("u", float(np.dot(rho, u.mean(axis=1))))
         stats.accumulate("rho", float(rho.sum()))
-        return (stats,)
 
     # -- estimate ----------------------------------------------------------------
     def result(self, stats: tuple[Any, ...]) -> ValuationResult:
         s = stats[0]
-        n, m = s.n, s.n_units
-        if m < 2 or "gram" not in s.sums:
-            return _nan_result(n)
+        n = s.n
         if isinstance(s.spec, _ShapleySpec):
+            if s.n_draws < 2 or s.border_u is None:
+                return _nan_result(n)
             return self._shapley(s, s.spec)
+        if s.n_units < 2 or "gram" not in s.sums:
+            return _nan_result(n)
         return self._banzhaf(s, float(s.spec))
 
     def _shapley(self, s: CoalitionSamples, spec: _ShapleySpec) -> ValuationResult:
-        n, m = s.n, s.n_units
+        n, m = s.n, s.n_draws
         assert s.border_masks is not None and s.border_u is not None
         sizes = s.border_masks.sum(axis=1)
         u0, un = s.border_u[sizes == 0], s.border_u[sizes == n]
         if u0.size == 0 or un.size == 0:  # not enumerated with the border: read them off
             raise RuntimeError("the border of a KernelSHAP game lacks u(empty) or u(N)")
         u0, un = float(u0[0]), float(un[0])
-        gram_b, zy_b = _border_gram(spec, s.border_masks, s.border_u - u0)
-        A = gram_b + s.sums["gram"] / m
-        b = zy_b + (s.sums["zu"] - u0 * s.sums["z"]) / m
+        A, b = _border_gram(spec, s.border_masks, s.border_u - u0)
+        if "gram" in s.sums:  # sampled strata: each draw weighs 1 / m
+            A = A + s.sums["gram"] / m
+            b = b + (s.sums["zu"] - u0 * s.sums["z"]) / m
+        # small strata: the distinct pairs of a stratum are a uniform sample of it without
+        # replacement, weighed by r / f, f = the share of its pairs drawn (post-stratified;
+        # unbiased given f > 0); a stratum drawn completely (f = 1) enters exactly
+        ht, f = np.zeros(n + 1), np.zeros(n + 1)
+        if s.small is not None and s.small.stratum:
+            drawn = np.bincount(np.concatenate(s.small.stratum), minlength=n + 1)
+            f = np.minimum(drawn / spec.pairs, 1.0)
+            np.divide(spec.r, f, out=ht, where=f > 0)
+        if s.small is not None:
+            for key, (g, zu) in s.small.stratum_sums(u0).items():
+                A = A + ht[key] * g
+                b = b + ht[key] * zu
         phi = _constrained_lstsq(A, b, un - u0)
         if phi is None:
             return _nan_result(n)
@@ -377,7 +554,12 @@ class KernelSampler(_RegressionSampler):
                 g += zf * (rho * r / u.shape[1])[:, None]
             return (g - g.mean(axis=1, keepdims=True)) / spec.alpha
 
-        return _result(phi, np.sqrt(_unit_variance(s, per_unit)), s.n_coalitions)
+        var = _unit_variance(s, per_unit, m) if s.n_units else np.zeros(n)
+        if s.small is not None:  # with the finite-population correction 1 - f
+            for masks, u, rho, stratum in s.small.chunks():
+                h = per_unit(masks, u, rho) * ht[stratum][:, None]
+                var += ((1.0 - f[stratum])[:, None] * h * h).sum(axis=0)
+        return _result(phi, np.sqrt(var), s.n_coalitions)
 
     def _banzhaf(self, s: CoalitionSamples, w: float) -> ValuationResult:
         n, m = s.n, s.n_units
@@ -432,10 +614,14 @@ class LeverageSampler(KernelSampler):
     given its size, paired with its complement) and weighing each sample by
     kernel weight / sampling probability solves the same regression as
     :class:`KernelSampler` with their guarantee of ``O(n log n)`` samples for
-    a near-optimal fit. Unlike the paper, samples are drawn with replacement
-    (blocks are independent, for any ``n_jobs``); the border strata (sizes 1
-    and ``n - 1``) are enumerated exactly, which is where sampling without
-    replacement matters most.
+    a near-optimal fit. The paper samples without replacement for a budget
+    fixed in advance; here blocks are drawn independently (for any ``n_jobs``
+    and any stopping rule) and the same effect comes from the other side: the
+    border strata (sizes 1 and ``n - 1``) are enumerated exactly, and in every
+    stratum of at most ``_SMALL_STRATUM`` coalitions repeated pairs are
+    dropped (they cost no utility call) and the distinct pairs are weighed as
+    a sample without replacement of their stratum, post-stratified, so a
+    stratum drawn completely enters exactly.
 
     Parameters
     ----------

@@ -316,3 +316,57 @@ def test_stderr_tol_stops_once_the_error_bars_are_small(sampler, data_game):
                       stopping=MaxSamples(50_000), random_state=0).fit()
     assert v.converged_ and v.stderr_.max() < 0.01
     assert np.max(np.abs(v.values_ - exact["shapley"])) < 0.04
+
+
+@pytest.mark.parametrize("sampler", ["kernel", "leverage"])
+def test_strata_drawn_completely_enter_exactly(sampler, data_game):
+    """At n = 10 every stratum is small: once each is drawn out, the values are exact."""
+    game, exact = data_game
+    v = _fit(ShapleyValuer, game, sampler, 20_000, 0)
+    assert v.n_utility_evaluations_ == 2**10  # repeats cost nothing
+    np.testing.assert_allclose(v.values_, exact["shapley"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(v.stderr_, 0.0, atol=1e-10)
+
+
+def test_distinct_units_drop_repeats_whatever_the_merge_order():
+    """A unit drawn again adds nothing; the distinct set and its sums ignore block order."""
+    from skdvl._regression import DistinctUnits
+
+    rng = np.random.default_rng(0)
+    n = 9
+    masks = rng.random((40, n)) < 0.4
+    masks[:, 0] = False  # canonical units
+    masks[20:30] = masks[:10]  # ten repeats
+    w = rng.random(n)  # a coalition's utility is a function of the coalition
+    u = np.column_stack([masks @ w, (~masks) @ w]) ** 2
+    rho = np.ones(40)
+    stratum = np.minimum(masks.sum(axis=1), n - masks.sum(axis=1))
+
+    def units(lo, hi):
+        d = DistinctUnits(n, draws=hi - lo, coalitions=2 * (hi - lo))
+        d.add(np.packbits(masks[lo:hi], axis=1), u[lo:hi], rho[lo:hi], stratum[lo:hi])
+        return d
+
+    a, b = DistinctUnits(n), DistinctUnits(n)
+    a.merge(units(0, 25))
+    a.merge(units(25, 40))
+    b.merge(units(25, 40))
+    b.merge(units(0, 25))
+    distinct = len({row.tobytes() for row in np.packbits(masks, axis=1)})
+    assert a.n_distinct == b.n_distinct == distinct <= 30
+    assert a.draws == b.draws == 40
+    sa, sb = a.stratum_sums(0.1), b.stratum_sums(0.1)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        np.testing.assert_allclose(sa[key][0], sb[key][0], rtol=1e-12)
+        np.testing.assert_allclose(sa[key][1], sb[key][1], rtol=1e-12)
+    # the sums are those of the distinct units: against a direct computation
+    first: dict = {}
+    for i, row in enumerate(np.packbits(masks, axis=1)):
+        first.setdefault(row.tobytes(), i)
+    keep = np.array(sorted(first.values()))
+    for key in sa:
+        sel = keep[stratum[keep] == key]
+        gram = sum(np.outer(z, z) for z in masks[sel].astype(float)) / 2 + sum(
+            np.outer(z, z) for z in (~masks[sel]).astype(float)) / 2
+        np.testing.assert_allclose(sa[key][0], gram, rtol=1e-12)

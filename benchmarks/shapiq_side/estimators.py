@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import warnings
@@ -227,6 +228,14 @@ def _first_order(iv, n: int) -> np.ndarray:
     return np.asarray(iv.get_n_order_values(1), dtype=np.float64).reshape(n)
 
 
+class _RunTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise _RunTimeout
+
+
 def run_game(spec: dict, params: dict, names: list[str], run_s: float, total_s: float
              ) -> dict:
     """Every approximator at every budget and seed; time caps as in bench_estimators.py.
@@ -236,6 +245,7 @@ def run_game(spec: dict, params: dict, names: list[str], run_s: float, total_s: 
     """
     import shapiq.approximator as sa
 
+    signal.signal(signal.SIGALRM, _alarm)  # SVARM at n = 1000 ran for hours otherwise
     game = make_game(spec["kind"], params)
     n = game.n_players
     runs, estimates, skipped = [], [], []
@@ -252,9 +262,16 @@ def run_game(spec: dict, params: dict, names: list[str], run_s: float, total_s: 
                 counted = _Counted(game)
                 approx = cls(n=n, random_state=seed, **kwargs)
                 t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    iv = approx.approximate(budget=int(budget), game=counted)
+                signal.setitimer(signal.ITIMER_REAL, 6 * run_s)  # a hard stop, see _alarm
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        iv = approx.approximate(budget=int(budget), game=counted)
+                except _RunTimeout:
+                    why = f"a run at budget {budget} was stopped after {6 * run_s:.0f}s"
+                    break
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
                 wall = time.perf_counter() - t0
                 spent += wall
                 done += 1
