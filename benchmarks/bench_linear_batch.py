@@ -3,7 +3,8 @@
 For a batch of coalitions of 20-300 rows, times ``plan.fit + plan.score``
 (skdvl._linear_batch) and ``clone(estimator).fit + scorer`` (scikit-learn) on
 the same coalitions, single-threaded, and reports the cost per coalition and
-the ratio. Timings alternate between the two, best of ``--repeats``, so that
+the ratio. Times are CPU times of this process (steadier than wall time on a
+shared machine); they alternate between the two, best of ``--repeats``, so that
 load from other processes hits both alike.
 
 Run: ``python benchmarks/bench_linear_batch.py [--batch 256] [--repeats 3]``
@@ -38,19 +39,19 @@ def coalition_masks(n, batch, low, high, rng):
 
 
 def time_sklearn(est, scorer, X, y, X_val, y_val, masks):
-    start = time.perf_counter()
+    start = time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for mask in masks:
             rows = np.flatnonzero(mask)
             scorer(clone(est).fit(X[rows], y[rows]), X_val, y_val)
-    return (time.perf_counter() - start) / masks.shape[0]
+    return (time.process_time() - start) / masks.shape[0]
 
 
 def time_batched(plan, X, y, X_val, y_val, masks):
-    start = time.perf_counter()
+    start = time.process_time()
     plan.score(plan.fit(X, y, masks), X_val, y_val)
-    return (time.perf_counter() - start) / masks.shape[0]
+    return (time.process_time() - start) / masks.shape[0]
 
 
 def bench(name, X, y, batch, repeats, n_sklearn, rng):

@@ -41,14 +41,14 @@ __all__ = ["BatchFit", "BatchPlan", "plan_batched"]
 
 _CLASSIFIER_SCORINGS = {None, "accuracy", "balanced_accuracy", "neg_log_loss"}
 _REGRESSOR_SCORINGS = {None, "r2", "neg_mean_squared_error", "neg_mean_absolute_error"}
-_DEC_RTOL = 1e-16  # Newton decrement g'H^-1 g, relative to the objective at zero
-_DEC_FLOOR = 1e-12  # below this, a decrement that stops shrinking is round-off
+_DEC_RTOL = 1e-14  # Newton decrement g'H^-1 g, relative to the objective at zero
+_DEC_FLOOR = 1e-11  # below this, a decrement that stops shrinking is round-off
 _FULL_STEP = 1e-10  # below this decrement, take the Newton step without line search
-_CHORD = 1e-5  # below this decrement, keep the previous Hessian (chord steps)
-_WARM = 0.5  # start from this fraction of the fit on all rows
+_CHORD = 1e-4  # below this decrement, keep the previous Hessian (chord steps)
+_WARM = 0.8  # start from this fraction of the fit on all rows
 _MAX_NEWTON = 100
 _MAX_CG = 250
-_BLOCK = 1 << 19  # floats per gathered block of coalitions (cache-sized)
+_BLOCK = 1 << 18  # floats per gathered block of coalitions (cache-sized)
 
 
 # --------------------------------------------------------------------------- plan
@@ -596,34 +596,29 @@ def _tmv(A, r):
     return (At @ r[..., None])[..., 0] if r.ndim == 2 else At @ r
 
 
-def _cholesky(H):
-    """Cholesky factors of a batch of SPD matrices, Jacobi-equilibrated.
+def _spd_inverse(H):
+    """Inverses of a batch of SPD matrices, Jacobi-equilibrated: ``(Hs^-1, D)``.
 
-    Returns ``(L, D)`` with ``H = D L L' D`` (D diagonal, as a vector); L is NaN
-    where the matrix is not numerically positive definite.
+    ``H = D Hs D`` with D the square root of H's diagonal (a vector); the
+    inverse is NaN where Hs is singular. Apply with :func:`_inverse_apply`.
     """
     D = np.sqrt(np.maximum(np.diagonal(H, axis1=1, axis2=2), np.finfo(float).tiny))
     Hs = H / (D[:, :, None] * D[:, None, :])
     try:
-        return np.linalg.cholesky(Hs), D
+        return np.linalg.inv(Hs), D
     except np.linalg.LinAlgError:
-        L = np.full_like(Hs, np.nan)
+        inv = np.full_like(Hs, np.nan)
         for j in range(Hs.shape[0]):
             try:
-                L[j] = np.linalg.cholesky(Hs[j])
+                inv[j] = np.linalg.inv(Hs[j])
             except np.linalg.LinAlgError:
                 pass
-        return L, D
+        return inv, D
 
 
-def _chol_solve(L, D, g):
-    """Solve ``D L L' D x = g`` by substitution, vectorised over the batch."""
-    u = g / D
-    for j in range(u.shape[1]):
-        u[:, j] = (u[:, j] - (L[:, j, :j] * u[:, :j]).sum(axis=1)) / L[:, j, j]
-    for j in range(u.shape[1] - 1, -1, -1):
-        u[:, j] = (u[:, j] - (L[:, j + 1:, j] * u[:, j + 1:]).sum(axis=1)) / L[:, j, j]
-    return u / D
+def _inverse_apply(Hinv, D, g):
+    """``H^-1 g`` from the output of :func:`_spd_inverse`."""
+    return _mv(Hinv, g / D) / D
 
 
 def _armijo(fun, f, dec, full):
@@ -681,7 +676,7 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
         theta[:] = theta0
     f0 = C * math.log(2) * s.sum(axis=1)
     a = _Active(Z=Z, Zt=np.ascontiguousarray(np.swapaxes(Z, 1, 2)), y=y, s=s, f0=f0,
-                prev=np.full(c, np.inf), L=np.zeros((c, p, p)), D=np.ones((c, p)))
+                prev=np.full(c, np.inf), Hinv=np.zeros((c, p, p)), D=np.ones((c, p)))
 
     def objective(z, th, y_, s_):
         return (C * (s_ * (np.logaddexp(0.0, z) - y_ * z)).sum(axis=1)
@@ -695,10 +690,11 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
         fresh = a.prev > _CHORD * a.f0
         if fresh.any():
             j = slice(None) if fresh.all() else np.flatnonzero(fresh)
-            H = (a.Zt[j] * (C * a.s[j] * pr[j] * (1.0 - pr[j]))[:, None, :]) @ a.Z[j]
+            B = a.Z[j] * np.sqrt(C * a.s[j] * pr[j] * (1.0 - pr[j]))[..., None]
+            H = np.swapaxes(B, 1, 2) @ B  # numpy takes B'B as a symmetric rank-k update
             H[:, np.arange(p), np.arange(p)] += reg
-            a.L[j], a.D[j] = _cholesky(H)
-        step = -_chol_solve(a.L, a.D, g)
+            a.Hinv[j], a.D[j] = _spd_inverse(H)
+        step = -_inverse_apply(a.Hinv, a.D, g)
         solved = np.isfinite(step).all(axis=1)
         step[~solved] = 0.0
         dec = -(g * step).sum(axis=1)
@@ -727,7 +723,9 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
     term ``mu / 2 * (sum_k b_k)^2`` picks the representative with sum 0 (the one
     scikit-learn's solvers return) and makes the Hessian definite. Newton-CG:
     truncated Newton whose steps come from Jacobi-preconditioned conjugate
-    gradients on exact Hessian-vector products, with Armijo backtracking.
+    gradients on exact Hessian-vector products (the preconditioner treats each
+    class's block as a multiple of the weighted Gram matrix plus the penalty),
+    with Armijo backtracking.
 
     Returns theta (c, K, p), iterations (c,) and which converged (c,).
     """
@@ -745,8 +743,10 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
         if fit_intercept:
             theta[:, :, -1] -= (theta[:, :, -1].sum(axis=1) / present.sum(axis=1))[:, None]
             theta[:, :, -1] *= present
-    a = _Active(Z=Z, Y=Y, s=s, pm=present[:, :, None] * 1.0, mu=mu, f0=f0,
-                prev=np.full(c, np.inf), g0=np.full(c, np.nan))
+    B = Z * np.sqrt(s)[..., None]
+    lam, V = np.linalg.eigh(np.swapaxes(B, 1, 2) @ B)  # of the weighted Gram Z'SZ
+    a = _Active(Z=Z, Y=Y, s=s, pm=present[:, :, None] * 1.0, mu=mu, f0=f0, S=S,
+                lam=lam, V=V, prev=np.full(c, np.inf), g0=np.full(c, np.nan))
 
     def objective(R, th, j=slice(None)):
         Rm = np.where(a.pm[j].transpose(0, 2, 1) > 0, R, -np.inf)
@@ -768,8 +768,14 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
         f, P = objective(R, th)
         sP = a.s[..., None] * P
         g = (C * np.swapaxes(_tmv(a.Z, sP - a.s[..., None] * a.Y), 1, 2) + penalty_hv(th)) * a.pm
-        diag = C * np.swapaxes(_tmv(a.Z ** 2, sP * (1.0 - P)), 1, 2) + reg
-        diag[:, :, -1] += a.mu[:, None]
+        # preconditioner: class a's Hessian block approximated by C k_a Z'SZ + I,
+        # k_a the weighted mean of P_a (1 - P_a), applied in the Gram's eigenbasis
+        kappa = (sP * (1.0 - P)).sum(axis=1) / a.S[:, None]
+        denom = C * kappa[:, :, None] * a.lam[:, None, :] + 1.0
+
+        def prec(Rv, V=a.V, denom=denom):
+            return ((Rv @ V) / denom) @ np.swapaxes(V, 1, 2) * a.pm
+
         gn = np.sqrt((g ** 2).sum(axis=(1, 2)))
         a.g0 = np.where(np.isnan(a.g0), gn, a.g0)
 
@@ -779,7 +785,7 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
             return (C * np.swapaxes(_tmv(Zb, Q), 1, 2) + penalty_hv(V)) * a.pm
 
         eta = np.minimum(0.5, np.sqrt(gn / np.maximum(a.g0, np.finfo(float).tiny)))
-        step = _pcg(hv, -g, np.where(a.pm > 0, 1.0 / diag, 0.0), eta * gn)
+        step = _pcg(hv, -g, prec, eta * gn)
         dec = -(g * step).sum(axis=(1, 2))
         conv = _converged(dec, a.prev, a.f0)
         dR = _mv(a.Z, np.swapaxes(step, 1, 2))
@@ -796,11 +802,15 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
     return theta, n_iter, ok
 
 
-def _pcg(hv, rhs, Minv, atol):
-    """Batched preconditioned conjugate gradients for H x = rhs, from x = 0."""
+def _pcg(hv, rhs, prec, atol):
+    """Batched preconditioned conjugate gradients for H x = rhs, from x = 0.
+
+    ``hv(V)`` and ``prec(R)`` apply the Hessian and the preconditioner; each
+    system stops once its residual norm is at most its ``atol``.
+    """
     x = np.zeros_like(rhs)
     r = rhs.copy()
-    zr = Minv * r
+    zr = prec(r)
     d = zr.copy()
     rz = (r * zr).sum(axis=(1, 2))
     active = np.sqrt((r ** 2).sum(axis=(1, 2))) > atol
@@ -813,7 +823,7 @@ def _pcg(hv, rhs, Minv, atol):
         x += alpha[:, None, None] * d
         r -= alpha[:, None, None] * Hd
         active &= (np.sqrt((r ** 2).sum(axis=(1, 2))) > atol) & (dHd > 0)
-        zr = Minv * r
+        zr = prec(r)
         rz_new = (r * zr).sum(axis=(1, 2))
         d = zr + (rz_new / np.where(rz > 0, rz, 1.0))[:, None, None] * d
         rz = rz_new
