@@ -44,7 +44,8 @@ _REGRESSOR_SCORINGS = {None, "r2", "neg_mean_squared_error", "neg_mean_absolute_
 _DEC_RTOL = 1e-14  # Newton decrement g'H^-1 g, relative to the objective at zero
 _DEC_FLOOR = 1e-11  # below this, a decrement that stops shrinking is round-off
 _FULL_STEP = 1e-10  # below this decrement, take the Newton step without line search
-_CHORD = 1e-4  # below this decrement, keep the previous Hessian (chord steps)
+_STEP_TOL = 1e-9  # converged: no coefficient step moves the decision by more (logit units)
+_CHORD = 1e-2  # keep the Hessian while steps move training decisions less than this
 _WARM = 0.8  # start from this fraction of the fit on all rows
 _MAX_NEWTON = 100
 _MAX_CG = 250
@@ -636,9 +637,20 @@ def _armijo(fun, f, dec, full):
     return t
 
 
-def _converged(dec, prev, f0):
-    """Newton decrement small, or at the round-off floor and no longer shrinking."""
-    return (dec <= _DEC_RTOL * f0) | ((dec <= _DEC_FLOOR * f0) & (dec >= 0.25 * prev))
+def _converged(dec, prev, f0, move):
+    """Converged, or at the round-off floor and no longer improving.
+
+    ``dec`` is the Newton decrement (objective units, relative to ``f0``, the
+    objective at zero) and ``move`` the largest change of a coefficient times its
+    feature's root mean square (logit units): both must be tiny.
+    """
+    return (((dec <= _DEC_RTOL * f0) & (move <= _STEP_TOL))
+            | ((dec <= _DEC_FLOOR * f0) & (dec >= 0.25 * prev)))
+
+
+def _column_scale(Z, s):
+    """Root mean square of each column over each coalition's weighted rows."""
+    return np.sqrt((Z ** 2 * (s > 0)[..., None]).sum(axis=1) / (s > 0).sum(axis=1)[:, None])
 
 
 class _Active:
@@ -663,8 +675,8 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
     ``fit_intercept``. This is scikit-learn's objective (``LinearModelLoss``
     with ``l2_reg_strength = 1 / (C * sum(s))``, times ``C * sum(s)``). Damped
     Newton with exact Hessians and Armijo backtracking; once the decrement is
-    below ``_CHORD`` the last Hessian is kept (chord steps, cheap and
-    contracting fast that close to the optimum).
+    steps move the training decisions by less than ``_CHORD`` the last Hessian
+    is kept (chord steps: its weights p(1 - p) then change by about as little).
 
     Returns theta (c, p), iterations (c,) and which converged (c,).
     """
@@ -676,7 +688,8 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
         theta[:] = theta0
     f0 = C * math.log(2) * s.sum(axis=1)
     a = _Active(Z=Z, Zt=np.ascontiguousarray(np.swapaxes(Z, 1, 2)), y=y, s=s, f0=f0,
-                prev=np.full(c, np.inf), Hinv=np.zeros((c, p, p)), D=np.ones((c, p)))
+                prev=np.full(c, np.inf), Hinv=np.zeros((c, p, p)), D=np.ones((c, p)),
+                scale=_column_scale(Z, s), moved=np.full(c, np.inf))
 
     def objective(z, th, y_, s_):
         return (C * (s_ * (np.logaddexp(0.0, z) - y_ * z)).sum(axis=1)
@@ -687,7 +700,7 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
         z = _mv(a.Z, th)
         pr = expit(z)
         g = C * (a.Zt @ (a.s * (pr - a.y))[..., None])[..., 0] + reg * th
-        fresh = a.prev > _CHORD * a.f0
+        fresh = a.moved > _CHORD
         if fresh.any():
             j = slice(None) if fresh.all() else np.flatnonzero(fresh)
             B = a.Z[j] * np.sqrt(C * a.s[j] * pr[j] * (1.0 - pr[j]))[..., None]
@@ -698,7 +711,7 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
         solved = np.isfinite(step).all(axis=1)
         step[~solved] = 0.0
         dec = -(g * step).sum(axis=1)
-        conv = solved & _converged(dec, a.prev, a.f0)
+        conv = solved & _converged(dec, a.prev, a.f0, np.abs(step * a.scale).max(axis=1))
         dz = _mv(a.Z, step)
         f = objective(z, th, a.y, a.s)
         t = _armijo(lambda t_, j: objective(z[j] + t_[:, None] * dz[j],
@@ -707,7 +720,7 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
         theta[a.pos] = th + t[:, None] * step
         n_iter[a.pos] = it
         ok[a.pos] = conv
-        a.prev = dec
+        a.prev, a.moved = dec, np.abs(t[:, None] * dz * (a.s > 0)).max(axis=1)
         a.keep(~conv & solved & (t > 0))
         if a.pos.size == 0:
             break
@@ -746,7 +759,8 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
     B = Z * np.sqrt(s)[..., None]
     lam, V = np.linalg.eigh(np.swapaxes(B, 1, 2) @ B)  # of the weighted Gram Z'SZ
     a = _Active(Z=Z, Y=Y, s=s, pm=present[:, :, None] * 1.0, mu=mu, f0=f0, S=S,
-                lam=lam, V=V, prev=np.full(c, np.inf), g0=np.full(c, np.nan))
+                lam=lam, V=V, prev=np.full(c, np.inf), g0=np.full(c, np.nan),
+                scale=_column_scale(Z, s))
 
     def objective(R, th, j=slice(None)):
         Rm = np.where(a.pm[j].transpose(0, 2, 1) > 0, R, -np.inf)
@@ -787,7 +801,8 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
         eta = np.minimum(0.5, np.sqrt(gn / np.maximum(a.g0, np.finfo(float).tiny)))
         step = _pcg(hv, -g, prec, eta * gn)
         dec = -(g * step).sum(axis=(1, 2))
-        conv = _converged(dec, a.prev, a.f0)
+        conv = _converged(dec, a.prev, a.f0,
+                          np.abs(step * a.scale[:, None, :]).max(axis=(1, 2)))
         dR = _mv(a.Z, np.swapaxes(step, 1, 2))
         t = _armijo(lambda t_, j: objective(R[j] + t_[:, None, None] * dR[j],
                                             th[j] + t_[:, None, None] * step[j], j)[0],
