@@ -44,6 +44,7 @@ _REGRESSOR_SCORINGS = {None, "r2", "neg_mean_squared_error", "neg_mean_absolute_
 _DEC_RTOL = 1e-14  # Newton decrement g'H^-1 g, relative to the objective at zero
 _DEC_FLOOR = 1e-11  # below this, a decrement that stops shrinking is round-off
 _FULL_STEP = 1e-10  # below this decrement, take the Newton step without line search
+_SAFE_MOVE = 0.1  # nor when no training decision moves by more (logit units)
 _STEP_TOL = 1e-9  # converged: no coefficient step moves the decision by more (logit units)
 _CHORD = 1e-2  # keep the Hessian while steps move training decisions less than this
 _WARM = 0.8  # start from this fraction of the fit on all rows
@@ -342,6 +343,8 @@ class BatchPlan:
             raise ValueError(f"y must hold class labels; got type {type_of_target(y)!r}.")
         if not self.is_classifier:
             y = y.astype(np.float64)
+            if not np.isfinite(y).all():
+                raise ValueError("y must be finite for a regressor; got NaN or infinity.")
         sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
         if sw.shape != (n,) or not np.isfinite(sw).all() or (sw < 0).any():
             raise ValueError(
@@ -361,7 +364,8 @@ class BatchPlan:
             out.failed[rows] |= bad
             if singular is not None:
                 out.singular[rows] = singular
-                out.rank[rows] = (singular >= self.model.tol * singular[:, :1]).sum(axis=1)
+                out.rank[rows] = ((singular >= self.model.tol * singular[:, :1])
+                                  & (singular > 0)).sum(axis=1)
             return
         c = y[idx]
         s = s * state.cw[rows[:, None], c]
@@ -623,8 +627,12 @@ def _inverse_apply(Hinv, D, g):
 
 
 def _armijo(fun, f, dec, full):
-    """Step lengths 1, 1/2, ... with Armijo's sufficient decrease; 0 where none."""
-    t = np.ones(f.size)
+    """Step lengths 1, 1/2, ... with Armijo's sufficient decrease; 0 where none.
+
+    ``full`` marks the systems that take the full step unchecked (close enough
+    to the optimum that the quadratic model holds; ``f`` may then be None).
+    """
+    t = np.ones(full.size)
     todo = ~full
     for _ in range(60):
         if not todo.any():
@@ -713,14 +721,16 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
         dec = -(g * step).sum(axis=1)
         conv = solved & _converged(dec, a.prev, a.f0, np.abs(step * a.scale).max(axis=1))
         dz = _mv(a.Z, step)
-        f = objective(z, th, a.y, a.s)
+        move = np.abs(dz * (a.s > 0)).max(axis=1)
+        full = conv | (dec < _FULL_STEP * a.f0) | (move <= _SAFE_MOVE) | ~solved
+        f = objective(z, th, a.y, a.s) if not full.all() else None
         t = _armijo(lambda t_, j: objective(z[j] + t_[:, None] * dz[j],
                                             th[j] + t_[:, None] * step[j], a.y[j], a.s[j]),
-                    f, dec, conv | (dec < _FULL_STEP * a.f0) | ~solved)
+                    f, dec, full)
         theta[a.pos] = th + t[:, None] * step
         n_iter[a.pos] = it
         ok[a.pos] = conv
-        a.prev, a.moved = dec, np.abs(t[:, None] * dz * (a.s > 0)).max(axis=1)
+        a.prev, a.moved = dec, t * move
         a.keep(~conv & solved & (t > 0))
         if a.pos.size == 0:
             break
@@ -804,9 +814,10 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
         conv = _converged(dec, a.prev, a.f0,
                           np.abs(step * a.scale[:, None, :]).max(axis=(1, 2)))
         dR = _mv(a.Z, np.swapaxes(step, 1, 2))
+        move = np.abs(dR * (a.s > 0)[..., None]).max(axis=(1, 2))
         t = _armijo(lambda t_, j: objective(R[j] + t_[:, None, None] * dR[j],
                                             th[j] + t_[:, None, None] * step[j], j)[0],
-                    f, dec, conv | (dec < _FULL_STEP * a.f0))
+                    f, dec, conv | (dec < _FULL_STEP * a.f0) | (move <= _SAFE_MOVE))
         theta[a.pos] = th + t[:, None, None] * step
         n_iter[a.pos] = it
         ok[a.pos] = conv
