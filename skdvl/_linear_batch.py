@@ -257,8 +257,7 @@ class BatchPlan:
         return f"BatchPlan({self.estimator!r}, scoring={self.scoring!r})"
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Any, y: Any, masks: Any, sample_weight: Any = None, *,
-            _warm: bool = True) -> BatchFit:
+    def fit(self, X: Any, y: Any, masks: Any, sample_weight: Any = None) -> BatchFit:
         """Fit every coalition of ``masks``.
 
         Parameters
@@ -277,8 +276,18 @@ class BatchPlan:
         Returns
         -------
         fitted : BatchFit
+
+        Raises
+        ------
+        ValueError
+            For sparse or non-finite X, shapes that do not match, targets that are
+            not class labels (classifiers) or not finite (regressors), and
+            negative or non-finite sample weights.
         """
         X, y, masks, sw, names = self._check_fit_input(X, y, masks, sample_weight)
+        return self._fit(X, y, masks, sw, names, warm=True)
+
+    def _fit(self, X, y, masks, sw, names, warm):
         b, d = masks.shape[0], X.shape[1]
         sizes = masks.sum(axis=1)
         state = _FitState(b, d, self)
@@ -303,7 +312,7 @@ class BatchPlan:
         X_ext[:n, d:] = 1.0
         y_ext = np.append(codes if self.is_classifier else y, 0)
         sw_ext = np.append(sw, 0.0)
-        theta0 = self._start(X, y, sw) if self.is_classifier and _warm and todo.size else None
+        theta0 = self._start(X, y, sw) if self.is_classifier and warm and todo.size else None
         for group in groups:
             order = group[np.argsort(sizes[group], kind="stable")]
             for rows, idx, valid in _blocks(masks, order, sizes, d + 1, n):
@@ -315,7 +324,7 @@ class BatchPlan:
 
     def _start(self, X, y, sw):
         """The starting point of the Newton iterations: part of the fit on all rows."""
-        full = self.fit(X, y, np.ones((1, X.shape[0]), bool), sw, _warm=False)
+        full = self._fit(X, y, np.ones((1, X.shape[0]), bool), sw, None, warm=False)
         if full.failed[0] or full.degenerate[0]:
             return None
         theta = full.coef[0]
@@ -682,9 +691,12 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
     ``z = Z @ theta``; the last coordinate is the unpenalised intercept when
     ``fit_intercept``. This is scikit-learn's objective (``LinearModelLoss``
     with ``l2_reg_strength = 1 / (C * sum(s))``, times ``C * sum(s)``). Damped
-    Newton with exact Hessians and Armijo backtracking; once the decrement is
-    steps move the training decisions by less than ``_CHORD`` the last Hessian
-    is kept (chord steps: its weights p(1 - p) then change by about as little).
+    Newton with exact Hessians and Armijo backtracking (skipped once no training
+    decision moves by more than ``_SAFE_MOVE``: the loss's curvature then
+    changes by at most a factor exp(0.1) along the step, and the full step
+    descends); once steps move the training decisions by less than ``_CHORD``
+    the last Hessian is kept (chord steps: its weights p(1 - p) then change by
+    about as little).
 
     Returns theta (c, p), iterations (c,) and which converged (c,).
     """
