@@ -127,8 +127,9 @@ def _logistic_reason(est: LogisticRegression) -> str:
     elif penalty != "l2":
         return f"penalty={penalty!r} is not supported"
     C = params["C"]
-    if not (isinstance(C, Real) and 0 < C < math.inf):
-        return f"C={C!r} is not supported (a finite C > 0 is: the L2 penalty keeps the optimum finite)"
+    if not (isinstance(C, Real) and 0 < float(C) < math.inf):
+        return (f"C={C!r} is not supported (a finite C > 0 is: the L2 penalty keeps the "
+                "optimum finite)")
     if params["solver"] == "liblinear":
         return "solver='liblinear' is not supported (one-vs-rest, penalised intercept)"
     if params.get("dual"):
@@ -153,7 +154,7 @@ def _ridge_reason(est: Ridge) -> str:
     if est.positive:
         return "positive=True is not supported"
     alpha = est.alpha
-    if np.ndim(alpha) != 0 or not (isinstance(alpha, Real) and 0 < alpha < math.inf):
+    if np.ndim(alpha) != 0 or not (isinstance(alpha, Real) and 0 < float(alpha) < math.inf):
         return f"alpha={alpha!r} is not supported (a finite alpha > 0 is)"
     if est.solver in ("sparse_cg", "lsqr", "sag", "saga") and (
             est.tol > 1e-4 or est.max_iter is not None):
@@ -425,12 +426,12 @@ class BatchPlan:
             generic = ok[~vec]
         for i in generic:
             try:
-                scores[i] = float(self.scorer(self.build_estimator(fitted, i), X_val, y_val))
+                scores[i] = float(self.scorer(self.build_estimator(fitted, int(i)), X_val, y_val))
             except Exception:  # noqa: BLE001 - reported as NaN: the caller refits
                 scores[i] = np.nan
         return scores
 
-    def _score_vectorised(self, f: BatchFit, rows, X_val, y_val):
+    def _score_vectorised(self, f: Any, rows, X_val, y_val):
         raw = _decision(f, rows, X_val, self.scaler)  # (r, k, n_val)
         if not self.is_classifier:
             return _regression_score(self.scoring, raw[:, 0], y_val.astype(np.float64))
@@ -480,7 +481,7 @@ class BatchPlan:
         else:
             model.coef_ = fitted.coef[i, 0].copy()
             model.intercept_ = float(fitted.intercept[i, 0]) if model.fit_intercept else 0.0
-            if self.kind == "ols":
+            if fitted.rank is not None and fitted.singular is not None:  # LinearRegression
                 model.rank_ = int(fitted.rank[i])
                 model.singular_ = fitted.singular[i, :min(fitted.n_samples[i], d)].copy()
             else:
@@ -736,9 +737,11 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
         move = np.abs(dz * (a.s > 0)).max(axis=1)
         full = conv | (dec < _FULL_STEP * a.f0) | (move <= _SAFE_MOVE) | ~solved
         f = objective(z, th, a.y, a.s) if not full.all() else None
-        t = _armijo(lambda t_, j: objective(z[j] + t_[:, None] * dz[j],
-                                            th[j] + t_[:, None] * step[j], a.y[j], a.s[j]),
-                    f, dec, full)
+        def trial(t_, j, z=z, dz=dz, th=th, step=step):
+            return objective(z[j] + t_[:, None] * dz[j], th[j] + t_[:, None] * step[j],
+                             a.y[j], a.s[j])
+
+        t = _armijo(trial, f, dec, full)
         theta[a.pos] = th + t[:, None] * step
         n_iter[a.pos] = it
         ok[a.pos] = conv
@@ -827,9 +830,11 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
                           np.abs(step * a.scale[:, None, :]).max(axis=(1, 2)))
         dR = _mv(a.Z, np.swapaxes(step, 1, 2))
         move = np.abs(dR * (a.s > 0)[..., None]).max(axis=(1, 2))
-        t = _armijo(lambda t_, j: objective(R[j] + t_[:, None, None] * dR[j],
-                                            th[j] + t_[:, None, None] * step[j], j)[0],
-                    f, dec, conv | (dec < _FULL_STEP * a.f0) | (move <= _SAFE_MOVE))
+        def trial(t_, j, R=R, dR=dR, th=th, step=step):
+            return objective(R[j] + t_[:, None, None] * dR[j],
+                             th[j] + t_[:, None, None] * step[j], j)[0]
+
+        t = _armijo(trial, f, dec, conv | (dec < _FULL_STEP * a.f0) | (move <= _SAFE_MOVE))
         theta[a.pos] = th + t[:, None, None] * step
         n_iter[a.pos] = it
         ok[a.pos] = conv
@@ -992,7 +997,7 @@ def _set_scaler(scaler, f, i):
     scaler.scale_ = None if f.scaler_scale is None else f.scaler_scale[i].copy()
 
 
-def _set_logistic(model, f, i):
+def _set_logistic(model: Any, f: Any, i: int) -> None:
     present = f.present[i]
     model.n_iter_ = np.array([f.n_iter[i]], dtype=np.int32)
     model.classes_ = f.classes[present]
