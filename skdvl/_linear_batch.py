@@ -45,11 +45,12 @@ _DEC_RTOL = 1e-14  # Newton decrement g'H^-1 g, relative to the objective at zer
 _DEC_FLOOR = 1e-11  # below this, a decrement that stops shrinking is round-off
 _FULL_STEP = 1e-10  # below this decrement, take the Newton step without line search
 _SAFE_MOVE = 0.1  # nor when no training decision moves by more (logit units)
-_STEP_TOL = 1e-9  # converged: no coefficient step moves the decision by more (logit units)
+_STEP_TOL = 1e-7  # converged: no coefficient step moves the decision by more (logit units)
 _CHORD = 1e-2  # keep the Hessian while steps move training decisions less than this
 _WARM = 0.8  # start from this fraction of the fit on all rows
 _MAX_NEWTON = 100
 _MAX_CG = 250
+_FORCING = 0.5  # CG stops at a residual of min(0.5, (|g| / |g0|) ** _FORCING) |g|
 _BLOCK = 1 << 18  # floats per gathered block of coalitions (cache-sized)
 
 
@@ -823,7 +824,7 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
             Q = sPb * RV - sPb * (Pb * RV).sum(axis=2, keepdims=True)
             return (C * np.swapaxes(_tmv(Zb, Q), 1, 2) + penalty_hv(V)) * a.pm
 
-        eta = np.minimum(0.5, np.sqrt(gn / np.maximum(a.g0, np.finfo(float).tiny)))
+        eta = np.minimum(0.5, (gn / np.maximum(a.g0, np.finfo(float).tiny)) ** _FORCING)
         step = _pcg(hv, -g, prec, eta * gn)
         dec = -(g * step).sum(axis=(1, 2))
         conv = _converged(dec, a.prev, a.f0,
