@@ -52,6 +52,7 @@ import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -582,7 +583,10 @@ def report_noisy(out: dict) -> str:
     tmc = out["tmc"]
     lines = [f"\n### Noisy labels: LogisticRegression, breast cancer ({c['n_rows']} rows, "
              f"50/50, {out['n_train']} training rows), {int(c['flip'] * 100)}% flipped, "
-             f"AUROC of -values at finding them, mean over {c['seeds']} seeds\n",
+             f"AUROC of -values at finding them, mean over {c['seeds']} seeds; columns: "
+             "the share of TMC's utility calls given to the estimator (a sampler whose "
+             "fixed first stage costs more spends that); NaN: no estimate, fewer samples "
+             "than the regression needs\n",
              "| estimator | 1/1 | " + " | ".join(f"1/{f}" for f in c["fractions"]) + " |",
              "| --- " * (len(c["fractions"]) + 2) + "|",
              f"| TMC permutations ({c['permutations']}, rtol {c['rtol']}) | "
@@ -595,8 +599,13 @@ def report_noisy(out: dict) -> str:
         for f in c["fractions"]:
             es = [e for e in out["estimators"] if (e["index"], e["estimator"], e["weight"],
                                                    e["fraction"]) == (index, s, w, f)]
-            cells.append(f"{np.mean([e['auroc'] for e in es]):.3f} "
-                         f"({int(np.mean([e['n_evals'] for e in es])):,} calls)")
+            calls = f"{int(np.mean([e['n_evals'] for e in es])):,} calls"
+            nan = np.mean([e["n_nan"] for e in es])
+            if nan >= out["n_train"]:  # no estimate: fewer samples than the fit needs
+                cells.append(f"NaN ({calls})")
+            else:
+                cells.append(f"{np.mean([e['auroc'] for e in es]):.3f} ({calls}"
+                             + (f", {nan:.0f} rows NaN" if nan else "") + ")")
         if index == "SV":
             name = f"ShapleyValuer({s})"
         else:
@@ -643,17 +652,35 @@ def run_estimators(ns, game_names: list[str], notes: list[str]) -> dict:
                      "approximators": names})
     out = {"games": {}, "notes": notes}
     shapiq_res: dict = {}
+    samplers = {"SV": [s for s in ns.skdvl_sv if s in ns.available["SV"]],
+                "BV": [s for s in ns.skdvl_bv if s in ns.available["BV"]]}
+    # the shapiq half runs in its subprocess while this process runs the skdvl half: one
+    # core each (both single-threaded); the estimates do not depend on the timing
+    tmp = tempfile.TemporaryDirectory(prefix="bench-estimators-")
+    pool = ThreadPoolExecutor(1)
+    future = None
     if not ns.no_shapiq:
-        with tempfile.TemporaryDirectory(prefix="bench-estimators-") as tmp:
-            path = os.path.join(tmp, "games.npz")
-            np.savez(path, **arrays)
-            t0 = time.perf_counter()
-            res = run_shapiq(SIDE_SCRIPT, {"games": path, "plan": plan,
-                                           "max_run_s": ns.max_run_s,
-                                           "max_estimator_s": ns.max_estimator_s},
-                             timeout=7200)
-            print(f"shapiq half done in {time.perf_counter() - t0:.1f}s (peak RSS "
-                  f"{res['peak_rss_mb']:.0f} MiB)", file=sys.stderr, flush=True)
+        path = os.path.join(tmp.name, "games.npz")
+        np.savez(path, **arrays)
+        future = pool.submit(run_shapiq, SIDE_SCRIPT, {
+            "games": path, "plan": plan, "max_run_s": ns.max_run_s,
+            "max_estimator_s": ns.max_estimator_s}, timeout=7200)
+    sk: dict = {}
+    for g in game_names:
+        t0 = time.perf_counter()
+        sk[g] = ([], [], [], [])
+        if not ns.no_skdvl:
+            with threadpool_limits(1):
+                sk[g] = skdvl_game(infos[g], samplers, infos[g]["budgets"],
+                                   infos[g]["seeds"].__getitem__,
+                                   (ns.max_run_s, ns.max_estimator_s))
+        infos[g]["skdvl_wall_s"] = time.perf_counter() - t0
+        print(f"skdvl half of {g} done in {infos[g]['skdvl_wall_s']:.1f}s", file=sys.stderr,
+              flush=True)
+    if future is not None:
+        res = future.result()
+        print(f"shapiq half done: {res['wall_s']:.1f}s (peak RSS "
+              f"{res['peak_rss_mb']:.0f} MiB)", file=sys.stderr, flush=True)
         out["shapiq_version"] = res["result"]["version"]
         out["shapiq_process"] = {"wall_s": res["wall_s"], "peak_rss_mb": res["peak_rss_mb"]}
         for g, r in res["result"]["games"].items():
@@ -662,18 +689,12 @@ def run_estimators(ns, game_names: list[str], notes: list[str]) -> dict:
                 raise AssertionError(f"{g}: the shapiq side's game differs from skdvl's")
             r["check_ok"] = True
             shapiq_res[g] = r
-    samplers = {"SV": [s for s in ns.skdvl_sv if s in ns.available["SV"]],
-                "BV": [s for s in ns.skdvl_bv if s in ns.available["BV"]]}
+    pool.shutdown()
+    tmp.cleanup()
     for g in game_names:
         info = infos[g]
-        t0 = time.perf_counter()
-        runs, ests, errs, skipped = [], [], [], []
-        if not ns.no_skdvl:
-            with threadpool_limits(1):
-                runs, ests, errs, skipped = skdvl_game(
-                    info, samplers, info["budgets"], info["seeds"].__getitem__,
-                    (ns.max_run_s, ns.max_estimator_s))
-        sk_wall = time.perf_counter() - t0
+        runs, ests, errs, skipped = sk[g]
+        sk_wall = info["skdvl_wall_s"]
         for r, e, s in zip(runs, ests, errs):
             r.update(metrics(e, info["exact"][r["index"]], s))
         q = shapiq_res.get(g, {"runs": [], "estimates": [], "skipped": []})
@@ -691,7 +712,6 @@ def run_estimators(ns, game_names: list[str], notes: list[str]) -> dict:
             "skipped": skipped + q["skipped"], "runs": all_runs,
             "summary": summarise(all_runs),
         }
-        print(f"skdvl half of {g} done in {sk_wall:.1f}s", file=sys.stderr, flush=True)
     return out
 
 
@@ -712,7 +732,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-run-s", type=float, default=5.0,
                     help="an estimator with a run slower than this stops on that game "
                          "(the rest of its seeds at that budget, and larger budgets)")
-    ap.add_argument("--max-estimator-s", type=float, default=45.0,
+    ap.add_argument("--max-estimator-s", type=float, default=25.0,
                     help="an estimator that spent this long on a game stops there too")
     ap.add_argument("--out", default=str(RESULTS_DIR / "estimators.json"))
     ap.add_argument("--no-plot", action="store_true")
