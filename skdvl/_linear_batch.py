@@ -41,7 +41,7 @@ __all__ = ["BatchFit", "BatchPlan", "plan_batched"]
 
 _CLASSIFIER_SCORINGS = {None, "accuracy", "balanced_accuracy", "neg_log_loss"}
 _REGRESSOR_SCORINGS = {None, "r2", "neg_mean_squared_error", "neg_mean_absolute_error"}
-_DEC_RTOL = 1e-14  # Newton decrement g'H^-1 g, relative to the objective at zero
+_DEC_RTOL = 1e-14  # Newton decrement g'H^-1 g, relative to the current objective
 _DEC_FLOOR = 1e-11  # below this, a decrement that stops shrinking is round-off
 _FULL_STEP = 1e-10  # below this decrement, take the Newton step without line search
 _SAFE_MOVE = 0.1  # nor when no training decision moves by more (logit units)
@@ -641,7 +641,7 @@ def _armijo(fun, f, dec, full):
     """Step lengths 1, 1/2, ... with Armijo's sufficient decrease; 0 where none.
 
     ``full`` marks the systems that take the full step unchecked (close enough
-    to the optimum that the quadratic model holds; ``f`` may then be None).
+    to the optimum that the quadratic model holds).
     """
     t = np.ones(full.size)
     todo = ~full
@@ -656,15 +656,17 @@ def _armijo(fun, f, dec, full):
     return t
 
 
-def _converged(dec, prev, f0, move):
-    """Converged, or at the round-off floor and no longer improving.
+def _converged(dec, f, f_prev, move):
+    """Converged, or at the round-off floor: the objective no longer decreases.
 
-    ``dec`` is the Newton decrement (objective units, relative to ``f0``, the
-    objective at zero) and ``move`` the largest change of a coefficient times its
-    feature's root mean square (logit units): both must be tiny.
+    ``dec`` is the Newton decrement, relative to ``f``, the objective at the
+    current point (positive: the loss is), and ``move`` the largest change of a
+    coefficient times its feature's root mean square (logit units): both must
+    be tiny. ``f_prev`` is the objective one iteration earlier.
     """
-    return (((dec <= _DEC_RTOL * f0) & (move <= _STEP_TOL))
-            | ((dec <= _DEC_FLOOR * f0) & (dec >= 0.25 * prev)))
+    stalled = f_prev - f <= 16 * np.finfo(float).eps * f
+    return (((dec <= _DEC_RTOL * f) & (move <= _STEP_TOL))
+            | ((dec <= _DEC_FLOOR * f) & stalled))
 
 
 def _column_scale(Z, s):
@@ -708,24 +710,23 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
     theta, n_iter, ok = np.zeros((c, p)), np.zeros(c, np.intp), np.zeros(c, bool)
     if theta0 is not None:
         theta[:] = theta0
-    f0 = C * math.log(2) * s.sum(axis=1)
-    a = _Active(Z=Z, Zt=np.ascontiguousarray(np.swapaxes(Z, 1, 2)), y=y, s=s, f0=f0,
-                prev=np.full(c, np.inf), Hinv=np.zeros((c, p, p)), D=np.ones((c, p)),
+    a = _Active(Z=Z, Zt=np.ascontiguousarray(np.swapaxes(Z, 1, 2)), q=1.0 - 2.0 * y, s=s,
+                f_prev=np.full(c, np.inf), Hinv=np.zeros((c, p, p)), D=np.ones((c, p)),
                 scale=_column_scale(Z, s), moved=np.full(c, np.inf))
 
-    def objective(z, th, y_, s_):
-        return (C * (s_ * (np.logaddexp(0.0, z) - y_ * z)).sum(axis=1)
+    def objective(z, th, q, s_):  # log(1 + exp(q z)) with q = 1 - 2y: no cancellation
+        return (C * (s_ * np.logaddexp(0.0, q * z)).sum(axis=1)
                 + 0.5 * (reg * th ** 2).sum(axis=1))
 
     for it in range(1, _MAX_NEWTON + 1):
         th = theta[a.pos]
         z = _mv(a.Z, th)
-        pr = expit(z)
-        g = C * (a.Zt @ (a.s * (pr - a.y))[..., None])[..., 0] + reg * th
+        pq = expit(a.q * z)  # the probability of the other class
+        g = C * (a.Zt @ (a.s * a.q * pq)[..., None])[..., 0] + reg * th
         fresh = a.moved > _CHORD
         if fresh.any():
             j = slice(None) if fresh.all() else np.flatnonzero(fresh)
-            B = a.Z[j] * np.sqrt(C * a.s[j] * pr[j] * (1.0 - pr[j]))[..., None]
+            B = a.Z[j] * np.sqrt(C * a.s[j] * pq[j] * (1.0 - pq[j]))[..., None]
             H = np.swapaxes(B, 1, 2) @ B  # numpy takes B'B as a symmetric rank-k update
             H[:, np.arange(p), np.arange(p)] += reg
             a.Hinv[j], a.D[j] = _spd_inverse(H)
@@ -733,20 +734,21 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
         solved = np.isfinite(step).all(axis=1)
         step[~solved] = 0.0
         dec = -(g * step).sum(axis=1)
-        conv = solved & _converged(dec, a.prev, a.f0, np.abs(step * a.scale).max(axis=1))
+        f = objective(z, th, a.q, a.s)
+        conv = solved & _converged(dec, f, a.f_prev, np.abs(step * a.scale).max(axis=1))
         dz = _mv(a.Z, step)
         move = np.abs(dz * (a.s > 0)).max(axis=1)
-        full = conv | (dec < _FULL_STEP * a.f0) | (move <= _SAFE_MOVE) | ~solved
-        f = objective(z, th, a.y, a.s) if not full.all() else None
+        full = conv | (dec < _FULL_STEP * f) | (move <= _SAFE_MOVE) | ~solved
+
         def trial(t_, j, z=z, dz=dz, th=th, step=step):
             return objective(z[j] + t_[:, None] * dz[j], th[j] + t_[:, None] * step[j],
-                             a.y[j], a.s[j])
+                             a.q[j], a.s[j])
 
         t = _armijo(trial, f, dec, full)
         theta[a.pos] = th + t[:, None] * step
         n_iter[a.pos] = it
         ok[a.pos] = conv
-        a.prev, a.moved = dec, t * move
+        a.f_prev, a.moved = f, t * move
         a.keep(~conv & solved & (t > 0))
         if a.pos.size == 0:
             break
@@ -774,7 +776,6 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
     reg[-1] = 0.0 if fit_intercept else 1.0
     S = s.sum(axis=1)
     mu = C * S / 4 if fit_intercept else np.zeros(c)
-    f0 = C * S * np.log(present.sum(axis=1))
     Y = (codes[..., None] == np.arange(K)) * 1.0
     theta, n_iter, ok = np.zeros((c, K, p)), np.zeros(c, np.intp), np.zeros(c, bool)
     if theta0 is not None:
@@ -784,18 +785,24 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
             theta[:, :, -1] *= present
     B = Z * np.sqrt(s)[..., None]
     lam, V = np.linalg.eigh(np.swapaxes(B, 1, 2) @ B)  # of the weighted Gram Z'SZ
-    a = _Active(Z=Z, Y=Y, s=s, pm=present[:, :, None] * 1.0, mu=mu, f0=f0, S=S,
-                lam=lam, V=V, prev=np.full(c, np.inf), g0=np.full(c, np.nan),
+    a = _Active(Z=Z, Y=Y, s=s, pm=present[:, :, None] * 1.0, mu=mu, S=S,
+                lam=lam, V=V, f_prev=np.full(c, np.inf), g0=np.full(c, np.nan),
                 scale=_column_scale(Z, s))
 
     def objective(R, th, j=slice(None)):
+        """f, the probabilities P and the residuals P - Y, without cancellation."""
         Rm = np.where(a.pm[j].transpose(0, 2, 1) > 0, R, -np.inf)
-        mx = Rm.max(axis=2, keepdims=True)
+        top = np.argmax(Rm, axis=2)[..., None]
+        mx = np.take_along_axis(Rm, top, axis=2)
         e = np.exp(Rm - mx)
-        se = e.sum(axis=2)
-        loss = np.log(se) + mx[..., 0] - (R * a.Y[j]).sum(axis=2)
+        at_top = np.arange(K) == top
+        rest = np.where(at_top, 0.0, e).sum(axis=2, keepdims=True)  # 1 + rest = sum(e)
+        loss = np.log1p(rest[..., 0]) + mx[..., 0] - (R * a.Y[j]).sum(axis=2)
         f = C * (a.s[j] * loss).sum(axis=1) + 0.5 * (reg * th ** 2).sum(axis=(1, 2))
-        return f + 0.5 * a.mu[j] * th[:, :, -1].sum(axis=1) ** 2, e / se[..., None]
+        f += 0.5 * a.mu[j] * th[:, :, -1].sum(axis=1) ** 2
+        P = e / (1.0 + rest)
+        resid = np.where(at_top & (a.Y[j] > 0), -rest / (1.0 + rest), P - a.Y[j])
+        return f, P, resid
 
     def penalty_hv(V):
         out = reg * V
@@ -805,9 +812,9 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
     for it in range(1, _MAX_NEWTON + 1):
         th = theta[a.pos]
         R = _mv(a.Z, np.swapaxes(th, 1, 2))
-        f, P = objective(R, th)
+        f, P, resid = objective(R, th)
         sP = a.s[..., None] * P
-        g = (C * np.swapaxes(_tmv(a.Z, sP - a.s[..., None] * a.Y), 1, 2) + penalty_hv(th)) * a.pm
+        g = (C * np.swapaxes(_tmv(a.Z, a.s[..., None] * resid), 1, 2) + penalty_hv(th)) * a.pm
         # preconditioner: class a's Hessian block approximated by C k_a Z'SZ + I,
         # k_a the weighted mean of P_a (1 - P_a), applied in the Gram's eigenbasis
         kappa = (sP * (1.0 - P)).sum(axis=1) / a.S[:, None]
@@ -827,7 +834,7 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
         eta = np.minimum(0.5, (gn / np.maximum(a.g0, np.finfo(float).tiny)) ** _FORCING)
         step = _pcg(hv, -g, prec, eta * gn)
         dec = -(g * step).sum(axis=(1, 2))
-        conv = _converged(dec, a.prev, a.f0,
+        conv = _converged(dec, f, a.f_prev,
                           np.abs(step * a.scale[:, None, :]).max(axis=(1, 2)))
         dR = _mv(a.Z, np.swapaxes(step, 1, 2))
         move = np.abs(dR * (a.s > 0)[..., None]).max(axis=(1, 2))
@@ -835,11 +842,11 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
             return objective(R[j] + t_[:, None, None] * dR[j],
                              th[j] + t_[:, None, None] * step[j], j)[0]
 
-        t = _armijo(trial, f, dec, conv | (dec < _FULL_STEP * a.f0) | (move <= _SAFE_MOVE))
+        t = _armijo(trial, f, dec, conv | (dec < _FULL_STEP * f) | (move <= _SAFE_MOVE))
         theta[a.pos] = th + t[:, None, None] * step
         n_iter[a.pos] = it
         ok[a.pos] = conv
-        a.prev = dec
+        a.f_prev = f
         a.keep(~conv & (t > 0))
         if a.pos.size == 0:
             break

@@ -161,7 +161,17 @@ def test_logistic_matches_sklearn_optimum(seed, n_classes, fit_intercept, C, cla
     model = LogisticRegression(C=C, fit_intercept=fit_intercept, class_weight=class_weight)
     est = make_pipeline(StandardScaler(), model) if scaled else model
     sw = rng.uniform(0.2, 3.0, size=50) if weighted else None
-    check_against_sklearn(est, X, y, random_masks(rng, 50, 6, low=3), sw)
+    check_against_sklearn(est, X, y, random_masks(rng, 50, 6, low=2), sw)
+
+
+def test_multinomial_newton_cg_on_more_features(rng):
+    X, y = make_classification_data(rng, n=80, d=12, n_classes=5)
+    sw = rng.uniform(0.5, 2.0, size=80)
+    est = make_pipeline(StandardScaler(), LogisticRegression(C=2.0, class_weight="balanced"))
+    masks = random_masks(rng, 80, 5, low=20)
+    plan, fitted = check_against_sklearn(est, X, y, masks, sw)
+    assert fitted.coef.shape == (5, 5, 12) and fitted.present.shape == (5, 5)
+    np.testing.assert_array_equal(fitted.n_samples, masks.sum(axis=1))
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "sag"])
