@@ -670,8 +670,8 @@ def _converged(dec, f, f_prev, move):
 
 
 def _column_scale(Z, s):
-    """Root mean square of each column over each coalition's weighted rows."""
-    return np.sqrt((Z ** 2 * (s > 0)[..., None]).sum(axis=1) / (s > 0).sum(axis=1)[:, None])
+    """Root mean square of each column over each coalition's rows (padding is 0)."""
+    return np.sqrt(np.einsum("cmp,cmp->cp", Z, Z) / np.maximum((s > 0).sum(axis=1), 1)[:, None])
 
 
 class _Active:
