@@ -21,7 +21,7 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 from sklearn.base import clone  # noqa: E402
-from sklearn.datasets import load_breast_cancer, load_digits  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_digits, load_wine  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import check_scoring  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
@@ -82,6 +82,8 @@ def main():
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     bench("breast_cancer", *load_breast_cancer(return_X_y=True), args.batch, args.repeats,
+          args.n_sklearn, rng)
+    bench("wine", *load_wine(return_X_y=True), args.batch, args.repeats,
           args.n_sklearn, rng)
     bench("digits", *load_digits(return_X_y=True), args.batch, args.repeats,
           args.n_sklearn, rng)
