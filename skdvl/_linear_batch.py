@@ -449,13 +449,16 @@ class BatchPlan:
         X_val_arr = None if hasattr(X_val, "tocsr") else np.asarray(X_val, dtype=np.float64)
         generic = ok
         if self.vectorised and X_val_arr is not None and np.shape(y_val)[0] >= 2:
-            y_val = np.asarray(y_val)
-            vec = _vectorised_ok(self, fitted, ok, y_val)
-            for part in np.array_split(ok[vec], max(1, ok[vec].size * fitted.coef.shape[1]
-                                                    * y_val.shape[0] // _BLOCK + 1)):
-                if part.size:
-                    scores[part] = self._score_vectorised(fitted, part, X_val_arr, y_val)
-            generic = ok[~vec]
+            y_arr = np.asarray(y_val)
+            try:
+                vec = _vectorised_ok(self, fitted, ok, y_arr)
+                for part in np.array_split(ok[vec], max(1, ok[vec].size * fitted.coef.shape[1]
+                                                        * y_arr.shape[0] // _BLOCK + 1)):
+                    if part.size:
+                        scores[part] = self._score_vectorised(fitted, part, X_val_arr, y_arr)
+                generic = ok[~vec]
+            except (TypeError, ValueError):  # e.g. labels of another type than y's
+                scores[ok] = np.nan
         for i in generic:
             try:
                 scores[i] = float(self.scorer(self.build_estimator(fitted, int(i)), X_val, y_val))
@@ -964,6 +967,8 @@ def _least_squares(Z, y, s, fit_intercept, alpha, tol):
 
 def _vectorised_ok(plan, f, rows, y_val):
     """Which coalitions the vectorised scorer reproduces exactly."""
+    if plan.is_classifier and (f.classes.dtype.kind in "OSU") != (y_val.dtype.kind in "OSU"):
+        return np.zeros(rows.size, bool)  # string against numeric labels: as sklearn does
     if plan.scoring != "neg_log_loss":
         return np.ones(rows.size, bool)
     # log_loss takes the classes from y_val: exact when they are the fit's classes

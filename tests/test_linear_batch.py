@@ -468,3 +468,16 @@ def test_bad_inputs_raise_naming_the_problem(rng):
         plan.fit(X, y, np.ones((2, 10), bool), sample_weight=-np.ones(10))
     with pytest.raises(ValueError, match="class labels"):
         plan.fit(X, y + 0.5, np.ones((2, 10), bool))
+
+
+def test_labels_of_another_type_score_as_sklearn_fails(rng):
+    X, y = make_classification_data(rng, n=30, d=2)
+    plan = plan_batched(LogisticRegression(), "accuracy")
+    fitted = plan.fit(X, y, np.ones((2, 30), bool))
+    scores = plan.score(fitted, X, np.array(["a", "b"])[y])
+    try:
+        expected = get_scorer("accuracy")(plan.build_estimator(fitted, 0), X,
+                                          np.array(["a", "b"])[y])
+    except (TypeError, ValueError):
+        expected = np.nan
+    np.testing.assert_array_equal(scores, [expected, expected])
