@@ -25,9 +25,10 @@ minimises scikit-learn's objective ``C * sum_i w_i loss_i + ||coef||^2 / 2``
 - binary problems (and multiclass coalitions holding two classes, which
   scikit-learn fits as binary): damped Newton with exact Hessians, warm-started
   at 0.8 times the fit on all rows, chord steps near the optimum;
-- three or more classes: truncated Newton (Newton-CG) on the multinomial loss,
+- three or more classes: damped Newton on the multinomial loss, with exact
+  Hessians while ``K (d + 1) <= 64``, else truncated Newton (Newton-CG)
   preconditioned in the eigenbasis of each coalition's weighted Gram matrix
-  (the full Hessian, ``(k d)^2`` per coalition, would cost more than it saves).
+  (the full Hessian, ``(K d)^2`` per coalition, would cost more than it saves).
 
 Each coalition iterates until its Newton decrement is below 1e-14 of the
 objective and no coefficient step moves a decision by more than 1e-7 logit
@@ -81,6 +82,7 @@ _CHORD = 1e-2  # keep the Hessian while steps move training decisions less than 
 _WARM = 0.8  # start from this fraction of the fit on all rows
 _MAX_NEWTON = 100
 _MAX_CG = 250
+_DIRECT_MAX = 64  # multinomial problems with K * p up to this take exact Newton steps
 _FORCING = 0.5  # CG stops at a residual of min(0.5, (|g| / |g0|) ** _FORCING) |g|
 _BLOCK = 1 << 18  # floats per gathered block of coalitions (cache-sized)
 
@@ -796,11 +798,11 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
     left out of the softmax, as scikit-learn fits only the classes it sees).
     The intercepts are unpenalised but only defined up to a common shift; the
     term ``mu / 2 * (sum_k b_k)^2`` picks the representative with sum 0 (the one
-    scikit-learn's solvers return) and makes the Hessian definite. Newton-CG:
-    truncated Newton whose steps come from Jacobi-preconditioned conjugate
-    gradients on exact Hessian-vector products (the preconditioner treats each
-    class's block as a multiple of the weighted Gram matrix plus the penalty),
-    with Armijo backtracking.
+    scikit-learn's solvers return) and makes the Hessian definite. Exact Newton
+    steps while ``K * p <= _DIRECT_MAX``; beyond, truncated Newton whose steps
+    come from preconditioned conjugate gradients on exact Hessian-vector
+    products (the preconditioner treats each class's block as a multiple of
+    the weighted Gram matrix plus the penalty). Armijo backtracking in both.
 
     Returns theta (c, K, p), iterations (c,) and which converged (c,).
     """
@@ -865,26 +867,60 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
             Q = sPb * RV - sPb * (Pb * RV).sum(axis=2, keepdims=True)
             return (C * np.swapaxes(_tmv(Zb, Q), 1, 2) + penalty_hv(V)) * a.pm
 
-        eta = np.minimum(0.5, (gn / np.maximum(a.g0, np.finfo(float).tiny)) ** _FORCING)
-        step = _pcg(hv, -g, prec, eta * gn)
+        if K * p <= _DIRECT_MAX:
+            step, solved = _multinomial_direct_step(a.Z, a.s, P, g, a.pm, C, reg, a.mu)
+        else:
+            eta = np.minimum(0.5, (gn / np.maximum(a.g0, np.finfo(float).tiny)) ** _FORCING)
+            step, solved = _pcg(hv, -g, prec, eta * gn), np.ones(g.shape[0], bool)
         dec = -(g * step).sum(axis=(1, 2))
-        conv = _converged(dec, f, a.f_prev,
-                          np.abs(step * a.scale[:, None, :]).max(axis=(1, 2)))
+        conv = solved & _converged(dec, f, a.f_prev,
+                                   np.abs(step * a.scale[:, None, :]).max(axis=(1, 2)))
         dR = _mv(a.Z, np.swapaxes(step, 1, 2))
         move = np.abs(dR * (a.s > 0)[..., None]).max(axis=(1, 2))
+
         def trial(t_, j, R=R, dR=dR, th=th, step=step):
             return objective(R[j] + t_[:, None, None] * dR[j],
                              th[j] + t_[:, None, None] * step[j], j)[0]
 
-        t = _armijo(trial, f, dec, conv | (dec < _FULL_STEP * f) | (move <= _SAFE_MOVE))
+        t = _armijo(trial, f, dec,
+                    conv | (dec < _FULL_STEP * f) | (move <= _SAFE_MOVE) | ~solved)
         theta[a.pos] = th + t[:, None, None] * step
         n_iter[a.pos] = it
         ok[a.pos] = conv
         a.f_prev = f
-        a.keep(~conv & (t > 0))
+        a.keep(~conv & solved & (t > 0))
         if a.pos.size == 0:
             break
     return theta, n_iter, ok
+
+
+def _multinomial_direct_step(Z, s, P, g, pm, C, reg, mu):
+    """The exact Newton step of the multinomial problem, for small ``K * p``.
+
+    The loss Hessian is ``C sum_i s_i (diag(P_i) - P_i P_i') kron z_i z_i'``:
+    per-class Gram blocks on the diagonal minus the product of ``P kron z``;
+    absent classes get identity rows, so their (zero-gradient) step is 0.
+    Returns the step and which systems were solved.
+    """
+    c, m, p = Z.shape
+    K = P.shape[2]
+    root = np.sqrt(C * s)[..., None, None]
+    F = (P[..., None] * Z[:, :, None, :] * root).reshape(c, m, K * p)
+    H = -(np.swapaxes(F, 1, 2) @ F)
+    W = Z[:, None] * np.sqrt(C * s[:, None, :] * np.swapaxes(P, 1, 2))[..., None]
+    blocks = np.swapaxes(W, 2, 3) @ W  # (c, K, p, p)
+    for k in range(K):
+        H[:, k * p:(k + 1) * p, k * p:(k + 1) * p] += blocks[:, k]
+    keep = pm[:, :, 0].repeat(p, axis=1)
+    H *= keep[:, :, None] * keep[:, None, :]
+    H[:, np.arange(K * p), np.arange(K * p)] += np.where(keep > 0, np.tile(reg, K), 1.0)
+    last = np.arange(K) * p + p - 1  # the intercepts (mu = 0 without them)
+    H[:, last[:, None], last[None, :]] += (mu[:, None, None] * pm[:, :, 0, None]
+                                           * pm[:, None, :, 0])
+    Hinv, D = _spd_inverse(H)
+    step = -_inverse_apply(Hinv, D, g.reshape(c, K * p)).reshape(c, K, p)
+    solved = np.isfinite(step).all(axis=(1, 2))
+    return np.where(solved[:, None, None], step, 0.0) * pm, solved
 
 
 def _pcg(hv, rhs, prec, atol):
