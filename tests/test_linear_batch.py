@@ -265,11 +265,14 @@ def test_degenerate_and_zero_weight_coalitions_are_flagged(rng):
     np.testing.assert_array_equal(reg.degenerate, [True, False, False, False])
 
 
-def test_unconverged_coalitions_are_failed_not_returned(rng, monkeypatch):
-    X, y = make_classification_data(rng, n=40, d=3)
+@pytest.mark.parametrize("n_classes, d", [(2, 3), (3, 3), (5, 12)])
+def test_unconverged_coalitions_are_failed_not_returned(rng, monkeypatch, n_classes, d):
+    X, y = make_classification_data(rng, n=60, d=d, n_classes=n_classes)
     monkeypatch.setattr(lb, "_MAX_NEWTON", 1)
-    fitted = plan_batched(LogisticRegression()).fit(X, y, random_masks(rng, 40, 5, low=10))
+    masks = random_masks(rng, 60, 5, low=30)
+    fitted = plan_batched(LogisticRegression()).fit(X, y, masks)
     assert fitted.failed.all()
+    assert np.isnan(plan_batched(LogisticRegression()).score(fitted, X, y)).all()
 
 
 def test_result_does_not_depend_on_blocks(rng, monkeypatch):
