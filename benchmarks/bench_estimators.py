@@ -61,6 +61,7 @@ from scipy.stats import spearmanr
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR / "shapiq_side"))
+from bench_semivalues import _jsonable
 from estimators import APPROXIMATORS, KNNGame, TableGame  # numpy-only games, both halves
 from shapiq_env import run_shapiq
 
@@ -615,18 +616,6 @@ def report_noisy(out: dict) -> str:
 
 
 # --------------------------------------------------------------------------- main
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
 def run_estimators(ns, game_names: list[str], notes: list[str]) -> dict:
     from threadpoolctl import threadpool_limits
 

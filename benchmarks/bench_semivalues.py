@@ -271,9 +271,10 @@ def report(out: dict) -> str:
 
 
 def _jsonable(obj):
+    """``obj`` with numpy arrays and scalars turned into lists and Python numbers."""
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list):
+    if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return obj.tolist()
