@@ -10,12 +10,14 @@ coalition and score it on validation data.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import sklearn
 from sklearn.base import clone, is_classifier
 from sklearn.metrics import check_scoring
 
@@ -140,12 +142,26 @@ class ModelUtility:
         :class:`UtilityFitWarning`, and raise when every fit failed.
     cache_size : int, default=100_000
         Coalitions kept in the cache; the oldest are dropped first. 0 disables it.
+    batch_fit : "auto", bool, default="auto"
+        Fit many coalitions in one vectorised solve when the estimator is one the
+        fast path reproduces: ``LogisticRegression`` with an L2 penalty (binary,
+        or multinomial with at most 64 parameters for "auto"), ``Ridge`` or
+        ``LinearRegression``, alone or after a ``StandardScaler`` in a
+        ``Pipeline``, on dense finite data (see :mod:`skdvl._linear_batch`). The
+        batched solve reaches the optimum of the estimator's own objective to a
+        tight tolerance (scikit-learn's ``lbfgs`` at its default ``tol`` stops
+        short of it, so a coalition's accuracy can differ by a validation point
+        near the decision boundary). "auto" uses it where it is supported and
+        faster, and fits coalition by coalition otherwise; True requires it (a
+        ``ValueError`` says why it cannot); False never uses it.
 
     Attributes
     ----------
     report : FitReport
         Fits attempted, failures and the warnings the fits raised (each fit's
         warnings are recorded, not shown: valuers summarise them once).
+    fit_path : str
+        "batched", or "per-coalition: " and why the batched path is not used.
 
     Examples
     --------
@@ -165,8 +181,11 @@ class ModelUtility:
     def __init__(
         self, estimator: Any, X: Any, y: Any, X_val: Any, y_val: Any, *,
         scoring: Any = None, default_score: float = 0.0, error_score: Any = None,
-        cache_size: int = 100_000,
+        cache_size: int = 100_000, batch_fit: Any = "auto",
     ) -> None:
+        if not (batch_fit == "auto" or isinstance(batch_fit, (bool, np.bool_))):
+            raise ValueError(
+                f"batch_fit must be 'auto', True or False. Got {batch_fit!r} instead.")
         if not (error_score is None or error_score == "raise"
                 or isinstance(error_score, (int, float, np.number))):
             raise ValueError(
@@ -185,6 +204,46 @@ class ModelUtility:
         self._cache: dict[bytes, float] = {}
         self.n_evaluations = 0
         self.report = FitReport()
+        self.batch_fit = batch_fit
+        self._plan, self.fit_path = self._choose_path(batch_fit)
+        # after one fit has validated the estimator's parameters, its clones skip the
+        # validation (the same parameters), and the finiteness check of data checked here
+        self._validated = False
+        self._finite = _is_finite_dense(X) and _is_finite_dense(X_val)
+
+    def _choose_path(self, batch_fit: Any) -> tuple[Any, str]:
+        """The batched plan (or None) and a description of the path taken."""
+        if batch_fit != "auto" and not batch_fit:
+            return None, "per-coalition: batch_fit=False"
+        from skdvl._linear_batch import plan_batched
+
+        plan = plan_batched(self.estimator, self.scoring)
+        reason = plan if isinstance(plan, str) else ""
+        if not reason and not (_is_finite_dense(self.X) and _is_finite_dense(self.X_val)
+                               and np.ndim(self.X) == 2):
+            reason = "X and X_val must be dense finite numeric arrays"
+        if not reason and batch_fit == "auto" and self._is_classifier:
+            k = np.unique(self.y).shape[0]
+            params = k * (np.shape(self.X)[1] + 1)
+            if k > 2 and params > _AUTO_MAX_MULTINOMIAL:
+                reason = (f"a multinomial model with {params} parameters is faster fitted "
+                          "by scikit-learn (batch_fit=True forces the batched solve)")
+        if reason:
+            if batch_fit is True:
+                raise ValueError(f"batch_fit=True, but the batched fit cannot be used: "
+                                 f"{reason}.")
+            return None, f"per-coalition: {reason}"
+        return plan, "batched"
+
+    @property
+    def evaluate(self) -> Any:
+        """``evaluate(masks)``: utilities of many coalitions (the batched path only).
+
+        None when fits go coalition by coalition, so that the engine calls the
+        utility once per coalition and stops a truncated permutation where it
+        truncates.
+        """
+        return self._evaluate_batch if self._plan is not None else None
 
     @property
     def n_errors(self) -> int:
@@ -216,7 +275,16 @@ class ModelUtility:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        value = self._fit_score(np.sort(subset))
+        if self._plan is not None:
+            mask = np.zeros((1, self.n_players), dtype=bool)
+            mask[0, subset] = True
+            value = float(self._fit_score_batch(mask)[0])
+        else:
+            value = self._fit_score(np.sort(subset))
+        self._store(key, value)
+        return value
+
+    def _store(self, key: bytes, value: float) -> None:
         if self.cache_size > 0:
             if len(self._cache) >= self.cache_size:
                 try:  # threads may share the cache (threading backend)
@@ -224,7 +292,41 @@ class ModelUtility:
                 except (KeyError, RuntimeError, StopIteration):
                     pass
             self._cache[key] = value
-        return value
+
+    def _evaluate_batch(self, masks: Any) -> np.ndarray:
+        """Utilities of the coalitions ``masks`` ((m, n) bool): cached, batched, exact."""
+        masks = np.asarray(masks, dtype=bool).reshape(-1, self.n_players)
+        out = np.full(masks.shape[0], self.default_score)
+        keys = [row.tobytes() for row in np.packbits(masks, axis=1)]
+        todo = []
+        for i, key in enumerate(keys):
+            cached = self._cache.get(key)
+            if cached is not None:
+                out[i] = cached
+            elif masks[i].any():
+                todo.append(i)
+        for lo in range(0, len(todo), _BATCH):
+            idx = np.asarray(todo[lo:lo + _BATCH])
+            values = self._fit_score_batch(masks[idx])
+            out[idx] = values
+            for i, value in zip(idx, values):
+                self._store(keys[i], float(value))
+        return out
+
+    def _fit_score_batch(self, masks: np.ndarray) -> np.ndarray:
+        """One batched solve; degenerate coalitions get ``default_score``, and those the
+        solve could not reproduce (or whose score is not finite) go to ``_fit_score``."""
+        assert self._plan is not None
+        fitted = self._plan.fit(self.X, self.y, masks)
+        scores = self._plan.score(fitted, self.X_val, self.y_val)
+        values = np.full(masks.shape[0], self.default_score)
+        good = ~fitted.degenerate & ~fitted.failed & np.isfinite(scores)
+        values[good] = scores[good]
+        self.n_evaluations += int(fitted.degenerate.sum() + good.sum())
+        self.report.n_fits += int(good.sum())
+        for i in np.flatnonzero(~fitted.degenerate & ~good):
+            values[i] = self._fit_score(np.flatnonzero(masks[i]))
+        return values
 
     def _fit_score(self, rows: np.ndarray) -> float:
         self.n_evaluations += 1
@@ -233,10 +335,14 @@ class ModelUtility:
             return self.default_score
         self.report.n_fits += 1
         failed = self.default_score if self.error_score is None else self.error_score
+        fast = sklearn.config_context(assume_finite=self._finite,
+                                      skip_parameter_validation=True)
         try:
-            with warnings.catch_warnings(record=True) as caught:
+            with warnings.catch_warnings(record=True) as caught, (
+                    fast if self._validated else contextlib.nullcontext()):
                 warnings.simplefilter("always")
                 model = clone(self.estimator).fit(_take(self.X, rows), y)
+                self._validated = True  # the parameters passed scikit-learn's validation
                 score = float(self.scorer(model, self.X_val, self.y_val))
         except Exception as exc:  # noqa: BLE001 - reported through error_score
             if self.error_score == "raise":
@@ -321,6 +427,24 @@ class _CheckedBatchUtility(CheckedUtility):
             self.report.n_errors += int(bad.sum()) - 1
             u[bad] = value
         return u
+
+
+#: coalitions per batched solve
+_BATCH = 256
+#: "auto" fits a multinomial model batched up to this many parameters (classes x
+#: (features + 1)): the exact-Newton regime; beyond, the batched solve is not faster
+_AUTO_MAX_MULTINOMIAL = 64
+
+
+def _is_finite_dense(X: Any) -> bool:
+    """Whether ``X`` is a dense numeric array without NaN or infinity."""
+    if hasattr(X, "tocsr") or hasattr(X, "sparse"):
+        return False
+    try:
+        arr = np.asarray(X)
+    except Exception:  # noqa: BLE001 - e.g. ragged input: not dense
+        return False
+    return arr.dtype.kind in "biuf" and bool(np.all(np.isfinite(arr)))
 
 
 def _take(X: Any, rows: np.ndarray) -> Any:

@@ -136,6 +136,14 @@ _SHARED_PARAMS = """
         when every fit failed, ``fit`` raises instead: there is no value.
         Warnings raised inside the fits (e.g. ``ConvergenceWarning``) are
         recorded and shown once per ``fit``, with their count.
+    batch_fit : "auto", bool, default="auto"
+        Fit many coalitions in one vectorised solve when the estimator is
+        ``LogisticRegression`` (L2), ``Ridge`` or ``LinearRegression``, alone or
+        after a ``StandardScaler`` in a ``Pipeline``: the same optimum as the
+        estimator's own fit, without its per-call overhead (see
+        :class:`~skdvl.ModelUtility`). "auto" uses it where it is supported and
+        faster and fits coalition by coalition otherwise (``fit_path_`` says
+        which, and why); True requires it; False never uses it.
     n_jobs : int, default=None
         Parallel workers (joblib). Values do not depend on it.
     random_state : int, RandomState instance or None, default=None
@@ -175,7 +183,10 @@ _SHARED_ATTRS = """
     n_players_ : int
         Number of players (training rows).
     n_features_in_ : int
-        Number of features seen in ``fit`` (data mode only)."""
+        Number of features seen in ``fit`` (data mode only).
+    fit_path_ : str
+        How the coalitions were fitted: "batched", "per-coalition: " and why, or
+        "custom utility"."""
 
 
 def _doc(cls: type) -> type:
@@ -236,7 +247,7 @@ class ShapleyValuer(_SemivalueValuer):
         max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
-        error_score: Any = None,
+        error_score: Any = None, batch_fit: Any = "auto",
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:
@@ -300,7 +311,7 @@ class BanzhafValuer(_SemivalueValuer):
         utility: Any = None, sampler: Any = "msr", max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
-        error_score: Any = None,
+        error_score: Any = None, batch_fit: Any = "auto",
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:
@@ -350,7 +361,7 @@ class BetaShapleyValuer(_SemivalueValuer):
         truncation: Any = None, max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
-        error_score: Any = None,
+        error_score: Any = None, batch_fit: Any = "auto",
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:
@@ -369,7 +380,7 @@ class LOOValuer(_SemivalueValuer):
 
     Parameters
     ----------
-    estimator, scoring, utility, task, cv, default_score, error_score, n_jobs, verbose
+    estimator, scoring, utility, task, cv, default_score, error_score, batch_fit, n_jobs, verbose
         As for :class:`ShapleyValuer`.
 
     Attributes
@@ -392,7 +403,7 @@ class LOOValuer(_SemivalueValuer):
     def __init__(
         self, estimator: Any = None, *, scoring: Any = None, utility: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
-        error_score: Any = None,
+        error_score: Any = None, batch_fit: Any = "auto",
         n_jobs: int | None = None, verbose: int = 0,
     ) -> None:
         _store_params(self, locals())

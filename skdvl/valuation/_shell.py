@@ -50,6 +50,7 @@ COMMON_CONSTRAINTS: dict[str, list[Any]] = {
     "default_score": [Interval(Real, None, None, closed="neither")],
     "error_score": [StrOptions({"raise"}), Interval(Real, None, None, closed="neither"),
                     None],
+    "batch_fit": [StrOptions({"auto"}), "boolean"],
     "n_jobs": [Integral, None],
     "verbose": ["verbose"],
 }
@@ -301,7 +302,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         result = parts[0] if single else _combine_games(parts, n)
         result.algorithm = target._algorithm
         target.n_players_ = n
-        for name in ("n_features_in_", "feature_names_in_"):
+        for name in ("n_features_in_", "feature_names_in_", "fit_path_"):
             if hasattr(self, name):
                 setattr(target, name, getattr(self, name))
         if hasattr(self, "task_"):
@@ -377,6 +378,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
                     f"n_players={n!r} instead.")
             self.n_players_ = int(n)
             utility = CheckedUtility.wrap(self.utility, self.default_score, self.error_score)
+            self.fit_path_ = "custom utility"
             return [(utility, np.arange(self.n_players_))], None, None
         if y is None:
             raise ValueError(
@@ -389,16 +391,20 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         check_targets(y, y_val, self.task_, name)
         self.n_players_ = n = X.shape[0]
         kwargs = dict(scoring=self.scoring, default_score=self.default_score,
-                      error_score=self.error_score)
+                      error_score=self.error_score, batch_fit=self.batch_fit)
         data = (X, y, X_val, y_val)
         if X_val is not None:
-            return ([(ModelUtility(estimator, X, y, X_val, y_val, **kwargs), np.arange(n))],
-                    index, data)
+            model_utility = ModelUtility(estimator, X, y, X_val, y_val, **kwargs)
+            self.fit_path_ = model_utility.fit_path
+            return [(model_utility, np.arange(n))], index, data
         cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
-        games = []
+        games: list[tuple[ModelUtility, Any]] = []
         for train, test in cv.split(X, y):
             games.append((ModelUtility(estimator, X[train], y[train], X[test], y[test],
                                        **kwargs), train))
+        paths = sorted({u.fit_path for u, _ in games})
+        self.fit_path_ = paths[0] if len(paths) == 1 else "; ".join(
+            f"game {g}: {u.fit_path}" for g, (u, _) in enumerate(games))
         return games, index, data
 
     def _estimator(self, y: Any) -> Any:
