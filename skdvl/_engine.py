@@ -57,7 +57,9 @@ class Evaluator:
         self.utility = utility
         self.n = int(utility.n_players)
         self.batched = callable(getattr(utility, "evaluate", None))
-        self.prefix_step = 64 if self.batched else 1
+        # prefixes of a truncated permutation per batched call: a utility may say (a
+        # costly one wants fewer evaluated past the truncation point)
+        self.prefix_step = max(1, int(getattr(utility, "prefix_step", 64))) if self.batched else 1
         self._calls = 0
         self._empty: float | None = None
         self._full: float | None = None

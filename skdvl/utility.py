@@ -235,6 +235,11 @@ class ModelUtility:
             return None, f"per-coalition: {reason}"
         return plan, "batched"
 
+    #: prefixes of a truncated permutation fitted per batched solve: measured on TMC
+    #: (LogisticRegression, 150 rows, rtol 0.01), 16 is fastest: fewer fits past the
+    #: truncation point than 64 (1,376 against 2,304 evaluations), less overhead than 4-8
+    prefix_step = 16
+
     @property
     def evaluate(self) -> Any:
         """``evaluate(masks)``: utilities of many coalitions (the batched path only).
