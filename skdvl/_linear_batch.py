@@ -615,17 +615,20 @@ def _dict_weights(classes, class_weight):
 def _blocks(masks, order, sizes, width, pad):
     """Blocks of coalitions (sorted by size): rows, gathered indices, validity.
 
-    A block holds at most about ``_BLOCK`` floats of gathered data; its
-    coalitions are padded to the largest of them with index 0 and validity 0.
+    A coalition of ``s`` rows is padded (index ``pad``, validity 0) to
+    ``_padded(s)``, a width that depends on ``s`` alone, and a block holds
+    coalitions of one padded width only (at most about ``_BLOCK`` floats of
+    gathered data): so every coalition's arithmetic, and its result to the last
+    bit, is the same whatever else is in the batch (any batch size, any
+    ``n_jobs``).
     """
     start, sorted_sizes = 0, sizes[order]
+    widths = _padded(sorted_sizes)
     while start < order.size:
-        count = max(1, _BLOCK // max(1, int(sorted_sizes[start]) * width))
-        while count > 1 and count * int(
-                sorted_sizes[min(start + count, order.size) - 1]) * width > _BLOCK:
-            count //= 2
+        m = int(widths[start])
+        same = int(np.searchsorted(widths, m, side="right"))
+        count = min(same - start, max(1, _BLOCK // max(1, m * width)))
         rows = order[start:start + count]
-        m = int(sizes[rows].max())
         r, col = np.nonzero(masks[rows])
         pos = np.arange(r.size) - np.repeat(np.cumsum(sizes[rows]) - sizes[rows], sizes[rows])
         idx = np.full((rows.size, m), pad, np.intp)
@@ -633,6 +636,11 @@ def _blocks(masks, order, sizes, width, pad):
         idx[r, pos], valid[r, pos] = col, 1.0
         yield rows, idx, valid
         start += count
+
+
+def _padded(sizes):
+    """The padded width of coalitions of these sizes: the next multiple of 8 (at least 8)."""
+    return np.maximum(8, -(-np.asarray(sizes, dtype=np.intp) // 8) * 8)
 
 
 # --------------------------------------------------------------------------- solvers

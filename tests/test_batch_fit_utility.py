@@ -156,3 +156,19 @@ def test_bad_batch_fit_values_are_refused(cancer):
                      batch_fit="yes")
     with pytest.raises(ValueError, match="batch_fit"):
         ShapleyValuer(LogisticRegression(), batch_fit="yes").fit(X[:20], y[:20])
+
+
+@pytest.mark.parametrize("scoring", [None, "neg_log_loss"])
+def test_a_coalitions_utility_does_not_depend_on_its_batch(scoring, cancer):
+    """Bit for bit: one batch of 300, or batches of 7 (as a worker's cache would cut them)."""
+    X, y = cancer
+    X = StandardScaler().fit_transform(X)
+    rng = np.random.default_rng(0)
+    masks = rng.random((300, 100)) < rng.random((300, 1))
+    one = ModelUtility(LogisticRegression(), X[:100], y[:100], X[200:400], y[200:400],
+                       scoring=scoring, cache_size=0)
+    many = ModelUtility(LogisticRegression(), X[:100], y[:100], X[200:400], y[200:400],
+                        scoring=scoring, cache_size=0)
+    whole = one.evaluate(masks)
+    parts = np.concatenate([many.evaluate(masks[i:i + 7]) for i in range(0, 300, 7)])
+    np.testing.assert_array_equal(whole, parts)
