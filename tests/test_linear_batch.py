@@ -17,6 +17,7 @@ from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
 import skdvl._linear_batch as lb
+import skdvl._linear_solvers as ls
 from skdvl._linear_batch import BatchPlan, plan_batched
 
 
@@ -268,7 +269,7 @@ def test_degenerate_and_zero_weight_coalitions_are_flagged(rng):
 @pytest.mark.parametrize("n_classes, d", [(2, 3), (3, 3), (5, 12)])
 def test_unconverged_coalitions_are_failed_not_returned(rng, monkeypatch, n_classes, d):
     X, y = make_classification_data(rng, n=60, d=d, n_classes=n_classes)
-    monkeypatch.setattr(lb, "_MAX_NEWTON", 1)
+    monkeypatch.setattr(ls, "_MAX_NEWTON", 1)
     masks = random_masks(rng, 60, 5, low=30)
     fitted = plan_batched(LogisticRegression()).fit(X, y, masks)
     assert fitted.failed.all()

@@ -1,0 +1,390 @@
+"""The solvers of the batched linear fits (:mod:`skdvl._linear_batch`).
+
+Every function works on a block of coalitions at once: ``Z`` holds each
+coalition's rows gathered and padded (``s`` the rows' weights, 0 for padding),
+so one vectorised step advances every coalition. Binary logistic regression
+takes damped Newton steps with exact Hessians; multinomial problems exact Newton
+steps when small, Newton-CG otherwise; least squares solves the weighted normal
+equations (minimum norm where rank-deficient).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import lstsq
+from scipy.special import expit
+
+_DEC_RTOL = 1e-14  # Newton decrement g'H^-1 g, relative to the current objective
+_DEC_FLOOR = 1e-11  # below this, a decrement that stops shrinking is round-off
+_FULL_STEP = 1e-10  # below this decrement, take the Newton step without line search
+_SAFE_MOVE = 0.1  # nor when no training decision moves by more (logit units)
+_STEP_TOL = 1e-7  # converged: no coefficient step moves the decision by more (logit units)
+_CHORD = 1e-2  # keep the Hessian while steps move training decisions less than this
+_MAX_NEWTON = 100
+_MAX_CG = 250
+_DIRECT_MAX = 64  # multinomial problems with K * p up to this take exact Newton steps
+_FORCING = 0.5  # CG stops at a residual of min(0.5, (|g| / |g0|) ** _FORCING) |g|
+
+
+# --------------------------------------------------------------------------- solvers
+
+def _mv(A, x):
+    """Batched ``A @ x`` for A (c, m, p) and x (c, p) or (c, p, k)."""
+    return (A @ x[..., None])[..., 0] if x.ndim == 2 else A @ x
+
+
+def _tmv(A, r):
+    """Batched ``A.T @ r`` for A (c, m, p) and r (c, m) or (c, m, k)."""
+    At = np.swapaxes(A, 1, 2)
+    return (At @ r[..., None])[..., 0] if r.ndim == 2 else At @ r
+
+
+def _spd_inverse(H):
+    """Inverses of a batch of SPD matrices, Jacobi-equilibrated: ``(Hs^-1, D)``.
+
+    ``H = D Hs D`` with D the square root of H's diagonal (a vector); the
+    inverse is NaN where Hs is singular. Apply with :func:`_inverse_apply`.
+    """
+    D = np.sqrt(np.maximum(np.diagonal(H, axis1=1, axis2=2), np.finfo(float).tiny))
+    Hs = H / (D[:, :, None] * D[:, None, :])
+    try:
+        return np.linalg.inv(Hs), D
+    except np.linalg.LinAlgError:
+        inv = np.full_like(Hs, np.nan)
+        for j in range(Hs.shape[0]):
+            try:
+                inv[j] = np.linalg.inv(Hs[j])
+            except np.linalg.LinAlgError:
+                pass
+        return inv, D
+
+
+def _inverse_apply(Hinv, D, g):
+    """``H^-1 g`` from the output of :func:`_spd_inverse`."""
+    return _mv(Hinv, g / D) / D
+
+
+def _armijo(fun, f, dec, full):
+    """Step lengths 1, 1/2, ... with Armijo's sufficient decrease; 0 where none.
+
+    ``full`` marks the systems that take the full step unchecked (close enough
+    to the optimum that the quadratic model holds).
+    """
+    t = np.ones(full.size)
+    todo = ~full
+    for _ in range(60):
+        if not todo.any():
+            break
+        sel = np.flatnonzero(todo)
+        good = fun(t[sel], sel) <= f[sel] - 1e-4 * t[sel] * dec[sel]
+        todo[sel[good]] = False
+        t[sel[~good]] *= 0.5
+    t[todo] = 0.0
+    return t
+
+
+def _converged(dec, f, f_prev, move):
+    """Converged, or at the round-off floor: the objective no longer decreases.
+
+    ``dec`` is the Newton decrement, relative to ``f``, the objective at the
+    current point (positive: the loss is), and ``move`` the largest change of a
+    coefficient times its feature's root mean square (logit units): both must
+    be tiny. ``f_prev`` is the objective one iteration earlier.
+    """
+    stalled = f_prev - f <= 16 * np.finfo(float).eps * f
+    return (((dec <= _DEC_RTOL * f) & (move <= _STEP_TOL))
+            | ((dec <= _DEC_FLOOR * f) & stalled))
+
+
+def _column_scale(Z, s):
+    """Root mean square of each column over each coalition's rows (padding is 0)."""
+    return np.sqrt(np.einsum("cmp,cmp->cp", Z, Z) / np.maximum((s > 0).sum(axis=1), 1)[:, None])
+
+
+class _Active:
+    """The coalitions of a block still iterating, with their arrays compacted."""
+
+    def __init__(self, **arrays):
+        self.names = list(arrays)
+        self.__dict__.update(arrays)
+        self.pos = np.arange(next(iter(arrays.values())).shape[0])
+
+    def keep(self, still):
+        if not still.all():
+            self.pos = self.pos[still]
+            for name in self.names:
+                setattr(self, name, getattr(self, name)[still])
+
+
+def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
+    """Minimise C * sum_i s_i logloss(y_i, z_i) + ||w||^2 / 2 per coalition.
+
+    ``z = Z @ theta``; the last coordinate is the unpenalised intercept when
+    ``fit_intercept``. This is scikit-learn's objective (``LinearModelLoss``
+    with ``l2_reg_strength = 1 / (C * sum(s))``, times ``C * sum(s)``). Damped
+    Newton with exact Hessians and Armijo backtracking (skipped once no training
+    decision moves by more than ``_SAFE_MOVE``: the loss's curvature then
+    changes by at most a factor exp(0.1) along the step, and the full step
+    descends); once steps move the training decisions by less than ``_CHORD``
+    the last Hessian is kept (chord steps: its weights p(1 - p) then change by
+    about as little).
+
+    Returns theta (c, p), iterations (c,) and which converged (c,).
+    """
+    c, _, p = Z.shape
+    reg = np.ones(p)
+    reg[-1] = 0.0 if fit_intercept else 1.0
+    theta, n_iter, ok = np.zeros((c, p)), np.zeros(c, np.intp), np.zeros(c, bool)
+    if theta0 is not None:
+        theta[:] = theta0
+    a = _Active(Z=Z, Zt=np.ascontiguousarray(np.swapaxes(Z, 1, 2)), q=1.0 - 2.0 * y, s=s,
+                f_prev=np.full(c, np.inf), Hinv=np.zeros((c, p, p)), D=np.ones((c, p)),
+                scale=_column_scale(Z, s), moved=np.full(c, np.inf))
+
+    def objective(z, th, q, s_):  # log(1 + exp(q z)) with q = 1 - 2y: no cancellation
+        return (C * (s_ * np.logaddexp(0.0, q * z)).sum(axis=1)
+                + 0.5 * (reg * th ** 2).sum(axis=1))
+
+    for it in range(1, _MAX_NEWTON + 1):
+        th = theta[a.pos]
+        z = _mv(a.Z, th)
+        pq = expit(a.q * z)  # the probability of the other class
+        g = C * (a.Zt @ (a.s * a.q * pq)[..., None])[..., 0] + reg * th
+        fresh = a.moved > _CHORD
+        if fresh.any():
+            j = slice(None) if fresh.all() else np.flatnonzero(fresh)
+            B = a.Z[j] * np.sqrt(C * a.s[j] * pq[j] * (1.0 - pq[j]))[..., None]
+            H = np.swapaxes(B, 1, 2) @ B  # numpy takes B'B as a symmetric rank-k update
+            H[:, np.arange(p), np.arange(p)] += reg
+            a.Hinv[j], a.D[j] = _spd_inverse(H)
+        step = -_inverse_apply(a.Hinv, a.D, g)
+        solved = np.isfinite(step).all(axis=1)
+        step[~solved] = 0.0
+        dec = -(g * step).sum(axis=1)
+        f = objective(z, th, a.q, a.s)
+        conv = solved & _converged(dec, f, a.f_prev, np.abs(step * a.scale).max(axis=1))
+        dz = _mv(a.Z, step)
+        move = np.abs(dz * (a.s > 0)).max(axis=1)
+        full = conv | (dec < _FULL_STEP * f) | (move <= _SAFE_MOVE) | ~solved
+
+        def trial(t_, j, z=z, dz=dz, th=th, step=step):
+            return objective(z[j] + t_[:, None] * dz[j], th[j] + t_[:, None] * step[j],
+                             a.q[j], a.s[j])
+
+        t = _armijo(trial, f, dec, full)
+        theta[a.pos] = th + t[:, None] * step
+        n_iter[a.pos] = it
+        ok[a.pos] = conv
+        a.f_prev, a.moved = f, t * move
+        a.keep(~conv & solved & (t > 0))
+        if a.pos.size == 0:
+            break
+    return theta, n_iter, ok
+
+
+def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
+    """Minimise C * sum_i s_i (-log softmax_{y_i}) + ||W||^2 / 2 per coalition.
+
+    Over the classes present in each coalition (the others are fixed at 0 and
+    left out of the softmax, as scikit-learn fits only the classes it sees).
+    The intercepts are unpenalised but only defined up to a common shift; the
+    term ``mu / 2 * (sum_k b_k)^2`` picks the representative with sum 0 (the one
+    scikit-learn's solvers return) and makes the Hessian definite. Exact Newton
+    steps while ``K * p <= _DIRECT_MAX``; beyond, truncated Newton whose steps
+    come from preconditioned conjugate gradients on exact Hessian-vector
+    products (the preconditioner treats each class's block as a multiple of
+    the weighted Gram matrix plus the penalty). Armijo backtracking in both.
+
+    Returns theta (c, K, p), iterations (c,) and which converged (c,).
+    """
+    c, _, p = Z.shape
+    K = present.shape[1]
+    reg = np.ones(p)
+    reg[-1] = 0.0 if fit_intercept else 1.0
+    S = s.sum(axis=1)
+    mu = C * S / 4 if fit_intercept else np.zeros(c)
+    Y = (codes[..., None] == np.arange(K)) * 1.0
+    theta, n_iter, ok = np.zeros((c, K, p)), np.zeros(c, np.intp), np.zeros(c, bool)
+    if theta0 is not None:
+        theta[:] = theta0 * present[:, :, None]
+        if fit_intercept:
+            theta[:, :, -1] -= (theta[:, :, -1].sum(axis=1) / present.sum(axis=1))[:, None]
+            theta[:, :, -1] *= present
+    B = Z * np.sqrt(s)[..., None]
+    lam, V = np.linalg.eigh(np.swapaxes(B, 1, 2) @ B)  # of the weighted Gram Z'SZ
+    a = _Active(Z=Z, Y=Y, s=s, pm=present[:, :, None] * 1.0, mu=mu, S=S,
+                lam=lam, V=V, f_prev=np.full(c, np.inf), g0=np.full(c, np.nan),
+                scale=_column_scale(Z, s))
+
+    def objective(R, th, j=slice(None)):
+        """f, the probabilities P and the residuals P - Y, without cancellation."""
+        Rm = np.where(a.pm[j].transpose(0, 2, 1) > 0, R, -np.inf)
+        top = np.argmax(Rm, axis=2)[..., None]
+        mx = np.take_along_axis(Rm, top, axis=2)
+        e = np.exp(Rm - mx)
+        at_top = np.arange(K) == top
+        rest = np.where(at_top, 0.0, e).sum(axis=2, keepdims=True)  # 1 + rest = sum(e)
+        loss = np.log1p(rest[..., 0]) + mx[..., 0] - (R * a.Y[j]).sum(axis=2)
+        f = C * (a.s[j] * loss).sum(axis=1) + 0.5 * (reg * th ** 2).sum(axis=(1, 2))
+        f += 0.5 * a.mu[j] * th[:, :, -1].sum(axis=1) ** 2
+        P = e / (1.0 + rest)
+        resid = np.where(at_top & (a.Y[j] > 0), -rest / (1.0 + rest), P - a.Y[j])
+        return f, P, resid
+
+    def penalty_hv(V):
+        out = reg * V
+        out[:, :, -1] += a.mu[:, None] * V[:, :, -1].sum(axis=1, keepdims=True)
+        return out
+
+    for it in range(1, _MAX_NEWTON + 1):
+        th = theta[a.pos]
+        R = _mv(a.Z, np.swapaxes(th, 1, 2))
+        f, P, resid = objective(R, th)
+        sP = a.s[..., None] * P
+        g = (C * np.swapaxes(_tmv(a.Z, a.s[..., None] * resid), 1, 2) + penalty_hv(th)) * a.pm
+        # preconditioner: class a's Hessian block approximated by C k_a Z'SZ + I,
+        # k_a the weighted mean of P_a (1 - P_a), applied in the Gram's eigenbasis
+        kappa = (sP * (1.0 - P)).sum(axis=1) / a.S[:, None]
+        denom = C * kappa[:, :, None] * a.lam[:, None, :] + 1.0
+
+        def prec(Rv, V=a.V, denom=denom):
+            return ((Rv @ V) / denom) @ np.swapaxes(V, 1, 2) * a.pm
+
+        gn = np.sqrt((g ** 2).sum(axis=(1, 2)))
+        a.g0 = np.where(np.isnan(a.g0), gn, a.g0)
+
+        def hv(V, Zb=a.Z, sPb=sP, Pb=P):
+            RV = _mv(Zb, np.swapaxes(V, 1, 2))
+            Q = sPb * RV - sPb * (Pb * RV).sum(axis=2, keepdims=True)
+            return (C * np.swapaxes(_tmv(Zb, Q), 1, 2) + penalty_hv(V)) * a.pm
+
+        if K * p <= _DIRECT_MAX:
+            step, solved = _multinomial_direct_step(a.Z, a.s, P, g, a.pm, C, reg, a.mu)
+        else:
+            eta = np.minimum(0.5, (gn / np.maximum(a.g0, np.finfo(float).tiny)) ** _FORCING)
+            step, solved = _pcg(hv, -g, prec, eta * gn), np.ones(g.shape[0], bool)
+        dec = -(g * step).sum(axis=(1, 2))
+        conv = solved & _converged(dec, f, a.f_prev,
+                                   np.abs(step * a.scale[:, None, :]).max(axis=(1, 2)))
+        dR = _mv(a.Z, np.swapaxes(step, 1, 2))
+        move = np.abs(dR * (a.s > 0)[..., None]).max(axis=(1, 2))
+
+        def trial(t_, j, R=R, dR=dR, th=th, step=step):
+            return objective(R[j] + t_[:, None, None] * dR[j],
+                             th[j] + t_[:, None, None] * step[j], j)[0]
+
+        t = _armijo(trial, f, dec,
+                    conv | (dec < _FULL_STEP * f) | (move <= _SAFE_MOVE) | ~solved)
+        theta[a.pos] = th + t[:, None, None] * step
+        n_iter[a.pos] = it
+        ok[a.pos] = conv
+        a.f_prev = f
+        a.keep(~conv & solved & (t > 0))
+        if a.pos.size == 0:
+            break
+    return theta, n_iter, ok
+
+
+def _multinomial_direct_step(Z, s, P, g, pm, C, reg, mu):
+    """The exact Newton step of the multinomial problem, for small ``K * p``.
+
+    The loss Hessian is ``C sum_i s_i (diag(P_i) - P_i P_i') kron z_i z_i'``:
+    per-class Gram blocks on the diagonal minus the product of ``P kron z``;
+    absent classes get identity rows, so their (zero-gradient) step is 0.
+    Returns the step and which systems were solved.
+    """
+    c, m, p = Z.shape
+    K = P.shape[2]
+    root = np.sqrt(C * s)[..., None, None]
+    F = (P[..., None] * Z[:, :, None, :] * root).reshape(c, m, K * p)
+    H = -(np.swapaxes(F, 1, 2) @ F)
+    W = Z[:, None] * np.sqrt(C * s[:, None, :] * np.swapaxes(P, 1, 2))[..., None]
+    blocks = np.swapaxes(W, 2, 3) @ W  # (c, K, p, p)
+    for k in range(K):
+        H[:, k * p:(k + 1) * p, k * p:(k + 1) * p] += blocks[:, k]
+    keep = pm[:, :, 0].repeat(p, axis=1)
+    H *= keep[:, :, None] * keep[:, None, :]
+    H[:, np.arange(K * p), np.arange(K * p)] += np.where(keep > 0, np.tile(reg, K), 1.0)
+    last = np.arange(K) * p + p - 1  # the intercepts (mu = 0 without them)
+    H[:, last[:, None], last[None, :]] += (mu[:, None, None] * pm[:, :, 0, None]
+                                           * pm[:, None, :, 0])
+    Hinv, D = _spd_inverse(H)
+    step = -_inverse_apply(Hinv, D, g.reshape(c, K * p)).reshape(c, K, p)
+    solved = np.isfinite(step).all(axis=(1, 2))
+    return np.where(solved[:, None, None], step, 0.0) * pm, solved
+
+
+def _pcg(hv, rhs, prec, atol):
+    """Batched preconditioned conjugate gradients for H x = rhs, from x = 0.
+
+    ``hv(V)`` and ``prec(R)`` apply the Hessian and the preconditioner; each
+    system stops once its residual norm is at most its ``atol``.
+    """
+    x = np.zeros_like(rhs)
+    r = rhs.copy()
+    zr = prec(r)
+    d = zr.copy()
+    rz = (r * zr).sum(axis=(1, 2))
+    active = np.sqrt((r ** 2).sum(axis=(1, 2))) > atol
+    for _ in range(_MAX_CG):
+        if not active.any():
+            break
+        Hd = hv(d)
+        dHd = (d * Hd).sum(axis=(1, 2))
+        alpha = np.where(active & (dHd > 0), rz / np.where(dHd > 0, dHd, 1.0), 0.0)
+        x += alpha[:, None, None] * d
+        r -= alpha[:, None, None] * Hd
+        active &= (np.sqrt((r ** 2).sum(axis=(1, 2))) > atol) & (dHd > 0)
+        zr = prec(r)
+        rz_new = (r * zr).sum(axis=(1, 2))
+        d = zr + (rz_new / np.where(rz > 0, rz, 1.0))[:, None, None] * d
+        rz = rz_new
+    return x
+
+
+def _least_squares(Z, y, s, fit_intercept, alpha, tol):
+    """Weighted ridge (alpha > 0) or minimum-norm least squares (alpha None).
+
+    Solves min sum_i s_i (y_i - z_i w - b)^2 + alpha ||w||^2 through the
+    weighted-centred normal equations. Least squares drops the directions whose
+    singular value is below ``tol`` times the largest (scikit-learn passes
+    ``cond=tol`` to ``scipy.linalg.lstsq``); coalitions whose spectrum comes too
+    close to that cut for the Gram matrix to decide it reliably, or whose kept
+    directions the Gram matrix resolves poorly, are solved by ``lstsq`` itself.
+
+    Returns coef (c, d), intercept (c,), singular values (c, d) or None, and
+    which coalitions failed (ridge systems too ill-conditioned).
+    """
+    S = s.sum(axis=1)
+    if fit_intercept:
+        xbar = (Z * s[..., None]).sum(axis=1) / S[:, None]
+        ybar = (y * s).sum(axis=1) / S
+        Z, y = Z - xbar[:, None], y - ybar[:, None]
+    Zs = Z * s[..., None]
+    G = np.swapaxes(Zs, 1, 2) @ Z
+    r = _tmv(Zs, y)
+    singular, failed = None, np.zeros(Z.shape[0], bool)
+    if alpha is not None:
+        d = G.shape[1]
+        G[:, np.arange(d), np.arange(d)] += alpha
+        D = np.sqrt(np.diagonal(G, axis1=1, axis2=2))
+        Gs = G / (D[:, :, None] * D[:, None, :])
+        lam = np.linalg.eigvalsh(Gs)
+        failed = lam[:, 0] <= 1e-12 * lam[:, -1]
+        coef = np.linalg.solve(Gs, (r / D)[..., None])[..., 0] / D
+    else:
+        lam, V = np.linalg.eigh(G)
+        top = lam[:, -1:]
+        cut = tol ** 2 * top
+        keep = (lam >= cut) & (top > 0)
+        coef = _mv(V, np.where(keep, _tmv(V, r) / np.where(keep, lam, 1.0), 0.0))
+        singular = np.sqrt(np.clip(lam, 0.0, None))[:, ::-1]
+        unsure = ((lam > 0.25 * cut) & (lam < np.maximum(4 * cut, 1e-8 * top))).any(axis=1)
+        for j in np.flatnonzero(unsure & (top[:, 0] > 0)):
+            rows = s[j] > 0
+            w = np.sqrt(s[j, rows])
+            coef[j], _, _, sv = lstsq(Z[j, rows] * w[:, None], y[j, rows] * w, cond=tol)
+            singular[j] = 0.0
+            singular[j, :sv.size] = sv
+    intercept = ybar - (xbar * coef).sum(axis=1) if fit_intercept else np.zeros(Z.shape[0])
+    return coef, intercept, singular, failed
