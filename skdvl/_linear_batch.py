@@ -56,6 +56,7 @@ The solvers themselves live in :mod:`skdvl._linear_solvers`.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from numbers import Real
@@ -68,6 +69,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.metrics import check_scoring
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target
 
 from skdvl._linear_solvers import (
@@ -81,6 +83,10 @@ __all__ = ["BatchFit", "BatchPlan", "plan_batched"]
 _CLASSIFIER_SCORINGS = {None, "accuracy", "balanced_accuracy", "neg_log_loss"}
 _REGRESSOR_SCORINGS = {None, "r2", "neg_mean_squared_error", "neg_mean_absolute_error"}
 _WARM = 0.8  # start from this fraction of the fit on all rows
+#: whether "balanced" class weights count the classes weighted by sample_weight, as
+#: scikit-learn's LogisticRegression does since compute_class_weight takes them (1.7);
+#: before, it counted rows
+_WEIGHTED_BALANCE = "sample_weight" in inspect.signature(compute_class_weight).parameters
 _BLOCK = 1 << 18  # floats per gathered block of coalitions (cache-sized)
 
 
@@ -397,15 +403,18 @@ class BatchPlan:
         s = sw[idx]
         out = state.out
         if self.kind != "logistic":
+            if hasattr(self.model, "tol"):  # scikit-learn >= 1.7: lstsq(cond=tol)
+                tol = np.full(rows.size, float(self.model.tol))
+            else:  # before: cond = max(n_samples, n_features) * eps of the coalition
+                tol = np.maximum((s > 0).sum(axis=1), Z.shape[2]) * np.finfo(np.float64).eps
             coef, intercept, singular, bad = _least_squares(
                 Z, y[idx], s, self.model.fit_intercept,
-                self.model.alpha if self.kind == "ridge" else None,
-                getattr(self.model, "tol", 1e-6))
+                self.model.alpha if self.kind == "ridge" else None, tol)
             out.coef[rows, 0], out.intercept[rows, 0] = coef, intercept
             out.failed[rows] |= bad
             if singular is not None:
                 out.singular[rows] = singular
-                out.rank[rows] = ((singular >= self.model.tol * singular[:, :1])
+                out.rank[rows] = ((singular >= tol[:, None] * singular[:, :1])
                                   & (singular > 0)).sum(axis=1)
             return
         c = y[idx]
@@ -556,7 +565,8 @@ class _FitState:
         out.degenerate |= present.sum(axis=1) < 2
         self.cw = np.ones((masks.shape[0], K))
         if class_weight == "balanced":
-            per_class = m @ (onehot * sw[:, None])  # weighted class counts
+            # class counts, weighted by sample_weight where scikit-learn weighs them
+            per_class = m @ (onehot * (sw[:, None] if _WEIGHTED_BALANCE else 1.0))
             with np.errstate(divide="ignore", invalid="ignore"):
                 self.cw = per_class.sum(axis=1, keepdims=True) / (
                     present.sum(axis=1, keepdims=True) * per_class)

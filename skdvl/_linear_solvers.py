@@ -347,10 +347,11 @@ def _least_squares(Z, y, s, fit_intercept, alpha, tol):
 
     Solves min sum_i s_i (y_i - z_i w - b)^2 + alpha ||w||^2 through the
     weighted-centred normal equations. Least squares drops the directions whose
-    singular value is below ``tol`` times the largest (scikit-learn passes
-    ``cond=tol`` to ``scipy.linalg.lstsq``); coalitions whose spectrum comes too
-    close to that cut for the Gram matrix to decide it reliably, or whose kept
-    directions the Gram matrix resolves poorly, are solved by ``lstsq`` itself.
+    singular value is below ``tol`` (a number, or one per coalition) times the
+    largest (scikit-learn passes ``cond=tol`` to ``scipy.linalg.lstsq``);
+    coalitions whose spectrum comes too close to that cut for the Gram matrix to
+    decide it reliably, or whose kept directions the Gram matrix resolves poorly,
+    are solved by ``lstsq`` itself.
 
     Returns coef (c, d), intercept (c,), singular values (c, d) or None, and
     which coalitions failed (ridge systems too ill-conditioned).
@@ -375,7 +376,8 @@ def _least_squares(Z, y, s, fit_intercept, alpha, tol):
     else:
         lam, V = np.linalg.eigh(G)
         top = lam[:, -1:]
-        cut = tol ** 2 * top
+        tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), (Z.shape[0],))
+        cut = tol[:, None] ** 2 * top
         keep = (lam >= cut) & (top > 0)
         coef = _mv(V, np.where(keep, _tmv(V, r) / np.where(keep, lam, 1.0), 0.0))
         singular = np.sqrt(np.clip(lam, 0.0, None))[:, ::-1]
@@ -383,7 +385,7 @@ def _least_squares(Z, y, s, fit_intercept, alpha, tol):
         for j in np.flatnonzero(unsure & (top[:, 0] > 0)):
             rows = s[j] > 0
             w = np.sqrt(s[j, rows])
-            coef[j], _, _, sv = lstsq(Z[j, rows] * w[:, None], y[j, rows] * w, cond=tol)
+            coef[j], _, _, sv = lstsq(Z[j, rows] * w[:, None], y[j, rows] * w, cond=tol[j])
             singular[j] = 0.0
             singular[j, :sv.size] = sv
     intercept = ybar - (xbar * coef).sum(axis=1) if fit_intercept else np.zeros(Z.shape[0])
