@@ -5,6 +5,7 @@ domain of every numeric option, end to end through ``python -m skdvl``.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -140,7 +141,15 @@ def test_ctrl_c_exits_130_and_writes_nothing(method, n_jobs, existing, label_csv
         while not (seen and seen[-1].startswith(f"valuing 40 rows with {method}")):
             seen.append(proc.stderr.readline())
             assert seen[-1], "".join(seen)   # EOF: the command ended before fitting
-        time.sleep(1.5)
+        # with workers, for the progress bar to move: they are up and working (a worker
+        # still importing when Ctrl-C comes prints its own traceback, as any Python does)
+        bar, deadline = "", time.perf_counter() + 120
+        while n_jobs > 1 and not any(
+                float(done) > 0 for done in re.findall(r"\|\s*([\d.]+)/[\d.]+", bar)):
+            char = proc.stderr.read(1)
+            assert char and time.perf_counter() < deadline, "".join(seen) + bar
+            bar += char
+        time.sleep(1.5 if n_jobs == 1 else 0.5)
         t0 = time.perf_counter()
         os.killpg(proc.pid, signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
