@@ -112,12 +112,13 @@ class DistinctUnits:
             for name in ("packed", "utilities", "rho", "stratum"):
                 setattr(self, name, [np.concatenate(getattr(self, name))])
 
-    def chunks(self) -> Any:
-        """Yield ``(masks, utilities, rho, stratum)``, ``_CHUNK`` units at a time."""
+    def chunks(self, start: int = 0) -> Any:
+        """Yield ``(masks, utilities, rho, stratum)``, ``_CHUNK`` units at a time from
+        unit ``start`` (a multiple of ``_CHUNK``)."""
         self._consolidate()
         if not self.packed:
             return
-        for lo in range(0, self.packed[0].shape[0], _CHUNK):
+        for lo in range(start, self.packed[0].shape[0], _CHUNK):
             hi = lo + _CHUNK
             masks = np.unpackbits(self.packed[0][lo:hi], axis=1, count=self.n).astype(bool)
             yield masks, self.utilities[0][lo:hi], self.rho[0][lo:hi], self.stratum[0][lo:hi]
@@ -130,11 +131,7 @@ class DistinctUnits:
         """
         done, kept = self._summed if self._summed_u0 == u0 else (0, {})
         total = {key: [g.copy(), b.copy()] for key, (g, b) in kept.items()}
-        first = 0
-        for masks, u, rho, stratum in self.chunks():
-            if first < done:
-                first += masks.shape[0]
-                continue
+        for masks, u, rho, stratum in self.chunks(start=done):
             part: dict[int, list[np.ndarray]] = {}
             per = u.shape[1]
             for key in np.unique(stratum):
@@ -152,9 +149,8 @@ class DistinctUnits:
                     total[key][1] += b
                 else:
                     total[key] = [g, b]
-            first += masks.shape[0]
-            if masks.shape[0] == _CHUNK and first == done + _CHUNK:  # a complete chunk
-                done = first
+            if masks.shape[0] == _CHUNK:  # a complete chunk (only the last one is not)
+                done += _CHUNK
                 self._summed = (done, {k: (g.copy(), b.copy()) for k, (g, b) in total.items()})
                 self._summed_u0 = u0
         return {k: (g, b) for k, (g, b) in total.items()}

@@ -205,11 +205,11 @@ class ModelUtility:
         self.n_evaluations = 0
         self.report = FitReport()
         self.batch_fit = batch_fit
-        self._plan, self.fit_path = self._choose_path(batch_fit)
         # after one fit has validated the estimator's parameters, its clones skip the
         # validation (the same parameters), and the finiteness check of data checked here
         self._validated = False
         self._finite = _is_finite_dense(X) and _is_finite_dense(X_val)
+        self._plan, self.fit_path = self._choose_path(batch_fit)
 
     def _choose_path(self, batch_fit: Any) -> tuple[Any, str]:
         """The batched plan (or None) and a description of the path taken."""
@@ -219,8 +219,7 @@ class ModelUtility:
 
         plan = plan_batched(self.estimator, self.scoring)
         reason = plan if isinstance(plan, str) else ""
-        if not reason and not (_is_finite_dense(self.X) and _is_finite_dense(self.X_val)
-                               and np.ndim(self.X) == 2):
+        if not reason and not (self._finite and np.ndim(self.X) == 2):
             reason = "X and X_val must be dense finite numeric arrays"
         if not reason and batch_fit == "auto" and self._is_classifier:
             k = np.unique(self.y).shape[0]
