@@ -39,6 +39,12 @@ _TARGET_TASK_SECONDS = 0.5
 _WORKER_EVALUATORS: dict[tuple[str, int], Evaluator] = {}
 
 
+#: Whole blocks a lockstep sampler (permutations) gets per call on a batched utility:
+#: its permutations' prefixes are fitted together. More blocks make fuller batches
+#: and fewer fits past truncation points; a criterion that is not a budget may stop
+#: inside the group, and the blocks after it are evaluated for nothing.
+_LOCKSTEP_BLOCKS = 32
+
 #: Bytes of coalition keys an evaluator's cache may hold (about 40 MB with overhead).
 _CACHE_BYTES = 16_000_000
 
@@ -210,6 +216,20 @@ def _forget(token: str) -> None:
         _WORKER_EVALUATORS.pop(key, None)
 
 
+def _run_blocks(
+    sampler: Any, ev: Evaluator, weights: Any, entropy: int, game: int, blocks: range,
+) -> list[tuple[Moments, ...]]:
+    """Whole blocks, in order: together (``run_blocks``) for a lockstep sampler."""
+    if sampler.lockstep and ev.batched:
+        out: list[tuple[Moments, ...]] = []
+        for lo in range(blocks.start, blocks.stop, _LOCKSTEP_BLOCKS):
+            part = range(lo, min(lo + _LOCKSTEP_BLOCKS, blocks.stop))
+            out.extend(sampler.run_blocks(
+                ev, [(_block_rng(entropy, game, b), b) for b in part], weights))
+        return out
+    return [_run_block(sampler, ev, weights, entropy, game, b) for b in blocks]
+
+
 def _run_task(
     token: str, utility: Any, sampler: Any, weights: Any, entropy: int, game: int,
     blocks: range,
@@ -218,7 +238,7 @@ def _run_task(
     ev = _worker_evaluator(token, utility)
     evals0, report0 = ev.n_evaluations, ev.report()
     with threadpool_limits(1):
-        out = [_run_block(sampler, ev, weights, entropy, game, b) for b in blocks]
+        out = _run_blocks(sampler, ev, weights, entropy, game, blocks)
     return (out, ev.n_evaluations - evals0, ev.report().since(report0),
             time.perf_counter() - t0)
 
@@ -306,15 +326,42 @@ def run_sampling(
 
 
 def _sequential_block(ev, sampler, weights, entropy, game, loop) -> bool:  # type: ignore[no-untyped-def]
-    """Draw the next block (or the part of it the budget allows) here; True to stop."""
+    """Draw the next block (or the part of it the budget allows) here; True to stop.
+
+    A lockstep sampler on a batched utility gets several whole blocks at once
+    (as many as the criterion is expected to take, at most ``_LOCKSTEP_BLOCKS``,
+    see :func:`_blocks_expected`); they are
+    taken in order, and those after the one that stops sampling are dropped, so
+    the result is the same as block by block.
+    """
     state = loop.state
     start = state.block_offset
-    stop = start + loop.room()
+    room = loop.room()
     evals0, report0 = ev.n_evaluations, ev.report()
+    if sampler.lockstep and ev.batched and start == 0 and room == loop.spb:
+        k = _blocks_expected(loop)
+        blocks = _run_blocks(sampler, ev, weights, entropy, game,
+                             range(state.next_block, state.next_block + k))
+        state.n_evaluations += ev.n_evaluations - evals0
+        state.report.merge(ev.report().since(report0))
+        return any(loop.take(block, loop.spb) for block in blocks)
+    stop = start + room
     block = _run_block(sampler, ev, weights, entropy, game, state.next_block, start, stop)
     state.n_evaluations += ev.n_evaluations - evals0
     state.report.merge(ev.report().since(report0))
     return loop.take(block, stop - start)
+
+
+def _blocks_expected(loop: _Loop) -> int:
+    """Whole blocks to draw next: those left of a budget of samples, else as many as the
+    criterion's completion so far says are left (one before any), in [1, _LOCKSTEP_BLOCKS]."""
+    left = loop.stopping.samples_left(loop._progress())
+    if left is not None:
+        k = int(left) // loop.spb
+    else:
+        done = loop.completion
+        k = int(np.ceil(loop.state.next_block * (1 - done) / done)) if done > 0 else 1
+    return int(np.clip(k, 1, _LOCKSTEP_BLOCKS))
 
 
 def _parallel(utility, sampler, weights, entropy, game, loop, n_jobs) -> bool:  # type: ignore[no-untyped-def]

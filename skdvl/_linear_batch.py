@@ -56,6 +56,7 @@ The solvers themselves live in :mod:`skdvl._linear_solvers`.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 from dataclasses import dataclass
@@ -361,14 +362,32 @@ class BatchPlan:
         return state.out
 
     def _start(self, X, y, sw):
-        """The starting point of the Newton iterations: part of the fit on all rows."""
+        """The starting point of the Newton iterations: part of the fit on all rows.
+
+        Computed once per training set (the last one is kept, keyed by a digest of
+        ``X``, ``y`` and the weights): a valuation fits batch after batch of the same
+        rows, and a coalition's result must not depend on which batch it is in.
+        """
+        digest = hashlib.blake2b(digest_size=16)
+        for arr in (X, y, sw):
+            digest.update(str((arr.shape, arr.dtype.str)).encode())
+            if arr.dtype.kind == "O":  # labels as Python objects
+                digest.update(repr(arr.tolist()).encode())
+            else:
+                digest.update(np.ascontiguousarray(arr).view(np.uint8).reshape(-1))
+        key = digest.digest()
+        cached = self.__dict__.get("_start_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         full = self._fit(X, y, np.ones((1, X.shape[0]), bool), sw, None, warm=False)
-        if full.failed[0] or full.degenerate[0]:
-            return None
-        theta = full.coef[0]
-        if self.model.fit_intercept:
-            theta = np.concatenate([theta, full.intercept[0][:, None]], axis=1)
-        return _WARM * theta
+        theta = None
+        if not (full.failed[0] or full.degenerate[0]):
+            theta = full.coef[0]
+            if self.model.fit_intercept:
+                theta = np.concatenate([theta, full.intercept[0][:, None]], axis=1)
+            theta = _WARM * theta
+        self._start_cache = (key, theta)
+        return theta
 
     def _check_fit_input(self, X, y, masks, sample_weight):
         if hasattr(X, "toarray") or hasattr(X, "tocsr"):

@@ -39,29 +39,33 @@ def _tmv(A, r):
     return (At @ r[..., None])[..., 0] if r.ndim == 2 else At @ r
 
 
-def _spd_inverse(H):
-    """Inverses of a batch of SPD matrices, Jacobi-equilibrated: ``(Hs^-1, D)``.
+def _spd_equilibrate(H):
+    """A batch of SPD matrices, Jacobi-equilibrated: ``(Hs, D)`` with ``H = D Hs D``.
 
-    ``H = D Hs D`` with D the square root of H's diagonal (a vector); the
-    inverse is NaN where Hs is singular. Apply with :func:`_inverse_apply`.
+    D is the square root of H's diagonal (a vector). Solve with
+    :func:`_equilibrated_solve`, which is better conditioned than with H.
     """
     D = np.sqrt(np.maximum(np.diagonal(H, axis1=1, axis2=2), np.finfo(float).tiny))
-    Hs = H / (D[:, :, None] * D[:, None, :])
+    return H / (D[:, :, None] * D[:, None, :]), D
+
+
+def _equilibrated_solve(Hs, D, g):
+    """``H^-1 g`` for each system of a batch (NaN where ``Hs`` is singular).
+
+    LAPACK's LU solve, one matrix at a time: a system's result does not depend
+    on the others in the batch (and a solve costs a third of an inverse).
+    """
+    rhs = (g / D)[..., None]
     try:
-        return np.linalg.inv(Hs), D
+        x = np.linalg.solve(Hs, rhs)[..., 0]
     except np.linalg.LinAlgError:
-        inv = np.full_like(Hs, np.nan)
+        x = np.full(g.shape, np.nan)
         for j in range(Hs.shape[0]):
             try:
-                inv[j] = np.linalg.inv(Hs[j])
+                x[j] = np.linalg.solve(Hs[j], rhs[j])[:, 0]
             except np.linalg.LinAlgError:
                 pass
-        return inv, D
-
-
-def _inverse_apply(Hinv, D, g):
-    """``H^-1 g`` from the output of :func:`_spd_inverse`."""
-    return _mv(Hinv, g / D) / D
+    return x / D
 
 
 def _armijo(fun, f, dec, full):
@@ -138,7 +142,7 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
     if theta0 is not None:
         theta[:] = theta0
     a = _Active(Z=Z, Zt=np.ascontiguousarray(np.swapaxes(Z, 1, 2)), q=1.0 - 2.0 * y, s=s,
-                f_prev=np.full(c, np.inf), Hinv=np.zeros((c, p, p)), D=np.ones((c, p)),
+                f_prev=np.full(c, np.inf), Hs=np.zeros((c, p, p)), D=np.ones((c, p)),
                 scale=_column_scale(Z, s), moved=np.full(c, np.inf))
 
     def objective(z, th, q, s_):  # log(1 + exp(q z)) with q = 1 - 2y: no cancellation
@@ -156,8 +160,8 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
             B = a.Z[j] * np.sqrt(C * a.s[j] * pq[j] * (1.0 - pq[j]))[..., None]
             H = np.swapaxes(B, 1, 2) @ B  # numpy takes B'B as a symmetric rank-k update
             H[:, np.arange(p), np.arange(p)] += reg
-            a.Hinv[j], a.D[j] = _spd_inverse(H)
-        step = -_inverse_apply(a.Hinv, a.D, g)
+            a.Hs[j], a.D[j] = _spd_equilibrate(H)
+        step = -_equilibrated_solve(a.Hs, a.D, g)
         solved = np.isfinite(step).all(axis=1)
         step[~solved] = 0.0
         dec = -(g * step).sum(axis=1)
@@ -308,8 +312,7 @@ def _multinomial_direct_step(Z, s, P, g, pm, C, reg, mu):
     last = np.arange(K) * p + p - 1  # the intercepts (mu = 0 without them)
     H[:, last[:, None], last[None, :]] += (mu[:, None, None] * pm[:, :, 0, None]
                                            * pm[:, None, :, 0])
-    Hinv, D = _spd_inverse(H)
-    step = -_inverse_apply(Hinv, D, g.reshape(c, K * p)).reshape(c, K, p)
+    step = -_equilibrated_solve(*_spd_equilibrate(H), g.reshape(c, K * p)).reshape(c, K, p)
     solved = np.isfinite(step).all(axis=(1, 2))
     return np.where(solved[:, None, None], step, 0.0) * pm, solved
 

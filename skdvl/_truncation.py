@@ -123,3 +123,65 @@ def _permutation_utilities(
             break
         lo = hi
     return u
+
+
+#: prefixes evaluated per lockstep round, over all the permutations walked together
+_ROUND_COALITIONS = 256
+#: at most this many mask entries (bools) per round, whatever n
+_ROUND_BYTES = 1 << 23
+
+
+def _lockstep_utilities(
+    ev: Evaluator, perms: list[np.ndarray], truncation: Truncation | None,
+) -> np.ndarray:
+    """u of every prefix of each permutation, the permutations walked in lockstep.
+
+    Row ``r`` equals ``_permutation_utilities(ev, perms[r], truncation)``: each
+    permutation truncates at the first prefix its own utilities say, and later
+    prefixes are never used. Every round evaluates, for each permutation still
+    running, its next ``step`` prefixes in one ``ev.evaluate`` call. With
+    truncation, ``step`` spreads about ``_ROUND_COALITIONS`` coalitions over the
+    permutations left, and is at most ``ev.prefix_step``, which bounds the
+    prefixes evaluated past a truncation point; without, every prefix goes in
+    the first round (up to ``_ROUND_BYTES`` of masks). Which prefixes a round evaluates only
+    changes the cost, never the result.
+    """
+    n, P = ev.n, len(perms)
+    u = np.empty((P, n + 1))
+    u[:, 0] = ev.empty()
+    rank = np.empty((P, n), dtype=np.intp)
+    rank[np.arange(P)[:, None], np.asarray(perms)] = np.arange(n)
+    total = ev.full() if truncation is not None and truncation.needs_total() else 0.0
+    horizon = n if truncation is None else truncation.horizon(n)
+    max_step = n if truncation is None else max(1, int(ev.prefix_step))
+    lo = np.ones(P, dtype=np.intp)
+    active = np.arange(P)
+    while active.size:
+        fill = n if truncation is None else _ROUND_COALITIONS // active.size
+        step = max(1, min(max_step, fill, _ROUND_BYTES // max(1, active.size * n)))
+        hi = np.minimum(horizon + 1, lo[active] + step)
+        past = hi <= lo[active]  # past the horizon: the rest is truncated
+        for r in active[past]:
+            u[r, lo[r]:] = u[r, lo[r] - 1]
+        active, hi = active[~past], hi[~past]
+        if not active.size:
+            break
+        counts = hi - lo[active]
+        owner = np.repeat(np.arange(active.size), counts)
+        j = lo[active][owner] + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts,
+                                                                     counts))
+        values = ev.evaluate(j[:, None] > rank[active[owner]])
+        u[active[owner], j] = values
+        still = np.ones(active.size, dtype=bool)
+        for i, r in enumerate(active):
+            h = int(hi[i])
+            stop = None if truncation is None else truncation.first_stop(
+                u[r, :h], int(lo[r]), n, total)
+            if stop is not None:
+                u[r, stop + 1:] = u[r, stop]
+                still[i] = False
+            elif h > n:
+                still[i] = False
+            lo[r] = h
+        active = active[still]
+    return u

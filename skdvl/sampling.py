@@ -44,6 +44,7 @@ from skdvl._truncation import (
     FixedTruncation,
     RelativeTruncation,
     _check_truncation,
+    _lockstep_utilities,
     _permutation_utilities,
 )
 from skdvl.result import ValuationResult
@@ -118,6 +119,22 @@ class BaseSampler(BaseEstimator):
     ) -> tuple[Moments, ...]:
         """Moments of samples ``[start, stop)`` of block ``block`` (drawn from ``rng``)."""
         raise NotImplementedError
+
+    #: True when :meth:`run_blocks` gains from several blocks at once (it evaluates
+    #: their coalitions together): the engine then hands it up to
+    #: ``_engine._LOCKSTEP_BLOCKS`` whole blocks per call when the utility is batched.
+    lockstep = False
+
+    def run_blocks(
+        self, ev: Evaluator, items: list[tuple[np.random.Generator, int]], weights: Any,
+    ) -> list[tuple[Moments, ...]]:
+        """Moments of several whole blocks, ``items`` being ``(rng, block)`` pairs.
+
+        Equal, block for block, to :meth:`run_block` on each: a sampler that
+        overrides it may only change how the coalitions are evaluated (together,
+        in fewer batched calls), never which.
+        """
+        return [self.run_block(ev, rng, weights, block) for rng, block in items]
 
     def result(self, moments: tuple[Moments, ...]) -> ValuationResult:
         """Values (NaN for players without samples), variances and counts."""
@@ -235,6 +252,8 @@ class PermutationSampler(_MarginalSampler):
     def _perms(self, rng: np.random.Generator, n: int) -> list[np.ndarray]:
         return [rng.permutation(n)]
 
+    lockstep = True
+
     def marginals(self, ev, rng, weights, block, start=0, stop=None):  # type: ignore[no-untyped-def]
         players, margs = [], []
         truncation = _check_truncation(self.truncation)
@@ -243,6 +262,26 @@ class PermutationSampler(_MarginalSampler):
             players.append(perm)
             margs.append(np.diff(u) * weights)
         return np.concatenate(players), np.concatenate(margs)
+
+    def run_blocks(self, ev, items, weights):  # type: ignore[no-untyped-def]
+        """The permutations of all the blocks walked in lockstep (a batched utility).
+
+        Every round evaluates the next few prefixes of each permutation not yet
+        truncated, all in one batch; each permutation truncates on its own
+        utilities, exactly where it would alone (:func:`_lockstep_utilities`).
+        """
+        if not ev.batched or len(items) < 2:
+            return super().run_blocks(ev, items, weights)
+        perms = [self._perms(rng, ev.n) for rng, _ in items]
+        flat = [p for block in perms for p in block]
+        u = _lockstep_utilities(ev, flat, _check_truncation(self.truncation))
+        out, row = [], 0
+        for block in perms:
+            k = len(block)
+            margs = np.diff(u[row:row + k], axis=1) * weights
+            out.append((Moments.of_samples(np.concatenate(block), margs.reshape(-1), ev.n),))
+            row += k
+        return out
 
 
 class AntitheticPermutationSampler(PermutationSampler):
