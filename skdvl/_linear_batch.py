@@ -74,9 +74,11 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target
 
 from skdvl._linear_solvers import (
+    NUMPY,
     _least_squares,
     _newton_binomial,
     _newton_multinomial,
+    backend,
 )
 
 __all__ = ["BatchFit", "BatchPlan", "plan_batched"]
@@ -93,7 +95,7 @@ _BLOCK = 1 << 18  # floats per gathered block of coalitions (cache-sized)
 
 # --------------------------------------------------------------------------- plan
 
-def plan_batched(estimator: Any, scoring: Any = None) -> BatchPlan | str:
+def plan_batched(estimator: Any, scoring: Any = None, device: Any = None) -> BatchPlan | str:
     """A batched fitter for ``estimator``, or why there is none.
 
     Parameters
@@ -105,6 +107,12 @@ def plan_batched(estimator: Any, scoring: Any = None) -> BatchPlan | str:
         "neg_log_loss", "r2", "neg_mean_squared_error" and
         "neg_mean_absolute_error" are computed vectorised; any other scorer is
         applied to genuine fitted estimators (see :meth:`BatchPlan.build_estimator`).
+    device : None, str or torch.device, default=None
+        Where binary logistic regressions are solved: None in numpy, else on this
+        torch device in float64 (``"cpu"``, ``"cuda"``, ``"cuda:1"``...). Needs
+        torch. Least squares, ridge and multinomial problems are solved in numpy
+        whatever the device (closed forms and small systems: the transfer would
+        cost more than the solve).
 
     Returns
     -------
@@ -115,7 +123,10 @@ def plan_batched(estimator: Any, scoring: Any = None) -> BatchPlan | str:
     Raises
     ------
     ValueError
-        When ``scoring`` is not a scorer (as :func:`sklearn.metrics.check_scoring`).
+        When ``scoring`` is not a scorer (as :func:`sklearn.metrics.check_scoring`),
+        or ``device`` is not a torch device this machine has.
+    ImportError
+        When ``device`` is given and torch is not installed.
 
     Examples
     --------
@@ -126,6 +137,7 @@ def plan_batched(estimator: Any, scoring: Any = None) -> BatchPlan | str:
     "solver='liblinear' is not supported (one-vs-rest, penalised intercept)"
     """
     scorer = check_scoring(estimator, scoring=scoring)
+    _check_device(device)
     scaler, model = None, estimator
     if isinstance(estimator, Pipeline):
         reason = _pipeline_reason(estimator)
@@ -144,7 +156,26 @@ def plan_batched(estimator: Any, scoring: Any = None) -> BatchPlan | str:
         return f"{type(model).__name__} is not supported"
     if reason:
         return reason
-    return BatchPlan(estimator, scoring, scorer, kind, scaler, model)
+    return BatchPlan(estimator, scoring, scorer, kind, scaler, model, device)
+
+
+def _check_device(device: Any) -> None:
+    """Refuse a ``device`` torch cannot use here, naming it."""
+    if device is None:
+        return
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError(
+            f"device={device!r} runs the batched fits on torch, which is not installed: "
+            "pip install torch, or leave device=None (numpy).") from exc
+    try:
+        dev = torch.device(device)
+        torch.zeros(1, dtype=torch.float64, device=dev)
+    except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
+        raise ValueError(
+            f"device must be None or a torch device this machine has; got {device!r} "
+            f"({type(exc).__name__}: {exc}).") from exc
 
 
 def _pipeline_reason(pipe: Pipeline) -> str:
@@ -278,10 +309,13 @@ class BatchPlan:
     scaler : StandardScaler or None
     model : estimator object
         The final model.
+    device : None, str or torch.device, default=None
+        As for :func:`plan_batched`.
     """
 
     def __init__(self, estimator: Any, scoring: Any, scorer: Any, kind: str,
-                 scaler: StandardScaler | None, model: Any) -> None:
+                 scaler: StandardScaler | None, model: Any, device: Any = None) -> None:
+        self.device = device
         self.estimator = estimator
         self.scoring = scoring
         self.scorer = scorer
@@ -445,8 +479,8 @@ class BatchPlan:
             if theta0 is not None and state.K > 2:
                 neg = np.argmax(present, axis=1)
                 theta0 = theta0[pos] - theta0[neg]
-            theta, n_iter, ok = _newton_binomial(Z, (c == pos[:, None]) * 1.0, s, C, fi,
-                                                 theta0)
+            theta, n_iter, ok = self._binomial(Z, (c == pos[:, None]) * 1.0, s, C, fi,
+                                               theta0)
             k = 0 if state.K == 2 else pos
             out.coef[rows, k] = theta[:, :Z.shape[2] - fi]
             out.intercept[rows, k] = theta[:, -1] if fi else 0.0
@@ -457,6 +491,17 @@ class BatchPlan:
                 out.intercept[rows] = theta[:, :, -1]
         out.n_iter[rows] = n_iter
         out.failed[rows] |= ~ok
+
+    def _binomial(self, Z, y, s, C, fit_intercept, theta0):
+        """The binary logistic solves, in numpy or on the plan's torch device."""
+        ops = backend(self.device)
+        if ops is NUMPY:
+            return _newton_binomial(Z, y, s, C, fit_intercept, theta0)
+        Z, y, s = ops.asarray(Z), ops.asarray(y), ops.asarray(s)
+        if theta0 is not None:
+            theta0 = ops.asarray(np.asarray(theta0, dtype=np.float64))
+        theta, n_iter, ok = _newton_binomial(Z, y, s, C, fit_intercept, theta0, ops)
+        return ops.to_numpy(theta), ops.to_numpy(n_iter), ops.to_numpy(ok)
 
     # ------------------------------------------------------------------ score
     def score(self, fitted: BatchFit, X_val: Any, y_val: Any) -> np.ndarray:

@@ -26,6 +26,172 @@ _DIRECT_MAX = 64  # multinomial problems with K * p up to this take exact Newton
 _FORCING = 0.5  # CG stops at a residual of min(0.5, (|g| / |g0|) ** _FORCING) |g|
 
 
+# --------------------------------------------------------------------------- backends
+
+class _NumpyOps:
+    """The array operations of the binomial solver, in numpy (the default back end)."""
+
+    name = "numpy"
+    float_ = np.float64
+    int_ = np.intp
+    bool_ = np.bool_
+
+    def asarray(self, x, dtype=None):
+        return np.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def zeros(self, shape, dtype=np.float64):
+        return np.zeros(shape, dtype)
+
+    def ones(self, shape):
+        return np.ones(shape)
+
+    def full(self, shape, value):
+        return np.full(shape, value)
+
+    def arange(self, n):
+        return np.arange(n)
+
+    def flatnonzero(self, mask):
+        return np.flatnonzero(mask)
+
+    def amax(self, x, axis):
+        return x.max(axis=axis)
+
+    def transpose_copy(self, Z):
+        return np.ascontiguousarray(np.swapaxes(Z, 1, 2))
+
+    swapaxes = staticmethod(np.swapaxes)
+    sqrt = staticmethod(np.sqrt)
+    abs = staticmethod(np.abs)
+    isfinite = staticmethod(np.isfinite)
+    expit = staticmethod(expit)
+    einsum = staticmethod(np.einsum)
+
+    def logaddexp0(self, x):
+        return np.logaddexp(0.0, x)
+
+    def maximum(self, x, floor):
+        return np.maximum(x, floor)
+
+    def diagonal(self, H):
+        return np.diagonal(H, axis1=1, axis2=2)
+
+    def solve(self, A, b):
+        """Batched solves, NaN rows where a matrix is singular."""
+        try:
+            return np.linalg.solve(A, b)
+        except np.linalg.LinAlgError:
+            x = np.full(b.shape, np.nan)
+            for j in range(A.shape[0]):
+                try:
+                    x[j] = np.linalg.solve(A[j], b[j])
+                except np.linalg.LinAlgError:
+                    pass
+            return x
+
+
+class _TorchOps(_NumpyOps):
+    """The same operations on torch tensors of one device (float64 by default).
+
+    The optional back end of the batched fits (``device=``): the solver's
+    arithmetic runs where the tensors live, a GPU included.
+    """
+
+    name = "torch"
+
+    def __init__(self, device="cpu", dtype="float64"):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.float_ = getattr(torch, dtype)
+        self.int_ = torch.int64
+        self.bool_ = torch.bool
+
+    def asarray(self, x, dtype=None):
+        t = self.torch
+        if isinstance(x, t.Tensor):
+            return x.to(self.device, dtype=dtype or x.dtype)
+        x = np.asarray(x)
+        if dtype is None:
+            dtype = self.bool_ if x.dtype == bool else (
+                self.int_ if x.dtype.kind in "iu" else self.float_)
+        return t.as_tensor(x, device=self.device).to(dtype)
+
+    def to_numpy(self, x):
+        out = x.detach().cpu().numpy()
+        return out.astype(np.float64) if x.is_floating_point() else out
+
+    def zeros(self, shape, dtype=None):
+        if dtype is bool or dtype is np.bool_:
+            dtype = self.bool_
+        elif dtype is np.intp:
+            dtype = self.int_
+        return self.torch.zeros(shape, dtype=dtype or self.float_, device=self.device)
+
+    def ones(self, shape):
+        return self.torch.ones(shape, dtype=self.float_, device=self.device)
+
+    def full(self, shape, value):
+        return self.torch.full((shape,) if isinstance(shape, int) else shape, value,
+                               dtype=self.float_, device=self.device)
+
+    def arange(self, n):
+        return self.torch.arange(n, device=self.device)
+
+    def flatnonzero(self, mask):
+        return self.torch.nonzero(mask).reshape(-1)
+
+    def amax(self, x, axis):
+        return self.torch.amax(x, dim=axis)
+
+    def transpose_copy(self, Z):
+        return self.torch.swapaxes(Z, 1, 2).contiguous()
+
+    def swapaxes(self, x, a, b):
+        return self.torch.swapaxes(x, a, b)
+
+    def sqrt(self, x):
+        return self.torch.sqrt(x)
+
+    def abs(self, x):
+        return self.torch.abs(x)
+
+    def isfinite(self, x):
+        return self.torch.isfinite(x)
+
+    def expit(self, x):
+        return self.torch.special.expit(x)
+
+    def einsum(self, spec, *xs):
+        return self.torch.einsum(spec, *xs)
+
+    def logaddexp0(self, x):
+        return self.torch.logaddexp(self.torch.zeros((), dtype=x.dtype, device=x.device), x)
+
+    def maximum(self, x, floor):
+        return self.torch.clamp(x, min=floor)
+
+    def diagonal(self, H):
+        return self.torch.diagonal(H, dim1=1, dim2=2)
+
+    def solve(self, A, b):
+        x, info = self.torch.linalg.solve_ex(A, b)
+        x[info != 0] = float("nan")
+        return x
+
+
+NUMPY = _NumpyOps()
+
+
+def backend(device):
+    """The array operations for ``device``: numpy for None, else torch on that device."""
+    return NUMPY if device is None else _TorchOps(device)
+
+
 # --------------------------------------------------------------------------- solvers
 
 def _mv(A, x):
@@ -39,47 +205,37 @@ def _tmv(A, r):
     return (At @ r[..., None])[..., 0] if r.ndim == 2 else At @ r
 
 
-def _spd_equilibrate(H):
+def _spd_equilibrate(H, ops=NUMPY):
     """A batch of SPD matrices, Jacobi-equilibrated: ``(Hs, D)`` with ``H = D Hs D``.
 
     D is the square root of H's diagonal (a vector). Solve with
     :func:`_equilibrated_solve`, which is better conditioned than with H.
     """
-    D = np.sqrt(np.maximum(np.diagonal(H, axis1=1, axis2=2), np.finfo(float).tiny))
+    D = ops.sqrt(ops.maximum(ops.diagonal(H), np.finfo(float).tiny))
     return H / (D[:, :, None] * D[:, None, :]), D
 
 
-def _equilibrated_solve(Hs, D, g):
+def _equilibrated_solve(Hs, D, g, ops=NUMPY):
     """``H^-1 g`` for each system of a batch (NaN where ``Hs`` is singular).
 
     LAPACK's LU solve, one matrix at a time: a system's result does not depend
     on the others in the batch (and a solve costs a third of an inverse).
     """
-    rhs = (g / D)[..., None]
-    try:
-        x = np.linalg.solve(Hs, rhs)[..., 0]
-    except np.linalg.LinAlgError:
-        x = np.full(g.shape, np.nan)
-        for j in range(Hs.shape[0]):
-            try:
-                x[j] = np.linalg.solve(Hs[j], rhs[j])[:, 0]
-            except np.linalg.LinAlgError:
-                pass
-    return x / D
+    return ops.solve(Hs, (g / D)[..., None])[..., 0] / D
 
 
-def _armijo(fun, f, dec, full):
+def _armijo(fun, f, dec, full, ops=NUMPY):
     """Step lengths 1, 1/2, ... with Armijo's sufficient decrease; 0 where none.
 
     ``full`` marks the systems that take the full step unchecked (close enough
     to the optimum that the quadratic model holds).
     """
-    t = np.ones(full.size)
+    t = ops.ones(full.shape[0])
     todo = ~full
     for _ in range(60):
         if not todo.any():
             break
-        sel = np.flatnonzero(todo)
+        sel = ops.flatnonzero(todo)
         good = fun(t[sel], sel) <= f[sel] - 1e-4 * t[sel] * dec[sel]
         todo[sel[good]] = False
         t[sel[~good]] *= 0.5
@@ -100,18 +256,19 @@ def _converged(dec, f, f_prev, move):
             | ((dec <= _DEC_FLOOR * f) & stalled))
 
 
-def _column_scale(Z, s):
+def _column_scale(Z, s, ops=NUMPY):
     """Root mean square of each column over each coalition's rows (padding is 0)."""
-    return np.sqrt(np.einsum("cmp,cmp->cp", Z, Z) / np.maximum((s > 0).sum(axis=1), 1)[:, None])
+    return ops.sqrt(ops.einsum("cmp,cmp->cp", Z, Z)
+                    / ops.maximum((s > 0).sum(axis=1), 1)[:, None])
 
 
 class _Active:
     """The coalitions of a block still iterating, with their arrays compacted."""
 
-    def __init__(self, **arrays):
+    def __init__(self, ops=NUMPY, **arrays):
         self.names = list(arrays)
         self.__dict__.update(arrays)
-        self.pos = np.arange(next(iter(arrays.values())).shape[0])
+        self.pos = ops.arange(next(iter(arrays.values())).shape[0])
 
     def keep(self, still):
         if not still.all():
@@ -120,7 +277,7 @@ class _Active:
                 setattr(self, name, getattr(self, name)[still])
 
 
-def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
+def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None, ops=NUMPY):
     """Minimise C * sum_i s_i logloss(y_i, z_i) + ||w||^2 / 2 per coalition.
 
     ``z = Z @ theta``; the last coordinate is the unpenalised intercept when
@@ -133,55 +290,58 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None):
     the last Hessian is kept (chord steps: its weights p(1 - p) then change by
     about as little).
 
+    ``ops`` is the back end (:func:`backend`): numpy arrays in and out by
+    default, torch tensors of one device with the torch back end.
+
     Returns theta (c, p), iterations (c,) and which converged (c,).
     """
     c, _, p = Z.shape
-    reg = np.ones(p)
+    reg = ops.ones(p)
     reg[-1] = 0.0 if fit_intercept else 1.0
-    theta, n_iter, ok = np.zeros((c, p)), np.zeros(c, np.intp), np.zeros(c, bool)
+    theta, n_iter, ok = ops.zeros((c, p)), ops.zeros(c, np.intp), ops.zeros(c, bool)
     if theta0 is not None:
         theta[:] = theta0
-    a = _Active(Z=Z, Zt=np.ascontiguousarray(np.swapaxes(Z, 1, 2)), q=1.0 - 2.0 * y, s=s,
-                f_prev=np.full(c, np.inf), Hs=np.zeros((c, p, p)), D=np.ones((c, p)),
-                scale=_column_scale(Z, s), moved=np.full(c, np.inf))
+    a = _Active(ops, Z=Z, Zt=ops.transpose_copy(Z), q=1.0 - 2.0 * y, s=s,
+                f_prev=ops.full(c, np.inf), Hs=ops.zeros((c, p, p)), D=ops.ones((c, p)),
+                scale=_column_scale(Z, s, ops), moved=ops.full(c, np.inf))
 
     def objective(z, th, q, s_):  # log(1 + exp(q z)) with q = 1 - 2y: no cancellation
-        return (C * (s_ * np.logaddexp(0.0, q * z)).sum(axis=1)
+        return (C * (s_ * ops.logaddexp0(q * z)).sum(axis=1)
                 + 0.5 * (reg * th ** 2).sum(axis=1))
 
     for it in range(1, _MAX_NEWTON + 1):
         th = theta[a.pos]
         z = _mv(a.Z, th)
-        pq = expit(a.q * z)  # the probability of the other class
+        pq = ops.expit(a.q * z)  # the probability of the other class
         g = C * (a.Zt @ (a.s * a.q * pq)[..., None])[..., 0] + reg * th
         fresh = a.moved > _CHORD
         if fresh.any():
-            j = slice(None) if fresh.all() else np.flatnonzero(fresh)
-            B = a.Z[j] * np.sqrt(C * a.s[j] * pq[j] * (1.0 - pq[j]))[..., None]
-            H = np.swapaxes(B, 1, 2) @ B  # numpy takes B'B as a symmetric rank-k update
-            H[:, np.arange(p), np.arange(p)] += reg
-            a.Hs[j], a.D[j] = _spd_equilibrate(H)
-        step = -_equilibrated_solve(a.Hs, a.D, g)
-        solved = np.isfinite(step).all(axis=1)
+            j = slice(None) if fresh.all() else ops.flatnonzero(fresh)
+            B = a.Z[j] * ops.sqrt(C * a.s[j] * pq[j] * (1.0 - pq[j]))[..., None]
+            H = ops.swapaxes(B, 1, 2) @ B  # numpy takes B'B as a symmetric rank-k update
+            H[:, ops.arange(p), ops.arange(p)] += reg
+            a.Hs[j], a.D[j] = _spd_equilibrate(H, ops)
+        step = -_equilibrated_solve(a.Hs, a.D, g, ops)
+        solved = ops.isfinite(step).all(axis=1)
         step[~solved] = 0.0
         dec = -(g * step).sum(axis=1)
         f = objective(z, th, a.q, a.s)
-        conv = solved & _converged(dec, f, a.f_prev, np.abs(step * a.scale).max(axis=1))
+        conv = solved & _converged(dec, f, a.f_prev, ops.amax(ops.abs(step * a.scale), 1))
         dz = _mv(a.Z, step)
-        move = np.abs(dz * (a.s > 0)).max(axis=1)
+        move = ops.amax(ops.abs(dz * (a.s > 0)), 1)
         full = conv | (dec < _FULL_STEP * f) | (move <= _SAFE_MOVE) | ~solved
 
         def trial(t_, j, z=z, dz=dz, th=th, step=step):
             return objective(z[j] + t_[:, None] * dz[j], th[j] + t_[:, None] * step[j],
                              a.q[j], a.s[j])
 
-        t = _armijo(trial, f, dec, full)
+        t = _armijo(trial, f, dec, full, ops)
         theta[a.pos] = th + t[:, None] * step
         n_iter[a.pos] = it
         ok[a.pos] = conv
         a.f_prev, a.moved = f, t * move
         a.keep(~conv & solved & (t > 0))
-        if a.pos.size == 0:
+        if a.pos.shape[0] == 0:
             break
     return theta, n_iter, ok
 

@@ -154,6 +154,11 @@ class ModelUtility:
         near the decision boundary). "auto" uses it where it is supported and
         faster, and fits coalition by coalition otherwise; True requires it (a
         ``ValueError`` says why it cannot); False never uses it.
+    device : None, str or torch.device, default=None
+        Where the batched path solves binary logistic regressions: None in
+        numpy, else on this torch device in float64 (``"cuda"``, ``"cpu"``...;
+        needs torch). Ridge, least squares and multinomial problems stay in
+        numpy. Ignored on the per-coalition path.
 
     Attributes
     ----------
@@ -161,7 +166,8 @@ class ModelUtility:
         Fits attempted, failures and the warnings the fits raised (each fit's
         warnings are recorded, not shown: valuers summarise them once).
     fit_path : str
-        "batched", or "per-coalition: " and why the batched path is not used.
+        "batched" ("batched on torch device ..." with ``device``), or
+        "per-coalition: " and why the batched path is not used.
 
     Examples
     --------
@@ -181,7 +187,7 @@ class ModelUtility:
     def __init__(
         self, estimator: Any, X: Any, y: Any, X_val: Any, y_val: Any, *,
         scoring: Any = None, default_score: float = 0.0, error_score: Any = None,
-        cache_size: int = 100_000, batch_fit: Any = "auto",
+        cache_size: int = 100_000, batch_fit: Any = "auto", device: Any = None,
     ) -> None:
         if not (batch_fit == "auto" or isinstance(batch_fit, (bool, np.bool_))):
             raise ValueError(
@@ -205,6 +211,11 @@ class ModelUtility:
         self.n_evaluations = 0
         self.report = FitReport()
         self.batch_fit = batch_fit
+        if device is not None:
+            from skdvl._linear_batch import _check_device
+
+            _check_device(device)
+        self.device = device
         # after one fit has validated the estimator's parameters, its clones skip the
         # validation (the same parameters), and the finiteness check of data checked here
         self._validated = False
@@ -217,7 +228,7 @@ class ModelUtility:
             return None, "per-coalition: batch_fit=False"
         from skdvl._linear_batch import plan_batched
 
-        plan = plan_batched(self.estimator, self.scoring)
+        plan = plan_batched(self.estimator, self.scoring, device=self.device)
         reason = plan if isinstance(plan, str) else ""
         if not reason and not (self._finite and np.ndim(self.X) == 2):
             reason = "X and X_val must be dense finite numeric arrays"
@@ -232,7 +243,7 @@ class ModelUtility:
                 raise ValueError(f"batch_fit=True, but the batched fit cannot be used: "
                                  f"{reason}.")
             return None, f"per-coalition: {reason}"
-        return plan, "batched"
+        return plan, "batched" if self.device is None else f"batched on torch device {self.device}"
 
     #: at most this many prefixes of one truncated permutation per batched solve (the
     #: engine walks up to 32 permutations in lockstep, filling a solve with 256

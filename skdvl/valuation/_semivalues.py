@@ -144,6 +144,10 @@ _SHARED_PARAMS = """
         :class:`~skdvl.ModelUtility`). "auto" uses it where it is supported and
         faster and fits coalition by coalition otherwise (``fit_path_`` says
         which, and why); True requires it; False never uses it.
+    device : None, str or torch.device, default=None
+        With the batched fits, the torch device that solves binary logistic
+        regressions (``"cuda"``, ``"cpu"``...; needs torch); None solves them in
+        numpy. Values agree with numpy's to rounding.
     n_jobs : int, default=None
         Parallel workers (joblib). Values do not depend on it.
     random_state : int, RandomState instance or None, default=None
@@ -247,7 +251,7 @@ class ShapleyValuer(_SemivalueValuer):
         max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
-        error_score: Any = None, batch_fit: Any = "auto",
+        error_score: Any = None, batch_fit: Any = "auto", device: Any = None,
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:
@@ -311,7 +315,7 @@ class BanzhafValuer(_SemivalueValuer):
         utility: Any = None, sampler: Any = "msr", max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
-        error_score: Any = None, batch_fit: Any = "auto",
+        error_score: Any = None, batch_fit: Any = "auto", device: Any = None,
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:
@@ -361,7 +365,7 @@ class BetaShapleyValuer(_SemivalueValuer):
         truncation: Any = None, max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
-        error_score: Any = None, batch_fit: Any = "auto",
+        error_score: Any = None, batch_fit: Any = "auto", device: Any = None,
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:
@@ -380,7 +384,8 @@ class LOOValuer(_SemivalueValuer):
 
     Parameters
     ----------
-    estimator, scoring, utility, task, cv, default_score, error_score, batch_fit, n_jobs, verbose
+    estimator, scoring, utility, task, cv, default_score, error_score, batch_fit, device,
+    n_jobs, verbose
         As for :class:`ShapleyValuer`.
 
     Attributes
@@ -403,7 +408,7 @@ class LOOValuer(_SemivalueValuer):
     def __init__(
         self, estimator: Any = None, *, scoring: Any = None, utility: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
-        error_score: Any = None, batch_fit: Any = "auto",
+        error_score: Any = None, batch_fit: Any = "auto", device: Any = None,
         n_jobs: int | None = None, verbose: int = 0,
     ) -> None:
         _store_params(self, locals())

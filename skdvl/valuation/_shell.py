@@ -51,6 +51,7 @@ COMMON_CONSTRAINTS: dict[str, list[Any]] = {
     "error_score": [StrOptions({"raise"}), Interval(Real, None, None, closed="neither"),
                     None],
     "batch_fit": [StrOptions({"auto"}), "boolean"],
+    "device": "no_validation",  # None, a str or a torch.device: ModelUtility checks it
     "n_jobs": [Integral, None],
     "verbose": ["verbose"],
 }
@@ -391,7 +392,8 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         check_targets(y, y_val, self.task_, name)
         self.n_players_ = n = X.shape[0]
         kwargs = dict(scoring=self.scoring, default_score=self.default_score,
-                      error_score=self.error_score, batch_fit=self.batch_fit)
+                      error_score=self.error_score, batch_fit=self.batch_fit,
+                      device=getattr(self, "device", None))
         data = (X, y, X_val, y_val)
         if X_val is not None:
             model_utility = ModelUtility(estimator, X, y, X_val, y_val, **kwargs)
