@@ -85,9 +85,10 @@ PARTS = ["tmc", "msr", "exact16", "digits"]
 FULL = {"n_rows": 300, "flip": 0.1, "lr_max_iter": 1000, "seed": 0,
         "tmc_permutations": 100, "rtol": 0.01, "msr_samples": 1500,
         "exact_n": 16, "exact_pydvl_samples": 1500, "exact_max_s": 300.0,
-        "digits_rows": 300, "digits_permutations": 50}
+        "digits_rows": 300, "digits_permutations": 50, "auroc_seeds": 5, "device": None}
 QUICK = {**FULL, "tmc_permutations": 3, "msr_samples": 64, "exact_n": 8,
-         "exact_pydvl_samples": 40, "digits_rows": 200, "digits_permutations": 2}
+         "exact_pydvl_samples": 40, "digits_rows": 200, "digits_permutations": 2,
+         "auroc_seeds": 1}
 
 
 # ---------------------------------------------------------------- data
@@ -162,12 +163,17 @@ def _run(name: str, valuer, d: dict, raw: bool = False, **extra) -> dict:
     return row
 
 
-def _paths(with_param: bool) -> list:
-    """(label, kwargs) of the skdvl runs: False and auto, or today's code once."""
+def _paths(with_param: bool, device=None) -> list:
+    """(label, kwargs) of the skdvl runs: False and auto (and auto on ``device``), or
+    today's code once."""
     if not with_param:
         return [("batch_fit n/a (code before batch_fit)", {})]
-    return [("batch_fit=False", {"batch_fit": False}),
-            ("batch_fit='auto'", {"batch_fit": "auto"})]
+    paths = [("batch_fit=False", {"batch_fit": False}),
+             ("batch_fit='auto'", {"batch_fit": "auto"})]
+    if device:
+        paths.append((f"batch_fit='auto', device={device!r}",
+                      {"batch_fit": "auto", "device": device}))
+    return paths
 
 
 def skdvl_tmc(cfg: dict, d: dict, permutations: int, pipeline: bool) -> list[dict]:
@@ -181,7 +187,7 @@ def skdvl_tmc(cfg: dict, d: dict, permutations: int, pipeline: bool) -> list[dic
     lr = LogisticRegression(max_iter=cfg["lr_max_iter"])
     with_param = _has_batch_fit()
     rows = [_run(f"skdvl ShapleyValuer(truncation={cfg['rtol']}), {label}",
-                 valuer(lr, kw), d) for label, kw in _paths(with_param)]
+                 valuer(lr, kw), d) for label, kw in _paths(with_param, cfg["device"])]
     if pipeline:
         kw = {"batch_fit": "auto"} if with_param else {}
         pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=cfg["lr_max_iter"]))
@@ -201,7 +207,7 @@ def skdvl_msr(cfg: dict, d: dict) -> list[dict]:
                                stopping=MaxSamples(cfg["msr_samples"]), n_jobs=1,
                                random_state=cfg["seed"], **kw), d,
                  samples=cfg["msr_samples"])
-            for label, kw in _paths(_has_batch_fit())]
+            for label, kw in _paths(_has_batch_fit(), cfg["device"])]
 
 
 def skdvl_exact(cfg: dict, d: dict) -> list[dict]:
@@ -214,7 +220,7 @@ def skdvl_exact(cfg: dict, d: dict) -> list[dict]:
     return [_run(f"skdvl ShapleyValuer(exact), {label}",
                  ShapleyValuer(lr, scoring="accuracy", sampler="exact", n_jobs=1,
                                random_state=0, **kw), small, n_players=n)
-            for label, kw in _paths(_has_batch_fit())]
+            for label, kw in _paths(_has_batch_fit(), cfg["device"])]
 
 
 def run_part(part: str, cfg: dict, tmp: str, pydvl: bool, sk: bool) -> dict:
@@ -248,9 +254,41 @@ def run_part(part: str, cfg: dict, tmp: str, pydvl: bool, sk: bool) -> dict:
                 out["skdvl"] = skdvl_msr(cfg, d)
             else:
                 out["skdvl"] = skdvl_exact(cfg, d)
+    if part == "tmc" and cfg["auroc_seeds"] > 1:
+        out["auroc_by_seed"] = _auroc_seeds(cfg, d, data_path, out, pydvl, sk)
     out["loadavg_end"] = os.getloadavg()
     _compare(out)
     return out
+
+
+def _auroc_seeds(cfg: dict, d: dict, data_path: str, out: dict, pydvl: bool,
+                 sk: bool) -> dict:
+    """AUROC of TMC over ``auroc_seeds`` sampling seeds (the first is the main run's):
+    pyDVL and skdvl's batched path, to compare AUROC beyond one seed's luck."""
+    from skdvl import ShapleyValuer
+
+    seeds = list(range(cfg["seed"], cfg["seed"] + cfg["auroc_seeds"]))
+    res: dict = {"seeds": seeds, "pydvl": [], "skdvl": []}
+    if pydvl:
+        res["pydvl"] = [out["pydvl"][0]["auroc"]]
+        for seed in seeds[1:]:
+            args = {**cfg, "part": "tmc", "data": data_path,
+                    "permutations": cfg["tmc_permutations"], "seed": seed,
+                    "exact_samples": cfg["exact_pydvl_samples"]}
+            rows = run_pydvl(PYDVL_SCRIPT, args, timeout=1800)["result"]["tmc"]
+            res["pydvl"].append((rows if isinstance(rows, list) else [rows])[0]["auroc"])
+    if sk:
+        with threadpool_limits(1):
+            for seed in seeds:
+                v = ShapleyValuer(LogisticRegression(max_iter=cfg["lr_max_iter"]),
+                                  scoring="accuracy", truncation=cfg["rtol"],
+                                  max_updates=cfg["tmc_permutations"], n_jobs=1,
+                                  random_state=seed)
+                v.fit(d["X_train"], d["y_train"], X_val=d["X_val"], y_val=d["y_val"])
+                res["skdvl"].append(float(roc_auc_score(d["flipped"],
+                                                        -np.asarray(v.values_))))
+    print(f"tmc: AUROC over seeds {seeds}: {res}", file=sys.stderr, flush=True)
+    return res
 
 
 def _compare(out: dict) -> None:
@@ -265,7 +303,7 @@ def _compare(out: dict) -> None:
         ref_s = None
     for r in s:
         r["pydvl_over_skdvl"] = None if ref_s is None else ref_s / r["wall_s"]
-    plain = [r for r in s if "Pipeline" not in r["name"]]
+    plain = [r for r in s if "Pipeline" not in r["name"] and "device" not in r["name"]]
     if len(plain) == 2:
         a, b = (np.asarray(r["values"]) for r in plain)
         ok = np.isfinite(a) & np.isfinite(b)
@@ -345,6 +383,15 @@ def report(out: dict) -> str:
         if "max_abs_diff_vs_pydvl_exact" in res:
             lines.append("max |value - pyDVL exact| of each skdvl run: " + ", ".join(
                 f"{x:.2g}" for x in res["max_abs_diff_vs_pydvl_exact"]))
+        if res.get("auroc_by_seed"):
+            a = res["auroc_by_seed"]
+            for who in ("pydvl", "skdvl"):
+                x = np.asarray(a[who])
+                if x.size:
+                    lines.append(f"AUROC over seeds {a['seeds']}, {who}"
+                                 f"{' batch_fit=auto' if who == 'skdvl' else ''}: mean "
+                                 f"{x.mean():.3f}, sd {x.std(ddof=1) if x.size > 1 else 0:.3f},"
+                                 f" range {x.min():.3f}-{x.max():.3f}")
         if "spearman_vs_pydvl" in res:
             lines.append("Spearman(values) of each skdvl run with pyDVL's: " + ", ".join(
                 f"{x:.3f}" for x in res["spearman_vs_pydvl"]))
@@ -410,6 +457,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-skdvl", action="store_true", help="pyDVL half only")
     ap.add_argument("--seed", type=int, default=0,
                     help="sampling seed (data, split and flips stay fixed)")
+    ap.add_argument("--auroc-seeds", type=int, default=None,
+                    help="TMC seeds whose AUROC both sides report (default 5, 1 with "
+                         "--quick)")
+    ap.add_argument("--device", default=None,
+                    help="also run skdvl's batched path with device=DEVICE (torch)")
     ap.add_argument("--out", default=None,
                     help=f"results json (default {RESULTS.name}, _quick with --quick)")
     ap.add_argument("--table-from", metavar="JSON", default=None,
@@ -420,7 +472,9 @@ def main(argv=None) -> dict:
     ns = ap.parse_args(argv)
     if ns.table_from:
         return _retable(Path(ns.table_from), ns.note)
-    cfg = dict(QUICK if ns.quick else FULL, seed=ns.seed)
+    cfg = dict(QUICK if ns.quick else FULL, seed=ns.seed, device=ns.device)
+    if ns.auroc_seeds is not None:
+        cfg["auroc_seeds"] = ns.auroc_seeds
     out_path = Path(ns.out) if ns.out else (
         RESULTS.with_name("batch_fit_quick.json") if ns.quick else RESULTS)
     import sklearn
