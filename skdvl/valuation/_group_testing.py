@@ -50,7 +50,7 @@ from skdvl.stopping import (
     Status,
     StoppingCriterion,
 )
-from skdvl.utils._sklearn_compat import Interval
+from skdvl.utils._sklearn_compat import Interval, StrOptions
 from skdvl.valuation._semivalues import _SHARED_ATTRS, _store_params, shapley_mass
 from skdvl.valuation._shell import COMMON_CONSTRAINTS as _COMMON_CONSTRAINTS
 from skdvl.valuation._shell import SAMPLING_CONSTRAINTS as _SAMPLING_CONSTRAINTS
@@ -253,6 +253,13 @@ class GroupTestingSampler(BaseSampler):
     batch_size : int, default=64
         Coalitions per block (evaluated together; the granularity of stopping
         checks).
+    solution : {"lp", "center"}, default="lp"
+        "lp": the point of the feasible set HiGHS returns (the paper's);
+        "center": the centre ``u(N) / n + mean_t X_ti`` of the feasible set
+        (the least-squares solution of the pairwise system), which is always
+        feasible, so that the guarantee holds for it too, and which is within
+        ``epsilon / (2 sqrt(n))`` of the Shapley values in each coordinate
+        whenever the pairwise estimates are within their tolerance.
 
     Notes
     -----
@@ -267,11 +274,14 @@ class GroupTestingSampler(BaseSampler):
 
     per_coalition = True
 
-    def __init__(self, epsilon: float = 0.1, batch_size: int = 64) -> None:
+    def __init__(self, epsilon: float = 0.1, batch_size: int = 64,
+                 solution: str = "lp") -> None:
         _check_epsilon(epsilon)
         _check_int(batch_size, "batch_size", 1)
+        _check_solution(solution)
         self.epsilon = epsilon
         self.batch_size = batch_size
+        self.solution = solution
 
     @property
     def samples_per_block(self) -> int:
@@ -284,6 +294,7 @@ class GroupTestingSampler(BaseSampler):
         """Check the parameters, and that the semivalue is Shapley's (the only one estimated)."""
         _check_epsilon(self.epsilon)
         _check_int(self.batch_size, "batch_size", 1)
+        _check_solution(self.solution)
         mass = np.asarray(mass, dtype=np.float64)
         if mass.shape != (n,) or not np.allclose(mass, 1.0 / n, rtol=1e-9, atol=0.0):
             raise ValueError(
@@ -321,8 +332,11 @@ class GroupTestingSampler(BaseSampler):
             return ValuationResult(np.full(n, np.nan), counts=np.zeros(n, np.int64))
         mean, variance = stats.moments()
         total = stats.full - stats.empty
-        values = _solve_feasibility(mean, total, self.epsilon / (2.0 * math.sqrt(n)),
-                                    self.epsilon)
+        if self.solution == "center":
+            values = mean + total / n
+        else:
+            values = _solve_feasibility(mean, total, self.epsilon / (2.0 * math.sqrt(n)),
+                                        self.epsilon)
         return ValuationResult(values, variances=variance,
                                counts=np.full(n, stats.count, np.int64))
 
@@ -362,6 +376,13 @@ def _check_epsilon(epsilon: Any) -> None:
         raise ValueError(
             f"The 'epsilon' parameter of GroupTestingSampler must be a finite number > 0. "
             f"Got {epsilon!r} instead.")
+
+
+def _check_solution(solution: Any) -> None:
+    if not (isinstance(solution, str) and solution in ("lp", "center")):
+        raise ValueError(
+            "The 'solution' parameter of GroupTestingSampler must be 'lp' or 'center'. "
+            f"Got {solution!r} instead.")
 
 
 class _GuaranteeSamples(MaxSamples):
@@ -405,6 +426,13 @@ class GroupTestingShapleyValuer(_SemivalueValuer):
         ``r`` in the bound: the largest ``|u(S) - c|``, the utilities being
         centred at ``c = (u(N) + u(empty)) / 2``; 1 is safe for scores in
         [0, 1] such as accuracy. Used only by the default budget.
+    solution : {"lp", "center"}, default="lp"
+        Which point of the feasible set to report: the one HiGHS finds (the
+        paper's), or its centre, the least-squares solution of the pairwise
+        system (always feasible, so the guarantee holds for it as well, and
+        usually closer to the Shapley values: a solution of the LP may lie
+        anywhere in the set, up to ``epsilon / sqrt(n)`` from the centre in
+        each coordinate). See :class:`GroupTestingSampler`.
     scoring, utility, task, cv, default_score, error_score, batch_fit, n_jobs, random_state, verbose, warm_start
         As for :class:`~skdvl.ShapleyValuer`.
     max_updates : int, "auto" or None, default="auto"
@@ -461,11 +489,12 @@ class GroupTestingShapleyValuer(_SemivalueValuer):
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "delta": [Interval(Real, 0, 1, closed="neither")],
         "utility_range": [Interval(Real, 0, None, closed="neither")],
+        "solution": [StrOptions({"lp", "center"})],
     }
 
     def __init__(
         self, estimator: Any = None, *, epsilon: float = 0.1, delta: float = 0.05,
-        utility_range: float = 1.0, scoring: Any = None, utility: Any = None,
+        utility_range: float = 1.0, solution: str = "lp", scoring: Any = None, utility: Any = None,
         max_updates: int | str | None = "auto", stderr_tol: float | None = None,
         max_time: float | None = None, stopping: Any = None, task: str = "auto",
         cv: Any = 5, default_score: float = 0.0, error_score: Any = None,
@@ -478,7 +507,7 @@ class GroupTestingShapleyValuer(_SemivalueValuer):
         return shapley_mass(n)
 
     def _resolve_sampler(self) -> BaseSampler:
-        return GroupTestingSampler(epsilon=float(self.epsilon))
+        return GroupTestingSampler(epsilon=float(self.epsilon), solution=self.solution)
 
     def _stopping(self, sampler: BaseSampler | None = None, n: int = 1) -> StoppingCriterion:
         """``max_updates`` counts coalitions exactly; "auto" is the guarantee's number."""
