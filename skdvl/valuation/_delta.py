@@ -34,7 +34,7 @@ __all__ = ["DeltaShapleyValuer", "delta_mass"]
 
 
 def _size_range(n: int, lower_bound: int, upper_bound: int | None) -> tuple[int, int]:
-    """The sizes ``[l, u]`` of a game of ``n`` players: ``u`` None or past ``n - 1`` is ``n - 1``."""
+    """The sizes ``[l, u]`` of a game of ``n`` players (``u`` None or past ``n - 1``: ``n - 1``)."""
     upper = n - 1 if upper_bound is None else min(int(upper_bound), n - 1)
     lower = int(lower_bound)
     if lower > upper:
