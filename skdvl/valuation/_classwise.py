@@ -1,0 +1,1123 @@
+"""Class-wise Shapley values (CS-Shapley) of the rows of a classification problem.
+
+Schoch, Xu & Ji (2022), "CS-Shapley: class-wise Shapley values for data
+valuation in classification", NeurIPS; reproduced by Semmler & de Benito
+Delgado (2024), "[Re] Classwise-Shapley values for data valuation", TMLR.
+
+The validation data ``D`` is split by class: ``D_c`` are the rows of class
+``c`` and ``D_{-c}`` the others. A model fitted on rows ``S`` scores its
+*in-class* accuracy ``a_S(D_c)`` and *out-of-class* accuracy ``a_S(D_{-c})``
+(correct predictions over ``|D|``, so that the two add up to the accuracy on
+``D``), and the utility of ``S`` for class ``c`` is::
+
+    u_c(S) = a_S(D_c) * exp(a_S(D_{-c}))
+
+Row ``i`` of class ``c`` (training rows ``T_c``; the others ``T_{-c}``) is
+valued by the Shapley value of the in-class game, averaged over out-of-class
+*contexts* ``R``, subsets of ``T_{-c}``, all equally likely::
+
+    v_i = 2^-|T_{-c}| sum_{R} sum_{S subset of T_c - i}
+          |S|! (|T_c| - |S| - 1)! / |T_c|! * (u_c(S + i + R) - u_c(S + R))
+
+One model fit gives the in-class and out-of-class accuracies of every class at
+once: :class:`ClasswiseModelUtility` caches them by coalition, so a coalition
+fitted for one class is not fitted again for another (exact enumeration values
+``K`` classes with ``2^n`` fits, not ``K 2^n``). The samplers run on the engine
+of :mod:`skdvl._engine` through a game of ``n + K`` players whose last ``K``
+players say which class a coalition is scored for, so the engine's cache keys
+hold the class as well as the rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import warnings
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import sklearn
+from sklearn.base import clone, is_classifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import check_cv
+from sklearn.utils.multiclass import type_of_target
+
+from skdvl._moments import Moments
+from skdvl._truncation import _check_truncation
+from skdvl.base import check_targets, pandas_index, resolve_task, validate_valuation_data
+from skdvl.result import ValuationResult
+from skdvl.sampling import BaseSampler, ExactSampler, _check_int, _masks_from_codes
+from skdvl.utility import (
+    _AUTO_MAX_MULTINOMIAL,
+    _BATCH,
+    FitReport,
+    _check_score,
+    _is_finite_dense,
+    _take,
+)
+from skdvl.utils._sklearn_compat import HasMethods
+from skdvl.valuation._shell import COMMON_CONSTRAINTS, SAMPLING_CONSTRAINTS, _SemivalueValuer
+
+__all__ = [
+    "ClasswiseShapleyValuer", "ClasswiseModelUtility", "ClasswisePermutationSampler",
+    "ClasswiseExactSampler",
+]
+
+
+# --------------------------------------------------------------------------- the math
+def classwise_utility(in_class: np.ndarray, out_of_class: np.ndarray) -> np.ndarray:
+    """``a_S(D_c) * exp(a_S(D_{-c}))``: the value function of Schoch et al. (2022).
+
+    The in-class accuracy counts most, the out-of-class accuracy weighs it; the
+    paper shows this form to be essentially the only one that gives in-class
+    accuracy priority and keeps in-class values additive.
+    """
+    return np.asarray(in_class) * np.exp(np.asarray(out_of_class))
+
+
+class _Layout:
+    """The classes of the players: codes, members of each class, and the others."""
+
+    def __init__(self, labels: Any) -> None:
+        self.classes, codes = np.unique(np.asarray(labels), return_inverse=True)
+        self.codes = codes.reshape(-1)
+        self.n, self.K = self.codes.shape[0], self.classes.shape[0]
+        self.members = [np.flatnonzero(self.codes == k) for k in range(self.K)]
+        self.others = [np.flatnonzero(self.codes != k) for k in range(self.K)]
+
+
+def _exact_classwise(u: np.ndarray, layout: _Layout) -> np.ndarray:
+    """Class-wise Shapley values from ``u[code, k] = u_k(coalition code)`` (all 2^n codes).
+
+    Row ``i`` of class ``k``: the in-class Shapley weight of ``|S cap T_k|``,
+    ``1 / (n_k C(n_k - 1, s))``, times the uniform ``2^-(n - n_k)`` over contexts,
+    summed over the coalitions without ``i`` (the definition of Schoch et al., 2022).
+    """
+    n = layout.n
+    codes = np.arange(1 << n, dtype=np.int64)
+    values = np.empty(n)
+    for k, members in enumerate(layout.members):
+        n_k = members.shape[0]
+        size = np.zeros(1 << n, dtype=np.int64)
+        for i in members:
+            size += (codes >> int(i)) & 1
+        per_size = np.array([1.0 / (n_k * math.comb(n_k - 1, s)) for s in range(n_k)])
+        per_size /= 2.0 ** (n - n_k)
+        for i in members:
+            without = codes[((codes >> int(i)) & 1) == 0]
+            values[i] = np.dot(per_size[size[without]],
+                               u[without | (1 << int(i)), k] - u[without, k])
+    return values
+
+
+def _walk_prefixes(ev: Any, bases: np.ndarray, orders: list[np.ndarray],
+                   truncation: Any) -> np.ndarray:
+    """Utilities of ``bases[r]`` plus each prefix of ``orders[r]``, all walks together.
+
+    Row ``r`` of the result holds ``u(base + order[:j])`` at column ``j`` for
+    ``j = 0 .. len(order)`` (NaN beyond). Each round evaluates, in one batch,
+    the next prefixes of every walk not yet truncated: all of them without
+    truncation, at most ``ev.prefix_step`` each with it (the prefixes evaluated
+    past a truncation point). A walk truncates at the first prefix within
+    ``truncation`` of ``u(base + order)``, as a truncated Monte Carlo permutation
+    does at ``u(N)`` (Ghorbani & Zou, 2019); the later marginals are 0.
+    """
+    P, W = bases.shape
+    lengths = np.array([o.shape[0] for o in orders], dtype=np.intp)
+    rank = np.full((P, W), W + 1, dtype=np.intp)
+    for r, order in enumerate(orders):
+        rank[r, order] = np.arange(order.shape[0])
+    needs_total = truncation is not None and truncation.needs_total()
+    first = np.concatenate([bases, bases | (rank <= W)]) if needs_total else bases
+    v = ev.evaluate(first)
+    u = np.full((P, lengths.max() + 1), np.nan)
+    u[:, 0] = v[:P]
+    total = v[P:] if needs_total else np.zeros(P)
+    horizon = lengths if truncation is None else np.array(
+        [truncation.horizon(int(L)) for L in lengths], dtype=np.intp)
+    max_step = int(lengths.max()) if truncation is None else max(1, int(ev.prefix_step))
+    lo = np.ones(P, dtype=np.intp)
+    active = np.flatnonzero(lengths > 0)
+    while active.size:
+        fill = int(lengths.max()) if truncation is None else _ROUND_COALITIONS // active.size
+        step = max(1, min(max_step, fill, _ROUND_BYTES // max(1, active.size * W)))
+        hi = np.minimum(horizon[active] + 1, lo[active] + step)
+        for r in active[hi <= lo[active]]:  # past the horizon: the rest is truncated
+            u[r, lo[r]:lengths[r] + 1] = u[r, lo[r] - 1]
+        keep = hi > lo[active]
+        active, hi = active[keep], hi[keep]
+        if not active.size:
+            break
+        counts = hi - lo[active]
+        owner = np.repeat(np.arange(active.size), counts)
+        j = lo[active][owner] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts,
+                                                                      counts)
+        u[active[owner], j] = ev.evaluate((j[:, None] > rank[active[owner]])
+                                          | bases[active[owner]])
+        still = hi <= lengths[active]
+        for a, r in enumerate(active):
+            stop = None if truncation is None else truncation.first_stop(
+                u[r, :hi[a]], int(lo[r]), int(lengths[r]), float(total[r]))
+            if stop is not None:
+                u[r, stop + 1:lengths[r] + 1] = u[r, stop]
+                still[a] = False
+        lo[active] = hi
+        active = active[still]
+    return u
+
+
+#: prefixes evaluated per round over all the walks, with truncation (see _truncation)
+_ROUND_COALITIONS = 256
+#: at most this many mask entries (bools) per round
+_ROUND_BYTES = 1 << 23
+
+
+# --------------------------------------------------------------------------- utilities
+class ClasswiseModelUtility:
+    """In-class and out-of-class scores on validation data of a classifier fitted on rows S.
+
+    ``u(S)`` fits ``clone(estimator)`` on ``X[S], y[S]`` once and returns, for
+    every class ``c`` of ``y`` (in the order of ``np.unique(y)``), the in-class
+    score ``a_S(D_c)`` and the out-of-class score ``a_S(D_{-c})`` on
+    ``(X_val, y_val)``: one fit, ``2 K`` numbers. Scores are weighted by the
+    share of the validation rows they cover, ``|D_c| / |D|`` and
+    ``|D_{-c}| / |D|`` (as Schoch et al., 2022, define them): for accuracy, the correct
+    predictions among ``D_c`` (or ``D_{-c}``) over ``|D|``, so that the two add
+    up to the accuracy on ``D``. Validation rows of a class absent from ``y``
+    are out of class for every class. Results are cached by the set of rows.
+
+    This is the utility :class:`ClasswiseShapleyValuer` builds from data; it is
+    also an example of the protocol of a custom class-wise utility (see the
+    valuer's ``utility``).
+
+    Parameters
+    ----------
+    estimator : classifier
+        The model; only its clones are fitted.
+    X, y : array-like
+        Training data; player ``i`` is row ``i``, of class ``y[i]``.
+    X_val, y_val : array-like
+        Validation data.
+    scoring : str, callable or None, default=None
+        The inner score, applied to ``D_c`` and to ``D_{-c}``. None means
+        accuracy, computed from one ``predict`` of ``X_val``; any other scorer
+        is called twice per class and fit.
+    default_score : float, default=0.0
+        In-class score of the empty coalition and of coalitions of one class
+        (whose out-of-class score is 0): their utility is ``default_score``.
+    error_score : "raise", float or None, default=None
+        In-class score (out-of-class 0) of a coalition whose fit or scoring
+        raises or is not finite; None means ``default_score``.
+    cache_size : int, default=100_000
+        Coalitions kept in the cache; 0 disables it.
+    batch_fit : "auto", bool, default="auto"
+        Fit many coalitions in one vectorised solve where
+        :class:`~skdvl.ModelUtility` would (``LogisticRegression`` with an L2
+        penalty, alone or after a ``StandardScaler``), with accuracy as the
+        inner score: the batched fits are scored class by class from their
+        predictions. True requires it; False never uses it.
+
+    Attributes
+    ----------
+    n_players : int
+    labels : ndarray of shape (n_players,)
+        ``y``: the class of each player.
+    classes : ndarray of shape (n_classes,)
+        ``np.unique(y)``; column ``k`` of the scores is class ``classes[k]``.
+    n_evaluations : int
+        Coalitions evaluated (fitted, or degenerate); cache hits excluded.
+    report : FitReport
+        Fits, failures and the warnings the fits raised.
+    fit_path : str
+        "batched", or "per-coalition: " and why the batched path is not used.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn.neighbors import KNeighborsClassifier
+    >>> from skdvl.valuation._classwise import ClasswiseModelUtility
+    >>> X, y = make_classification(n_samples=40, random_state=0)
+    >>> u = ClasswiseModelUtility(KNeighborsClassifier(1), X[:20], y[:20], X[20:], y[20:])
+    >>> u([0, 1, 2, 3, 4, 5])  # rows: in-class, out-of-class scores; columns: classes
+    array([[0.45, 0.3 ],
+           [0.3 , 0.45]])
+    """
+
+    #: prefixes of a truncated walk per batched call (as ModelUtility.prefix_step)
+    prefix_step = 8
+
+    def __init__(
+        self, estimator: Any, X: Any, y: Any, X_val: Any, y_val: Any, *,
+        scoring: Any = None, default_score: float = 0.0, error_score: Any = None,
+        cache_size: int = 100_000, batch_fit: Any = "auto",
+    ) -> None:
+        if not (batch_fit == "auto" or isinstance(batch_fit, (bool, np.bool_))):
+            raise ValueError(
+                f"batch_fit must be 'auto', True or False. Got {batch_fit!r} instead.")
+        if not (error_score is None or error_score == "raise"
+                or isinstance(error_score, (int, float, np.number))):
+            raise ValueError(
+                f"error_score must be 'raise', a number or None. Got {error_score!r} instead.")
+        self.estimator, self.scoring = estimator, scoring
+        self.X, self.y, self.X_val = X, np.asarray(y), X_val
+        self.y_val = np.asarray(y_val)
+        self.labels = self.y
+        self.classes = np.unique(self.y)
+        self.n_players = int(self.y.shape[0])
+        self.default_score = _check_score("default_score", default_score)
+        self.error_score = error_score if error_score in (None, "raise") else _check_score(
+            "error_score", error_score)
+        self.cache_size = int(cache_size)
+        self.scorer = None if scoring in (None, "accuracy") else check_scoring(
+            estimator, scoring=scoring)
+        pos = np.clip(np.searchsorted(self.classes, self.y_val), 0, self.classes.size - 1)
+        self._val_code = np.where(self.classes[pos] == self.y_val, pos, -1)
+        self._val_onehot = (self._val_code[:, None] == np.arange(self.classes.size)) * 1.0
+        self.n_evaluations = 0
+        self.report = FitReport()
+        self._cache: dict[bytes, np.ndarray] = {}
+        self._validated = False
+        self._finite = _is_finite_dense(X) and _is_finite_dense(X_val)
+        self._plan, self.fit_path = self._choose_path(batch_fit)
+
+    def _choose_path(self, batch_fit: Any) -> tuple[Any, str]:
+        """The batched plan (or None) and a description of the path taken."""
+        if batch_fit != "auto" and not batch_fit:
+            return None, "per-coalition: batch_fit=False"
+        from skdvl._linear_batch import plan_batched
+
+        reason = ""
+        if self.scorer is not None:
+            reason = (f"scoring={self.scoring!r} is applied by scikit-learn (the batched "
+                      "fits are scored by accuracy only)")
+        plan = None if reason else plan_batched(self.estimator, "accuracy")
+        if isinstance(plan, str):
+            reason = plan
+        if not reason and not (self._finite and np.ndim(self.X) == 2):
+            reason = "X and X_val must be dense finite numeric arrays"
+        k, d = self.classes.size, np.shape(self.X)[-1]
+        if not reason and batch_fit == "auto" and k > 2 and k * (d + 1) > _AUTO_MAX_MULTINOMIAL:
+            reason = (f"a multinomial model with {k * (d + 1)} parameters is faster fitted by "
+                      "scikit-learn (batch_fit=True forces the batched solve)")
+        if reason:
+            if batch_fit is True:
+                raise ValueError(f"batch_fit=True, but the batched fit cannot be used: "
+                                 f"{reason}.")
+            return None, f"per-coalition: {reason}"
+        return plan, "batched"
+
+    @property
+    def evaluate(self) -> Any:
+        """``evaluate(masks) -> (m, 2, n_classes)`` scores; None on the per-coalition path."""
+        return self._evaluate_batch if self._plan is not None else None
+
+    def __repr__(self) -> str:
+        return (f"ClasswiseModelUtility({self.estimator!r}, n_players={self.n_players}, "
+                f"scoring={self.scoring!r})")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = {}  # a worker starts with an empty cache
+        return state
+
+    def __copy__(self) -> ClasswiseModelUtility:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.report = self.report.copy()  # a worker thread's own report (the cache is shared)
+        return new
+
+    def __call__(self, subset: Any) -> np.ndarray:
+        mask = np.zeros((1, self.n_players), dtype=bool)
+        mask[0, np.asarray(subset, dtype=np.intp).reshape(-1)] = True
+        if self._plan is not None:
+            return self._evaluate_batch(mask)[0]
+        key = np.packbits(mask).tobytes()
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._fit_scores(np.flatnonzero(mask[0]))
+            self._store(key, cached)
+        return cached.copy()
+
+    def _store(self, key: bytes, value: np.ndarray) -> None:
+        if self.cache_size > 0:
+            if len(self._cache) >= self.cache_size:
+                with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                    del self._cache[next(iter(self._cache))]
+            self._cache[key] = value
+
+    def _degenerate(self, value: float) -> np.ndarray:
+        out = np.zeros((2, self.classes.size))
+        out[0] = value
+        return out
+
+    def _evaluate_batch(self, masks: Any) -> np.ndarray:
+        """Scores of the coalitions ``masks``: cached, each coalition fitted once, batched."""
+        masks = np.asarray(masks, dtype=bool).reshape(-1, self.n_players)
+        out = np.empty((masks.shape[0], 2, self.classes.size))
+        todo: dict[bytes, list[int]] = {}
+        for i, key in enumerate(row.tobytes() for row in np.packbits(masks, axis=1)):
+            cached = self._cache.get(key)
+            if cached is not None:
+                out[i] = cached
+            elif not masks[i].any():
+                out[i] = self._degenerate(self.default_score)
+            else:
+                todo.setdefault(key, []).append(i)
+        keys = list(todo)
+        for lo in range(0, len(keys), _BATCH):
+            part = keys[lo:lo + _BATCH]
+            scores = self._fit_scores_batch(masks[[todo[k][0] for k in part]])
+            for key, value in zip(part, scores):
+                out[todo[key]] = value
+                self._store(key, value)
+        return out
+
+    def _fit_scores_batch(self, masks: np.ndarray) -> np.ndarray:
+        """One batched solve, scored class by class; failed fits go to scikit-learn."""
+        from skdvl._linear_batch import _decision
+
+        plan = self._plan
+        fitted = plan.fit(self.X, self.y, masks)
+        out = np.empty((masks.shape[0], 2, self.classes.size))
+        out[fitted.degenerate] = self._degenerate(self.default_score)
+        good = np.flatnonzero(~fitted.degenerate & ~fitted.failed)
+        if good.size:
+            raw = _decision(fitted, good, np.asarray(self.X_val, dtype=np.float64), plan.scaler)
+            if raw.shape[1] == 1:
+                pred = (raw[:, 0] > 0).astype(np.intp)
+            else:
+                pred = np.argmax(np.where(fitted.present[good][:, :, None], raw, -np.inf),
+                                 axis=1)
+            out[good] = self._scores_of_hits(pred == self._val_code)
+        self.n_evaluations += int(fitted.degenerate.sum() + good.size)
+        self.report.n_fits += int(good.size)
+        for i in np.flatnonzero(~fitted.degenerate & fitted.failed):
+            out[i] = self._fit_scores(np.flatnonzero(masks[i]))
+        return out
+
+    def _scores_of_hits(self, correct: np.ndarray) -> np.ndarray:
+        """(m, 2, K) in- and out-of-class accuracies from (m, n_val) correct predictions."""
+        correct = np.atleast_2d(correct).astype(np.float64)
+        hits = correct @ self._val_onehot
+        n_val = max(1, correct.shape[1])
+        return np.stack([hits, correct.sum(axis=1, keepdims=True) - hits], axis=1) / n_val
+
+    def _class_scores(self, model: Any) -> np.ndarray:
+        """(2, K) scores of a fitted model: one predict (accuracy), or the scorer per class."""
+        if self.scorer is None:
+            pred = np.asarray(model.predict(self.X_val))
+            return self._scores_of_hits(pred == self.y_val)[0]
+        out = np.zeros((2, self.classes.size))
+        n_val = self._val_code.shape[0]
+        for k in range(self.classes.size):
+            for side, rows in enumerate((self._val_code == k, self._val_code != k)):
+                if rows.any():
+                    idx = np.flatnonzero(rows)
+                    score = self.scorer(model, _take(self.X_val, idx), self.y_val[idx])
+                    out[side, k] = float(score) * idx.size / n_val
+        return out
+
+    def _fit_scores(self, rows: np.ndarray) -> np.ndarray:
+        self.n_evaluations += 1
+        y = self.y[rows]
+        if rows.size == 0 or np.unique(y).shape[0] < 2:
+            return self._degenerate(self.default_score)
+        self.report.n_fits += 1
+        failed = self._degenerate(self.default_score if self.error_score in (None, "raise")
+                                  else float(self.error_score))
+        fast = sklearn.config_context(assume_finite=self._finite,
+                                      skip_parameter_validation=True)
+        try:
+            with warnings.catch_warnings(record=True) as caught, (
+                    fast if self._validated else contextlib.nullcontext()):
+                warnings.simplefilter("always")
+                model = clone(self.estimator).fit(_take(self.X, rows), y)
+                self._validated = True
+                scores = self._class_scores(model)
+        except Exception as exc:  # noqa: BLE001 - reported through error_score
+            if self.error_score == "raise":
+                raise
+            self.report.failure(f"{type(exc).__name__}: {exc}")
+            return failed
+        self.report.record(caught)
+        if not np.all(np.isfinite(scores)):
+            if self.error_score == "raise":
+                raise ValueError(
+                    f"A class-wise score of a fit on {rows.shape[0]} rows is not a finite "
+                    f"number: {scores.tolist()} (error_score='raise').")
+            self.report.failure(f"a class-wise score of a fit on {rows.shape[0]} rows was "
+                                f"{scores.tolist()}")
+            return failed
+        return scores
+
+
+class _CheckedClasswise:
+    """A custom class-wise utility, cached, whose failed outputs count as failures.
+
+    Each coalition is evaluated once for all classes (the scores are cached by
+    the set of players, up to ``_CUSTOM_CACHE`` coalitions). A coalition whose
+    scores raise or are not finite gets in-class score ``error_score``
+    (``default_score`` when None) and out-of-class score 0, and is recorded in
+    ``report``; ``error_score="raise"`` lets the problem through. Scores of
+    another shape than ``(2, n_classes)`` raise.
+    """
+
+    def __init__(self, utility: Any, default_score: float, error_score: Any,
+                 n_classes: int) -> None:
+        self.utility, self.n_players = utility, int(utility.n_players)
+        self.labels = np.asarray(utility.labels)
+        self.default_score = _check_score("default_score", default_score)
+        self.error_score, self.K = error_score, n_classes
+        self.report, self.n_evaluations = FitReport(), 0
+        self.prefix_step = getattr(utility, "prefix_step", 64)
+        self._cache: dict[bytes, np.ndarray] = {}
+
+    @property
+    def evaluate(self) -> Any:
+        return self._evaluate if callable(getattr(self.utility, "evaluate", None)) else None
+
+    def __copy__(self) -> _CheckedClasswise:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.report = self.report.copy()
+        return new
+
+    def _failed(self, message: str) -> np.ndarray:
+        if self.error_score == "raise":
+            raise ValueError(f"The custom class-wise utility {message} (error_score='raise').")
+        self.report.failure(f"the utility {message}")
+        out = np.zeros((2, self.K))
+        out[0] = self.default_score if self.error_score is None else float(self.error_score)
+        return out
+
+    def _check(self, value: Any, size: int) -> np.ndarray:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            return self._failed(f"returned {value!r}, not numbers")
+        if arr.shape != (2, self.K):
+            raise _ShapeError(
+                f"A class-wise utility must return an array of shape (2, n_classes) = "
+                f"(2, {self.K}) (in-class, out-of-class scores of each class of "
+                f"np.unique(labels)). Got shape {arr.shape} instead.")
+        if not np.all(np.isfinite(arr)):
+            return self._failed(f"returned {arr.tolist()} for a coalition of {size} players")
+        return arr
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
+    def _key(self, subset: np.ndarray) -> bytes:
+        mask = np.zeros(self.n_players, dtype=bool)
+        mask[subset] = True
+        return np.packbits(mask).tobytes()
+
+    def __call__(self, subset: Any) -> np.ndarray:
+        subset = np.asarray(subset, dtype=np.intp).reshape(-1)
+        key = self._key(subset)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached.copy()
+        self.n_evaluations += 1
+        self.report.n_fits += 1
+        try:
+            value = self._check(self.utility(subset), subset.size)
+        except Exception as exc:  # noqa: BLE001 - reported through error_score
+            if self.error_score == "raise" or isinstance(exc, _ShapeError):
+                raise
+            value = self._failed(f"raised {type(exc).__name__}: {exc}")
+        self._store(key, value)
+        return value.copy()
+
+    def _store(self, key: bytes, value: np.ndarray) -> None:
+        if len(self._cache) >= _CUSTOM_CACHE:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del self._cache[next(iter(self._cache))]
+        self._cache[key] = value
+
+    def _evaluate(self, masks: np.ndarray) -> np.ndarray:
+        out = np.empty((masks.shape[0], 2, self.K))
+        todo: dict[bytes, list[int]] = {}
+        for i, key in enumerate(row.tobytes() for row in np.packbits(masks, axis=1)):
+            cached = self._cache.get(key)
+            if cached is None:
+                todo.setdefault(key, []).append(i)
+            else:
+                out[i] = cached
+        if not todo:
+            return out
+        first = [rows[0] for rows in todo.values()]
+        m = len(first)
+        self.n_evaluations += m
+        self.report.n_fits += m
+        arr = np.asarray(self.utility.evaluate(masks[first]), dtype=np.float64)
+        if arr.shape != (m, 2, self.K):
+            raise _ShapeError(
+                f"A class-wise utility's evaluate(masks) must return an array of shape "
+                f"(m, 2, n_classes) = ({m}, 2, {self.K}). Got shape {arr.shape} instead.")
+        for a, (key, rows) in enumerate(todo.items()):
+            if not np.isfinite(arr[a]).all():
+                arr[a] = self._failed(f"returned {arr[a].tolist()} for a coalition of "
+                                      f"{int(masks[rows[0]].sum())} players")
+            out[rows] = arr[a]
+            self._store(key, arr[a])
+        return out
+
+
+class _ShapeError(ValueError):
+    """A custom class-wise utility returned scores of the wrong shape (a bug, not a failure)."""
+
+
+#: coalitions a custom class-wise utility's scores are cached for
+_CUSTOM_CACHE = 100_000
+
+
+class _LabelledGame:
+    """What the engine values: a class-wise utility as a game of ``n + K`` players.
+
+    Coalition ``S + {n + k}`` is worth ``u_k(S)``: the last ``K`` players name
+    the class a coalition is scored for, so the engine's cache keeps classes
+    apart while the utility's own cache fits each ``S`` once for all classes.
+    """
+
+    def __init__(self, utility: Any, layout: _Layout) -> None:
+        self.utility, self.n, self.K = utility, layout.n, layout.K
+        self.n_players = layout.n + layout.K
+        self.prefix_step = getattr(utility, "prefix_step", 64)
+
+    @property
+    def n_evaluations(self) -> int:
+        return int(self.utility.n_evaluations)
+
+    @property
+    def report(self) -> FitReport:
+        return self.utility.report
+
+    @property
+    def evaluate(self) -> Any:
+        return self._evaluate if self.utility.evaluate is not None else None
+
+    def __copy__(self) -> _LabelledGame:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.utility = copy.copy(self.utility)
+        return new
+
+    def __call__(self, subset: Any) -> float:
+        subset = np.asarray(subset, dtype=np.intp).reshape(-1)
+        label = subset[subset >= self.n]
+        if label.shape[0] != 1:  # no class named: nothing to score (the engine never asks)
+            return 0.0
+        scores = self.utility(subset[subset < self.n])
+        return float(classwise_utility(scores[0, label[0] - self.n],
+                                       scores[1, label[0] - self.n]))
+
+    def _evaluate(self, masks: np.ndarray) -> np.ndarray:
+        scores = self.utility.evaluate(masks[:, :self.n])
+        label = np.argmax(masks[:, self.n:], axis=1)
+        rows = np.arange(masks.shape[0])
+        return classwise_utility(scores[rows, 0, label], scores[rows, 1, label])
+
+
+# --------------------------------------------------------------------------- samplers
+def _check_classwise_utility(sampler: Any, utility: Any) -> _Layout:
+    labels = getattr(utility, "labels", None)
+    if labels is None:
+        raise ValueError(
+            f"{type(sampler).__name__} values class-wise utilities (with the labels of "
+            "their players), for ClasswiseShapleyValuer; it got "
+            f"{type(getattr(utility, 'utility', utility)).__name__}, which has no 'labels'.")
+    return _Layout(labels)
+
+
+class ClasswisePermutationSampler(BaseSampler):
+    """In-class permutations, each with a fresh out-of-class context.
+
+    One sample draws, for every class ``c``, a context ``R`` uniformly from the
+    subsets of the other classes' rows (each row in with probability 1/2) and a
+    uniformly random permutation of the rows of class ``c``, and evaluates
+    ``u_c(R + prefix)`` for every prefix of the permutation, the empty one
+    included: ``n + K`` utility evaluations give one marginal to every row
+    (Schoch et al., 2022). The marginals are unbiased for the
+    class-wise Shapley value: the permutation gives the in-class Shapley
+    weights, the context the uniform average over ``R``.
+
+    Parameters
+    ----------
+    truncation : None, float, RelativeTruncation or FixedTruncation, default=None
+        Truncated Monte Carlo within each in-class permutation: a float ``rtol``
+        stops it at the first prefix ``P`` with
+        ``|u_c(R + P) - u_c(R + T_c)| < rtol * |u_c(R + T_c)|`` (the whole class
+        in the same context), taking the later marginals as 0.
+
+    Notes
+    -----
+    A new context per permutation keeps the samples independent, so the
+    standard errors are those of a plain mean. pyDVL's ``ClasswiseSampler``
+    may reuse one context for several permutations, skips contexts lacking a
+    class, and starts each permutation from the default score instead of
+    ``u_c(R)``; here every permutation starts from ``u_c(R)``, as the
+    definition's marginal ``u_c(S + i + R) - u_c(S + R)`` does at ``S`` empty.
+    """
+
+    lockstep = True
+
+    def __init__(self, truncation: Any = None) -> None:
+        _check_truncation(truncation)
+        self.truncation = truncation
+
+    def value_game(
+        self, utility: Any, mass: Any, *, state: Any, entropy: int, game: int,
+        stopping: Any, n_jobs: Any, verbose: int, desc: str,
+    ) -> tuple[ValuationResult, Any]:
+        from skdvl._engine import run_sampling
+
+        layout = _check_classwise_utility(self, utility)
+        bound = _BoundPermutations(_check_truncation(self.truncation), layout)
+        state = run_sampling(_LabelledGame(utility, layout), bound, None, stopping(),
+                             entropy=entropy, game=game, state=state, n_jobs=n_jobs,
+                             verbose=verbose, desc=desc)
+        return bound.result(state.moments), state
+
+
+class _BoundPermutations:
+    """A :class:`ClasswisePermutationSampler` bound to one game: what the engine drives.
+
+    Its statistics are the per-row moments of the ``n`` rows (not of the ``K``
+    class players of the :class:`_LabelledGame`).
+    """
+
+    samples_per_block = 1
+    lockstep = True
+
+    def __init__(self, truncation: Any, layout: _Layout) -> None:
+        self.truncation, self.layout = truncation, layout
+
+    def zeros(self, n: int) -> tuple[Moments, ...]:
+        return (Moments.zeros(self.layout.n),)
+
+    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One sample: per class, the context and the label as a mask, and the order."""
+        lay = self.layout
+        bases = np.zeros((lay.K, lay.n + lay.K), dtype=bool)
+        orders = []
+        for k in range(lay.K):
+            others = lay.others[k]
+            bases[k, others[rng.random(others.shape[0]) < 0.5]] = True
+            bases[k, lay.n + k] = True
+            orders.append(lay.members[k][rng.permutation(lay.members[k].shape[0])])
+        return bases, orders
+
+    def run_block(self, ev: Any, rng: np.random.Generator, weights: Any, block: int,
+                  start: int = 0, stop: int | None = None) -> tuple[Moments, ...]:
+        if stop is not None and stop <= start:
+            return self.zeros(self.layout.n)
+        return self.run_blocks(ev, [(rng, block)], weights)[0]
+
+    def run_blocks(self, ev: Any, items: list[Any], weights: Any) -> list[tuple[Moments, ...]]:
+        """Whole blocks; their walks are evaluated together (the same values as one by one)."""
+        draws = [self._draw(rng) for rng, _ in items]
+        bases = np.concatenate([b for b, _ in draws])
+        orders = [o for _, block in draws for o in block]
+        u = _walk_prefixes(ev, bases, orders, self.truncation)
+        out: list[tuple[Moments, ...]] = []
+        K = self.layout.K
+        for b, (_, block) in enumerate(draws):
+            players = np.concatenate(block)
+            margs = np.concatenate([np.diff(u[b * K + k, :o.shape[0] + 1])
+                                    for k, o in enumerate(block)])
+            out.append((Moments.of_samples(players, margs, self.layout.n),))
+        return out
+
+    def result(self, moments: tuple[Moments, ...]) -> ValuationResult:
+        m = moments[0]
+        return ValuationResult(m.values(), variances=m.variance(), counts=m.count)
+
+    def counts(self, moments: tuple[Moments, ...]) -> np.ndarray:
+        return moments[0].count
+
+
+class ClasswiseExactSampler(ExactSampler):
+    """Every coalition for every class: exact class-wise Shapley values.
+
+    ``2^n`` coalitions, each fitted once and scored for all ``K`` classes
+    (``K 2^n`` utilities from ``2^n`` fits), then the definition of Schoch et
+    al. (2022) summed exactly. Refused above ``max_players``.
+
+    Parameters
+    ----------
+    max_players : int, default=20
+        The largest game to enumerate.
+    """
+
+    def value_game(
+        self, utility: Any, mass: Any, *, state: Any, entropy: int, game: int,
+        stopping: Any, n_jobs: Any, verbose: int, desc: str,
+    ) -> tuple[ValuationResult, Any]:
+        from skdvl._engine import TableState, evaluate_coalitions
+
+        layout = _check_classwise_utility(self, utility)
+        n, K = layout.n, layout.K
+        _check_int(self.max_players, "max_players", 1, 62)
+        if n > self.max_players:
+            raise ValueError(
+                f"sampler='exact' needs 2^n fits; n = {n} players is more than max_players = "
+                f"{self.max_players}. Use sampler='permutation', or pass "
+                f"sampler=ClasswiseExactSampler(max_players={n}) to insist.")
+        # coalition-major: the K classes of a coalition are adjacent (one fit for all)
+        masks = np.zeros((K << n, n + K), dtype=bool)
+        masks[:, :n] = np.repeat(_masks_from_codes(np.arange(1 << n, dtype=np.int64), n), K, 0)
+        masks[np.arange(K << n), n + np.tile(np.arange(K), 1 << n)] = True
+        state = state if state is not None else TableState(n + K, K << n, np.empty(0))
+        state = evaluate_coalitions(_LabelledGame(utility, layout), state, masks=masks,
+                                    n_jobs=n_jobs, verbose=verbose, desc=desc)
+        if state.done < state.total:
+            return ValuationResult(np.full(n, np.nan), counts=np.zeros(n, np.int64)), state
+        values = _exact_classwise(state.utilities.reshape(1 << n, K), layout)
+        return ValuationResult(values, counts=np.full(n, 1 << (n - 1), np.int64)), state
+
+    def reweight(self, state: Any, mass: Any) -> ValuationResult:
+        raise ValueError("Class-wise Shapley values are not a semivalue of one game: they "
+                         "cannot be reweighted into another semivalue.")
+
+
+# --------------------------------------------------------------------------- the valuer
+_CLASSWISE_COMMON = ("estimator", "scoring", "utility", "cv", "default_score", "error_score",
+                     "batch_fit", "n_jobs", "verbose")
+
+
+def _first(y: np.ndarray) -> Any:
+    v = np.asarray(y).reshape(-1)[0]
+    return v.item() if isinstance(v, np.generic) else v
+
+
+class ClasswiseShapleyValuer(_SemivalueValuer):
+    """Class-wise Shapley values (CS-Shapley) of the training rows of a classifier.
+
+    A row of class ``c`` is valued by its in-class Shapley value under the
+    utility ``u_c(S) = a_S(D_c) * exp(a_S(D_{-c}))``, averaged over random
+    out-of-class contexts (Schoch, Xu & Ji, 2022, "CS-Shapley: class-wise
+    Shapley values for data valuation in classification", NeurIPS).
+    ``a_S(D_c)`` is the accuracy of the model fitted on rows ``S`` on the
+    validation rows of class ``c`` and ``a_S(D_{-c})`` on the others, each
+    counted over all validation rows. A row that helps the accuracy of other
+    classes but hurts its own class (a mislabelled row, typically) gets a low
+    value, where plain Data Shapley may not tell it apart. Semmler & de Benito
+    Delgado (2024), "[Re] Classwise-Shapley values for data valuation", TMLR,
+    confirm that it finds corrupted labels well.
+
+    Parameters
+    ----------
+    estimator : classifier, default=None
+        The model whose clones are fitted on coalitions of rows; a regressor is
+        refused. None means ``LogisticRegression(max_iter=1000)``. Fix its
+        ``random_state`` if it has one.
+    scoring : str, callable or None, default=None
+        The inner score of ``D_c`` and ``D_{-c}``; None means accuracy (the
+        paper's), computed from one ``predict`` per fit. Another scorer is called
+        ``2 K`` times per fit and is weighted by the share of validation rows it
+        scores, as accuracy is.
+    utility : object, default=None
+        A custom class-wise utility; then ``fit()`` takes no data. It needs
+        ``n_players`` (int), ``labels`` (the class of each player, shape
+        ``(n_players,)``) and ``__call__(subset)`` returning an array of shape
+        ``(2, n_classes)``: the in-class scores ``a_S(D_c)`` (row 0) and the
+        out-of-class scores ``a_S(D_{-c})`` (row 1) of the coalition, for the
+        classes ``c`` of ``np.unique(labels)`` in order, all from one
+        evaluation. A batched ``evaluate(masks)`` (bool ``(m, n_players)`` to
+        ``(m, 2, n_classes)``) is used when present. The valuer combines the
+        two scores as ``a * exp(b)`` and normalises with the in-class scores of
+        all players. :class:`ClasswiseModelUtility` is the utility built from data.
+    sampler : {"permutation", "exact"} or sampler instance, default="permutation"
+        "permutation" (:class:`ClasswisePermutationSampler`): per sample and
+        class, a random in-class permutation in a fresh random out-of-class
+        context, ``n + K`` evaluations for one marginal per row. "exact"
+        (:class:`ClasswiseExactSampler`): all ``2^n`` coalitions, each fitted
+        once for all classes; refused for ``n > 20``.
+    truncation : None, float, RelativeTruncation or FixedTruncation, default=None
+        Truncate each in-class permutation (permutation sampler only): a float
+        ``rtol`` stops it once the prefix scores within ``rtol`` (relative) of
+        the whole class in the same context, taking the later marginals as 0.
+    normalize : bool, default=True
+        Scale the values of each class so that they sum to the in-class
+        accuracy ``a_T(D_c)`` of the model fitted on all rows (the
+        normalisation of Schoch et al., kept by the reproduction). A class whose
+        values sum to 0 is left as it is, and one whose values sum to less than
+        0 too, with a warning (scaling would reverse their order). Standard
+        errors are scaled alike.
+    max_updates : int, "auto" or None, default="auto"
+        Stop once a value has this many updates (one per permutation of its
+        class); "auto" means 100, unless ``max_time`` or ``stopping`` is given.
+    stderr_tol : float or None, default=None
+        Stop (converged) once every standard error is below this (of the
+        values before normalisation).
+    max_time : float or None, default=None
+        Stop after this many seconds.
+    stopping : StoppingCriterion or None, default=None
+        Any criterion of :mod:`skdvl.stopping`.
+    cv : int, cross-validation generator or iterable, default=5
+        Folds of the cross-valuation used when ``fit`` gets no ``X_val``
+        (stratified for an int): each fold is the validation data of a game
+        over the other rows; a row's value is the mean over its games, each
+        game normalised on its own.
+    default_score : float, default=0.0
+        Utility of the empty coalition and of coalitions of a single class.
+    error_score : "raise", float or None, default=None
+        Utility of a coalition whose fit or score fails (its in-class score;
+        out-of-class 0); None means ``default_score``. Failures are summarised in
+        one :class:`~skdvl.utility.UtilityFitWarning`.
+    batch_fit : "auto", bool, default="auto"
+        Fit many coalitions in one vectorised solve for ``LogisticRegression``
+        (L2, alone or after a ``StandardScaler``) with accuracy scoring; see
+        :class:`ClasswiseModelUtility`.
+    n_jobs : int, default=None
+        Parallel workers (joblib). Values do not depend on it.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the sampling: identical values for any ``n_jobs`` and backend.
+    verbose : int, default=0
+        Show a progress bar when > 0.
+    warm_start : bool, default=False
+        Continue sampling from the previous fit (same data and parameters but
+        the budget), as for :class:`~skdvl.ShapleyValuer`.
+
+    Attributes
+    ----------
+    values_ : ndarray or Series of shape (n_samples,)
+        The values (a Series on the index of ``X`` when ``X`` is a DataFrame).
+    stderr_ : ndarray or Series of shape (n_samples,)
+        Their standard errors (0 for exact values).
+    counts_ : ndarray or Series of shape (n_samples,)
+        Marginal contributions behind each value.
+    result_ : ValuationResult
+        All of the above in one object.
+    n_utility_evaluations_ : int
+        Coalitions evaluated (model fits, for data; one fit serves every class
+        it is scored for; cache hits are not counted).
+    converged_ : bool
+        True for exact values and when ``stderr_tol`` stopped sampling.
+    n_players_ : int
+        Number of players (training rows).
+    n_features_in_ : int
+        Number of features seen in ``fit`` (data mode only).
+    fit_path_ : str
+        "batched", "per-coalition: " and why, or "custom utility".
+
+    See Also
+    --------
+    ShapleyValuer : Data Shapley, one utility for all rows.
+
+    Notes
+    -----
+    Cost: ``max_updates`` permutations per class, each ``n_c + 1`` fits for a
+    class of ``n_c`` rows: about ``max_updates * (n + K)`` fits, as many as
+    ``max_updates`` permutations of Data Shapley. For two classes the empty
+    in-class prefix is a one-class coalition (``default_score``, no fit).
+
+    Departures from pyDVL's ``ClasswiseShapleyValuation``: each permutation
+    starts from ``u_c(R)`` of its context (pyDVL starts from the default
+    score; the same for two classes, whose ``R`` alone holds one class), every
+    context is drawn afresh and contexts lacking a class are kept (the
+    definition averages over all of them), and a class whose values sum to
+    less than 0 is not normalised.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn.neighbors import KNeighborsClassifier
+    >>> from skdvl.valuation._classwise import ClasswiseShapleyValuer
+    >>> X, y = make_classification(n_samples=60, random_state=0)
+    >>> v = ClasswiseShapleyValuer(KNeighborsClassifier(n_neighbors=1), max_updates=10,
+    ...                            random_state=0)
+    >>> v.fit(X[:30], y[:30], X_val=X[30:], y_val=y[30:]).values_.shape
+    (30,)
+    >>> v.n_utility_evaluations_ <= 10 * (30 + 2) + 1
+    True
+    """
+
+    _algorithm = "classwise_shapley"
+    _samplers = {"permutation": ClasswisePermutationSampler, "exact": ClasswiseExactSampler}
+    _parameter_constraints = {
+        **{key: COMMON_CONSTRAINTS[key] for key in _CLASSWISE_COMMON},
+        **SAMPLING_CONSTRAINTS,
+        "sampler": [str, BaseSampler],
+        "truncation": [Real, HasMethods(["first_stop"]), None],
+        "normalize": ["boolean"],
+    }
+
+    def __init__(
+        self, estimator: Any = None, *, scoring: Any = None, utility: Any = None,
+        sampler: Any = "permutation", truncation: Any = None, normalize: bool = True,
+        max_updates: int | str | None = "auto", stderr_tol: float | None = None,
+        max_time: float | None = None, stopping: Any = None, cv: Any = 5,
+        default_score: float = 0.0, error_score: Any = None, batch_fit: Any = "auto",
+        n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
+        warm_start: bool = False,
+    ) -> None:
+        self.estimator, self.scoring, self.utility = estimator, scoring, utility
+        self.sampler, self.truncation, self.normalize = sampler, truncation, normalize
+        self.max_updates, self.stderr_tol, self.max_time = max_updates, stderr_tol, max_time
+        self.stopping, self.cv, self.default_score = stopping, cv, default_score
+        self.error_score, self.batch_fit, self.n_jobs = error_score, batch_fit, n_jobs
+        self.random_state, self.verbose, self.warm_start = random_state, verbose, warm_start
+
+    def _mass(self, n: int) -> np.ndarray:
+        return np.full(n, np.nan)  # no semivalue of one game: the samplers ignore it
+
+    def _resolve_sampler(self) -> BaseSampler:
+        sampler, truncation, name = self.sampler, self.truncation, type(self).__name__
+        if isinstance(sampler, str):
+            if sampler not in self._samplers:
+                raise ValueError(
+                    f"The 'sampler' parameter of {name} must be one of "
+                    f"{sorted(self._samplers)} or a class-wise sampler instance. Got "
+                    f"{sampler!r} instead.")
+            if sampler == "exact":
+                if truncation is not None:
+                    raise ValueError(
+                        f"truncation={truncation!r} applies to the permutation sampler "
+                        "only; sampler='exact' does not truncate. Set truncation=None.")
+                return ClasswiseExactSampler()
+            return ClasswisePermutationSampler(truncation)
+        if not isinstance(sampler, (ClasswisePermutationSampler, ClasswiseExactSampler)):
+            raise ValueError(
+                f"The 'sampler' parameter of {name} must be 'permutation', 'exact', a "
+                "ClasswisePermutationSampler or a ClasswiseExactSampler (class-wise values "
+                f"need class-wise coalitions). Got {sampler!r} instead.")
+        if truncation is not None:
+            raise ValueError(
+                "Pass truncation to the sampler instance, not to the valuer. Got "
+                f"truncation={truncation!r} with sampler={sampler!r}.")
+        return sampler
+
+    def reweight(self, valuer: Any) -> Any:
+        """Not available: class-wise values are no semivalue of one game.
+
+        Raises
+        ------
+        ValueError
+            Always.
+        """
+        raise ValueError(
+            f"{type(self).__name__} cannot reweight its samples into another semivalue: "
+            "class-wise Shapley values average many in-class games. Fit "
+            f"{type(valuer).__name__} itself.")
+
+    # -- games ----------------------------------------------------------------
+    def _games(self, X: Any, y: Any, X_val: Any, y_val: Any) -> tuple[list[Any], Any, Any]:
+        """The (class-wise utility, global indices of its players) pairs to value."""
+        if self.utility is not None:
+            return self._custom_game(X, y, X_val), None, None
+        name = type(self).__name__
+        if y is None:
+            raise ValueError(
+                f"{name} requires y to be passed, but the target y is None (pass a custom "
+                "class-wise utility to value without data).")
+        index = pandas_index(X)
+        estimator = self._classifier()
+        X, y, X_val, y_val = validate_valuation_data(
+            self, X, y, X_val, y_val, estimator=estimator, min_samples=2)
+        self._check_labels(y, y_val)
+        self.n_players_ = n = X.shape[0]
+        kwargs = dict(scoring=self.scoring, default_score=self.default_score,
+                      error_score=self.error_score, batch_fit=self.batch_fit)
+        data = (X, y, X_val, y_val)
+        if X_val is not None:
+            utility = ClasswiseModelUtility(estimator, X, y, X_val, y_val, **kwargs)
+            self.fit_path_ = utility.fit_path
+            return [(utility, np.arange(n))], index, data
+        cv = check_cv(self.cv, y, classifier=True)
+        games = [(ClasswiseModelUtility(estimator, X[train], y[train], X[test], y[test],
+                                        **kwargs), train) for train, test in cv.split(X, y)]
+        paths = sorted({u.fit_path for u, _ in games})
+        self.fit_path_ = paths[0] if len(paths) == 1 else "; ".join(
+            f"game {g}: {u.fit_path}" for g, (u, _) in enumerate(games))
+        return games, index, data
+
+    def _custom_game(self, X: Any, y: Any, X_val: Any) -> list[Any]:
+        name, utility = type(self).__name__, self.utility
+        if X is not None or y is not None or X_val is not None:
+            raise ValueError(
+                "With a custom utility, fit() takes no data: the utility defines the "
+                f"players. Got X of type {type(X).__name__} as well.")
+        n = getattr(utility, "n_players", None)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(
+                f"The 'utility' of {name} must have an integer n_players >= 1. Got "
+                f"n_players={n!r} instead.")
+        labels = getattr(utility, "labels", None)
+        if labels is None or np.shape(labels) != (n,):
+            raise ValueError(
+                f"The 'utility' of {name} must have 'labels', the class of each of its "
+                f"n_players={n} players (an array of shape ({n},)). Got "
+                f"{'no labels' if labels is None else f'shape {np.shape(labels)}'} instead.")
+        self.n_players_ = int(n)
+        self.fit_path_ = "custom utility"
+        checked = _CheckedClasswise(utility, self.default_score, self.error_score,
+                                    int(np.unique(np.asarray(labels)).shape[0]))
+        return [(checked, np.arange(int(n)))]
+
+    def _classifier(self) -> Any:
+        est = self.estimator
+        if est is None:
+            return LogisticRegression(max_iter=1000)
+        if not is_classifier(est):
+            raise ValueError(
+                f"{type(self).__name__} needs a classifier: its utility is the model's "
+                "accuracy on each class of the validation data. Got estimator="
+                f"{est!r}, which is not a classifier (is_classifier is False for "
+                f"{type(est).__name__}). Value a regressor with ShapleyValuer.")
+        return est
+
+    def _check_labels(self, y: np.ndarray, y_val: Any) -> None:
+        name = type(self).__name__
+        for arg, target in (("y", y), ("y_val", y_val)):
+            if target is None:
+                continue
+            target = np.asarray(target)
+            if target.dtype.kind in "fc" and type_of_target(target) == "continuous":
+                raise ValueError(
+                    f"{name} values the rows of a classification problem, but {arg} is "
+                    f"continuous (e.g. {_first(target)!r}): class-wise utilities split the "
+                    "validation data by class. Value a regression target with "
+                    "ShapleyValuer.")
+        resolve_task(y, "classification", name)  # refuses labels of mixed types
+        check_targets(y, y_val, "classification", name)
+
+    # -- normalisation ----------------------------------------------------------
+    def _value_game(self, utility: Any, sampler: BaseSampler, g: int,
+                    state: Any) -> tuple[ValuationResult, Any]:
+        result, state = super()._value_game(utility, sampler, g, state)
+        if self.normalize and np.isfinite(result.values).any():
+            evals0 = int(utility.n_evaluations)
+            result = self._normalized(result, utility)
+            state.n_evaluations += int(utility.n_evaluations) - evals0
+        return result, state
+
+    def _normalized(self, result: ValuationResult, utility: Any) -> ValuationResult:
+        """Scale each class's values to sum to its in-class score on all players."""
+        layout = _Layout(utility.labels)
+        in_class = np.asarray(utility(np.arange(layout.n)))[0]
+        values, variances = result.values.copy(), result.variances.copy()
+        skipped = []
+        for k, members in enumerate(layout.members):
+            valued = members[np.isfinite(values[members])]
+            total = float(values[valued].sum())
+            if total < 0:
+                skipped.append(f"{_first(layout.classes[k:k + 1])!r} (sum {total:.3g})")
+            if total <= 0:  # 0: nothing to scale (e.g. no validation row of the class)
+                continue
+            scale = in_class[k] / total
+            values[members] *= scale
+            variances[members] *= scale**2
+        if skipped:
+            warnings.warn(
+                f"{type(self).__name__}: the values of class {', '.join(skipped)} sum to "
+                "less than 0, so they are not normalised (scaling them to the in-class "
+                "accuracy would reverse their order). Raise the budget, or set "
+                "normalize=False.", UserWarning, stacklevel=4)
+        return ValuationResult(values, variances=variances, counts=result.counts)
