@@ -41,7 +41,7 @@ __all__ = ["_SemivalueValuer", "COMMON_CONSTRAINTS", "SAMPLING_CONSTRAINTS"]
 #: The budget when none of max_updates, max_time and stopping is given.
 DEFAULT_MAX_UPDATES = 100
 
-COMMON_CONSTRAINTS: dict[str, list[Any]] = {
+COMMON_CONSTRAINTS: dict[str, Any] = {
     "estimator": [HasMethods(["fit"]), None],
     "scoring": [str, callable, None],
     "utility": [HasMethods(["__call__"]), None],
