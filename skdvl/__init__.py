@@ -13,6 +13,8 @@ from skdvl.valuation import (
     BanzhafValuer,
     BetaShapleyValuer,
     DataOOBValuer,
+    DeltaShapleyValuer,
+    GroupTestingShapleyValuer,
     KNNShapley,
     LOOValuer,
     ShapleyValuer,
@@ -23,5 +25,5 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ValuationResult", "ModelUtility", "Utility", "UtilityFitWarning",
     "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
-    "DataOOBValuer", "DataCleaner", "CleanedEstimator", "rows_to_keep",
+    "DataOOBValuer", "GroupTestingShapleyValuer", "DeltaShapleyValuer", "DataCleaner", "CleanedEstimator", "rows_to_keep",
 ]

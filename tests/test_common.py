@@ -23,6 +23,8 @@ from skdvl import (
     CleanedEstimator,
     DataCleaner,
     DataOOBValuer,
+    DeltaShapleyValuer,
+    GroupTestingShapleyValuer,
     KNNShapley,
     LOOValuer,
     ShapleyValuer,
@@ -56,6 +58,11 @@ VALUERS = [
     LOOValuer(_model, cv=2),
     KNNShapley(),
     DataOOBValuer(n_estimators=10, random_state=0),
+    GroupTestingShapleyValuer(_model, epsilon=1.0, max_updates=20, cv=2, random_state=0),
+    GroupTestingShapleyValuer(_model, epsilon=1.0, solution="center", max_updates=20, cv=2,
+                              random_state=0),
+    DeltaShapleyValuer(_model, lower_bound=1, upper_bound=8, max_updates=2, cv=2,
+                       random_state=0),
 ]
 _CHECK_CLEANER = DataCleaner(DataOOBValuer(n_estimators=10, random_state=0))
 #: Valuer checks only (scikit-learn's need no second model): a trained model with

@@ -1,5 +1,7 @@
 """Data valuers: one estimator per method family."""
 
+from skdvl.valuation._delta import DeltaShapleyValuer
+from skdvl.valuation._group_testing import GroupTestingShapleyValuer
 from skdvl.valuation._knn import KNNShapley
 from skdvl.valuation._oob import DataOOBValuer
 from skdvl.valuation._semivalues import (
@@ -11,5 +13,5 @@ from skdvl.valuation._semivalues import (
 
 __all__ = [
     "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
-    "DataOOBValuer",
+    "DataOOBValuer", "GroupTestingShapleyValuer", "DeltaShapleyValuer",
 ]

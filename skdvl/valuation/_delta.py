@@ -163,12 +163,12 @@ class DeltaShapleyValuer(_SemivalueValuer):
     }
 
     def __init__(
-        self, lower_bound: int = 0, upper_bound: int | None = None, *,
-        estimator: Any = None, scoring: Any = None, utility: Any = None,
+        self, estimator: Any = None, *, lower_bound: int = 0, upper_bound: int | None = None,
+        scoring: Any = None, utility: Any = None,
         sampler: Any = "stratified", max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
-        error_score: Any = None, batch_fit: Any = "auto",
+        error_score: Any = None, batch_fit: Any = "auto", device: Any = None,
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:

@@ -433,7 +433,7 @@ class GroupTestingShapleyValuer(_SemivalueValuer):
         usually closer to the Shapley values: a solution of the LP may lie
         anywhere in the set, up to ``epsilon / sqrt(n)`` from the centre in
         each coordinate). See :class:`GroupTestingSampler`.
-    scoring, utility, task, cv, default_score, error_score, batch_fit
+    scoring, utility, task, cv, default_score, error_score, batch_fit, device
         As for :class:`~skdvl.ShapleyValuer`.
     n_jobs, random_state, verbose, warm_start
         As for :class:`~skdvl.ShapleyValuer`.
@@ -501,8 +501,8 @@ class GroupTestingShapleyValuer(_SemivalueValuer):
         max_updates: int | str | None = "auto", stderr_tol: float | None = None,
         max_time: float | None = None, stopping: Any = None, task: str = "auto",
         cv: Any = 5, default_score: float = 0.0, error_score: Any = None,
-        batch_fit: Any = "auto", n_jobs: int | None = None, random_state: Any = None,
-        verbose: int = 0, warm_start: bool = False,
+        batch_fit: Any = "auto", device: Any = None, n_jobs: int | None = None,
+        random_state: Any = None, verbose: int = 0, warm_start: bool = False,
     ) -> None:
         _store_params(self, locals())
 
