@@ -367,6 +367,8 @@ def _size_distribution(spec: Any, n: int) -> np.ndarray:
 
 def _eligible(n: int, sizes: np.ndarray) -> int:
     """Coalitions of sizes 1 .. n-1 that ``sizes`` can draw."""
+    if np.all(sizes[1:n] > 0):
+        return (1 << n) - 2 if n > 1 else 0
     return sum(math.comb(n, k) for k in range(1, n) if sizes[k] > 0)
 
 
@@ -376,7 +378,8 @@ def _check_budget(budget: Any, n: int, sizes: np.ndarray) -> int:
         budget, (bool, np.bool_))
     if not (integer and 1 <= int(budget) <= most):
         if most == 1 << n:
-            rule = f"in [1, 2^n_players] = [1, {most}] (the coalitions of {n} players)"
+            top = most if n <= 62 else f"2^{n}"
+            rule = f"in [1, 2^n_players] = [1, {top}] (the coalitions of {n} players)"
         else:
             rule = (f"in [1, {most}] (the coalitions of {n} players that "
                     "training_distribution can draw)")

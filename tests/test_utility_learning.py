@@ -340,3 +340,30 @@ def test_featurize_gives_the_model_its_features(seed):
                              random_state=seed).fit()
     assert learned.utility_model_.coef_.shape == (2,)
     assert learned.predict_path_ == "linear"
+
+
+# --------------------------------------------------------------------------- equal real fits
+def test_at_equal_real_fits_learning_beats_sampling_the_real_game():
+    """A 10-row LogisticRegression game (exact values over its 1,024 coalitions): 10
+    permutations on the real utility against the same real evaluations spent on training
+    a boosted model, then 500 permutations of the learned game (the benchmark's setting,
+    small; there the gap is measured, here it must hold on average over 4 seeds)."""
+    X, y = load_breast_cancer(return_X_y=True)
+    idx = np.random.default_rng(0).permutation(len(y))
+    X, y = StandardScaler().fit_transform(X[idx]), y[idx]
+    data = X[:10], y[:10], X[10:110], y[10:110]
+    exact = ShapleyValuer(utility=_model_utility(data), sampler="exact").fit().values_
+    real_mse, learned_mse = [], []
+    for seed in range(4):
+        base = ShapleyValuer(utility=_model_utility(data), sampler="permutation",
+                             max_updates=10, random_state=seed).fit()
+        R = base.n_utility_evaluations_  # distinct coalitions evaluated, the empty one too
+        learned = LearnedUtility(_model_utility(data),
+                                 GradientBoostingRegressor(n_estimators=100),
+                                 training_budget=R, random_state=seed).fit()
+        assert learned.n_real_evaluations_ == R - 1  # the same fits (u(empty) is no fit)
+        values = ShapleyValuer(utility=learned, sampler="permutation", max_updates=500,
+                               random_state=seed).fit().values_
+        real_mse.append(np.mean((base.values_ - exact) ** 2))
+        learned_mse.append(np.mean((values - exact) ** 2))
+    assert np.mean(learned_mse) < 0.5 * np.mean(real_mse)
