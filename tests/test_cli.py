@@ -182,14 +182,46 @@ def test_help_explains_each_command():
 def test_demo_prints_the_table_and_writes_the_plot(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "curves.png"
-    proc = run("demo", "--methods", "oob,knn", "--plot", png, "-q")
+    proc = run("demo", "--methods", "oob,knn", "--splits", "2", "--plot", png, "-q")
     assert proc.returncode == 0, proc.stderr
-    header = proc.stdout.splitlines()[0]
-    for col in ("method", "seconds", "AUROC flipped", "test acc", "after cleaning 10%"):
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("test accuracy (mean ± sd over 2 splits; 210 of 1,050 "
+                               "training labels flipped, 1,500 test rows)")
+    header = lines[2]
+    for col in ("method", "seconds", "AUROC flipped", "drop lowest 20%", "drop random 20%",
+                "lowest - random", "verdict"):
         assert col in header
-    assert any(line.startswith("oob ") for line in proc.stdout.splitlines())
+    rows = {line.split()[0]: line for line in lines[4:6]}
+    assert set(rows) == {"oob", "knn"}
+    for line in rows.values():  # finding flipped labels on this data is easy for both
+        auroc = float(line.split()[2])
+        assert 0.85 < auroc <= 1.0, line
+        assert line.rstrip().endswith(("helps", "hurts", "no clear effect"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     no_stray_files(tmp_path, ["curves.png"])
+
+
+def test_demo_verdicts_compare_the_mean_difference_with_its_standard_error():
+    from skdvl._cli_demo import _verdict
+
+    assert _verdict(np.array([0.010, 0.012, 0.008, 0.011])) == "helps"
+    assert _verdict(np.array([-0.010, -0.012, -0.008, -0.011])) == "hurts"
+    # mean 0.002, standard error 0.0058: within twice the standard error
+    assert _verdict(np.array([0.02, -0.01, 0.01, -0.012])) == "no clear effect"
+
+
+def test_demo_says_when_a_method_does_not_beat_random_dropping():
+    from types import SimpleNamespace
+
+    from skdvl._cli_demo import _demo_report
+
+    # (seconds, AUROC, accuracy without the lowest, accuracy without random rows)
+    stats = {"knn": [(0.1, 0.9, 0.92, 0.90), (0.1, 0.9, 0.93, 0.90), (0.1, 0.9, 0.92, 0.91)],
+             "loo": [(1.0, 0.5, 0.90, 0.90), (1.0, 0.5, 0.89, 0.90), (1.0, 0.5, 0.91, 0.90)]}
+    text = _demo_report(stats, np.array([0.9, 0.9, 0.91]), SimpleNamespace(noise=0.2), 210)
+    assert "loo: dropping its lowest-valued rows did not beat dropping random rows on " \
+           "this data (no clear effect)." in text
+    assert "knn: dropping" not in text
 
 
 @pytest.mark.slow

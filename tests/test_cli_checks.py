@@ -385,6 +385,15 @@ def test_demo_noise_out_of_its_domain_is_a_usage_error(noise, match, capsys):
     assert "argument --noise: must be" in err and match in err, err
 
 
+@pytest.mark.parametrize("splits, match", [("1", "Got 1."), ("x", "Got 'x'.")])
+def test_demo_splits_below_two_are_a_usage_error(splits, match, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--splits", splits])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --splits: must be" in err and match in err, err
+
+
 def test_a_repeated_warning_is_shown_once_then_counted(capsys):
     from skdvl.cli import _ShowWarning
 
