@@ -192,6 +192,17 @@ shape (n_players + 1,), default="shapley"
         self.n_jobs = n_jobs
         self.verbose = verbose
 
+    def __sklearn_clone__(self) -> LearnedUtility:
+        """A fitted LearnedUtility is a game, not a model to refit: ``clone`` returns it.
+
+        So ``clone(ShapleyValuer(utility=learned))`` values the same learned game
+        (as :class:`sklearn.frozen.FrozenEstimator` is not refitted by clones); an
+        unfitted one is cloned as any estimator.
+        """
+        if hasattr(self, "utility_model_"):
+            return self
+        return super().__sklearn_clone__()  # type: ignore[no-any-return]
+
     @property
     def n_players(self) -> int:
         """Players of the game: those of ``utility``."""

@@ -5,6 +5,7 @@ import math
 import joblib
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.exceptions import NotFittedError
@@ -367,3 +368,15 @@ def test_at_equal_real_fits_learning_beats_sampling_the_real_game():
         real_mse.append(np.mean((base.values_ - exact) ** 2))
         learned_mse.append(np.mean((values - exact) ** 2))
     assert np.mean(learned_mse) < 0.5 * np.mean(real_mse)
+
+
+def test_a_clone_of_a_valuer_keeps_the_learned_game(seed):
+    game = Curved(7, seed)
+    learned = LearnedUtility(game, LinearRegression(), training_budget=20,
+                             random_state=seed).fit()
+    v = ShapleyValuer(utility=learned, sampler="exact")
+    assert clone(v).utility is learned
+    np.testing.assert_array_equal(clone(v).fit().values_, v.fit().values_)
+    unfitted = LearnedUtility(game, LinearRegression(), training_budget=20)
+    assert clone(unfitted) is not unfitted and clone(unfitted).get_params()["training_budget"] == 20
+    assert sum(game.calls) == 20
