@@ -57,7 +57,7 @@ _DEFAULT_OPTIONS = {"primal_feasibility_tolerance": 1e-10,
 _METHODS = ("highs", "highs-ds", "highs-ipm")
 #: Constraint generation: rows per player in the first relaxed problem, rows added
 #: per player and round, and the violation (normalised units) that adds a row.
-_FIRST_ROWS, _ADDED_ROWS, _CUT_TOL, _MAX_ROUNDS = 4, 2, 1e-10, 200
+_FIRST_ROWS, _ADDED_ROWS, _CUT_TOL, _MAX_ROUNDS = 16, 4, 1e-10, 200
 #: Coalitions drawn per seeded block (Monte Carlo).
 _BLOCK = 256
 
@@ -461,7 +461,7 @@ class LeastCoreValuer(_SemivalueValuer):
         ``dual_feasibility_tolerance`` of 1e-10; ``"method": "highs-ipm"`` or
         ``"highs-ds"`` picks HiGHS's interior-point or dual simplex solver. An
         option HiGHS does not know raises ``ValueError``.
-    n_bootstrap : int, default=20
+    n_bootstrap : int, default=10
         Monte Carlo standard errors: the least core is solved again on this
         many resamples (with replacement) of the drawn coalitions; ``stderr_``
         is the standard deviation of the replicates. No utility is evaluated
@@ -577,7 +577,7 @@ class LeastCoreValuer(_SemivalueValuer):
         self, estimator: Any = None, *, scoring: Any = None, utility: Any = None,
         sampler: Any = "montecarlo", max_updates: int | str = "auto",
         non_negative_subsidy: bool = False, solver_options: dict[str, Any] | None = None,
-        n_bootstrap: int = 20, task: str = "auto", cv: Any = 5,
+        n_bootstrap: int = 10, task: str = "auto", cv: Any = 5,
         default_score: float = 0.0, error_score: Any = None, batch_fit: Any = "auto",
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
