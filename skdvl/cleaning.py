@@ -21,6 +21,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
 from skdvl.base import ValuerMixin, pandas_index
+from skdvl.groups import check_groups
 from skdvl.utils._sklearn_compat import (
     HasMethods,
     Interval,
@@ -57,13 +58,22 @@ def _default_valuer() -> Any:
     return KNNShapley()
 
 
-def _value_rows(valuer: Any, X: Any, y: Any) -> np.ndarray:
+def _value_rows(valuer: Any, X: Any, y: Any, groups: Any = None) -> np.ndarray:
     """Fit an (unfitted) valuer and return its values as a float array.
 
     Module-level so that ``joblib.Memory`` can cache it: the key is the valuer's
-    parameters and the data, never ``fraction`` or ``threshold``.
+    parameters and the data, never ``fraction`` or ``threshold``. With
+    ``groups``, the values are the groups', in the order of their first row.
     """
-    fitted = valuer.fit(X, y)
+    if groups is None:
+        fitted = valuer.fit(X, y)
+    elif getattr(valuer, "_values_groups", False):
+        fitted = valuer.fit(X, y, groups=groups)
+    else:
+        raise ValueError(
+            f"DataCleaner got groups, but its valuer {type(valuer).__name__} does not value "
+            "groups of rows; use a utility-based valuer (ShapleyValuer, BanzhafValuer, "
+            "BetaShapleyValuer, LOOValuer, ...) or fit without groups.")
     if not hasattr(fitted, "values_"):
         raise ValueError(
             "The 'valuer' parameter of DataCleaner must set values_ in fit. Got "
@@ -228,7 +238,8 @@ class DataCleaner(BaseEstimator):
     ----------
     values_ : ndarray or pandas.Series of shape (n_samples,), or None
         The values of the rows seen in the last fit (a Series on ``X``'s index for
-        DataFrame input); None when ``fraction=0`` skipped valuation.
+        DataFrame input); None when ``fraction=0`` skipped valuation. With
+        ``groups``, a Series of the groups' values indexed by their labels.
     sample_indices_ : ndarray of shape (n_kept,)
         Positions, in ``X``, of the rows kept, in their original order.
     n_features_in_ : int
@@ -249,6 +260,13 @@ class DataCleaner(BaseEstimator):
     ``fit_resample`` or ``kneighbors`` that is not a skdvl valuer) is refused. The
     valuer's own warnings (e.g. :class:`~skdvl.UtilityFitWarning` for failed fits)
     and errors pass through, except that a ``memory`` cache hit replays no warning.
+
+    ``fit_resample(X, y, groups=g)`` drops whole groups (data sources): the
+    valuer values the groups (the players are the labels of ``g``), and
+    ``fraction`` is then the share of *groups* dropped, lowest values first. In
+    an imbalanced-learn Pipeline the labels reach the cleaner as a step
+    parameter, ``pipe.fit(X, y, clean__groups=g)``, which ``GridSearchCV``
+    slices by fold like any per-row fit parameter.
 
     In a plain :class:`sklearn.pipeline.Pipeline` a DataCleaner cannot be an
     intermediate step (those must keep every row): such a pipeline raises a
@@ -300,7 +318,7 @@ class DataCleaner(BaseEstimator):
             tags.input_tags.sparse = inner.sparse
         return tags
 
-    def fit(self, X: Any, y: Any) -> DataCleaner:
+    def fit(self, X: Any, y: Any, *, groups: Any = None) -> DataCleaner:
         """Value the rows of ``(X, y)`` and choose those to keep.
 
         Parameters
@@ -309,15 +327,17 @@ class DataCleaner(BaseEstimator):
             Training rows (a DataFrame keeps its index in ``values_``).
         y : array-like of shape (n_samples,)
             Their targets.
+        groups : array-like of shape (n_samples,), default=None
+            A label per row: value and drop whole groups (see the class notes).
 
         Returns
         -------
         self : DataCleaner
         """
-        self._fit(X, y)
+        self._fit(X, y, groups)
         return self
 
-    def fit_resample(self, X: Any, y: Any) -> tuple[Any, Any]:
+    def fit_resample(self, X: Any, y: Any, *, groups: Any = None) -> tuple[Any, Any]:
         """Value the rows of ``(X, y)`` and return the rows kept.
 
         Parameters
@@ -326,20 +346,22 @@ class DataCleaner(BaseEstimator):
             Training rows (a DataFrame keeps its index in ``values_``).
         y : array-like of shape (n_samples,)
             Their targets.
+        groups : array-like of shape (n_samples,), default=None
+            A label per row: value and drop whole groups (see the class notes).
 
         Returns
         -------
         X_resampled : same type as X, shape (n_kept, n_features)
         y_resampled : same type as y, shape (n_kept,)
         """
-        X, y = self._fit(X, y)
+        X, y = self._fit(X, y, groups)
         return (
             safe_indexing(X, self.sample_indices_),
             safe_indexing(y, self.sample_indices_),
         )
 
     @fit_context(prefer_skip_nested_validation=False)
-    def _fit(self, X: Any, y: Any) -> tuple[Any, Any]:
+    def _fit(self, X: Any, y: Any, groups: Any = None) -> tuple[Any, Any]:
         """Set the fitted attributes; return ``X`` and ``y`` as they are to be sliced.
 
         DataFrames and Series come back as they are (pandas in, pandas out); any
@@ -361,16 +383,28 @@ class DataCleaner(BaseEstimator):
             return X, y
         valuer = clone(self.valuer) if self.valuer is not None else _default_valuer()
         memory = os.fspath(self.memory) if isinstance(self.memory, os.PathLike) else self.memory
-        values = check_memory(memory).cache(_value_rows)(valuer, X, y)
-        _check_values(values, n, valuer)
-        kept = _rows_to_keep(values, self.fraction, self.threshold)
+        if groups is not None:
+            labels, codes = check_groups(groups, n)
+        values = check_memory(memory).cache(_value_rows)(valuer, X, y, groups)
+        if groups is None:
+            _check_values(values, n, valuer)
+            kept = _rows_to_keep(values, self.fraction, self.threshold)
+        else:
+            _check_values(values, labels.shape[0], valuer)
+            kept_groups = _rows_to_keep(values, self.fraction, self.threshold)
+            kept = np.flatnonzero(np.isin(codes, kept_groups))
         if kept.size == 0:
             raise ValueError(
                 f"The 'threshold' parameter of DataCleaner would drop all {n} rows "
                 f"(every value is below {self.threshold}); lower it."
             )
         index = pandas_index(X)
-        self.values_ = values if index is None else pd.Series(values, index=index, name="value")
+        if groups is not None:
+            self.values_ = pd.Series(values, index=pd.Index(labels, name="group"),
+                                     name="value")
+        else:
+            self.values_ = values if index is None else pd.Series(values, index=index,
+                                                                  name="value")
         self.sample_indices_ = kept
         return X, y
 

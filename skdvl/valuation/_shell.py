@@ -17,9 +17,10 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
-from sklearn.model_selection import check_cv
+from sklearn.model_selection import GroupKFold, check_cv
 from sklearn.utils import check_random_state, get_tags
 
 from skdvl.base import (
@@ -30,6 +31,7 @@ from skdvl.base import (
     resolve_task,
     validate_valuation_data,
 )
+from skdvl.groups import GroupedUtility, check_groups
 from skdvl.result import ValuationResult
 from skdvl.sampling import AntitheticPermutationSampler, BaseSampler, PermutationSampler
 from skdvl.stopping import AbsoluteStandardError, MaxTime, MaxUpdates, Status, StoppingCriterion
@@ -107,6 +109,9 @@ def _param_hash(value: Any) -> Any:
 
 class _SemivalueValuer(ValuerMixin, BaseEstimator):
     """Validation, cross-valuation and dispatch shared by the semivalue valuers."""
+
+    #: whether ``fit(..., groups=...)`` values groups of rows
+    _values_groups = True
 
     _samplers: dict[str, Any] = {}
     _fixed_sampler: type[BaseSampler] | None = None
@@ -190,8 +195,9 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
 
     # -- fit ----------------------------------------------------------------
     @fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X: Any = None, y: Any = None, *, X_val: Any = None, y_val: Any = None) -> Any:
-        """Value the training rows.
+    def fit(self, X: Any = None, y: Any = None, *, groups: Any = None, X_val: Any = None,
+            y_val: Any = None) -> Any:
+        """Value the training rows (or groups of them).
 
         Parameters
         ----------
@@ -199,6 +205,15 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
             Training data; each row is a player. None when ``utility`` is given.
         y : array-like of shape (n_samples,)
             Training targets.
+        groups : array-like of shape (n_samples,), default=None
+            A label per row: the players are then the distinct labels (data
+            sources), a coalition of groups is fitted on all their rows, and
+            ``values_`` is a Series indexed by the labels, in the order of their
+            first row. The cost grows with the number of groups, not of rows.
+            :mod:`skdvl.groups` makes labels by a column, by class or by
+            clustering. In cross-valuation an integer ``cv`` splits by group
+            (``GroupKFold``), so a group is never valued on its own rows; a
+            splitter is called as ``cv.split(X, y, groups)``.
         X_val, y_val : array-like, default=None
             Validation data. Without it, rows are valued by ``cv``-fold
             cross-valuation: each fold is the validation set of a game over the
@@ -211,7 +226,13 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
             The fitted valuer.
         """
         sampler = self._resolve_sampler()
-        games, index, data = self._games(X, y, X_val, y_val)
+        if groups is None:
+            games, index, data = self._games(X, y, X_val, y_val)
+        elif not self._values_groups:
+            raise ValueError(f"{type(self).__name__} does not value groups of rows; fit "
+                             "without groups.")
+        else:
+            games, index, data = self._games(X, y, X_val, y_val, groups=groups)
         fingerprint = self._fingerprint(data)
         if not self._continues(fingerprint, games):
             seed = self.get_params(deep=False).get("random_state")
@@ -329,14 +350,15 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         self.converged_ = bool(not interrupted and len(states) == len(self._states_)
                                and all(s.status == Status.CONVERGED for s in states))
         unreached = int(np.count_nonzero((result.counts == 0) & played))
+        noun = "groups" if getattr(index, "name", None) == "group" else "rows"
         if unreached and not interrupted:
             warnings.warn(
-                f"{unreached} of {n} rows got no sample within the budget; their values are "
-                "NaN. Raise the budget (max_updates, max_time or stopping).",
+                f"{unreached} of {n} {noun} got no sample within the budget; their values "
+                "are NaN. Raise the budget (max_updates, max_time or stopping).",
                 UserWarning, stacklevel=3)
         if not played.all():
             warnings.warn(
-                f"{int(np.count_nonzero(~played))} of {n} rows are in no training fold of "
+                f"{int(np.count_nonzero(~played))} of {n} {noun} are in no training fold of "
                 "the cv splits; their values are NaN.", UserWarning, stacklevel=3)
 
     # -- warm start -----------------------------------------------------------
@@ -363,9 +385,14 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         return len(self._states_) == len(games)
 
     # -- data ---------------------------------------------------------------
-    def _games(self, X: Any, y: Any, X_val: Any, y_val: Any) -> tuple[list[Any], Any, Any]:
+    def _games(self, X: Any, y: Any, X_val: Any, y_val: Any,
+               groups: Any = None) -> tuple[list[Any], Any, Any]:
         """The (utility, global indices of its players) pairs to value, the index, the data."""
         name = type(self).__name__
+        if self.utility is not None and groups is not None:
+            raise ValueError(
+                "groups apply to data: with a custom utility, fit() takes no data and the "
+                "utility defines the players. Got groups as well.")
         if self.utility is not None:
             if X is not None or y is not None or X_val is not None:
                 raise ValueError(
@@ -391,6 +418,8 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
             self, X, y, X_val, y_val, estimator=estimator, min_samples=2)
         check_targets(y, y_val, self.task_, name)
         self.n_players_ = n = X.shape[0]
+        if groups is not None:
+            return self._group_games(estimator, X, y, X_val, y_val, groups)
         kwargs = dict(scoring=self.scoring, default_score=self.default_score,
                       error_score=self.error_score, batch_fit=self.batch_fit,
                       device=getattr(self, "device", None))
@@ -404,6 +433,42 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         for train, test in cv.split(X, y):
             games.append((ModelUtility(estimator, X[train], y[train], X[test], y[test],
                                        **kwargs), train))
+        paths = sorted({u.fit_path for u, _ in games})
+        self.fit_path_ = paths[0] if len(paths) == 1 else "; ".join(
+            f"game {g}: {u.fit_path}" for g, (u, _) in enumerate(games))
+        return games, index, data
+
+    def _utility_kwargs(self) -> dict[str, Any]:
+        return dict(scoring=self.scoring, default_score=self.default_score,
+                    error_score=self.error_score, batch_fit=self.batch_fit,
+                    device=getattr(self, "device", None))
+
+    def _group_games(self, estimator: Any, X: Any, y: Any, X_val: Any, y_val: Any,
+                     groups: Any) -> tuple[list[Any], Any, Any]:
+        """The games of groups of rows: players are groups (see ``fit``'s ``groups``)."""
+        labels, codes = check_groups(groups, X.shape[0])
+        self.n_players_ = labels.shape[0]
+        index = pd.Index(labels, name="group")
+        data = (X, y, X_val, y_val, codes)
+        kwargs = self._utility_kwargs()
+        if X_val is not None:
+            model_utility = ModelUtility(estimator, X, y, X_val, y_val, **kwargs)
+            self.fit_path_ = model_utility.fit_path
+            return ([(GroupedUtility(model_utility, codes), np.arange(self.n_players_))],
+                    index, data)
+        if isinstance(self.cv, Integral) and not isinstance(self.cv, bool):
+            if int(self.cv) > self.n_players_:
+                raise ValueError(
+                    f"cv={self.cv} folds need at least {self.cv} groups; got "
+                    f"{self.n_players_}. Lower cv or pass X_val.")
+            cv: Any = GroupKFold(n_splits=int(self.cv))
+        else:
+            cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
+        games: list[tuple[Any, Any]] = []
+        for train, test in cv.split(X, y, codes):
+            present, local = np.unique(codes[train], return_inverse=True)
+            utility = ModelUtility(estimator, X[train], y[train], X[test], y[test], **kwargs)
+            games.append((GroupedUtility(utility, local), present))
         paths = sorted({u.fit_path for u, _ in games})
         self.fit_path_ = paths[0] if len(paths) == 1 else "; ".join(
             f"game {g}: {u.fit_path}" for g, (u, _) in enumerate(games))
