@@ -25,5 +25,6 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ValuationResult", "ModelUtility", "Utility", "UtilityFitWarning",
     "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
-    "DataOOBValuer", "GroupTestingShapleyValuer", "DeltaShapleyValuer", "DataCleaner", "CleanedEstimator", "rows_to_keep",
+    "DataOOBValuer", "GroupTestingShapleyValuer", "DeltaShapleyValuer", "DataCleaner",
+    "CleanedEstimator", "rows_to_keep",
 ]

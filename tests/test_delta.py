@@ -96,7 +96,8 @@ def test_full_range_is_the_stratified_computation_on_data_with_cv():
 @pytest.mark.parametrize("game", GAMES, ids=lambda g: type(g).__name__)
 @pytest.mark.parametrize("lower, upper", [(0, 2), (1, 3), (2, 2), (3, 6)])
 def test_clipped_exact_values_equal_the_definition_by_enumeration(game, lower, upper):
-    v = DeltaShapleyValuer(lower_bound=lower, upper_bound=upper, utility=game, sampler="exact").fit()
+    v = DeltaShapleyValuer(lower_bound=lower, upper_bound=upper, utility=game,
+                           sampler="exact").fit()
     np.testing.assert_allclose(v.values_, delta_by_definition(game, lower, upper),
                                atol=1e-12)
 
@@ -105,7 +106,8 @@ def test_clipped_values_are_scaled_truncated_shapley_values():
     """n / (u - l + 1) times the part of the Shapley value from sizes l..u."""
     game, n, lower, upper = GAMES[3], 7, 1, 4
     shapley_part = delta_by_definition(game, lower, upper) * (upper - lower + 1) / n
-    v = DeltaShapleyValuer(lower_bound=lower, upper_bound=upper, utility=game, sampler="exact").fit()
+    v = DeltaShapleyValuer(lower_bound=lower, upper_bound=upper, utility=game,
+                           sampler="exact").fit()
     np.testing.assert_allclose(v.values_, n / (upper - lower + 1) * shapley_part)
 
 
@@ -113,7 +115,8 @@ def test_clipped_values_are_scaled_truncated_shapley_values():
 def test_clipped_monte_carlo_converges_to_the_definition(lower, upper):
     game = GAMES[5]
     exact = delta_by_definition(game, lower, upper)
-    v = DeltaShapleyValuer(lower_bound=lower, upper_bound=upper, utility=game, max_updates=3000, random_state=4).fit()
+    v = DeltaShapleyValuer(lower_bound=lower, upper_bound=upper, utility=game,
+                           max_updates=3000, random_state=4).fit()
     z = np.abs(v.values_ - exact) / np.maximum(v.stderr_, 1e-12)
     assert np.all(z < 4.5), z
     assert np.all(v.stderr_ < 0.05)
@@ -122,8 +125,8 @@ def test_clipped_monte_carlo_converges_to_the_definition(lower, upper):
 def test_other_samplers_estimate_the_same_value():
     game, lower, upper = GAMES[1], 1, 4
     exact = delta_by_definition(game, lower, upper)
-    v = DeltaShapleyValuer(lower_bound=lower, upper_bound=upper, utility=game, sampler=OwenSampler(),
-                           max_updates=2000, random_state=0).fit()
+    v = DeltaShapleyValuer(lower_bound=lower, upper_bound=upper, utility=game,
+                           sampler=OwenSampler(), max_updates=2000, random_state=0).fit()
     np.testing.assert_allclose(v.values_, exact, atol=6 * v.stderr_.max())
 
 
@@ -142,7 +145,8 @@ def test_values_identical_for_any_n_jobs():
 def test_upper_bound_past_a_folds_size_is_clipped_to_it():
     X, y = make_classification(n_samples=12, n_features=3, n_informative=2, n_redundant=0,
                                random_state=0)
-    v = DeltaShapleyValuer(KNeighborsClassifier(1), lower_bound=0, upper_bound=11, sampler="exact", cv=2)
+    v = DeltaShapleyValuer(KNeighborsClassifier(1), lower_bound=0, upper_bound=11,
+                           sampler="exact", cv=2)
     full = DeltaShapleyValuer(estimator=KNeighborsClassifier(1), sampler="exact", cv=2)
     np.testing.assert_allclose(v.fit(X, y).values_, full.fit(X, y).values_)
 
