@@ -437,6 +437,7 @@ def test_a_single_class_is_refused(small):
     (dict(batch_fit=True, scoring="balanced_accuracy"),
      "scoring='balanced_accuracy' is applied by scikit-learn"),
     (dict(max_updates=None), "needs a budget"),
+    (dict(scoring="nope"), "The 'scoring' parameter of check_scoring must be"),
 ])
 def test_bad_parameters_are_refused_naming_them(small, params, match):
     X, y, Xv, yv = small

@@ -241,9 +241,12 @@ class ClasswiseModelUtility:
     >>> from skdvl.valuation._classwise import ClasswiseModelUtility
     >>> X, y = make_classification(n_samples=40, random_state=0)
     >>> u = ClasswiseModelUtility(KNeighborsClassifier(1), X[:20], y[:20], X[20:], y[20:])
-    >>> u([0, 1, 2, 3, 4, 5])  # rows: in-class, out-of-class scores; columns: classes
-    array([[0.45, 0.3 ],
-           [0.3 , 0.45]])
+    >>> scores = u([0, 1, 2, 3, 4, 5])  # rows: in-class, out-of-class; columns: classes
+    >>> scores
+    array([[0.25, 0.4 ],
+           [0.4 , 0.25]])
+    >>> scores.sum(axis=0), u.n_evaluations  # each column adds up to the accuracy
+    (array([0.65, 0.65]), 1)
     """
 
     #: prefixes of a truncated walk per batched call (as ModelUtility.prefix_step)
@@ -940,6 +943,7 @@ class ClasswiseShapleyValuer(_SemivalueValuer):
     """
 
     _algorithm = "classwise_shapley"
+    _values_groups = False  # a player has one class; a group of rows may have several
     _samplers = {"permutation": ClasswisePermutationSampler, "exact": ClasswiseExactSampler}
     _parameter_constraints = {
         **{key: COMMON_CONSTRAINTS[key] for key in _CLASSWISE_COMMON},
@@ -1008,8 +1012,13 @@ class ClasswiseShapleyValuer(_SemivalueValuer):
             f"{type(valuer).__name__} itself.")
 
     # -- games ----------------------------------------------------------------
-    def _games(self, X: Any, y: Any, X_val: Any, y_val: Any) -> tuple[list[Any], Any, Any]:
+    def _games(self, X: Any, y: Any, X_val: Any, y_val: Any,
+               groups: Any = None) -> tuple[list[Any], Any, Any]:
         """The (class-wise utility, global indices of its players) pairs to value."""
+        if groups is not None:
+            raise ValueError(
+                f"{type(self).__name__} does not value groups of rows: a group may hold rows "
+                "of several classes, and a player needs one class. Fit without groups.")
         if self.utility is not None:
             return self._custom_game(X, y, X_val), None, None
         name = type(self).__name__
