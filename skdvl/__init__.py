@@ -12,6 +12,8 @@ from skdvl.utility import ModelUtility, Utility, UtilityFitWarning
 from skdvl.valuation import (
     BanzhafValuer,
     BetaShapleyValuer,
+    ClasswiseModelUtility,
+    ClasswiseShapleyValuer,
     DataOOBValuer,
     DeltaShapleyValuer,
     GroupTestingShapleyValuer,
@@ -26,5 +28,5 @@ __all__ = [
     "ValuationResult", "ModelUtility", "Utility", "UtilityFitWarning",
     "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
     "DataOOBValuer", "GroupTestingShapleyValuer", "DeltaShapleyValuer", "DataCleaner",
-    "CleanedEstimator", "rows_to_keep",
+    "CleanedEstimator", "rows_to_keep", "ClasswiseShapleyValuer", "ClasswiseModelUtility",
 ]

@@ -360,7 +360,8 @@ def _blocks_expected(loop: _Loop) -> int:
         k = int(left) // loop.spb
     else:
         done = loop.completion
-        k = int(np.ceil(loop.state.next_block * (1 - done) / done)) if done > 0 else 1
+        # less a hair: 1/3 done after one block is 2.0000000000000004 blocks left, not 3
+        k = int(np.ceil(loop.state.next_block * (1 - done) / done - 1e-9)) if done > 0 else 1
     return int(np.clip(k, 1, _LOCKSTEP_BLOCKS))
 
 

@@ -20,6 +20,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skdvl import (
     BanzhafValuer,
     BetaShapleyValuer,
+    ClasswiseShapleyValuer,
     CleanedEstimator,
     DataCleaner,
     DataOOBValuer,
@@ -63,6 +64,7 @@ VALUERS = [
                               random_state=0),
     DeltaShapleyValuer(_model, lower_bound=1, upper_bound=8, max_updates=2, cv=2,
                        random_state=0),
+    ClasswiseShapleyValuer(_model, max_updates=2, cv=2, random_state=0),
 ]
 _CHECK_CLEANER = DataCleaner(DataOOBValuer(n_estimators=10, random_state=0))
 #: Valuer checks only (scikit-learn's need no second model): a trained model with
@@ -72,6 +74,7 @@ VALUERS_ONLY = [
     ShapleyValuer(LogisticRegression(), sampler="kernel", max_updates=100, random_state=0),
     BanzhafValuer(LogisticRegression(), weight=0.3, sampler="regression_msr", max_updates=100,
                   random_state=0),
+    ClasswiseShapleyValuer(LogisticRegression(), max_updates=3, truncation=0.05, random_state=0),
 ]
 ESTIMATORS = [
     *VALUERS,

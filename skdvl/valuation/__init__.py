@@ -1,5 +1,11 @@
 """Data valuers: one estimator per method family."""
 
+from skdvl.valuation._classwise import (
+    ClasswiseExactSampler,
+    ClasswiseModelUtility,
+    ClasswisePermutationSampler,
+    ClasswiseShapleyValuer,
+)
 from skdvl.valuation._delta import DeltaShapleyValuer
 from skdvl.valuation._group_testing import GroupTestingShapleyValuer
 from skdvl.valuation._knn import KNNShapley
@@ -14,4 +20,6 @@ from skdvl.valuation._semivalues import (
 __all__ = [
     "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
     "DataOOBValuer", "GroupTestingShapleyValuer", "DeltaShapleyValuer",
+    "ClasswiseShapleyValuer", "ClasswiseModelUtility", "ClasswisePermutationSampler",
+    "ClasswiseExactSampler",
 ]
