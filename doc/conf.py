@@ -5,10 +5,10 @@ Build: ``sphinx-build -W -b html doc doc/_build/html`` (``pip install -e ".[all,
 Intersphinx needs the network: the inventories of numpy, scipy, scikit-learn, torch,
 dask and zarr are fetched from their sites. ``SKDVL_DOC_INTERSPHINX`` says what to do:
 
-- ``auto`` (the default): each inventory is probed first (3 s, in parallel); those that
-  cannot be reached are left out of ``intersphinx_mapping`` with a line on stdout, so an
-  offline build (CI has no network but the package registries) passes ``-W`` and simply
-  does not link those names;
+- ``auto`` (the default): each inventory is downloaded first (3 s timeout, in
+  parallel) and Sphinx reads the local copy; those that cannot be reached are left out
+  of ``intersphinx_mapping`` with a line on stdout, so an offline build (CI has no
+  network but the package registries) passes ``-W`` and simply does not link them;
 - ``off``: no intersphinx at all, no probe (the fastest offline build);
 - ``on``: every inventory is used, and one that cannot be fetched is a warning (an error
   under ``-W``): use it to check the links on a machine with network.
@@ -83,28 +83,38 @@ _INVENTORIES = {
 }
 
 
-def _reachable(url: str) -> bool:
+def _fetch(name: str, url: str, cache: Path) -> str | None:
+    """Download one inventory (3 s timeout); its local path, or None when unreachable."""
     try:
         with urllib.request.urlopen(url + "/objects.inv", timeout=3) as response:
-            return response.status == 200
+            data = response.read()
     except Exception:  # noqa: BLE001 - any failure means "not reachable"
-        return False
+        return None
+    path = cache / f"{name}.inv"
+    path.write_bytes(data)
+    return str(path)
 
 
-def _intersphinx_mapping() -> dict[str, tuple[str, None]]:
+def _intersphinx_mapping() -> dict[str, tuple[str, str | None]]:
     mode = os.environ.get("SKDVL_DOC_INTERSPHINX", "auto").lower()
     if mode == "off":
         print("intersphinx: off (SKDVL_DOC_INTERSPHINX=off)")
         return {}
     if mode == "on":
         return {name: (url, None) for name, url in _INVENTORIES.items()}
+    # auto: fetch each inventory once, here, and hand Sphinx the local copy, so that a
+    # network that fails between the probe and the build cannot turn into a warning.
+    cache = HERE / "_build" / "intersphinx"
+    cache.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(len(_INVENTORIES)) as pool:
-        ok = dict(zip(_INVENTORIES, pool.map(_reachable, _INVENTORIES.values())))
-    missing = sorted(name for name, reached in ok.items() if not reached)
+        local = dict(zip(_INVENTORIES, pool.map(
+            lambda item: _fetch(*item, cache), _INVENTORIES.items())))
+    missing = sorted(name for name, path in local.items() if path is None)
     if missing:
         print(f"intersphinx: no network for {', '.join(missing)}: not linked "
               "(SKDVL_DOC_INTERSPHINX=on makes that an error)")
-    return {name: (url, None) for name, url in _INVENTORIES.items() if ok[name]}
+    return {name: (url, local[name]) for name, url in _INVENTORIES.items()
+            if local[name] is not None}
 
 
 intersphinx_mapping = _intersphinx_mapping()
