@@ -9,6 +9,7 @@ are not imported here.
 from skdvl.cleaning import CleanedEstimator, DataCleaner, rows_to_keep
 from skdvl.result import ValuationResult
 from skdvl.utility import ModelUtility, Utility, UtilityFitWarning
+from skdvl.utility_learning import LearnedUtility
 from skdvl.valuation import (
     BanzhafValuer,
     BetaShapleyValuer,
@@ -29,4 +30,5 @@ __all__ = [
     "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
     "DataOOBValuer", "GroupTestingShapleyValuer", "DeltaShapleyValuer", "DataCleaner",
     "CleanedEstimator", "rows_to_keep", "ClasswiseShapleyValuer", "ClasswiseModelUtility",
+    "LearnedUtility",
 ]

@@ -234,7 +234,9 @@ shape (n_players + 1,), default="shapley"
         budget = _check_budget(self.training_budget, n, sizes)
         entropy = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         draw_seq, model_seq = np.random.SeedSequence(entropy).spawn(2)
-        masks = _draw_coalitions(np.random.default_rng(draw_seq), n, budget, sizes)
+        draw_rng = np.random.default_rng(draw_seq)
+        masks = _draw_coalitions(draw_rng, n, budget, sizes)
+        masks = _spanning(masks, draw_rng, n, sizes)
         utilities, n_real, report = self._evaluate_real(masks)
         features = self._features(masks)
         model = _seed(clone(self.utility_model), model_seq)
@@ -438,6 +440,69 @@ def _draw_coalitions(rng: np.random.Generator, n: int, budget: int,
                 if len(rows) == m:
                     break
     return np.concatenate([first, np.asarray(rows)])
+
+
+#: above this many players, the training coalitions are not checked for spanning
+_SPAN_MAX_PLAYERS = 2000
+#: candidate draws per player to replace coalitions that do not add to the span
+_SPAN_TRIES = 50
+
+
+def _spanning(masks: np.ndarray, rng: np.random.Generator, n: int,
+              sizes: np.ndarray) -> np.ndarray:
+    """The training coalitions, changed so that they span every additive utility.
+
+    An additive utility ``c + sum_{i in S} w_i`` is determined by coalitions
+    whose indicator vectors, with a constant 1, have rank ``n + 1``; random
+    draws often fall short (at n = 7 and 8 coalitions of uniform sizes, 8 times
+    in 10). Going through the coalitions in order, one that adds nothing to the
+    span of those before it (while the span is not full) is replaced by a new
+    draw from the same distribution that does, as long as such draws come
+    within ``_SPAN_TRIES * n`` tries. With at least ``n + 1`` coalitions, a linear
+    ``utility_model`` then recovers an additive utility exactly. Skipped above
+    ``_SPAN_MAX_PLAYERS`` players.
+    """
+    m = masks.shape[0]
+    if n > _SPAN_MAX_PLAYERS or m < 2:
+        return masks
+    basis = np.zeros((min(m, n + 1), n + 1))
+    rank, redundant = 0, []
+
+    def adds(row: np.ndarray) -> bool:
+        nonlocal rank
+        v = np.r_[1.0, row.astype(np.float64)]
+        for _ in range(2):  # Gram-Schmidt, twice for round-off
+            v -= basis[:rank].T @ (basis[:rank] @ v)
+        norm = float(np.linalg.norm(v))
+        if norm <= 1e-8 * math.sqrt(n + 1):
+            return False
+        basis[rank] = v / norm
+        rank += 1
+        return True
+
+    for j in range(m):
+        if rank == basis.shape[0]:
+            break
+        if not adds(masks[j]):
+            redundant.append(j)
+    if rank == basis.shape[0] or not redundant:
+        return masks
+    out = masks.copy()
+    seen = set(_keys(out))
+    p = sizes[1:n] / sizes[1:n].sum()
+    tries = 0
+    while redundant and rank < basis.shape[0] and tries < _SPAN_TRIES * n:
+        draw = rng.choice(n - 1, size=64, p=p) + 1
+        cand = _uniform_coalitions(rng, draw, n)
+        for row, key in zip(cand, _keys(cand)):
+            tries += 1
+            if key in seen or not adds(row):
+                continue
+            seen.add(key)
+            out[redundant.pop()] = row
+            if not redundant or rank == basis.shape[0]:
+                break
+    return out
 
 
 def _keys(masks: np.ndarray) -> list[bytes]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import SkipTestWarning
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils import check_random_state
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -75,6 +75,8 @@ VALUERS_ONLY = [
     BanzhafValuer(LogisticRegression(), weight=0.3, sampler="regression_msr", max_updates=100,
                   random_state=0),
     ClasswiseShapleyValuer(LogisticRegression(), max_updates=3, truncation=0.05, random_state=0),
+    ShapleyValuer(LogisticRegression(), utility_model=LinearRegression(), training_budget=20,
+                  max_updates=3, random_state=0),
 ]
 ESTIMATORS = [
     *VALUERS,

@@ -380,3 +380,62 @@ def test_a_clone_of_a_valuer_keeps_the_learned_game(seed):
     unfitted = LearnedUtility(game, LinearRegression(), training_budget=20)
     assert clone(unfitted) is not unfitted and clone(unfitted).get_params()["training_budget"] == 20
     assert sum(game.calls) == 20
+
+
+# ----------------------------------------------------------------- through the valuers
+def test_valuer_utility_model_gives_exact_values_of_an_additive_game():
+    game = Additive(np.random.default_rng(5).normal(size=7))
+    v = ShapleyValuer(utility=game, utility_model=LinearRegression(), training_budget=8,
+                      max_updates=5, random_state=0).fit()
+    np.testing.assert_allclose(v.values_, game.w, atol=1e-10)
+    assert v.n_real_evaluations_ == 8 and sum(game.calls) == 8
+    assert len(v.utility_models_) == 1
+    b = BanzhafValuer(utility=game, sampler="kernel", utility_model=LinearRegression(),
+                      training_budget=8, max_updates=200, random_state=0).fit()
+    np.testing.assert_allclose(b.values_, game.w, atol=1e-9)
+
+
+def test_valuer_utility_model_in_cross_valuation_is_deterministic(cancer_game):
+    X, y = cancer_game[2][:24], cancer_game[3][:24]  # two games of 12 training rows
+    kw = dict(utility_model=GradientBoostingRegressor(n_estimators=20, random_state=0),
+              training_budget=40, truncation=0.05, max_updates=5, cv=2, random_state=3)
+    one = ShapleyValuer(LogisticRegression(), n_jobs=1, **kw).fit(X, y)
+    two = ShapleyValuer(LogisticRegression(), n_jobs=2, **kw).fit(X, y)
+    np.testing.assert_array_equal(one.values_, two.values_)
+    assert one.n_real_evaluations_ == 2 * 39  # per game; the empty coalition is free
+    assert len(one.utility_models_) == 2
+
+
+def test_warm_start_reuses_the_learned_utility():
+    game = Additive(np.arange(1.0, 7.0))
+    v = ShapleyValuer(utility=game, utility_model=LinearRegression(), training_budget=7,
+                      max_updates=2, random_state=0, warm_start=True).fit()
+    v.set_params(max_updates=4).fit()
+    assert sum(game.calls) == 7 and v.counts_.max() == 4
+
+
+def test_utility_model_needs_a_training_budget():
+    with pytest.raises(ValueError, match="learns the utility from training_budget real "
+                                         "evaluations per game; set training_budget"):
+        ShapleyValuer(utility=Additive(np.ones(4)), utility_model=LinearRegression()).fit()
+    with pytest.raises(ValueError, match="The 'training_budget' parameter of ShapleyValuer"):
+        ShapleyValuer(utility=Additive(np.ones(4)), utility_model=LinearRegression(),
+                      training_budget=0).fit()
+
+
+@pytest.mark.parametrize("dist", ["shapley", "banzhaf", "kernel"])
+def test_n_plus_1_training_coalitions_always_span_the_additive_utilities(dist):
+    """Random draws of n + 1 coalitions are often affinely dependent; the drawn set never is."""
+    from skdvl.utility_learning import _draw_coalitions, _size_distribution, _spanning
+
+    n, short = 7, 0
+    sizes = _size_distribution(dist, n)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        raw = _draw_coalitions(rng, n, n + 1, sizes)
+        short += np.linalg.matrix_rank(np.c_[np.ones(n + 1), raw]) < n + 1
+        masks = _spanning(raw, rng, n, sizes)
+        assert np.linalg.matrix_rank(np.c_[np.ones(n + 1), masks]) == n + 1
+        assert len({m.tobytes() for m in masks}) == n + 1
+        assert masks[0].all() and not masks[1].any()  # the full and empty ones stay
+    assert short > 0  # the repair was needed for some seeds

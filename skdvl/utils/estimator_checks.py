@@ -114,7 +114,8 @@ def valuer_randomness(valuer: Any) -> str:
         ``random_state`` parameter, ``sampler="exact"``, or an
         :class:`~skdvl.influence.InfluenceScorer` method without randomness);
         "sampling" for a Monte Carlo ``sampler`` (an exact one can replace it);
-        "random" for any other seeded valuer.
+        "random" for any other seeded valuer (a ``utility_model``, whose
+        training coalitions are drawn by position, included).
 
     Examples
     --------
@@ -128,6 +129,8 @@ def valuer_randomness(valuer: Any) -> str:
     params = _params(valuer)
     if "random_state" not in params:
         return "deterministic"
+    if params.get("utility_model") is not None:  # training coalitions drawn by position
+        return "random"
     if "sampler" in params:
         return "deterministic" if _is_exact_sampler(params["sampler"]) else "sampling"
     if type(valuer).__name__ == "InfluenceScorer":

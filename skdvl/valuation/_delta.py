@@ -27,6 +27,7 @@ from skdvl.sampling import BaseSampler, ExactSampler, StratifiedSampler
 from skdvl.utils._sklearn_compat import Interval
 from skdvl.valuation._semivalues import _doc, _store_params
 from skdvl.valuation._shell import COMMON_CONSTRAINTS as _COMMON_CONSTRAINTS
+from skdvl.valuation._shell import LEARNING_CONSTRAINTS as _LEARNING_CONSTRAINTS
 from skdvl.valuation._shell import SAMPLING_CONSTRAINTS as _SAMPLING_CONSTRAINTS
 from skdvl.valuation._shell import _SemivalueValuer
 
@@ -156,7 +157,7 @@ class DeltaShapleyValuer(_SemivalueValuer):
     _algorithm = "delta_shapley"
     _samplers = {"stratified": StratifiedSampler, "exact": ExactSampler}
     _parameter_constraints = {
-        **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS,
+        **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS, **_LEARNING_CONSTRAINTS,
         "lower_bound": [Interval(Integral, 0, None, closed="left")],
         "upper_bound": [Interval(Integral, 0, None, closed="left"), None],
         "sampler": [str, BaseSampler],
@@ -169,6 +170,7 @@ class DeltaShapleyValuer(_SemivalueValuer):
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
         error_score: Any = None, batch_fit: Any = "auto", device: Any = None,
+        utility_model: Any = None, training_budget: int | None = None,
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:

@@ -33,6 +33,7 @@ from skdvl.sampling import (
 )
 from skdvl.utils._sklearn_compat import HasMethods, Interval
 from skdvl.valuation._shell import COMMON_CONSTRAINTS as _COMMON_CONSTRAINTS
+from skdvl.valuation._shell import LEARNING_CONSTRAINTS as _LEARNING_CONSTRAINTS
 from skdvl.valuation._shell import SAMPLING_CONSTRAINTS as _SAMPLING_CONSTRAINTS
 from skdvl.valuation._shell import _SemivalueValuer
 
@@ -148,6 +149,19 @@ _SHARED_PARAMS = """
         With the batched fits, the torch device that solves binary logistic
         regressions (``"cuda"``, ``"cpu"``...; needs torch); None solves them in
         numpy. Values agree with numpy's to rounding.
+    utility_model : regressor or None, default=None
+        Data utility learning (Wang, Yang & Jia, 2022, "Improving cooperative
+        game theory-based data valuation via data utility learning"): a
+        scikit-learn regressor trained, per game and before any sampling, on
+        ``training_budget`` real utility evaluations of coalitions drawn with
+        the sizes the sampler uses (indicator features of the coalition), that
+        then answers every other coalition (see
+        :class:`~skdvl.utility_learning.LearnedUtility`). It saves real fits,
+        not necessarily time: with cheap batched fits, a surrogate's predictions
+        can cost more. ``n_real_evaluations_`` counts the real evaluations;
+        ``n_utility_evaluations_`` then counts the surrogate's answers.
+    training_budget : int or None, default=None
+        Real evaluations per game that train ``utility_model`` (required with it).
     n_jobs : int, default=None
         Parallel workers (joblib). Values do not depend on it.
     random_state : int, RandomState instance or None, default=None
@@ -190,7 +204,11 @@ _SHARED_ATTRS = """
         Number of features seen in ``fit`` (data mode only).
     fit_path_ : str
         How the coalitions were fitted: "batched", "per-coalition: " and why, or
-        "custom utility"."""
+        "custom utility".
+    n_real_evaluations_ : int
+        With ``utility_model`` only: the real utility evaluations that trained it.
+    utility_models_ : list of regressors
+        With ``utility_model`` only: the fitted surrogate of each game."""
 
 
 def _doc(cls: type) -> type:
@@ -240,7 +258,7 @@ class ShapleyValuer(_SemivalueValuer):
         "regression_msr": RegressionMSRSampler, "svarm": SVARMSampler,
     }
     _parameter_constraints = {
-        **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS,
+        **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS, **_LEARNING_CONSTRAINTS,
         "sampler": [str, BaseSampler],
         "truncation": [Real, HasMethods(["first_stop"]), None],
     }
@@ -252,6 +270,7 @@ class ShapleyValuer(_SemivalueValuer):
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
         error_score: Any = None, batch_fit: Any = "auto", device: Any = None,
+        utility_model: Any = None, training_budget: int | None = None,
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:
@@ -299,13 +318,14 @@ class BanzhafValuer(_SemivalueValuer):
     """
 
     _algorithm = "banzhaf"
+    _learning_distribution = "banzhaf"
     _samplers = {
         "msr": MSRSampler, "uniform": UniformSampler, "antithetic": AntitheticSampler,
         "exact": ExactSampler, "kernel": KernelSampler, "regression_msr": RegressionMSRSampler,
         "svarm": SVARMSampler,
     }
     _parameter_constraints = {
-        **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS,
+        **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS, **_LEARNING_CONSTRAINTS,
         "sampler": [str, BaseSampler],
         "weight": [Interval(Real, 0, 1, closed="neither")],
     }
@@ -316,6 +336,7 @@ class BanzhafValuer(_SemivalueValuer):
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
         error_score: Any = None, batch_fit: Any = "auto", device: Any = None,
+        utility_model: Any = None, training_budget: int | None = None,
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:
@@ -366,6 +387,7 @@ class BetaShapleyValuer(_SemivalueValuer):
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
         error_score: Any = None, batch_fit: Any = "auto", device: Any = None,
+        utility_model: Any = None, training_budget: int | None = None,
         n_jobs: int | None = None, random_state: Any = None, verbose: int = 0,
         warm_start: bool = False,
     ) -> None:

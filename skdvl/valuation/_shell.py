@@ -33,6 +33,7 @@ from skdvl.base import (
 )
 from skdvl.groups import GroupedUtility, check_groups
 from skdvl.result import ValuationResult
+from skdvl._regression import KernelSampler
 from skdvl.sampling import AntitheticPermutationSampler, BaseSampler, PermutationSampler
 from skdvl.stopping import AbsoluteStandardError, MaxTime, MaxUpdates, Status, StoppingCriterion
 from skdvl.utility import CheckedUtility, FitReport, ModelUtility, report_fit_problems
@@ -56,6 +57,11 @@ COMMON_CONSTRAINTS: dict[str, Any] = {
     "device": "no_validation",  # None, a str or a torch.device: ModelUtility checks it
     "n_jobs": [Integral, None],
     "verbose": ["verbose"],
+}
+#: ``utility_model`` and ``training_budget``: data utility learning (Wang, Yang & Jia, 2022)
+LEARNING_CONSTRAINTS: dict[str, list[Any]] = {
+    "utility_model": [HasMethods(["fit", "predict"]), None],
+    "training_budget": [Interval(Integral, 1, None, closed="left"), None],
 }
 SAMPLING_CONSTRAINTS: dict[str, list[Any]] = {
     "max_updates": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
@@ -112,6 +118,8 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
 
     #: whether ``fit(..., groups=...)`` values groups of rows
     _values_groups = True
+    #: the coalition sizes ``utility_model`` is trained on (see LearnedUtility)
+    _learning_distribution = "shapley"
 
     _samplers: dict[str, Any] = {}
     _fixed_sampler: type[BaseSampler] | None = None
@@ -234,10 +242,12 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         else:
             games, index, data = self._games(X, y, X_val, y_val, groups=groups)
         fingerprint = self._fingerprint(data)
-        if not self._continues(fingerprint, games):
+        continued = self._continues(fingerprint, games)
+        if not continued:
             seed = self.get_params(deep=False).get("random_state")
             self._entropy_ = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
             self._states_: list[Any] = [None] * len(games)
+        games = self._learned_games(games, sampler, continued)
         self._fingerprint_ = fingerprint
         self._warm_utility_ = self.utility  # keeps the id in the fingerprint unique
         self._players_ = [players for _, players in games]
@@ -255,6 +265,37 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
             played[players] = True
         self._finish(parts, index, interrupted, played)
         return self
+
+    def _learned_games(self, games: list[Any], sampler: BaseSampler,
+                       continued: bool) -> list[Any]:
+        """With ``utility_model``: each game's utility learned from ``training_budget``
+        real evaluations (:class:`~skdvl.utility_learning.LearnedUtility`), trained once
+        per game before sampling (kept for ``warm_start``), seeded from ``random_state``."""
+        model = getattr(self, "utility_model", None)
+        if model is None:
+            return games
+        from skdvl.utility_learning import LearnedUtility
+
+        if self.training_budget is None:
+            raise ValueError(
+                f"utility_model={model!r} learns the utility from training_budget real "
+                "evaluations per game; set training_budget (e.g. 10 * n_samples).")
+        learned = getattr(self, "_learned_", None)
+        if not (continued and learned is not None and len(learned) == len(games)):
+            dist = self._learning_distribution
+            if dist == "shapley" and isinstance(sampler, KernelSampler):  # and leverage
+                dist = "kernel"
+            learned = []
+            for g, (utility, _) in enumerate(games):
+                seed = np.random.SeedSequence(self._entropy_, spawn_key=(g, 1 << 30))
+                learned.append(LearnedUtility(
+                    utility, clone(model), training_budget=self.training_budget,
+                    training_distribution=dist, n_jobs=self.n_jobs, verbose=self.verbose,
+                    random_state=int(seed.generate_state(1)[0])).fit())
+        self._learned_ = learned
+        self.utility_models_ = [u.utility_model_ for u in learned]
+        self.n_real_evaluations_ = int(sum(u.n_real_evaluations_ for u in learned))
+        return [(u, players) for u, (_, players) in zip(learned, games)]
 
     def _value_game(self, utility: Any, sampler: BaseSampler, g: int,
                     state: Any) -> tuple[ValuationResult, Any]:
