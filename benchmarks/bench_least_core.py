@@ -196,7 +196,8 @@ def main() -> None:
     md = table(out)
     print(md)
     name = "least_core_quick" if opts.quick else "least_core"
-    (BENCH_DIR / "results" / f"{name}.json").write_text(json.dumps(out, indent=1, default=_jsonable))
+    (BENCH_DIR / "results" / f"{name}.json").write_text(
+        json.dumps(out, indent=1, default=_jsonable))
     (BENCH_DIR / "results" / f"{name}.md").write_text(
         f"Load average {start} -> {out['loadavg_end']}, {out['total_s']:.0f} s total, "
         f"commit {out['commit']}\n{md}\n")
