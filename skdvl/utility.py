@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
@@ -159,6 +160,22 @@ class ModelUtility:
         numpy, else on this torch device in float64 (``"cuda"``, ``"cpu"``...;
         needs torch). Ridge, least squares and multinomial problems stay in
         numpy. Ignored on the per-coalition path.
+    random_state : int, RandomState instance or None, default=None
+        The base seed of the torch seeds of neural nets: used only when
+        ``estimator`` is (or holds, e.g. in a ``Pipeline``) a skorch net. Each
+        coalition is then fitted with the torch seed
+        ``coalition_seed(base_seed, np.packbits(mask).tobytes())`` (a hash of its
+        row mask; see :func:`skdvl._torch_fit.coalition_seed`), where
+        ``base_seed = check_random_state(random_state).randint(2**31 - 1)``,
+        inside ``torch.random.fork_rng`` and with one torch thread, so that
+        u(S) is a pure function of S (identical for any ``n_jobs`` and joblib
+        backend) and the caller's torch random state and thread count are left
+        as they were. None draws the base seed once, when the utility is made.
+        The nets must have ``train_split=None`` (a ``ValueError`` explains why).
+        A bare ``NeuralNetClassifier``/``NeuralNetRegressor`` with default
+        callbacks and data loading is trained by a leaner loop that reproduces
+        skorch's ``fit`` bitwise (checked against it on the first fit of each
+        process; see :mod:`skdvl._torch_fit`).
 
     Attributes
     ----------
@@ -188,6 +205,7 @@ class ModelUtility:
         self, estimator: Any, X: Any, y: Any, X_val: Any, y_val: Any, *,
         scoring: Any = None, default_score: float = 0.0, error_score: Any = None,
         cache_size: int = 100_000, batch_fit: Any = "auto", device: Any = None,
+        random_state: Any = None,
     ) -> None:
         if not (batch_fit == "auto" or isinstance(batch_fit, (bool, np.bool_))):
             raise ValueError(
@@ -221,6 +239,10 @@ class ModelUtility:
         self._validated = False
         self._finite = _is_finite_dense(X) and _is_finite_dense(X_val)
         self._plan, self.fit_path = self._choose_path(batch_fit)
+        self.random_state = random_state
+        self._torch = _torch_refit(estimator, random_state)
+        if self._torch is not None:
+            self.fit_path += f"; {self._torch.description}"
 
     def _choose_path(self, batch_fit: Any) -> tuple[Any, str]:
         """The batched plan (or None) and a description of the path taken."""
@@ -357,9 +379,16 @@ class ModelUtility:
             with warnings.catch_warnings(record=True) as caught, (
                     fast if self._validated else contextlib.nullcontext()):
                 warnings.simplefilter("always")
-                model = clone(self.estimator).fit(_take(self.X, rows), y)
-                self._validated = True  # the parameters passed scikit-learn's validation
-                score = float(self.scorer(model, self.X_val, self.y_val))
+                if self._torch is None:
+                    model = clone(self.estimator).fit(_take(self.X, rows), y)
+                    self._validated = True  # the parameters passed scikit-learn's validation
+                    score = float(self.scorer(model, self.X_val, self.y_val))
+                else:
+                    key = self._key(rows)
+                    with self._torch.context(key):
+                        model = self._torch.fit(_take(self.X, rows), y, key)
+                        self._validated = True
+                        score = float(self.scorer(model, self.X_val, self.y_val))
         except Exception as exc:  # noqa: BLE001 - reported through error_score
             if self.error_score == "raise":
                 raise
@@ -450,6 +479,15 @@ _BATCH = 256
 #: "auto" fits a multinomial model batched up to this many parameters (classes x
 #: (features + 1)): the exact-Newton regime; beyond, the batched solve is not faster
 _AUTO_MAX_MULTINOMIAL = 64
+
+
+def _torch_refit(estimator: Any, random_state: Any) -> Any:
+    """A :class:`~skdvl._torch_fit.TorchRefit` if ``estimator`` holds a skorch net, else None."""
+    if "skorch" not in sys.modules:  # no skorch net can exist: skip the search
+        return None
+    from skdvl._torch_fit import TorchRefit, find_skorch_nets
+
+    return TorchRefit(estimator, random_state) if find_skorch_nets(estimator) else None
 
 
 def _is_finite_dense(X: Any) -> bool:

@@ -23,6 +23,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import GroupKFold, check_cv
 from sklearn.utils import check_random_state, get_tags
 
+from skdvl._regression import KernelSampler
 from skdvl.base import (
     TASKS,
     ValuerMixin,
@@ -33,7 +34,6 @@ from skdvl.base import (
 )
 from skdvl.groups import GroupedUtility, check_groups
 from skdvl.result import ValuationResult
-from skdvl._regression import KernelSampler
 from skdvl.sampling import AntitheticPermutationSampler, BaseSampler, PermutationSampler
 from skdvl.stopping import AbsoluteStandardError, MaxTime, MaxUpdates, Status, StoppingCriterion
 from skdvl.utility import CheckedUtility, FitReport, ModelUtility, report_fit_problems
@@ -461,9 +461,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         self.n_players_ = n = X.shape[0]
         if groups is not None:
             return self._group_games(estimator, X, y, X_val, y_val, groups)
-        kwargs = dict(scoring=self.scoring, default_score=self.default_score,
-                      error_score=self.error_score, batch_fit=self.batch_fit,
-                      device=getattr(self, "device", None))
+        kwargs = self._utility_kwargs()
         data = (X, y, X_val, y_val)
         if X_val is not None:
             model_utility = ModelUtility(estimator, X, y, X_val, y_val, **kwargs)
@@ -480,9 +478,29 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         return games, index, data
 
     def _utility_kwargs(self) -> dict[str, Any]:
-        return dict(scoring=self.scoring, default_score=self.default_score,
-                    error_score=self.error_score, batch_fit=self.batch_fit,
-                    device=getattr(self, "device", None))
+        """The keyword arguments of the games' ``ModelUtility``.
+
+        With a skorch net in the ``estimator``, ``random_state`` is the integer the
+        valuer's own ``random_state`` draws first (its sampling entropy, drawn
+        from a copy, so that the sampling stream is unchanged); the utility
+        hashes each coalition's row mask with it into the torch seed of the
+        coalition's fit. A valuer without ``random_state`` (``LOOValuer``: it
+        samples nothing) uses the fixed ``random_state=0``, so its values are
+        reproducible. Other estimators get ``random_state=None`` (unused).
+        """
+        kwargs = dict(scoring=self.scoring, default_score=self.default_score,
+                      error_score=self.error_score, batch_fit=self.batch_fit,
+                      device=getattr(self, "device", None))
+        from skdvl._torch_fit import find_skorch_nets
+
+        if find_skorch_nets(self.estimator):  # None: a linear model, chosen by the task
+            params = self.get_params(deep=False)
+            if "random_state" not in params:
+                kwargs["random_state"] = 0
+            else:
+                rng = copy.deepcopy(check_random_state(params["random_state"]))
+                kwargs["random_state"] = int(rng.randint(np.iinfo(np.int32).max))
+        return kwargs
 
     def _group_games(self, estimator: Any, X: Any, y: Any, X_val: Any, y_val: Any,
                      groups: Any) -> tuple[list[Any], Any, Any]:
