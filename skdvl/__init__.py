@@ -19,6 +19,7 @@ from skdvl.valuation import (
     DeltaShapleyValuer,
     GroupTestingShapleyValuer,
     KNNShapley,
+    LeastCoreValuer,
     LOOValuer,
     ShapleyValuer,
 )
@@ -30,5 +31,5 @@ __all__ = [
     "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
     "DataOOBValuer", "GroupTestingShapleyValuer", "DeltaShapleyValuer", "DataCleaner",
     "CleanedEstimator", "rows_to_keep", "ClasswiseShapleyValuer", "ClasswiseModelUtility",
-    "LearnedUtility",
+    "LearnedUtility", "LeastCoreValuer",
 ]

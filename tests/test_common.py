@@ -27,6 +27,7 @@ from skdvl import (
     DeltaShapleyValuer,
     GroupTestingShapleyValuer,
     KNNShapley,
+    LeastCoreValuer,
     LOOValuer,
     ShapleyValuer,
     ValuationResult,
@@ -65,6 +66,7 @@ VALUERS = [
     DeltaShapleyValuer(_model, lower_bound=1, upper_bound=8, max_updates=2, cv=2,
                        random_state=0),
     ClasswiseShapleyValuer(_model, max_updates=2, cv=2, random_state=0),
+    LeastCoreValuer(_model, max_updates=400, n_bootstrap=2, cv=2, random_state=0),
 ]
 _CHECK_CLEANER = DataCleaner(DataOOBValuer(n_estimators=10, random_state=0))
 #: Valuer checks only (scikit-learn's need no second model): a trained model with
