@@ -280,6 +280,9 @@ def _escape_shapes(app, what, name, obj, options, lines):
     import re
 
     for i, line in enumerate(lines):
+        # ``|utility|`` written bare is an undefined substitution for docutils
+        if "|" in line:
+            line = lines[i] = re.sub(r"(?<![`|\w])\|(\w+)\|(?![`|\w])", r"``|\1|``", line)
         if "shape (" not in line:
             continue
         lines[i] = re.sub(r"(?<![`\w*])(\*?[A-Za-z]\w*_|\*[A-Za-z]\w*)(?=[,)\]])",
