@@ -176,9 +176,10 @@ _SHARED_PARAMS = """
         the same data, utility, estimator parameters and ``random_state``: a
         change raises ``ValueError`` naming it. A budget already spent samples
         nothing.
+"""
 
-    Notes
-    -----
+#: the shared Notes paragraph, placed in the class's Notes section (made if it has none)
+_SHARED_NOTES = """
     Interrupting ``fit`` (Ctrl-C) keeps the samples finished so far, for any
     ``n_jobs``: it returns with a ``RuntimeWarning``, ``converged_`` False, and
     NaN (count 0) for rows no finished sample reached."""
@@ -212,8 +213,19 @@ _SHARED_ATTRS = """
 
 
 def _doc(cls: type) -> type:
-    cls.__doc__ = (cls.__doc__ or "").replace("%(params)s", _SHARED_PARAMS).replace(
+    """Fill in the shared parameters and attributes, and add the shared Notes paragraph
+    to the class's own Notes section (one made before References or Examples if none)."""
+    doc = (cls.__doc__ or "").replace("%(params)s", _SHARED_PARAMS).replace(
         "%(attrs)s", _SHARED_ATTRS)
+    header = "\n    Notes\n    -----\n"
+    if header in doc:
+        doc = doc.replace(header, header + _SHARED_NOTES.lstrip("\n") + "\n\n", 1)
+    else:
+        cut = [doc.find(f"\n    {name}\n    {'-' * len(name)}\n")
+               for name in ("References", "Examples")]
+        at = min((c for c in cut if c >= 0), default=len(doc.rstrip()))
+        doc = doc[:at] + header.rstrip("\n") + "\n" + _SHARED_NOTES.lstrip("\n") + "\n" + doc[at:]
+    cls.__doc__ = doc
     return cls
 
 
@@ -403,6 +415,10 @@ class LOOValuer(_SemivalueValuer):
     Cook (1977) for the statistics; in data valuation, the baseline of
     Ghorbani & Zou (2019). Cheap, but blind to redundancy: of two duplicate
     rows, each has value 0.
+
+    With a skorch net as the estimator, the torch seeds of the fits come from a
+    fixed ``random_state=0`` (LOOValuer has no ``random_state``), so values are
+    reproducible.
 
     Parameters
     ----------
