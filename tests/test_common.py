@@ -80,6 +80,26 @@ VALUERS_ONLY = [
     ShapleyValuer(LogisticRegression(), utility_model=LinearRegression(), training_budget=20,
                   max_updates=3, random_state=0),
 ]
+try:  # a skorch net as the valued model: skdvl's valuer checks (its float32 module takes
+    # the checks' float64 data through X.float())
+    import torch
+    from skorch import NeuralNetClassifier
+
+    class _TinyNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.out = torch.nn.LazyLinear(2)
+
+        def forward(self, X):
+            return torch.log_softmax(self.out(X.float()), dim=-1)
+
+    VALUERS_ONLY.append(ShapleyValuer(
+        NeuralNetClassifier(_TinyNet, max_epochs=2, train_split=None, verbose=0,
+                            criterion=torch.nn.NLLLoss),
+        max_updates=2, random_state=0))
+except ImportError:  # pragma: no cover - the torch extra is not installed
+    pass
+
 ESTIMATORS = [
     *VALUERS,
     _CHECK_CLEANER,

@@ -115,7 +115,8 @@ def valuer_randomness(valuer: Any) -> str:
         :class:`~skdvl.influence.InfluenceScorer` method without randomness);
         "sampling" for a Monte Carlo ``sampler`` (an exact one can replace it);
         "random" for any other seeded valuer (a ``utility_model``, whose
-        training coalitions are drawn by position, included).
+        training coalitions are drawn by position, and a skorch net, whose fits
+        are seeded and batched by row position, included).
 
     Examples
     --------
@@ -130,6 +131,10 @@ def valuer_randomness(valuer: Any) -> str:
     if "random_state" not in params:
         return "deterministic"
     if params.get("utility_model") is not None:  # training coalitions drawn by position
+        return "random"
+    from skdvl._torch_fit import find_skorch_nets
+
+    if find_skorch_nets(params.get("estimator")):  # seeds and batches follow row order
         return "random"
     if "sampler" in params:
         return "deterministic" if _is_exact_sampler(params["sampler"]) else "sampling"
