@@ -10,7 +10,8 @@ from unittest import SkipTest
 
 import numpy as np
 import pytest
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
+from sklearn.datasets import make_classification
 from sklearn.exceptions import SkipTestWarning
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
@@ -335,3 +336,15 @@ def test_skdvl_utils_reexports_every_public_check():
     assert sorted(skdvl.utils.__all__) == sorted(estimator_checks.__all__)
     for name in skdvl.utils.__all__:
         assert getattr(skdvl.utils, name) is getattr(estimator_checks, name)
+
+
+@pytest.mark.parametrize("valuer", [v for v in VALUERS if getattr(v, "_values_groups", False)],
+                         ids=lambda v: type(v).__name__)
+def test_groups_of_one_row_give_the_ungrouped_values(valuer):
+    """Every valuer that values groups: one row per group, in row order, is the plain game."""
+    X, y = make_classification(n_samples=40, n_features=4, random_state=0)
+    kw = dict(X_val=X[20:], y_val=y[20:])
+    plain = clone(valuer).fit(X[:20], y[:20], **kw)
+    grouped = clone(valuer).fit(X[:20], y[:20], groups=np.arange(20), **kw)
+    assert list(grouped.values_.index) == list(range(20))
+    np.testing.assert_array_equal(grouped.values_.to_numpy(), np.asarray(plain.values_))

@@ -541,7 +541,7 @@ class GroupTestingShapleyValuer(_SemivalueValuer):
         return group_testing_samples(n, float(self.epsilon), float(self.delta),
                                      float(self.utility_range))
 
-    def fit(self, X: Any = None, y: Any = None, *, X_val: Any = None,
+    def fit(self, X: Any = None, y: Any = None, *, groups: Any = None, X_val: Any = None,
             y_val: Any = None) -> Any:
         """Value the training rows (see :meth:`skdvl.ShapleyValuer.fit`).
 
@@ -551,6 +551,9 @@ class GroupTestingShapleyValuer(_SemivalueValuer):
             Training data; each row is a player. None when ``utility`` is given.
         y : array-like of shape (n_samples,)
             Training targets.
+        groups : array-like of shape (n_samples,), default=None
+            A label per row: the players are then the groups (see
+            :meth:`skdvl.ShapleyValuer.fit`).
         X_val, y_val : array-like, default=None
             Validation data; without it, ``cv``-fold cross-valuation.
 
@@ -559,7 +562,7 @@ class GroupTestingShapleyValuer(_SemivalueValuer):
         self : object
             The fitted valuer.
         """
-        super().fit(X, y, X_val=X_val, y_val=y_val)
+        super().fit(X, y, groups=groups, X_val=X_val, y_val=y_val)
         largest = max(len(players) for players in self._players_)
         self.n_samples_bound_ = self._bound(max(largest, 2))
         return self
