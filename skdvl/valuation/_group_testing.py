@@ -43,9 +43,7 @@ from scipy.sparse import coo_matrix
 from skdvl.result import ValuationResult
 from skdvl.sampling import BaseSampler, Evaluator, _check_int, _uniform_coalitions
 from skdvl.stopping import (
-    AbsoluteStandardError,
     MaxSamples,
-    MaxTime,
     Progress,
     Status,
     StoppingCriterion,
@@ -512,30 +510,14 @@ class GroupTestingShapleyValuer(_SemivalueValuer):
     def _resolve_sampler(self) -> BaseSampler:
         return GroupTestingSampler(epsilon=float(self.epsilon), solution=self.solution)
 
-    def _stopping(self, sampler: BaseSampler | None = None, n: int = 1) -> StoppingCriterion:
+    def _update_budget(self, sampler: BaseSampler | None, n: int) -> list[StoppingCriterion]:
         """``max_updates`` counts coalitions exactly; "auto" is the guarantee's number."""
-        parts: list[StoppingCriterion] = []
         explicit = self.stopping is not None or self.max_time is not None
         if self.max_updates == "auto" and not explicit:
-            parts.append(_GuaranteeSamples(self._bound(max(n, 2))))
-        elif self.max_updates not in ("auto", None):
-            parts.append(MaxSamples(int(self.max_updates)))
-        if self.stderr_tol is not None:
-            parts.append(AbsoluteStandardError(self.stderr_tol))
-        if self.max_time is not None:
-            parts.append(MaxTime(self.max_time))
-        if self.stopping is not None:
-            import copy
-
-            parts.append(copy.deepcopy(self.stopping))
-        if not parts:
-            raise ValueError(
-                f"{type(self).__name__} needs a budget: set max_updates, stderr_tol, max_time "
-                "or stopping. Got max_updates=None and the other three None.")
-        criterion = parts[0]
-        for part in parts[1:]:
-            criterion = criterion | part
-        return criterion
+            return [_GuaranteeSamples(self._bound(max(n, 2)))]
+        if self.max_updates not in ("auto", None):
+            return [MaxSamples(int(self.max_updates))]
+        return []
 
     def _bound(self, n: int) -> int:
         return group_testing_samples(n, float(self.epsilon), float(self.delta),

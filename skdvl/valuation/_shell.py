@@ -169,6 +169,15 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
             )
         return sampler
 
+    def _update_budget(self, sampler: BaseSampler | None, n: int) -> list[StoppingCriterion]:
+        """The criterion ``max_updates`` makes (none, or one), before the others are OR-ed."""
+        max_updates = self.max_updates
+        if max_updates == "auto":
+            explicit = self.stopping is not None or self.max_time is not None
+            per_coalition = bool(getattr(sampler, "per_coalition", False))
+            max_updates = None if explicit else DEFAULT_MAX_UPDATES * (n if per_coalition else 1)
+        return [] if max_updates is None else [MaxUpdates(max_updates)]
+
     def _stopping(self, sampler: BaseSampler | None = None, n: int = 1) -> StoppingCriterion:
         """The budget: the given criteria, OR-ed; ``max_updates="auto"`` if none bounds it.
 
@@ -177,14 +186,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         evaluations either way). An explicit ``stopping`` or ``max_time``
         replaces the default budget instead of being OR-ed with a hidden one.
         """
-        parts: list[StoppingCriterion] = []
-        max_updates = self.max_updates
-        if max_updates == "auto":
-            explicit = self.stopping is not None or self.max_time is not None
-            per_coalition = bool(getattr(sampler, "per_coalition", False))
-            max_updates = None if explicit else DEFAULT_MAX_UPDATES * (n if per_coalition else 1)
-        if max_updates is not None:
-            parts.append(MaxUpdates(max_updates))
+        parts = self._update_budget(sampler, n)
         if self.stderr_tol is not None:
             parts.append(AbsoluteStandardError(self.stderr_tol))
         if self.max_time is not None:
