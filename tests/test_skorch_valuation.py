@@ -246,3 +246,17 @@ def test_skdvl_imports_without_torch():
                          check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "None" and out.stdout.split()[-1] == "False"
+
+
+def test_classwise_values_of_a_net_identical_for_any_n_jobs(data):
+    """The class-wise utility seeds a net's fits per coalition too (its own utility class)."""
+    from skdvl import ClasswiseShapleyValuer
+
+    X, y, X_val, y_val = data
+    kw = dict(max_updates=2, random_state=3)
+    one = ClasswiseShapleyValuer(_net(), n_jobs=1, **kw).fit(X, y, X_val=X_val, y_val=y_val)
+    two = ClasswiseShapleyValuer(_net(), n_jobs=2, **kw).fit(X, y, X_val=X_val, y_val=y_val)
+    again = ClasswiseShapleyValuer(_net(), n_jobs=1, **kw).fit(X, y, X_val=X_val, y_val=y_val)
+    assert "skorch nets seeded per coalition" in one.fit_path_
+    np.testing.assert_array_equal(one.values_, two.values_)
+    np.testing.assert_array_equal(one.values_, again.values_)

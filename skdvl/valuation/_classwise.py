@@ -57,6 +57,7 @@ from skdvl.utility import (
     _check_score,
     _is_finite_dense,
     _take,
+    _torch_refit,
 )
 from skdvl.utils._sklearn_compat import HasMethods
 from skdvl.valuation._shell import COMMON_CONSTRAINTS, SAMPLING_CONSTRAINTS, _SemivalueValuer
@@ -255,7 +256,7 @@ class ClasswiseModelUtility:
     def __init__(
         self, estimator: Any, X: Any, y: Any, X_val: Any, y_val: Any, *,
         scoring: Any = None, default_score: float = 0.0, error_score: Any = None,
-        cache_size: int = 100_000, batch_fit: Any = "auto",
+        cache_size: int = 100_000, batch_fit: Any = "auto", random_state: Any = None,
     ) -> None:
         if not (batch_fit == "auto" or isinstance(batch_fit, (bool, np.bool_))):
             raise ValueError(
@@ -285,6 +286,11 @@ class ClasswiseModelUtility:
         self._validated = False
         self._finite = _is_finite_dense(X) and _is_finite_dense(X_val)
         self._plan, self.fit_path = self._choose_path(batch_fit)
+        # a skorch net: each coalition's fit seeded from its row mask (as ModelUtility's)
+        self.random_state = random_state
+        self._torch = _torch_refit(estimator, random_state)
+        if self._torch is not None:
+            self.fit_path += f"; {self._torch.description}"
 
     def _choose_path(self, batch_fit: Any) -> tuple[Any, str]:
         """The batched plan (or None) and a description of the path taken."""
@@ -437,9 +443,18 @@ class ClasswiseModelUtility:
             with warnings.catch_warnings(record=True) as caught, (
                     fast if self._validated else contextlib.nullcontext()):
                 warnings.simplefilter("always")
-                model = clone(self.estimator).fit(_take(self.X, rows), y)
-                self._validated = True
-                scores = self._class_scores(model)
+                if self._torch is None:
+                    model = clone(self.estimator).fit(_take(self.X, rows), y)
+                    self._validated = True
+                    scores = self._class_scores(model)
+                else:
+                    mask = np.zeros(self.n_players, dtype=bool)
+                    mask[rows] = True
+                    key = np.packbits(mask).tobytes()
+                    with self._torch.context(key):
+                        model = self._torch.fit(_take(self.X, rows), y, key)
+                        self._validated = True
+                        scores = self._class_scores(model)
         except Exception as exc:  # noqa: BLE001 - reported through error_score
             if self.error_score == "raise":
                 raise
@@ -1032,8 +1047,8 @@ class ClasswiseShapleyValuer(_SemivalueValuer):
             self, X, y, X_val, y_val, estimator=estimator, min_samples=2)
         self._check_labels(y, y_val)
         self.n_players_ = n = X.shape[0]
-        kwargs = dict(scoring=self.scoring, default_score=self.default_score,
-                      error_score=self.error_score, batch_fit=self.batch_fit)
+        kwargs = self._utility_kwargs()
+        kwargs.pop("device", None)
         data = (X, y, X_val, y_val)
         if X_val is not None:
             utility = ClasswiseModelUtility(estimator, X, y, X_val, y_val, **kwargs)
