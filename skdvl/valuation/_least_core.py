@@ -102,6 +102,7 @@ def _linprog(G: sp.csr_matrix, b: np.ndarray, u_full: float, floor: float | None
 def least_core_lp(
     masks: np.ndarray, utilities: np.ndarray, u_full: float, *,
     non_negative_subsidy: bool = False, solver_options: dict[str, Any] | None = None,
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """The minimal subsidy ``e`` of the least core, and one least-core vector.
 
@@ -131,6 +132,11 @@ def least_core_lp(
     solver_options : dict, default=None
         Options of ``linprog(method="highs")``; the key "method" may choose
         "highs-ds" or "highs-ipm".
+    start : ndarray of bool of shape (m,), default=None
+        Rows to solve with from the first round on (e.g. those binding in a
+        similar problem: the bootstrap starts from the full fit's), besides
+        those the equal split violates most. Only the number of rounds depends
+        on it, not the optimum.
 
     Returns
     -------
@@ -167,6 +173,8 @@ def least_core_lp(
     floor = 0.0 if non_negative_subsidy else -3.0
     x = np.full(n, full / n)
     rows = _most_violated(b - G @ x, np.zeros(m, dtype=bool), _FIRST_ROWS * n)
+    if start is not None:  # at most as many as the first round takes: ties can be many
+        rows = np.union1d(rows, np.flatnonzero(start)[:_FIRST_ROWS * n])
     chosen = np.zeros(m, dtype=bool)
     for _ in range(_MAX_ROUNDS):
         chosen[rows] = True
@@ -298,6 +306,7 @@ def _ldp(A: np.ndarray, c: np.ndarray) -> np.ndarray:
 def least_core(
     masks: np.ndarray, utilities: np.ndarray, u_full: float, *,
     non_negative_subsidy: bool = False, solver_options: dict[str, Any] | None = None,
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """The egalitarian least core of the constraints of ``masks``, and its subsidy.
 
@@ -319,7 +328,7 @@ def least_core(
     if n == 1 or masks.shape[0] == 0:  # no coalition to satisfy
         return np.full(n, float(u_full) / n), 0.0 if non_negative_subsidy else -np.inf
     _, e = least_core_lp(masks, utilities, u_full, non_negative_subsidy=non_negative_subsidy,
-                         solver_options=solver_options)
+                         solver_options=solver_options, start=start)
     slack = TIE_BREAK_SLACK * _scale(utilities, u_full)
     return egalitarian_least_core(masks, utilities - e - slack, u_full), e
 
@@ -391,14 +400,20 @@ def _extend_draws(state: _LeastCoreState | None, entropy: int, game: int, n: int
 
 def _bootstrap_values(masks: np.ndarray, u: np.ndarray, u_full: float, draws: np.ndarray,
                       seeds: list[np.random.SeedSequence], non_negative: bool,
-                      options: dict[str, Any] | None) -> list[np.ndarray | None]:
-    """Egalitarian least cores of resampled draws (None where a replicate is unbounded)."""
+                      options: dict[str, Any] | None,
+                      binding: np.ndarray | None = None) -> list[np.ndarray | None]:
+    """Egalitarian least cores of resampled draws (None where a replicate is unbounded).
+
+    ``binding`` marks the rows binding at the full fit's optimum: each replicate's
+    constraint generation starts from those it drew, which usually spares it a round.
+    """
     out: list[np.ndarray | None] = []
     for seed in seeds:
         pick = np.unique(np.random.default_rng(seed).choice(draws, size=draws.size))
         try:
             x, _ = least_core(masks[pick], u[pick], u_full,
-                              non_negative_subsidy=non_negative, solver_options=options)
+                              non_negative_subsidy=non_negative, solver_options=options,
+                              start=None if binding is None else binding[pick])
         except RuntimeError:
             x = None
         out.append(x)
@@ -648,11 +663,13 @@ class LeastCoreValuer(_SemivalueValuer):
             stderr = np.zeros(n)
         else:
             assert state.draws is not None
-            stderr = self._bootstrap(masks, u, u_full, state.draws - 1, g)
+            scale = max(float(np.max(np.abs(u), initial=0.0)), abs(u_full), 1e-300)
+            binding = u - masks @ x - state.subsidy >= -1e-6 * scale
+            stderr = self._bootstrap(masks, u, u_full, state.draws - 1, g, binding)
         return ValuationResult(x, variances=stderr**2 * counts, counts=counts), state
 
     def _bootstrap(self, masks: np.ndarray, u: np.ndarray, u_full: float,
-                   draws: np.ndarray, g: int) -> np.ndarray:
+                   draws: np.ndarray, g: int, binding: np.ndarray | None = None) -> np.ndarray:
         """Standard deviation of the least core over resamples of the draws."""
         n = masks.shape[1]
         if self.n_bootstrap == 0:
@@ -661,7 +678,7 @@ class LeastCoreValuer(_SemivalueValuer):
             self.n_bootstrap)
         args = (masks, u, u_full, draws)
         kw: dict[str, Any] = dict(non_negative=self.non_negative_subsidy,
-                                  options=self.solver_options)
+                                  options=self.solver_options, binding=binding)
         n_workers = effective_n_jobs(self.n_jobs)
         if n_workers == 1:
             reps = _bootstrap_values(*args, seeds, **kw)
