@@ -305,3 +305,12 @@ def test_enumeration_helper_covers_every_coalition():
     assert masks.shape == (30, 5) and math.isclose(prob.sum(), 1.0)
     assert len({tuple(m) for m in masks}) == 30
     assert all(1 <= m.sum() <= 4 for m in masks)
+
+
+def test_a_guarantee_needing_a_huge_budget_warns_with_the_count_and_the_way_out():
+    v = GroupTestingShapleyValuer(utility=SymmetricVotingGame(4), epsilon=0.1, random_state=0)
+    with pytest.warns(UserWarning, match=r"max_updates='auto' draws the 129,148 coalitions "
+                                         r"\(utility evaluations\) that the guarantee needs "
+                                         r"for epsilon=0.1, delta=0.05 and 4 players"):
+        v.set_params(max_time=None).fit()
+    assert v.n_samples_bound_ == 129_148

@@ -31,6 +31,7 @@ order; the LP is solved from the merged sums.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Real
@@ -392,6 +393,10 @@ class _GuaranteeSamples(MaxSamples):
 
 
 # --------------------------------------------------------------------------- the valuer
+#: a guarantee that needs more coalitions than this warns before sampling
+_LARGE_BUDGET = 100_000
+
+
 class GroupTestingShapleyValuer(_SemivalueValuer):
     """Shapley values by group testing (Jia et al., 2019), with an ``(epsilon, delta)`` guarantee.
 
@@ -514,7 +519,15 @@ class GroupTestingShapleyValuer(_SemivalueValuer):
         """``max_updates`` counts coalitions exactly; "auto" is the guarantee's number."""
         explicit = self.stopping is not None or self.max_time is not None
         if self.max_updates == "auto" and not explicit:
-            return [_GuaranteeSamples(self._bound(max(n, 2)))]
+            bound = self._bound(max(n, 2))
+            if bound > _LARGE_BUDGET:
+                warnings.warn(
+                    f"max_updates='auto' draws the {bound:,} coalitions (utility "
+                    f"evaluations) that the guarantee needs for epsilon={self.epsilon}, "
+                    f"delta={self.delta} and {n} players. Pass a larger epsilon, or "
+                    "max_updates=<coalitions> to bound the cost (the guarantee then "
+                    "no longer holds).", UserWarning, stacklevel=5)
+            return [_GuaranteeSamples(bound)]
         if self.max_updates not in ("auto", None):
             return [MaxSamples(int(self.max_updates))]
         return []
