@@ -207,14 +207,7 @@ class ModelUtility:
         cache_size: int = 100_000, batch_fit: Any = "auto", device: Any = None,
         random_state: Any = None,
     ) -> None:
-        if not (batch_fit == "auto" or isinstance(batch_fit, (bool, np.bool_))):
-            raise ValueError(
-                f"batch_fit must be 'auto', True or False. Got {batch_fit!r} instead.")
-        if not (error_score is None or error_score == "raise"
-                or isinstance(error_score, (int, float, np.number))):
-            raise ValueError(
-                f"error_score must be 'raise', a number or None. Got {error_score!r} instead."
-            )
+        _check_fit_options(batch_fit, error_score)
         self.estimator = estimator
         self.X, self.y, self.X_val, self.y_val = X, np.asarray(y), X_val, y_val
         self.scoring = scoring
@@ -488,6 +481,17 @@ def _torch_refit(estimator: Any, random_state: Any) -> Any:
     from skdvl._torch_fit import TorchRefit, find_skorch_nets
 
     return TorchRefit(estimator, random_state) if find_skorch_nets(estimator) else None
+
+
+def _check_fit_options(batch_fit: Any, error_score: Any) -> None:
+    """Refuse a ``batch_fit`` or ``error_score`` a model utility cannot take, naming it."""
+    if not (batch_fit == "auto" or isinstance(batch_fit, (bool, np.bool_))):
+        raise ValueError(
+            f"batch_fit must be 'auto', True or False. Got {batch_fit!r} instead.")
+    if not (error_score is None or error_score == "raise"
+            or isinstance(error_score, (int, float, np.number))):
+        raise ValueError(
+            f"error_score must be 'raise', a number or None. Got {error_score!r} instead.")
 
 
 def _is_finite_dense(X: Any) -> bool:

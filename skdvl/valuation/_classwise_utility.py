@@ -23,6 +23,7 @@ from skdvl.utility import (
     _AUTO_MAX_MULTINOMIAL,
     _BATCH,
     FitReport,
+    _check_fit_options,
     _check_score,
     _is_finite_dense,
     _take,
@@ -137,13 +138,7 @@ class ClasswiseModelUtility:
         scoring: Any = None, default_score: float = 0.0, error_score: Any = None,
         cache_size: int = 100_000, batch_fit: Any = "auto", random_state: Any = None,
     ) -> None:
-        if not (batch_fit == "auto" or isinstance(batch_fit, (bool, np.bool_))):
-            raise ValueError(
-                f"batch_fit must be 'auto', True or False. Got {batch_fit!r} instead.")
-        if not (error_score is None or error_score == "raise"
-                or isinstance(error_score, (int, float, np.number))):
-            raise ValueError(
-                f"error_score must be 'raise', a number or None. Got {error_score!r} instead.")
+        _check_fit_options(batch_fit, error_score)
         self.estimator, self.scoring = estimator, scoring
         self.X, self.y, self.X_val = X, np.asarray(y), X_val
         self.y_val = np.asarray(y_val)
