@@ -84,13 +84,20 @@ class Evaluator:
 
     def empty(self) -> float:
         if self._empty is None:
-            self._empty = self._call(np.empty(0, dtype=np.intp))
+            self._empty = self._one(np.zeros(self.n, dtype=bool))
         return self._empty
 
     def full(self) -> float:
         if self._full is None:
-            self._full = self._call(np.arange(self.n))
+            self._full = self._one(np.ones(self.n, dtype=bool))
         return self._full
+
+    def _one(self, mask: np.ndarray) -> float:
+        """One coalition: through the batched, cached path when there is one, so that
+        it is evaluated once whether asked for here or in a batch of masks."""
+        if self.batched:
+            return float(self.evaluate(mask[None, :])[0])
+        return self._call(np.flatnonzero(mask))
 
     def _call(self, subset: np.ndarray) -> float:
         self._calls += 1

@@ -125,7 +125,7 @@ def _permutation_utilities(
     return u
 
 
-#: prefixes evaluated per lockstep round, over all the permutations walked together
+#: prefixes evaluated per round over all the walks, with truncation
 _ROUND_COALITIONS = 256
 #: at most this many mask entries (bools) per round, whatever n
 _ROUND_BYTES = 1 << 23
@@ -136,52 +136,66 @@ def _lockstep_utilities(
 ) -> np.ndarray:
     """u of every prefix of each permutation, the permutations walked in lockstep.
 
-    Row ``r`` equals ``_permutation_utilities(ev, perms[r], truncation)``: each
-    permutation truncates at the first prefix its own utilities say, and later
-    prefixes are never used. Every round evaluates, for each permutation still
-    running, its next ``step`` prefixes in one ``ev.evaluate`` call. With
-    truncation, ``step`` spreads about ``_ROUND_COALITIONS`` coalitions over the
-    permutations left, and is at most ``ev.prefix_step``, which bounds the
-    prefixes evaluated past a truncation point; without, every prefix goes in
-    the first round (up to ``_ROUND_BYTES`` of masks). Which prefixes a round evaluates only
-    changes the cost, never the result.
+    Row ``r`` equals ``_permutation_utilities(ev, perms[r], truncation)``: the
+    walks of :func:`_walk_prefixes` from the empty coalition, each truncating
+    at the first prefix its own utilities say.
     """
-    n, P = ev.n, len(perms)
-    u = np.empty((P, n + 1))
-    u[:, 0] = ev.empty()
-    rank = np.empty((P, n), dtype=np.intp)
-    rank[np.arange(P)[:, None], np.asarray(perms)] = np.arange(n)
-    total = ev.full() if truncation is not None and truncation.needs_total() else 0.0
-    horizon = n if truncation is None else truncation.horizon(n)
-    max_step = n if truncation is None else max(1, int(ev.prefix_step))
+    bases = np.zeros((len(perms), ev.n), dtype=bool)
+    return _walk_prefixes(ev, bases, [np.asarray(p) for p in perms], truncation)
+
+
+def _walk_prefixes(ev: Any, bases: np.ndarray, orders: list[np.ndarray],
+                   truncation: Any) -> np.ndarray:
+    """Utilities of ``bases[r]`` plus each prefix of ``orders[r]``, all walks together.
+
+    Row ``r`` of the result holds ``u(base + order[:j])`` at column ``j`` for
+    ``j = 0 .. len(order)`` (NaN beyond). Each round evaluates, in one batch,
+    the next prefixes of every walk not yet truncated: all of them without
+    truncation, at most ``ev.prefix_step`` each with it (the prefixes evaluated
+    past a truncation point). A walk truncates at the first prefix within
+    ``truncation`` of ``u(base + order)``, as a truncated Monte Carlo permutation
+    does at ``u(N)`` (Ghorbani & Zou, 2019); the later marginals are 0.
+    """
+    P, W = bases.shape
+    lengths = np.array([o.shape[0] for o in orders], dtype=np.intp)
+    rank = np.full((P, W), W + 1, dtype=np.intp)
+    for r, order in enumerate(orders):
+        rank[r, order] = np.arange(order.shape[0])
+    needs_total = truncation is not None and truncation.needs_total()
+    first = np.concatenate([bases, bases | (rank <= W)]) if needs_total else bases
+    distinct, back = np.unique(first, axis=0, return_inverse=True)  # walks share starts
+    v = ev.evaluate(distinct)[back.reshape(-1)]
+    u = np.full((P, lengths.max() + 1), np.nan)
+    u[:, 0] = v[:P]
+    total = v[P:] if needs_total else np.zeros(P)
+    horizon = lengths if truncation is None else np.array(
+        [truncation.horizon(int(L)) for L in lengths], dtype=np.intp)
+    max_step = int(lengths.max()) if truncation is None else max(1, int(ev.prefix_step))
     lo = np.ones(P, dtype=np.intp)
-    active = np.arange(P)
+    active = np.flatnonzero(lengths > 0)
     while active.size:
-        fill = n if truncation is None else _ROUND_COALITIONS // active.size
-        step = max(1, min(max_step, fill, _ROUND_BYTES // max(1, active.size * n)))
-        hi = np.minimum(horizon + 1, lo[active] + step)
-        past = hi <= lo[active]  # past the horizon: the rest is truncated
-        for r in active[past]:
-            u[r, lo[r]:] = u[r, lo[r] - 1]
-        active, hi = active[~past], hi[~past]
+        fill = int(lengths.max()) if truncation is None else _ROUND_COALITIONS // active.size
+        step = max(1, min(max_step, fill, _ROUND_BYTES // max(1, active.size * W)))
+        hi = np.minimum(horizon[active] + 1, lo[active] + step)
+        for r in active[hi <= lo[active]]:  # past the horizon: the rest is truncated
+            u[r, lo[r]:lengths[r] + 1] = u[r, lo[r] - 1]
+        keep = hi > lo[active]
+        active, hi = active[keep], hi[keep]
         if not active.size:
             break
         counts = hi - lo[active]
         owner = np.repeat(np.arange(active.size), counts)
-        j = lo[active][owner] + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts,
-                                                                     counts))
-        values = ev.evaluate(j[:, None] > rank[active[owner]])
-        u[active[owner], j] = values
-        still = np.ones(active.size, dtype=bool)
-        for i, r in enumerate(active):
-            h = int(hi[i])
+        j = lo[active][owner] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts,
+                                                                      counts)
+        u[active[owner], j] = ev.evaluate((j[:, None] > rank[active[owner]])
+                                          | bases[active[owner]])
+        still = hi <= lengths[active]
+        for a, r in enumerate(active):
             stop = None if truncation is None else truncation.first_stop(
-                u[r, :h], int(lo[r]), n, total)
+                u[r, :hi[a]], int(lo[r]), int(lengths[r]), float(total[r]))
             if stop is not None:
-                u[r, stop + 1:] = u[r, stop]
-                still[i] = False
-            elif h > n:
-                still[i] = False
-            lo[r] = h
+                u[r, stop + 1:lengths[r] + 1] = u[r, stop]
+                still[a] = False
+        lo[active] = hi
         active = active[still]
     return u

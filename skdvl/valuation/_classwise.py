@@ -42,7 +42,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils.multiclass import type_of_target
 
 from skdvl._moments import Moments
-from skdvl._truncation import _check_truncation
+from skdvl._truncation import _check_truncation, _walk_prefixes
 from skdvl.base import check_targets, pandas_index, resolve_task, validate_valuation_data
 from skdvl.result import ValuationResult
 from skdvl.sampling import BaseSampler, ExactSampler, _check_int, _masks_from_codes
@@ -84,68 +84,6 @@ def _exact_classwise(u: np.ndarray, layout: _Layout) -> np.ndarray:
             values[i] = np.dot(per_size[size[without]],
                                u[without | (1 << int(i)), k] - u[without, k])
     return values
-
-
-def _walk_prefixes(ev: Any, bases: np.ndarray, orders: list[np.ndarray],
-                   truncation: Any) -> np.ndarray:
-    """Utilities of ``bases[r]`` plus each prefix of ``orders[r]``, all walks together.
-
-    Row ``r`` of the result holds ``u(base + order[:j])`` at column ``j`` for
-    ``j = 0 .. len(order)`` (NaN beyond). Each round evaluates, in one batch,
-    the next prefixes of every walk not yet truncated: all of them without
-    truncation, at most ``ev.prefix_step`` each with it (the prefixes evaluated
-    past a truncation point). A walk truncates at the first prefix within
-    ``truncation`` of ``u(base + order)``, as a truncated Monte Carlo permutation
-    does at ``u(N)`` (Ghorbani & Zou, 2019); the later marginals are 0.
-    """
-    P, W = bases.shape
-    lengths = np.array([o.shape[0] for o in orders], dtype=np.intp)
-    rank = np.full((P, W), W + 1, dtype=np.intp)
-    for r, order in enumerate(orders):
-        rank[r, order] = np.arange(order.shape[0])
-    needs_total = truncation is not None and truncation.needs_total()
-    first = np.concatenate([bases, bases | (rank <= W)]) if needs_total else bases
-    v = ev.evaluate(first)
-    u = np.full((P, lengths.max() + 1), np.nan)
-    u[:, 0] = v[:P]
-    total = v[P:] if needs_total else np.zeros(P)
-    horizon = lengths if truncation is None else np.array(
-        [truncation.horizon(int(L)) for L in lengths], dtype=np.intp)
-    max_step = int(lengths.max()) if truncation is None else max(1, int(ev.prefix_step))
-    lo = np.ones(P, dtype=np.intp)
-    active = np.flatnonzero(lengths > 0)
-    while active.size:
-        fill = int(lengths.max()) if truncation is None else _ROUND_COALITIONS // active.size
-        step = max(1, min(max_step, fill, _ROUND_BYTES // max(1, active.size * W)))
-        hi = np.minimum(horizon[active] + 1, lo[active] + step)
-        for r in active[hi <= lo[active]]:  # past the horizon: the rest is truncated
-            u[r, lo[r]:lengths[r] + 1] = u[r, lo[r] - 1]
-        keep = hi > lo[active]
-        active, hi = active[keep], hi[keep]
-        if not active.size:
-            break
-        counts = hi - lo[active]
-        owner = np.repeat(np.arange(active.size), counts)
-        j = lo[active][owner] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts,
-                                                                      counts)
-        u[active[owner], j] = ev.evaluate((j[:, None] > rank[active[owner]])
-                                          | bases[active[owner]])
-        still = hi <= lengths[active]
-        for a, r in enumerate(active):
-            stop = None if truncation is None else truncation.first_stop(
-                u[r, :hi[a]], int(lo[r]), int(lengths[r]), float(total[r]))
-            if stop is not None:
-                u[r, stop + 1:lengths[r] + 1] = u[r, stop]
-                still[a] = False
-        lo[active] = hi
-        active = active[still]
-    return u
-
-
-#: prefixes evaluated per round over all the walks, with truncation (see _truncation)
-_ROUND_COALITIONS = 256
-#: at most this many mask entries (bools) per round
-_ROUND_BYTES = 1 << 23
 
 
 # --------------------------------------------------------------------------- samplers
