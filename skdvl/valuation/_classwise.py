@@ -53,7 +53,12 @@ from skdvl.valuation._classwise_utility import (
     _LabelledGame,
     _Layout,
 )
-from skdvl.valuation._shell import COMMON_CONSTRAINTS, SAMPLING_CONSTRAINTS, _SemivalueValuer
+from skdvl.valuation._shell import (
+    COMMON_CONSTRAINTS,
+    SAMPLING_CONSTRAINTS,
+    _SemivalueValuer,
+    joined_fit_paths,
+)
 
 __all__ = [
     "ClasswiseShapleyValuer", "ClasswiseModelUtility", "ClasswisePermutationSampler",
@@ -501,9 +506,7 @@ class ClasswiseShapleyValuer(_SemivalueValuer):
         cv = check_cv(self.cv, y, classifier=True)
         games = [(ClasswiseModelUtility(estimator, X[train], y[train], X[test], y[test],
                                         **kwargs), train) for train, test in cv.split(X, y)]
-        paths = sorted({u.fit_path for u, _ in games})
-        self.fit_path_ = paths[0] if len(paths) == 1 else "; ".join(
-            f"game {g}: {u.fit_path}" for g, (u, _) in enumerate(games))
+        self.fit_path_ = joined_fit_paths([u for u, _ in games])
         return games, index, data
 
     def _custom_game(self, X: Any, y: Any, X_val: Any) -> list[Any]:

@@ -113,6 +113,13 @@ def _param_hash(value: Any) -> Any:
         return ("id", id(value))
 
 
+def joined_fit_paths(utilities: list[Any]) -> str:
+    """The games' fit paths: the one they share, or each game's."""
+    paths = sorted({u.fit_path for u in utilities})
+    return paths[0] if len(paths) == 1 else "; ".join(
+        f"game {g}: {u.fit_path}" for g, u in enumerate(utilities))
+
+
 class _SemivalueValuer(ValuerMixin, BaseEstimator):
     """Validation, cross-valuation and dispatch shared by the semivalue valuers."""
 
@@ -236,6 +243,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
             The fitted valuer.
         """
         sampler = self._resolve_sampler()
+        self._grouped = groups is not None
         if groups is None:
             games, index, data = self._games(X, y, X_val, y_val)
         elif not self._values_groups:
@@ -393,7 +401,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         self.converged_ = bool(not interrupted and len(states) == len(self._states_)
                                and all(s.status == Status.CONVERGED for s in states))
         unreached = int(np.count_nonzero((result.counts == 0) & played))
-        noun = "groups" if getattr(index, "name", None) == "group" else "rows"
+        noun = "groups" if getattr(self, "_grouped", False) else "rows"
         if unreached and not interrupted:
             warnings.warn(
                 f"{unreached} of {n} {noun} got no sample within the budget; their values "
@@ -461,22 +469,38 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
             self, X, y, X_val, y_val, estimator=estimator, min_samples=2)
         check_targets(y, y_val, self.task_, name)
         self.n_players_ = n = X.shape[0]
-        if groups is not None:
-            return self._group_games(estimator, X, y, X_val, y_val, groups)
+        data: tuple[Any, ...] = (X, y, X_val, y_val)
+        codes = None
+        if groups is not None:  # the players are groups of rows (see fit)
+            labels, codes = check_groups(groups, n)
+            self.n_players_ = labels.shape[0]
+            index, data = pd.Index(labels, name="group"), (*data, codes)
         kwargs = self._utility_kwargs()
-        data = (X, y, X_val, y_val)
+
+        def game(utility: ModelUtility, rows: np.ndarray) -> tuple[Any, np.ndarray]:
+            """The game over ``rows`` (all training rows when there is validation data)
+            and its players' global indices: rows, or the groups present."""
+            if codes is None:
+                return utility, rows
+            present, local = np.unique(codes[rows], return_inverse=True)
+            return GroupedUtility(utility, local), present
+
         if X_val is not None:
-            model_utility = ModelUtility(estimator, X, y, X_val, y_val, **kwargs)
-            self.fit_path_ = model_utility.fit_path
-            return [(model_utility, np.arange(n))], index, data
-        cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
-        games: list[tuple[ModelUtility, Any]] = []
-        for train, test in cv.split(X, y):
-            games.append((ModelUtility(estimator, X[train], y[train], X[test], y[test],
-                                       **kwargs), train))
-        paths = sorted({u.fit_path for u, _ in games})
-        self.fit_path_ = paths[0] if len(paths) == 1 else "; ".join(
-            f"game {g}: {u.fit_path}" for g, (u, _) in enumerate(games))
+            games = [game(ModelUtility(estimator, X, y, X_val, y_val, **kwargs), np.arange(n))]
+        else:
+            if codes is not None and isinstance(self.cv, Integral) and not isinstance(
+                    self.cv, bool):
+                if int(self.cv) > self.n_players_:
+                    raise ValueError(
+                        f"cv={self.cv} folds need at least {self.cv} groups; got "
+                        f"{self.n_players_}. Lower cv or pass X_val.")
+                cv: Any = GroupKFold(n_splits=int(self.cv))
+            else:
+                cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
+            games = [game(ModelUtility(estimator, X[train], y[train], X[test], y[test],
+                                       **kwargs), train)
+                     for train, test in cv.split(X, y, codes)]
+        self.fit_path_ = joined_fit_paths([u for u, _ in games])
         return games, index, data
 
     def _utility_kwargs(self) -> dict[str, Any]:
@@ -503,37 +527,6 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
                 rng = copy.deepcopy(check_random_state(params["random_state"]))
                 kwargs["random_state"] = int(rng.randint(np.iinfo(np.int32).max))
         return kwargs
-
-    def _group_games(self, estimator: Any, X: Any, y: Any, X_val: Any, y_val: Any,
-                     groups: Any) -> tuple[list[Any], Any, Any]:
-        """The games of groups of rows: players are groups (see ``fit``'s ``groups``)."""
-        labels, codes = check_groups(groups, X.shape[0])
-        self.n_players_ = labels.shape[0]
-        index = pd.Index(labels, name="group")
-        data = (X, y, X_val, y_val, codes)
-        kwargs = self._utility_kwargs()
-        if X_val is not None:
-            model_utility = ModelUtility(estimator, X, y, X_val, y_val, **kwargs)
-            self.fit_path_ = model_utility.fit_path
-            return ([(GroupedUtility(model_utility, codes), np.arange(self.n_players_))],
-                    index, data)
-        if isinstance(self.cv, Integral) and not isinstance(self.cv, bool):
-            if int(self.cv) > self.n_players_:
-                raise ValueError(
-                    f"cv={self.cv} folds need at least {self.cv} groups; got "
-                    f"{self.n_players_}. Lower cv or pass X_val.")
-            cv: Any = GroupKFold(n_splits=int(self.cv))
-        else:
-            cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
-        games: list[tuple[Any, Any]] = []
-        for train, test in cv.split(X, y, codes):
-            present, local = np.unique(codes[train], return_inverse=True)
-            utility = ModelUtility(estimator, X[train], y[train], X[test], y[test], **kwargs)
-            games.append((GroupedUtility(utility, local), present))
-        paths = sorted({u.fit_path for u, _ in games})
-        self.fit_path_ = paths[0] if len(paths) == 1 else "; ".join(
-            f"game {g}: {u.fit_path}" for g, (u, _) in enumerate(games))
-        return games, index, data
 
     def _estimator(self, y: Any) -> Any:
         """The model: the user's, or one chosen by the task; sets ``task_``."""
