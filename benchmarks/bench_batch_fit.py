@@ -420,8 +420,7 @@ def _load_skdvl() -> dict:
 
     import skdvl
 
-    skip = ("skdvl.influence", "skdvl.plotting", "skdvl.cli", "skdvl.__main__",
-            "skdvl._cli_demo")
+    skip = ("skdvl.influence", "skdvl.plotting", "skdvl.cli", "skdvl.__main__")
     for m in pkgutil.walk_packages(skdvl.__path__, "skdvl."):
         if not m.name.startswith(skip):
             importlib.import_module(m.name)

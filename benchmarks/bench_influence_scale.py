@@ -93,7 +93,7 @@ def _skdvl_worker() -> None:
     import torch
 
     from skdvl.influence import Arnoldi, InfluenceScorer, Nystroem
-    from skdvl.influence._calculators import (
+    from skdvl.influence import (
         DaskInfluenceCalculator,
         SequentialInfluenceCalculator,
     )

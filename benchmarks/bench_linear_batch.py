@@ -1,7 +1,7 @@
 """Per-coalition cost of the batched linear fits against scikit-learn's.
 
 For a batch of coalitions of 20-300 rows, times ``plan.fit + plan.score``
-(skdvl._linear_batch) and ``clone(estimator).fit + scorer`` (scikit-learn) on
+(skdvl.utility._linear_batch) and ``clone(estimator).fit + scorer`` (scikit-learn) on
 the same coalitions, single-threaded, and reports the cost per coalition and
 the ratio. Times are CPU times of this process (steadier than wall time on a
 shared machine); they alternate between the two, best of ``--repeats``, so that
@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from skdvl._linear_batch import plan_batched  # noqa: E402
+from skdvl.utility._linear_batch import plan_batched  # noqa: E402
 
 
 def coalition_masks(n, batch, low, high, rng):

@@ -13,7 +13,7 @@ as float32. Net: ``NeuralNetClassifier`` of a 30-16-2 ReLU MLP with a softmax ou
 
 1. **Refit overhead** (per fit, median of ``reps`` fits on the 150 training rows, torch
    seeded per fit and one thread unless said otherwise; the variants interleaved):
-   skorch's ``clone(net).fit``; skdvl's fast refit (``skdvl._torch_fit._fast_fit``,
+   skorch's ``clone(net).fit``; skdvl's fast refit (``skdvl.utility._torch_refit._fast_fit``,
    bitwise the same fitted net: checked here on every fit); a plain tensor loop of the
    same module, optimizer, loss and batches written without skorch (the floor); and
    skorch's fit with torch's default thread count (the thread-cap measurement). For
@@ -101,7 +101,7 @@ def _plain_fit(cfg: dict, X: torch.Tensor, y: torch.Tensor, batch_size: int):
 
 
 def bench_overhead(cfg: dict, d: dict) -> list[dict]:
-    from skdvl._torch_fit import _fast_fit, _same_fit, torch_fit_context
+    from skdvl.utility._torch_refit import _fast_fit, _same_fit, torch_fit_context
 
     X, y = d["X_train"], d["y_train"]
     Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
@@ -145,7 +145,7 @@ def bench_overhead(cfg: dict, d: dict) -> list[dict]:
 
 
 def _skdvl_msr(cfg: dict, d: dict, fast: bool) -> dict:
-    import skdvl._torch_fit as tf
+    import skdvl.utility._torch_refit as tf
     from skdvl import BanzhafValuer
 
     original = tf.fast_refit_reason

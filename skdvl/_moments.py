@@ -67,9 +67,15 @@ class Moments:
             self.mean, self.m2, self.count, other.mean, other.m2, other.count)
 
     def variance(self) -> np.ndarray:
-        """Population variance; 0 where there is no sample."""
-        return np.divide(self.m2, self.count, out=np.zeros_like(self.m2),
-                         where=self.count > 0)
+        """Population variance; 0 where there is no sample, NaN where there is one.
+
+        One sample says nothing of the spread: its standard error is unknown (NaN),
+        not 0 (which would report a one-sample estimate as exact).
+        """
+        var = np.divide(self.m2, self.count, out=np.zeros_like(self.m2),
+                        where=self.count > 0)
+        var[self.count == 1] = np.nan
+        return var
 
     def values(self) -> np.ndarray:
         """The means; NaN where there is no sample (nothing was computed)."""

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import validate_data
@@ -70,6 +72,12 @@ def validate_valuation_data(
     Sparse input and NaN are accepted when ``estimator``'s tags say it takes them.
     Sets ``n_features_in_`` (and ``feature_names_in_``) on ``valuer``.
 
+    pandas inputs are checked before anything is fitted: a ``y`` (``y_val``)
+    whose index holds the labels of ``X``'s (``X_val``'s) in another order is
+    aligned to it, with a warning, and one with other labels is refused (see
+    :func:`align_target`); DataFrame columns of strings that ``estimator``
+    cannot fit are refused by name (see :func:`check_feature_dtypes`).
+
     Returns
     -------
     X, y, X_val, y_val
@@ -87,6 +95,10 @@ def validate_valuation_data(
         dtype=None if takes_strings else "numeric",
     )
     name = type(valuer).__name__
+    y = align_target(X, y, name)
+    y_val = align_target(X_val, y_val, name, names=("X_val", "y_val"))
+    check_feature_dtypes(X, estimator, name)
+    check_feature_dtypes(X_val, estimator, name, x_name="X_val")
     X, y = validate_data(valuer, X, y, y_numeric=False, multi_output=False, **check)
     n = X.shape[0]
     if n < min_samples:
@@ -103,6 +115,111 @@ def validate_valuation_data(
     if X_val is not None:
         X_val, y_val = validate_data(valuer, X_val, y_val, reset=False, **check)
     return X, y, X_val, y_val
+
+
+def align_target(
+    X: Any, y: Any, owner: str, *, names: tuple[str, str] = ("X", "y")
+) -> Any:
+    """``y`` aligned to ``X``'s index when both are pandas objects with the same labels.
+
+    scikit-learn pairs ``X`` and ``y`` by position; a pandas user expects the
+    pairing by label. When both carry an index and the two hold the same labels
+    in a different order, ``y`` is reordered to ``X``'s index (as pandas would
+    align them) with a ``UserWarning`` naming both. Other inputs are returned as
+    they are.
+
+    Raises
+    ------
+    ValueError
+        When the two indexes have the same length but different labels, or the
+        same labels in another order with some repeated (no alignment is
+        unambiguous): pairing by position or by label would silently differ.
+    """
+    x_name, y_name = names
+    if not isinstance(X, (pd.DataFrame, pd.Series)) or not isinstance(
+            y, (pd.DataFrame, pd.Series)):
+        return y
+    x_index, y_index = X.index, y.index
+    if len(x_index) != len(y_index) or x_index.equals(y_index):
+        return y  # a length mismatch is validate_data's error
+    fix = (f"Pass {y_name}.set_axis({x_name}.index) to pair the rows by position, or "
+           f"{y_name}.loc[{x_name}.index] to pair them by label.")
+    if x_index.has_duplicates or y_index.has_duplicates:
+        raise ValueError(
+            f"{owner}: the index of {y_name} differs from the index of {x_name}, and an "
+            f"index with repeated labels cannot be aligned. {fix}")
+    positions = y_index.get_indexer(x_index)
+    missing = np.flatnonzero(positions < 0)
+    if missing.size:
+        raise ValueError(
+            f"{owner}: the index of {y_name} does not hold the labels of the index of "
+            f"{x_name} ({missing.size} of {len(x_index)} labels of {x_name} are not in "
+            f"{y_name}, e.g. {x_index[missing[0]]!r}), so the rows cannot be paired by "
+            f"label. {fix}")
+    warnings.warn(
+        f"{owner}: the index of {y_name} holds the labels of the index of {x_name} in a "
+        f"different order (the first row of {x_name} is {x_index[0]!r}, of {y_name} "
+        f"{y_index[0]!r}); {y_name} is aligned to the index of {x_name}, pairing the "
+        f"rows by label. Pass {y_name}.to_numpy() to pair them by position.",
+        UserWarning, stacklevel=4)
+    return y.iloc[positions]
+
+
+def _is_text(column: pd.Series, encoded: bool) -> bool:
+    """Whether a DataFrame column holds strings that no numeric conversion reads.
+
+    A ``category`` column of strings reaches the estimator as strings (scikit-learn's
+    validation keeps it); with ``encoded`` (a Pipeline, which may encode it) it passes.
+    """
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return not encoded and not pd.api.types.is_numeric_dtype(dtype.categories.dtype)
+    if not (pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)):
+        return False
+    try:
+        column.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        return True
+    return False
+
+
+def check_feature_dtypes(X: Any, estimator: Any, owner: str, *, x_name: str = "X") -> None:
+    """Refuse, before any fit, DataFrame columns of strings ``estimator`` cannot fit.
+
+    The valuers pass ``X`` to the estimator as an array: a column of strings
+    (``object``, ``string`` or ``category`` dtype) would fail every fit with
+    "could not convert string to float" and no column name. Estimators whose tags
+    say they take strings or categorical input are trusted, and so are ``category``
+    columns with a :class:`~sklearn.pipeline.Pipeline` or
+    :class:`~sklearn.compose.ColumnTransformer`, which may encode them (by
+    position: the column names do not reach it).
+
+    Raises
+    ------
+    ValueError
+        Naming the columns, their dtypes and the estimator.
+    """
+    if not isinstance(X, pd.DataFrame):
+        return
+    if estimator is not None:
+        tags = get_tags(estimator).input_tags
+        if tags.string or tags.categorical:
+            return
+    encoded = isinstance(estimator, (Pipeline, ColumnTransformer))
+    bad = [j for j in range(X.shape[1]) if _is_text(X.iloc[:, j], encoded)]
+    if not bad:
+        return
+    columns = [X.columns[j] for j in bad]
+    shown = ", ".join(f"{c!r} ({X.dtypes.iloc[j]})" for c, j in zip(columns[:5], bad))
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    est = type(estimator).__name__ if estimator is not None else "the estimator"
+    raise ValueError(
+        f"{owner}: {x_name} has {len(bad)} non-numeric column(s) that {est} cannot fit: "
+        f"{shown}{more}. {owner} passes {x_name} to the estimator as an array. Encode "
+        f"them as numbers first (e.g. pandas.get_dummies({x_name}, columns="
+        f"{columns[:5]!r})), or give them the 'category' dtype and pass a Pipeline that "
+        f"encodes them by position, e.g. make_pipeline(make_column_transformer("
+        f"(OneHotEncoder(), {bad[:5]}), remainder='passthrough'), <your estimator>).")
 
 
 def _kind(y: np.ndarray) -> str:

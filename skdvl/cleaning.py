@@ -22,7 +22,8 @@ from sklearn.utils.validation import check_is_fitted, check_memory, validate_dat
 
 from skdvl.base import ValuerMixin, pandas_index
 from skdvl.groups import check_groups
-from skdvl.utils._sklearn_compat import (
+from skdvl.valuation import KNNShapley
+from skdvl._sklearn_compat import (
     HasMethods,
     Interval,
     called_from_sklearn,
@@ -53,8 +54,6 @@ _PIPELINE_MESSAGE = (
 
 def _default_valuer() -> Any:
     """KNN-Shapley: exact, and fast enough to run inside every cross-validation fold."""
-    from skdvl.valuation._knn import KNNShapley
-
     return KNNShapley()
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 
-from skdvl.utils._sklearn_compat import Interval, validate_params
+from skdvl._sklearn_compat import Interval, validate_params
 
 __all__ = ["flip_labels"]
 

@@ -24,7 +24,7 @@ from sklearn.base import clone
 from sklearn.metrics import check_scoring
 from sklearn.utils import Bunch, check_random_state
 
-from skdvl.utils._sklearn_compat import (
+from skdvl._sklearn_compat import (
     HasMethods,
     Interval,
     num_samples,

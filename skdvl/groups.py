@@ -10,11 +10,13 @@ clustering the rows.
 
 from __future__ import annotations
 
-import copy
+from numbers import Number
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from skdvl.utility._base import WrapperCopyMixin
 
 __all__ = ["GroupedUtility", "check_groups", "groups_by_column", "groups_by_label",
            "groups_by_clusters"]
@@ -23,8 +25,12 @@ __all__ = ["GroupedUtility", "check_groups", "groups_by_column", "groups_by_labe
 def check_groups(groups: Any, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct labels of ``groups`` and each row's position among them.
 
-    Labels are kept in the order of their first row, so that when every row is
-    its own group, in row order, group ``j`` is row ``j``.
+    Labels are kept as given, in the order of their first row (never sorted, so
+    any mix of label types works), and when every row is its own group, in row
+    order, group ``j`` is row ``j``. Labels of one kind come back in numpy's dtype
+    for it (ints stay ints, strings become a string array); labels of mixed kinds
+    (``1`` and ``"1"``) come back as an object array of the original values, so
+    that different labels stay different groups.
 
     Parameters
     ----------
@@ -44,7 +50,15 @@ def check_groups(groups: Any, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     ------
     ValueError
         When ``groups`` does not have one label per row, holds a missing label
-        (NaN or None), or has fewer than two distinct labels.
+        (NaN or None), mixes booleans with numbers (``True == 1``, so they would
+        merge), or has fewer than two distinct labels.
+
+    Examples
+    --------
+    >>> from skdvl.groups import check_groups
+    >>> labels, codes = check_groups([1, "1", 2, 2], 4)
+    >>> labels.tolist(), codes.tolist()
+    ([1, '1', 2], [0, 1, 2, 2])
     """
     if hasattr(groups, "shape") and len(groups.shape) != 1:
         raise ValueError(f"groups must be 1-D, one label per row; got an array of shape "
@@ -58,7 +72,11 @@ def check_groups(groups: Any, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"groups must have one label per row of X ({n_samples}); got "
                          f"{size} labels.")
     values = groups.to_numpy() if isinstance(groups, (pd.Series, pd.Index)) else groups
-    codes, labels = pd.factorize(np.asarray(values, dtype=object).reshape(-1), sort=False)
+    if isinstance(values, np.ndarray) and values.dtype != object:  # one type: keep its dtype
+        codes, labels = pd.factorize(values.reshape(-1), sort=False)
+    else:
+        # one object per row: np.asarray would coerce [1, "1"] or split tuple labels
+        codes, labels = _factorize_objects(np.fromiter(values, dtype=object, count=size))
     if (codes < 0).any():
         first = int(np.flatnonzero(codes < 0)[0])
         raise ValueError(f"groups must not hold missing labels (NaN or None); row {first} "
@@ -67,17 +85,53 @@ def check_groups(groups: Any, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"groups must have at least two distinct labels to value; got "
             f"{labels.shape[0]} ({list(labels[:1])}).")
+    return np.asarray(labels), codes.astype(np.intp)
+
+
+def _kind(label: Any) -> str:
+    """"missing", "bool", "number", "str", "bytes" or the type's name, for mixing rules."""
+    missing = pd.isna(label)
+    if isinstance(missing, (bool, np.bool_)) and missing:
+        return "missing"  # refused by check_groups
+    if isinstance(label, (bool, np.bool_)):
+        return "bool"
+    if isinstance(label, (Number, np.number)):
+        return "number"
+    if isinstance(label, str):
+        return "str"
+    if isinstance(label, bytes):
+        return "bytes"
+    return type(label).__name__
+
+
+def _factorize_objects(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize`` of an object array of labels, in first-row order.
+
+    Labels of one kind come back in numpy's dtype for it (ints stay ints);
+    labels of mixed kinds stay an object array of the values as given, since
+    numpy would turn ``[1, "1"]`` into ``["1", "1"]``: two groups, one label.
+    """
+    kinds = {_kind(v) for v in raw} - {"missing"}
+    if {"bool", "number"} <= kinds:
+        first = next(v for v in raw if _kind(v) == "bool")
+        raise ValueError(
+            f"groups must not mix booleans with numbers (e.g. {first!r}): True == 1 and "
+            "False == 0 in Python, so such labels would merge two groups. Use one type "
+            "of label.")
+    codes, labels = pd.factorize(raw, sort=False)
     labels = np.asarray(labels)
-    try:  # back to the labels' own dtype where numpy has one (ints stay ints)
+    if len(kinds) != 1 or not kinds <= {"bool", "number", "str", "bytes", "datetime64"}:
+        return codes, labels
+    try:
         typed = np.asarray(list(labels))
-        if typed.dtype.kind in "biufUSM" and typed.shape == labels.shape:
-            labels = typed
     except (TypeError, ValueError):
-        pass
-    return labels, codes.astype(np.intp)
+        return codes, labels
+    if typed.dtype.kind in "biufUSM" and typed.shape == labels.shape:
+        return codes, typed
+    return codes, labels
 
 
-class GroupedUtility:
+class GroupedUtility(WrapperCopyMixin):
     """A utility of rows seen as a utility of groups of rows.
 
     Player ``j`` is group ``j``; a coalition of groups is worth the inner
@@ -123,13 +177,6 @@ class GroupedUtility:
 
     def __repr__(self) -> str:
         return f"GroupedUtility({self.utility!r}, n_groups={self.n_players})"
-
-    def __copy__(self) -> GroupedUtility:
-        """A copy with its own copy of the inner utility (each worker counts its own)."""
-        new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.utility = copy.copy(self.utility)
-        return new
 
     def __call__(self, subset: Any) -> float:
         subset = np.asarray(subset, dtype=np.intp).reshape(-1)

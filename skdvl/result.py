@@ -86,7 +86,11 @@ class ValuationResult:
 
     @property
     def stderr(self) -> np.ndarray:
-        """Standard error of each value, ``sqrt(variances / counts)`` (inf if no count)."""
+        """Standard error of each value, ``sqrt(variances / counts)``.
+
+        inf where there is no sample; NaN where it is unknown (a Monte Carlo value
+        from a single sample).
+        """
         with np.errstate(divide="ignore", invalid="ignore"):
             se = np.sqrt(self.variances / self.counts)
         se[self.counts == 0] = np.inf

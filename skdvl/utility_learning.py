@@ -29,9 +29,11 @@ from sklearn.base import BaseEstimator, clone, is_regressor
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
-from skdvl.sampling import _masks_from_codes, _uniform_coalitions
+from skdvl._coalitions import masks_from_codes, uniform_coalitions
+from skdvl.sampling._base import TableState
+from skdvl.sampling._engine import evaluate_coalitions
 from skdvl.utility import FitReport, report_fit_problems
-from skdvl.utils._sklearn_compat import HasMethods, StrOptions, fit_context
+from skdvl._sklearn_compat import HasMethods, StrOptions, fit_context
 
 __all__ = ["LearnedUtility"]
 
@@ -255,8 +257,6 @@ shape (n_players + 1,), default="shapley"
 
     def _evaluate_real(self, masks: np.ndarray) -> tuple[np.ndarray, int, FitReport]:
         """Real utilities of ``masks``, evaluated by the engine (parallel, batched, once)."""
-        from skdvl._engine import TableState, evaluate_coalitions
-
         m, n = masks.shape
         state = evaluate_coalitions(
             self.utility, TableState(n, m, np.empty(0)), masks=masks, n_jobs=self.n_jobs,
@@ -427,12 +427,12 @@ def _draw_coalitions(rng: np.random.Generator, n: int, budget: int,
             w = np.exp(np.log(p) - log_comb)[size - 1]
         codes, w = codes[w > 0], w[w > 0]
         picked = rng.choice(codes, size=m, replace=False, p=w / w.sum())
-        return np.concatenate([first, _masks_from_codes(picked, n)])
+        return np.concatenate([first, masks_from_codes(picked, n)])
     seen = set(_keys(first))
     rows: list[np.ndarray] = []
     while len(rows) < m:
         draw = rng.choice(n - 1, size=2 * (m - len(rows)) + 8, p=p) + 1
-        cand = _uniform_coalitions(rng, draw, n)
+        cand = uniform_coalitions(rng, draw, n)
         for row, key in zip(cand, _keys(cand)):
             if key not in seen:
                 seen.add(key)
@@ -493,7 +493,7 @@ def _spanning(masks: np.ndarray, rng: np.random.Generator, n: int,
     tries = 0
     while redundant and rank < basis.shape[0] and tries < _SPAN_TRIES * n:
         draw = rng.choice(n - 1, size=64, p=p) + 1
-        cand = _uniform_coalitions(rng, draw, n)
+        cand = uniform_coalitions(rng, draw, n)
         for row, key in zip(cand, _keys(cand)):
             tries += 1
             if key in seen or not adds(row):

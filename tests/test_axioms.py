@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from skdvl import BanzhafValuer, BetaShapleyValuer, ShapleyValuer
-from skdvl._engine import Evaluator
+from skdvl.sampling._engine import CachedEvaluator
 from skdvl.sampling import PermutationSampler
 
 
@@ -42,7 +42,7 @@ VALUERS = [
 def test_efficiency_each_permutation_sums_to_u_n_minus_u_empty(table, seed):
     game = TableGame(table)
     n = game.n_players
-    ev = Evaluator(game)
+    ev = CachedEvaluator(game)
     players, marg = PermutationSampler().marginals(ev, np.random.default_rng(seed),
                                                    np.ones(n), 0)
     assert np.isclose(marg.sum(), table[-1] - table[0], atol=1e-9)

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 
 from skdvl import ModelUtility, ShapleyValuer
-from skdvl._linear_batch import plan_batched
+from skdvl.utility._linear_batch import plan_batched
 
 torch = pytest.importorskip("torch")
 

@@ -23,6 +23,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from skdvl import ShapleyValuer, UtilityFitWarning
 from skdvl.sampling import FixedTruncation, PermutationSampler, RelativeTruncation
+from skdvl.utility import ClasswiseModelUtility
 from skdvl.utils.estimator_checks import (
     check_valuer_clone_and_refit,
     check_valuer_n_jobs_invariance,
@@ -33,7 +34,6 @@ from skdvl.utils.estimator_checks import (
 )
 from skdvl.valuation._classwise import (
     ClasswiseExactSampler,
-    ClasswiseModelUtility,
     ClasswisePermutationSampler,
     ClasswiseShapleyValuer,
 )

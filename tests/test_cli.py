@@ -202,7 +202,7 @@ def test_demo_prints_the_table_and_writes_the_plot(tmp_path):
 
 
 def test_demo_verdicts_compare_the_mean_difference_with_its_standard_error():
-    from skdvl._cli_demo import _verdict
+    from skdvl.cli._demo import _verdict
 
     assert _verdict(np.array([0.010, 0.012, 0.008, 0.011])) == "helps"
     assert _verdict(np.array([-0.010, -0.012, -0.008, -0.011])) == "hurts"
@@ -213,7 +213,7 @@ def test_demo_verdicts_compare_the_mean_difference_with_its_standard_error():
 def test_demo_says_when_a_method_does_not_beat_random_dropping():
     from types import SimpleNamespace
 
-    from skdvl._cli_demo import _demo_report
+    from skdvl.cli._demo import _demo_report
 
     # (seconds, AUROC, accuracy without the lowest, accuracy without random rows)
     stats = {"knn": [(0.1, 0.9, 0.92, 0.90), (0.1, 0.9, 0.93, 0.90), (0.1, 0.9, 0.92, 0.91)],

@@ -10,8 +10,8 @@ from scipy.special import comb
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from skdvl import BanzhafValuer, ShapleyValuer
-from skdvl._engine import Evaluator
+from skdvl import BanzhafValuer, GroupTestingShapleyValuer, ShapleyValuer
+from skdvl.sampling._engine import CachedEvaluator
 from skdvl.games import (
     AirportGame,
     AsymmetricVotingGame,
@@ -19,10 +19,9 @@ from skdvl.games import (
     SymmetricVotingGame,
     UnanimityGame,
 )
-from skdvl.valuation import _group_testing
-from skdvl.valuation._group_testing import (
+from skdvl.sampling import _group_testing
+from skdvl.sampling._group_testing import (
     GroupTestingSampler,
-    GroupTestingShapleyValuer,
     _difference_samples,
     _GroupTestingStats,
     _normaliser,
@@ -64,7 +63,7 @@ def test_sampled_coalition_sizes_follow_q(rng):
             sizes.extend(masks.sum(axis=1).tolist())
             return np.zeros(masks.shape[0])
 
-    ev = Evaluator(Record(), cache=False)
+    ev = CachedEvaluator(Record(), cache=False)
     for b in range(1, blocks + 1):
         sampler.run_block(ev, np.random.default_rng([7, b]), None, b)
     counts = np.bincount(sizes, minlength=n + 1)

@@ -17,7 +17,8 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from skdvl.games import AsymmetricVotingGame, MinerGame, ShoesGame, SymmetricVotingGame
 from skdvl.sampling import ExactSampler
-from skdvl.valuation._least_core import TIE_BREAK_SLACK, LeastCoreValuer
+from skdvl.valuation._least_core import LeastCoreValuer
+from skdvl.valuation._least_core_lp import TIE_BREAK_SLACK
 
 pytestmark = pytest.mark.filterwarnings("ignore::skdvl.UtilityFitWarning")
 

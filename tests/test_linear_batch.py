@@ -1,4 +1,4 @@
-"""The batched linear fits of skdvl._linear_batch, against scikit-learn itself."""
+"""The batched linear fits of skdvl.utility._linear_batch, against scikit-learn itself."""
 
 import warnings
 
@@ -16,9 +16,9 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
-import skdvl._linear_batch as lb
-import skdvl._linear_solvers as ls
-from skdvl._linear_batch import BatchPlan, plan_batched
+import skdvl.utility._linear_batch as lb
+import skdvl.utility._linear_solvers as ls
+from skdvl.utility._linear_batch import BatchPlan, plan_batched
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-import skdvl._engine as engine
+import skdvl.sampling._engine as engine
 from skdvl import ShapleyValuer
-from skdvl._engine import Evaluator
-from skdvl._truncation import (
+from skdvl.sampling._engine import CachedEvaluator
+from skdvl.sampling._truncation import (
     FixedTruncation,
     RelativeTruncation,
     _lockstep_utilities,
@@ -45,7 +45,7 @@ def test_lockstep_rows_equal_one_permutation_at_a_time(truncation, step):
     n = 23
     rng = np.random.default_rng(step)
     perms = [rng.permutation(n) for _ in range(9)]
-    alone, together = Evaluator(Saturating(n), cache=False), Evaluator(Saturating(n), cache=False)
+    alone, together = CachedEvaluator(Saturating(n), cache=False), CachedEvaluator(Saturating(n), cache=False)
     alone.prefix_step = together.prefix_step = step
     u = _lockstep_utilities(together, perms, truncation)
     for r, perm in enumerate(perms):
@@ -76,7 +76,7 @@ def test_lockstep_fills_batches_and_evaluates_no_more_than_alone():
     perms = [rng.permutation(n) for _ in range(P)]
     trunc = RelativeTruncation(0.02)
     alone_u, together_u = Saturating(n), Saturating(n)
-    alone, together = Evaluator(alone_u, cache=False), Evaluator(together_u, cache=False)
+    alone, together = CachedEvaluator(alone_u, cache=False), CachedEvaluator(together_u, cache=False)
     alone.prefix_step = together.prefix_step = 8
     for perm in perms:
         _permutation_utilities(alone, perm, trunc)

@@ -330,7 +330,7 @@ def test_strata_drawn_completely_enter_exactly(sampler, data_game):
 
 def test_distinct_units_drop_repeats_whatever_the_merge_order():
     """A unit drawn again adds nothing; the distinct set and its sums ignore block order."""
-    from skdvl._regression import DistinctUnits
+    from skdvl.sampling._regression import DistinctUnits
 
     rng = np.random.default_rng(0)
     n = 9

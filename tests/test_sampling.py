@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from skdvl._engine import Evaluator
+from skdvl._coalitions import log_binom, masks_from_codes
+from skdvl.sampling._engine import CachedEvaluator
 from skdvl.sampling import (
     AntitheticSampler,
     FixedTruncation,
@@ -12,10 +13,8 @@ from skdvl.sampling import (
     RelativeTruncation,
     StratifiedSampler,
     UniformSampler,
-    _exact_semivalues,
-    _log_binom,
-    _masks_from_codes,
 )
+from skdvl.sampling._exact import _exact_semivalues
 
 
 class Recorder:
@@ -39,7 +38,7 @@ class Recorder:
 ], ids=repr)
 def test_toggle_samplers_join_coalitions_of_the_declared_size_distribution(sampler, rng):
     n, n_blocks = 6, 6000
-    ev = Evaluator(Recorder(n), cache=False)
+    ev = CachedEvaluator(Recorder(n), cache=False)
     sizes = []
     for b in range(n_blocks):
         players, _ = sampler.marginals(ev, rng, np.ones(n), b)
@@ -65,7 +64,7 @@ def test_toggle_marginals_are_exact_differences(rng):
         def evaluate(self, masks):
             return (masks @ w) ** 2
 
-    ev = Evaluator(Quadratic())
+    ev = CachedEvaluator(Quadratic())
     players, marg = UniformSampler().marginals(ev, np.random.default_rng(1), np.ones(n), 0)
     S = np.random.default_rng(1).random((1, n)) < 0.5
     s = S[0]
@@ -76,7 +75,7 @@ def test_toggle_marginals_are_exact_differences(rng):
 
 
 def test_permutation_marginals_sum_to_grand_coalition(rng):
-    ev = Evaluator(Recorder(7), cache=False)
+    ev = CachedEvaluator(Recorder(7), cache=False)
     players, marg = PermutationSampler().marginals(ev, rng, np.ones(7), 0)
     assert sorted(players) == list(range(7))
     assert marg.sum() == pytest.approx(7.0)
@@ -91,17 +90,17 @@ def test_truncations_find_the_first_position():
     assert FixedTruncation(0.4).horizon(5) == 2
 
 
-def test_masks_from_codes_and_log_binom():
-    m = _masks_from_codes(np.array([0, 5, 6]), 3)
+def test_masks_from_codes_andlog_binom():
+    m = masks_from_codes(np.array([0, 5, 6]), 3)
     assert m.tolist() == [[False, False, False], [True, False, True], [False, True, True]]
-    np.testing.assert_allclose(np.exp(_log_binom(5, np.arange(6))), [1, 5, 10, 10, 5, 1])
+    np.testing.assert_allclose(np.exp(log_binom(5, np.arange(6))), [1, 5, 10, 10, 5, 1])
 
 
 def test_exact_semivalues_of_an_additive_game_are_the_weights(rng):
     n = 6
     w = rng.normal(size=n)
     codes = np.arange(1 << n)
-    u = _masks_from_codes(codes, n) @ w
+    u = masks_from_codes(codes, n) @ w
     np.testing.assert_allclose(_exact_semivalues(u, n, np.full(n, 1 / n)), w, atol=1e-12)
 
 

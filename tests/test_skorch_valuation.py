@@ -17,7 +17,11 @@ from skdvl import BanzhafValuer, LOOValuer, ModelUtility, ShapleyValuer
 torch = pytest.importorskip("torch")
 skorch = pytest.importorskip("skorch")
 
-from skdvl._torch_fit import _fast_fit, fast_refit_reason, torch_fit_context  # noqa: E402
+from skdvl.utility._torch_refit import (  # noqa: E402
+    _fast_fit,
+    fast_refit_reason,
+    torch_fit_context,
+)
 
 
 class MLP(torch.nn.Module):
@@ -200,7 +204,7 @@ def test_other_nets_take_skorchs_fit_seeded(net, reason, data):
 
 
 def test_a_fast_refit_that_differs_switches_to_skorchs_fit(data, monkeypatch):
-    import skdvl._torch_fit as tf
+    import skdvl.utility._torch_refit as tf
 
     X, y, Xv, yv = data
     reference = ModelUtility(_net(), X, y, Xv, yv, scoring="neg_log_loss", random_state=0)
@@ -238,7 +242,7 @@ def test_skdvl_imports_without_torch():
              "        if name.split('.')[0] in ('torch', 'skorch'):\n"
              "            raise ImportError(name)\n"
              "sys.meta_path.insert(0, Block())\n")
-    code = (block + "import skdvl, skdvl._torch_fit, skdvl.utility; "
+    code = (block + "import skdvl, skdvl.utility._torch_refit, skdvl.utility; "
             "from sklearn.linear_model import LogisticRegression; import numpy as np; "
             "u = skdvl.ModelUtility(LogisticRegression(), np.eye(4), [0, 1, 0, 1], "
             "np.eye(4), [0, 1, 0, 1]); print(u._torch, u([0, 1]), 'torch' in sys.modules)")

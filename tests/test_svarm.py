@@ -8,8 +8,8 @@ from scipy.stats import binom
 from sklearn.base import clone
 
 from skdvl import BanzhafValuer, BetaShapleyValuer, ShapleyValuer
-from skdvl._engine import Evaluator
-from skdvl._svarm import (
+from skdvl.sampling._engine import CachedEvaluator
+from skdvl.sampling._svarm import (
     SVARMSampler,
     _border_coalitions,
     _paper_size_distribution,
@@ -98,7 +98,7 @@ def test_sampled_sizes_follow_size_strategy(strategy, seed):
     else:
         expected = strategy / strategy.sum()
     utility, rng = Recorder(n), np.random.default_rng(seed)
-    ev = Evaluator(utility, cache=False)
+    ev = CachedEvaluator(utility, cache=False)
     for b in range(1, blocks + 1):
         sampler.run_block(ev, rng, np.full(n, 1 / n), b)
     sizes = np.concatenate(utility.seen).sum(axis=1)
@@ -110,7 +110,7 @@ def test_sampled_sizes_follow_size_strategy(strategy, seed):
 def test_block_zero_evaluates_border_warm_up_and_samples_in_one_batch(seed):
     n, utility = 9, Recorder(9)
     SVARMSampler(batch_size=10).run_block(
-        Evaluator(utility, cache=False), np.random.default_rng(seed), np.full(n, 1 / n), 0)
+        CachedEvaluator(utility, cache=False), np.random.default_rng(seed), np.full(n, 1 / n), 0)
     assert len(utility.seen) == 1
     batch = utility.seen[0]
     assert batch.shape == (2 * n + 2 + _warm_up_size(n) + 10, n)

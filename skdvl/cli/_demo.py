@@ -1,7 +1,8 @@
 """``skdvl demo``: find flipped labels, clean, and check that cleaning beats chance.
 
-Split from :mod:`skdvl.cli`, whose helpers (output checks, Ctrl-C, valuers) it uses;
-``skdvl.cli.build_parser`` adds the ``demo`` sub-command from here.
+It uses the command's helpers (output checks, Ctrl-C in :mod:`skdvl.cli._io`; the
+valuers of :mod:`skdvl.cli._options`), nothing of the package's ``__init__``, whose
+``build_parser`` adds the ``demo`` sub-command from here.
 """
 
 from __future__ import annotations
@@ -13,18 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from skdvl.cli import (
-    _OVERWRITE_HELP,
-    _SIGINT,
-    METHODS,
-    CLIError,
-    _add_common,
-    _atomic_path,
-    _check_outs,
-    _note,
-    _number,
-    make_valuer,
-)
+from skdvl.cli._io import _SIGINT, CLIError, _atomic_path, _check_outs, _note, _number
+from skdvl.cli._options import _OVERWRITE_HELP, METHODS, _add_common, make_valuer
 
 __all__ = ["add_demo_parser", "cmd_demo"]
 

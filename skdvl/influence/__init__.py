@@ -4,12 +4,8 @@ Nothing here is imported by ``import skdvl``; use
 ``from skdvl.influence import InfluenceScorer``.
 """
 
-from ._calculators import (
-    DaskInfluenceCalculator,
-    SequentialInfluenceCalculator,
-    dataset_to_dask_arrays,
-    to_dask_array,
-)
+from ._calculators import SequentialInfluenceCalculator, dataset_to_dask_arrays, to_dask_array
+from ._dask_calculator import DaskInfluenceCalculator
 from ._options import CG, EKFAC, Arnoldi, DataInf, Direct, InfluenceMethod, LiSSA, Nystroem
 from ._scorer import InfluenceScorer
 from ._solvers import NotPositiveDefiniteError

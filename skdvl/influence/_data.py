@@ -60,17 +60,40 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
         )
 
 
-def to_tensors(X, y, dtype: torch.dtype, device, name: str = "X", y_name: str = "y"):
+def _check_not_one_row(Xt: torch.Tensor, row_shape, name: str) -> None:
+    """Refuse a 1-D ``X`` when the model was fitted on rows of shape ``(d,)``.
+
+    A 1-D array is a column of rows, as in scikit-learn, which refuses it ("Expected
+    2D array, got 1D array instead"): ``X[0]`` of ``d`` features would read as ``d``
+    rows of one value each.
+    """
+    if row_shape is None or Xt.dim() != 1 or len(row_shape) != 1:
+        return
+    d = row_shape[0]
+    one_row = f"; one row of {d} features" if len(Xt) == d else ""
+    raise ValueError(
+        f"{name} is 1-D (shape {tuple(Xt.shape)}{one_row}), but the scorer was fitted on "
+        f"rows of shape {tuple(row_shape)}: a 1-D array reads as rows of one value each. "
+        f"Pass a 2-D array, e.g. X[[0]] or X[None, :] (X.iloc[[0]] for a DataFrame) for "
+        "one row, and its target as a 1-D array, e.g. y[[0]]."
+    )
+
+
+def to_tensors(X, y, dtype: torch.dtype, device, name: str = "X", y_name: str = "y",
+               row_shape=None):
     """``(X, y)`` as checked tensors on ``device``; floating data cast to ``dtype``.
 
     Integer inputs are kept as int64 (e.g. embedding indices). ``X`` may be a
     ``torch.utils.data.Dataset`` of ``(x, y)`` pairs, in which case ``y`` must be None.
+    ``row_shape`` is the shape of the rows the scorer was fitted on, if any: a 1-D
+    ``X`` is then refused when those rows are 1-D (``X[0]`` is not one row).
 
     Raises
     ------
     ValueError
-        Naming ``name`` or ``y_name``: non-numeric data, zero rows, a different number
-        of rows in ``X`` and ``y``, NaN or infinity.
+        Naming ``name`` or ``y_name``: non-numeric data, zero rows, a 1-D ``X`` for a
+        model of rows of features, a different number of rows in ``X`` and ``y``, NaN
+        or infinity.
     """
     if isinstance(X, torch.utils.data.Dataset) and not isinstance(X, torch.Tensor):
         if y is not None:
@@ -82,6 +105,7 @@ def to_tensors(X, y, dtype: torch.dtype, device, name: str = "X", y_name: str = 
         Xt, yt = _as_tensor(X, name), _as_tensor(y, y_name)
     if Xt.dim() == 0 or len(Xt) == 0:
         raise ValueError(f"{name} has 0 rows (shape {tuple(Xt.shape)}); need at least one.")
+    _check_not_one_row(Xt, row_shape, name)
     if yt.dim() == 0 or len(Xt) != len(yt):
         raise ValueError(
             f"{name} and its targets {y_name} must have the same number of rows; got "

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 from sklearn.base import BaseEstimator, clone
 
-from skdvl.utils._sklearn_compat import Interval, StrOptions, validate_parameters
+from skdvl._sklearn_compat import Interval, StrOptions, validate_parameters
 
 from ._cg import CGSolver
 from ._datainf import DataInfSolver

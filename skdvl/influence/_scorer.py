@@ -13,8 +13,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from skdvl.utils._sklearn_compat import Interval, StrOptions, fit_context
+from skdvl._sklearn_compat import Interval, StrOptions, fit_context
 
+from ._calculators import SequentialInfluenceCalculator
 from ._checks import (
     check_loss,
     check_output_hessians,
@@ -22,6 +23,7 @@ from ._checks import (
     check_trainable,
     is_positive_int,
 )
+from ._dask_calculator import DaskInfluenceCalculator
 from ._data import is_pandas, to_tensors
 from ._functional import CurvatureOperator, FlatModel, iter_slices, per_sample_grads_batched
 from ._options import METHODS, InfluenceMethod, resolve_method
@@ -251,7 +253,8 @@ class InfluenceScorer(BaseEstimator):
 
     def _tensors(self, X, y, name, y_name, reference=True):
         theta = self.flat_.theta
-        Xt, yt = to_tensors(X, y, theta.dtype, theta.device, name, y_name)
+        row_shape = tuple(self.X_fit_.shape[1:]) if reference else None
+        Xt, yt = to_tensors(X, y, theta.dtype, theta.device, name, y_name, row_shape)
         if reference:
             self._check_like_fit(Xt, yt, name, y_name)
         return Xt, self._cast(yt)
@@ -360,8 +363,6 @@ class InfluenceScorer(BaseEstimator):
         if out is not None:
             check_output_path(out)
         if self.backend == "dask" or out is not None or self.chunk_size is not None:
-            from ._calculators import DaskInfluenceCalculator, SequentialInfluenceCalculator
-
             chunk = 1000 if self.chunk_size is None else self.chunk_size
             calc = (DaskInfluenceCalculator(self, chunk, client=self.client)
                     if self.backend == "dask"

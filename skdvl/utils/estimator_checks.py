@@ -55,6 +55,8 @@ from sklearn.base import clone
 from sklearn.datasets import make_classification
 from sklearn.exceptions import SkipTestWarning
 
+from skdvl.utility._torch_refit import find_skorch_nets
+
 __all__ = [
     "check_valuer",
     "parametrize_with_valuer_checks",
@@ -132,8 +134,6 @@ def valuer_randomness(valuer: Any) -> str:
         return "deterministic"
     if params.get("utility_model") is not None:  # training coalitions drawn by position
         return "random"
-    from skdvl._torch_fit import find_skorch_nets
-
     if find_skorch_nets(params.get("estimator")):  # seeds and batches follow row order
         return "random"
     if "sampler" in params:

@@ -24,12 +24,12 @@ import numpy as np
 
 from skdvl.result import ValuationResult
 from skdvl.sampling import BaseSampler, ExactSampler, StratifiedSampler
-from skdvl.utils._sklearn_compat import Interval
+from skdvl._sklearn_compat import Interval
 from skdvl.valuation._semivalues import _doc, _store_params
-from skdvl.valuation._shell import COMMON_CONSTRAINTS as _COMMON_CONSTRAINTS
-from skdvl.valuation._shell import LEARNING_CONSTRAINTS as _LEARNING_CONSTRAINTS
-from skdvl.valuation._shell import SAMPLING_CONSTRAINTS as _SAMPLING_CONSTRAINTS
-from skdvl.valuation._shell import _SemivalueValuer
+from skdvl.valuation._base import COMMON_CONSTRAINTS as _COMMON_CONSTRAINTS
+from skdvl.valuation._base import LEARNING_CONSTRAINTS as _LEARNING_CONSTRAINTS
+from skdvl.valuation._base import SAMPLING_CONSTRAINTS as _SAMPLING_CONSTRAINTS
+from skdvl.valuation._base import _GameValuer
 
 __all__ = ["DeltaShapleyValuer", "delta_mass"]
 
@@ -96,7 +96,7 @@ def _clipped_sizes(n: int, lower: int, upper: int) -> np.ndarray:
 
 
 @_doc
-class DeltaShapleyValuer(_SemivalueValuer):
+class DeltaShapleyValuer(_GameValuer):
     """Delta Shapley values (Watson et al., 2023): Shapley over a range of coalition sizes.
 
     The value of row ``i`` is the average, over the sizes ``k`` from

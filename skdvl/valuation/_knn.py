@@ -34,7 +34,7 @@ from skdvl.base import (
     validate_valuation_data,
 )
 from skdvl.result import ValuationResult
-from skdvl.utils._sklearn_compat import (
+from skdvl._sklearn_compat import (
     VALID_METRICS,
     HasMethods,
     Interval,

@@ -18,16 +18,7 @@ from sklearn.utils import get_tags
 from tqdm.auto import tqdm
 
 from skdvl._moments import Moments
-from skdvl.base import (
-    TASKS,
-    ValuerMixin,
-    check_targets,
-    pandas_index,
-    resolve_task,
-    validate_valuation_data,
-)
-from skdvl.result import ValuationResult
-from skdvl.utils._sklearn_compat import (
+from skdvl._sklearn_compat import (
     HasMethods,
     Interval,
     RealNotInt,
@@ -37,6 +28,16 @@ from skdvl.utils._sklearn_compat import (
     is_forest,
     set_bagging_seeds,
 )
+from skdvl.base import (
+    TASKS,
+    ValuerMixin,
+    check_targets,
+    pandas_index,
+    resolve_task,
+    validate_valuation_data,
+)
+from skdvl.result import ValuationResult
+from skdvl.utility import UtilityFitWarning
 
 __all__ = ["DataOOBValuer"]
 
@@ -115,11 +116,13 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
     Attributes
     ----------
     values_ : ndarray or pandas.Series of shape (n_samples,)
-        Data-OOB values; NaN for rows that were never out of bag.
+        Data-OOB values; NaN for rows that were never out of bag, or whose every
+        out-of-bag score was NaN or infinite.
     stderr_ : ndarray or pandas.Series of shape (n_samples,)
         Standard error of each value over the members it was scored by.
     counts_ : ndarray or pandas.Series of shape (n_samples,)
-        Number of members for which the row was out of bag.
+        Number of members for which the row was out of bag and scored a finite
+        value.
     result_ : ValuationResult
         The values, variances and counts.
     estimator_ : estimator
@@ -137,7 +140,11 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
     features are evaluated on their own features (``estimators_features_``), and
     members are compared in the ensemble's label encoding, so labels need not be
     ``0..K-1``. Rows never out of bag (likely only for small ``n_estimators``) get
-    NaN and a warning rather than a made-up value.
+    NaN and a warning rather than a made-up value. An out-of-bag score that is NaN
+    or infinite (a member predicted NaN, say) is left out of its row's mean, with
+    one :class:`~skdvl.UtilityFitWarning` giving the count; a row left with no
+    finite score gets NaN, and a ``ValueError`` is raised when no score at all is
+    finite.
 
     A bagging or forest ensemble is grown by warm start, a few members per fit:
     scikit-learn draws the members' seeds from ``random_state`` in order, so the
@@ -259,8 +266,9 @@ class DataOOBValuer(ValuerMixin, BaseEstimator):
         oob, scores = _score_members(
             members, samples, features, X, y, score, classes, self.n_jobs
         )
+        _warn_never_oob(_oob_counts(X.shape[0], oob), len(members))
+        oob, scores = _finite_scores(oob, scores, X.shape[0], _member_name(members))
         mean, var, counts = _oob_moments(X.shape[0], oob, scores)
-        _warn_never_oob(counts, len(members))
         result = ValuationResult(mean, variances=var, counts=counts, algorithm="data_oob")
         self._store_result(result, index=index)
         return self
@@ -536,6 +544,58 @@ def _oob_moments(
     values = np.concatenate([np.asarray(v, dtype=np.float64) for v in scores] or [np.empty(0)])
     m = Moments.of_samples(players, values, n)
     return m.values(), np.where(m.count > 0, m.variance(), np.nan), m.count
+
+
+def _oob_counts(n: int, oob: list[np.ndarray]) -> np.ndarray:
+    """Number of members for which each of the ``n`` rows is out of bag."""
+    counts = np.zeros(n, dtype=np.int64)
+    for idx in oob:
+        counts[idx] += 1
+    return counts
+
+
+def _member_name(members: list) -> str:
+    """The members' estimator, for messages: ``"NaNRegressor"``."""
+    names = list(dict.fromkeys(type(m).__name__ for m in members))
+    return ", ".join(names[:3]) if names else "no member"
+
+
+def _finite_scores(
+    oob: list[np.ndarray], scores: list[np.ndarray], n: int, estimator: str
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The out-of-bag rows and scores without the NaN or infinite scores.
+
+    One :class:`~skdvl.UtilityFitWarning` says how many were left out, by how many
+    members, and how many rows are left with no finite score (their values are NaN).
+
+    Raises
+    ------
+    ValueError
+        When there are out-of-bag scores and none is finite: no value was computed.
+    """
+    finite = [np.isfinite(s) for s in scores]
+    n_scores = sum(s.shape[0] for s in scores)
+    n_bad = n_scores - sum(int(f.sum()) for f in finite)
+    if n_bad == 0:
+        return oob, scores
+    if n_bad == n_scores:
+        raise ValueError(
+            f"All the {n_scores} out-of-bag scores of DataOOBValuer (estimator "
+            f"{estimator}, {len(scores)} members) are NaN or infinite, so no value was "
+            "computed: the members predict NaN or infinity, or the 'scoring' callable "
+            "returns it."
+        )
+    n_members = sum(1 for f in finite if not f.all())
+    kept = [o[f] for o, f in zip(oob, finite)]
+    unscored = int(np.count_nonzero((_oob_counts(n, oob) > 0) & (_oob_counts(n, kept) == 0)))
+    warnings.warn(
+        f"{n_bad} of {n_scores} out-of-bag scores of DataOOBValuer (from {n_members} of "
+        f"{len(scores)} members, estimator {estimator}) were NaN or infinite and are left "
+        f"out of the values; {unscored} rows have no finite score left and get NaN. The "
+        "members predict NaN or infinity, or the 'scoring' callable returns it.",
+        UtilityFitWarning, stacklevel=4,
+    )
+    return kept, [s[f] for s, f in zip(scores, finite)]
 
 
 def _warn_never_oob(counts: np.ndarray, n_members: int) -> None:

@@ -4,7 +4,7 @@ A semivalue of training row ``i`` averages its marginal contribution
 ``u(T + i) - u(T)`` over coalitions ``T`` of the other rows, weighing each size
 ``k`` of ``T`` by a mass ``m(k)`` (Dubey, Neyman & Weber, 1981, "Value theory
 without efficiency"). The valuers here differ only in ``m``; the samplers of
-:mod:`skdvl.sampling` and the engine of :mod:`skdvl._engine` do the rest.
+:mod:`skdvl.sampling` and its engine do the rest.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from skdvl.sampling import (
     StratifiedSampler,
     SVARMSampler,
     UniformSampler,
-    _LeaveOneOut,
 )
-from skdvl.utils._sklearn_compat import HasMethods, Interval
-from skdvl.valuation._shell import COMMON_CONSTRAINTS as _COMMON_CONSTRAINTS
-from skdvl.valuation._shell import LEARNING_CONSTRAINTS as _LEARNING_CONSTRAINTS
-from skdvl.valuation._shell import SAMPLING_CONSTRAINTS as _SAMPLING_CONSTRAINTS
-from skdvl.valuation._shell import _SemivalueValuer
+from skdvl.sampling._exact import _LeaveOneOut
+from skdvl._sklearn_compat import HasMethods, Interval
+from skdvl.valuation._base import COMMON_CONSTRAINTS as _COMMON_CONSTRAINTS
+from skdvl.valuation._base import LEARNING_CONSTRAINTS as _LEARNING_CONSTRAINTS
+from skdvl.valuation._base import SAMPLING_CONSTRAINTS as _SAMPLING_CONSTRAINTS
+from skdvl.valuation._base import _GameValuer
 
 __all__ = ["ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer"]
 
@@ -230,7 +230,7 @@ def _doc(cls: type) -> type:
 
 
 @_doc
-class ShapleyValuer(_SemivalueValuer):
+class ShapleyValuer(_GameValuer):
     """Data Shapley values of training rows.
 
     The Shapley value of row ``i`` is its marginal contribution to the
@@ -293,7 +293,7 @@ class ShapleyValuer(_SemivalueValuer):
 
 
 @_doc
-class BanzhafValuer(_SemivalueValuer):
+class BanzhafValuer(_GameValuer):
     """Data Banzhaf values of training rows.
 
     The Banzhaf value of row ``i`` is its marginal contribution averaged
@@ -359,7 +359,7 @@ class BanzhafValuer(_SemivalueValuer):
 
 
 @_doc
-class BetaShapleyValuer(_SemivalueValuer):
+class BetaShapleyValuer(_GameValuer):
     """Beta Shapley values of training rows (Kwon & Zou, 2022, AISTATS).
 
     A semivalue whose coalition sizes weigh as a beta-binomial distribution:
@@ -409,7 +409,7 @@ class BetaShapleyValuer(_SemivalueValuer):
         return beta_mass(n, self.alpha, self.beta)
 
 
-class LOOValuer(_SemivalueValuer):
+class LOOValuer(_GameValuer):
     """Leave-one-out values: ``u(N) - u(N minus i)``, exact, ``n + 1`` utility evaluations.
 
     Cook (1977) for the statistics; in data valuation, the baseline of

@@ -10,7 +10,7 @@ zarr = pytest.importorskip("zarr")
 distributed = pytest.importorskip("distributed")
 
 from skdvl.influence import InfluenceScorer, Nystroem  # noqa: E402
-from skdvl.influence._calculators import (  # noqa: E402
+from skdvl.influence import (  # noqa: E402
     DaskInfluenceCalculator,
     SequentialInfluenceCalculator,
     dataset_to_dask_arrays,

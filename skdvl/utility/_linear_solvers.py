@@ -1,4 +1,4 @@
-"""The solvers of the batched linear fits (:mod:`skdvl._linear_batch`).
+"""The solvers of the batched linear fits (:mod:`skdvl.utility._linear_batch`).
 
 Every function works on a block of coalitions at once: ``Z`` holds each
 coalition's rows gathered and padded (``s`` the rows' weights, 0 for padding),

@@ -1,4 +1,4 @@
-"""The class-wise utility of :mod:`skdvl.valuation._classwise`: one fit, every class's scores.
+"""The class-wise utility of CS-Shapley: one fit per coalition, every class's scores.
 
 :class:`ClasswiseModelUtility` fits a model on a coalition once and scores it
 for every class (in-class and out-of-class accuracy); custom class-wise
@@ -10,7 +10,6 @@ which class a coalition is scored for).
 from __future__ import annotations
 
 import contextlib
-import copy
 import warnings
 from typing import Any
 
@@ -19,16 +18,16 @@ import sklearn
 from sklearn.base import clone
 from sklearn.metrics import check_scoring
 
-from skdvl.utility import (
-    _AUTO_MAX_MULTINOMIAL,
-    _BATCH,
+from skdvl.utility._base import (
     FitReport,
+    WrapperCopyMixin,
     _check_fit_options,
     _check_score,
     _is_finite_dense,
     _take,
-    _torch_refit,
 )
+from skdvl.utility._linear_state import _decision
+from skdvl.utility._model import _BATCH, choose_fit_path, torch_refit_for
 
 __all__ = ["ClasswiseModelUtility", "classwise_utility"]
 
@@ -52,8 +51,6 @@ class _Layout:
         self.n, self.K = self.codes.shape[0], self.classes.shape[0]
         self.members = [np.flatnonzero(self.codes == k) for k in range(self.K)]
         self.others = [np.flatnonzero(self.codes != k) for k in range(self.K)]
-
-
 
 
 # --------------------------------------------------------------------------- utilities
@@ -119,7 +116,7 @@ class ClasswiseModelUtility:
     --------
     >>> from sklearn.datasets import make_classification
     >>> from sklearn.neighbors import KNeighborsClassifier
-    >>> from skdvl.valuation._classwise import ClasswiseModelUtility
+    >>> from skdvl import ClasswiseModelUtility
     >>> X, y = make_classification(n_samples=40, random_state=0)
     >>> u = ClasswiseModelUtility(KNeighborsClassifier(1), X[:20], y[:20], X[20:], y[20:])
     >>> scores = u([0, 1, 2, 3, 4, 5])  # rows: in-class, out-of-class; columns: classes
@@ -159,38 +156,16 @@ class ClasswiseModelUtility:
         self._cache: dict[bytes, np.ndarray] = {}
         self._validated = False
         self._finite = _is_finite_dense(X) and _is_finite_dense(X_val)
-        self._plan, self.fit_path = self._choose_path(batch_fit)
+        refused = "" if self.scorer is None else (
+            f"scoring={self.scoring!r} is applied by scikit-learn (the batched fits are "
+            "scored by accuracy only)")
+        self._plan, self.fit_path = choose_fit_path(
+            batch_fit, estimator, "accuracy", X, self.y, finite=self._finite, refused=refused)
         # a skorch net: each coalition's fit seeded from its row mask (as ModelUtility's)
         self.random_state = random_state
-        self._torch = _torch_refit(estimator, random_state)
+        self._torch = torch_refit_for(estimator, random_state)
         if self._torch is not None:
             self.fit_path += f"; {self._torch.description}"
-
-    def _choose_path(self, batch_fit: Any) -> tuple[Any, str]:
-        """The batched plan (or None) and a description of the path taken."""
-        if batch_fit != "auto" and not batch_fit:
-            return None, "per-coalition: batch_fit=False"
-        from skdvl._linear_batch import plan_batched
-
-        reason = ""
-        if self.scorer is not None:
-            reason = (f"scoring={self.scoring!r} is applied by scikit-learn (the batched "
-                      "fits are scored by accuracy only)")
-        plan = None if reason else plan_batched(self.estimator, "accuracy")
-        if isinstance(plan, str):
-            reason = plan
-        if not reason and not (self._finite and np.ndim(self.X) == 2):
-            reason = "X and X_val must be dense finite numeric arrays"
-        k, d = self.classes.size, np.shape(self.X)[-1]
-        if not reason and batch_fit == "auto" and k > 2 and k * (d + 1) > _AUTO_MAX_MULTINOMIAL:
-            reason = (f"a multinomial model with {k * (d + 1)} parameters is faster fitted by "
-                      "scikit-learn (batch_fit=True forces the batched solve)")
-        if reason:
-            if batch_fit is True:
-                raise ValueError(f"batch_fit=True, but the batched fit cannot be used: "
-                                 f"{reason}.")
-            return None, f"per-coalition: {reason}"
-        return plan, "batched"
 
     @property
     def evaluate(self) -> Any:
@@ -260,8 +235,6 @@ class ClasswiseModelUtility:
 
     def _fit_scores_batch(self, masks: np.ndarray) -> np.ndarray:
         """One batched solve, scored class by class; failed fits go to scikit-learn."""
-        from skdvl._linear_batch import _decision
-
         plan = self._plan
         fitted = plan.fit(self.X, self.y, masks)
         out = np.empty((masks.shape[0], 2, self.classes.size))
@@ -415,14 +388,17 @@ class _CheckedClasswise:
         cached = self._cache.get(key)
         if cached is not None:
             return cached.copy()
-        self.n_evaluations += 1
-        self.report.n_fits += 1
         try:
             value = self._check(self.utility(subset), subset.size)
         except Exception as exc:  # noqa: BLE001 - reported through error_score
+            self.n_evaluations += 1
+            self.report.n_fits += 1
             if self.error_score == "raise" or isinstance(exc, _ShapeError):
                 raise
             value = self._failed(f"raised {type(exc).__name__}: {exc}")
+        else:  # counted once finished: an interrupted evaluation is not one
+            self.n_evaluations += 1
+            self.report.n_fits += 1
         self._store(key, value)
         return value.copy()
 
@@ -445,9 +421,9 @@ class _CheckedClasswise:
             return out
         first = [rows[0] for rows in todo.values()]
         m = len(first)
+        arr = np.asarray(self.utility.evaluate(masks[first]), dtype=np.float64)
         self.n_evaluations += m
         self.report.n_fits += m
-        arr = np.asarray(self.utility.evaluate(masks[first]), dtype=np.float64)
         if arr.shape != (m, 2, self.K):
             raise _ShapeError(
                 f"A class-wise utility's evaluate(masks) must return an array of shape "
@@ -469,7 +445,7 @@ class _ShapeError(ValueError):
 _CUSTOM_CACHE = 100_000
 
 
-class _LabelledGame:
+class _LabelledGame(WrapperCopyMixin):
     """What the engine values: a class-wise utility as a game of ``n + K`` players.
 
     Coalition ``S + {n + k}`` is worth ``u_k(S)``: the last ``K`` players name
@@ -493,12 +469,6 @@ class _LabelledGame:
     @property
     def evaluate(self) -> Any:
         return self._evaluate if self.utility.evaluate is not None else None
-
-    def __copy__(self) -> _LabelledGame:
-        new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.utility = copy.copy(self.utility)
-        return new
 
     def __call__(self, subset: Any) -> float:
         subset = np.asarray(subset, dtype=np.intp).reshape(-1)

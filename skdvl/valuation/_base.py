@@ -23,7 +23,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import GroupKFold, check_cv
 from sklearn.utils import check_random_state, get_tags
 
-from skdvl._regression import KernelSampler
+from skdvl._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
 from skdvl.base import (
     TASKS,
     ValuerMixin,
@@ -34,12 +34,19 @@ from skdvl.base import (
 )
 from skdvl.groups import GroupedUtility, check_groups
 from skdvl.result import ValuationResult
-from skdvl.sampling import AntitheticPermutationSampler, BaseSampler, PermutationSampler
+from skdvl.sampling import (
+    AntitheticPermutationSampler,
+    BaseSampler,
+    KernelSampler,
+    PermutationSampler,
+)
+from skdvl.sampling._engine import value_game
 from skdvl.stopping import AbsoluteStandardError, MaxTime, MaxUpdates, Status, StoppingCriterion
 from skdvl.utility import CheckedUtility, FitReport, ModelUtility, report_fit_problems
-from skdvl.utils._sklearn_compat import HasMethods, Interval, StrOptions, fit_context
+from skdvl.utility._torch_refit import find_skorch_nets
+from skdvl.utility_learning import LearnedUtility
 
-__all__ = ["_SemivalueValuer", "COMMON_CONSTRAINTS", "SAMPLING_CONSTRAINTS"]
+__all__ = ["_GameValuer", "COMMON_CONSTRAINTS", "SAMPLING_CONSTRAINTS"]
 
 #: The budget when none of max_updates, max_time and stopping is given.
 DEFAULT_MAX_UPDATES = 100
@@ -87,7 +94,7 @@ def _combine_games(parts: list[ValuationResult], n: int) -> ValuationResult:
     for part in parts:
         reached = (part.counts > 0) & np.isfinite(part.values)
         idx = part.indices[reached]
-        se = np.where(np.isfinite(part.stderr), part.stderr, 0.0)[reached]
+        se = part.stderr[reached]  # NaN (one sample) stays NaN: unknown, not 0
         np.add.at(total, idx, part.values[reached])
         np.add.at(se2, idx, se**2)
         np.add.at(games, idx, 1)
@@ -120,7 +127,7 @@ def joined_fit_paths(utilities: list[Any]) -> str:
         f"game {g}: {u.fit_path}" for g, u in enumerate(utilities))
 
 
-class _SemivalueValuer(ValuerMixin, BaseEstimator):
+class _GameValuer(ValuerMixin, BaseEstimator):
     """Validation, cross-valuation and dispatch shared by the semivalue valuers."""
 
     #: whether ``fit(..., groups=...)`` values groups of rows
@@ -284,8 +291,6 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         model = getattr(self, "utility_model", None)
         if model is None:
             return games
-        from skdvl.utility_learning import LearnedUtility
-
         if self.training_budget is None:
             raise ValueError(
                 f"utility_model={model!r} learns the utility from training_budget real "
@@ -310,8 +315,8 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
     def _value_game(self, utility: Any, sampler: BaseSampler, g: int,
                     state: Any) -> tuple[ValuationResult, Any]:
         n = int(utility.n_players)
-        return sampler.value_game(
-            utility, self._mass(n), state=state, entropy=self._entropy_, game=g,
+        return value_game(
+            sampler, utility, self._mass(n), state=state, entropy=self._entropy_, game=g,
             stopping=lambda: self._stopping(sampler, n), n_jobs=self.n_jobs,
             verbose=self.verbose, desc=f"{type(self).__name__} game {g + 1}")
 
@@ -352,7 +357,7 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "result_")
-        if not isinstance(valuer, _SemivalueValuer) or "sampler" not in valuer.get_params():
+        if not isinstance(valuer, _GameValuer) or "sampler" not in valuer.get_params():
             raise ValueError(
                 "reweight needs an unfitted semivalue valuer with a sampler (ShapleyValuer, "
                 f"BanzhafValuer, BetaShapleyValuer). Got {valuer!r} instead.")
@@ -517,8 +522,6 @@ class _SemivalueValuer(ValuerMixin, BaseEstimator):
         kwargs = dict(scoring=self.scoring, default_score=self.default_score,
                       error_score=self.error_score, batch_fit=self.batch_fit,
                       device=getattr(self, "device", None))
-        from skdvl._torch_fit import find_skorch_nets
-
         if find_skorch_nets(self.estimator):  # None: a linear model, chosen by the task
             params = self.get_params(deep=False)
             if "random_state" not in params:

@@ -1,118 +1,110 @@
-"""Utilities: the cooperative games that valuers value.
+"""ModelUtility, the utility of machine learning, and the one chooser of its fit path.
 
-A utility maps a coalition of players (training rows) to a number. Any object
-with an ``n_players`` attribute and ``__call__(subset) -> float`` is one (the
-:class:`Utility` protocol); an optional batched ``evaluate(masks)`` lets the
-engine evaluate many coalitions in one call. :class:`ModelUtility` is the
-utility of machine learning: fit a clone of an estimator on the rows of the
-coalition and score it on validation data.
+:class:`ModelUtility` fits a clone of an estimator on the rows of a coalition
+and scores it on validation data. :func:`choose_fit_path` decides, for it and
+for the class-wise utility (:mod:`skdvl.utility._classwise`), whether
+coalitions are fitted in batched vectorised solves
+(:mod:`skdvl.utility._linear_batch`) or one by one with scikit-learn;
+:func:`torch_refit_for` gives the seeded refits of skorch nets
+(:mod:`skdvl.utility._torch_refit`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import warnings
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import sklearn
 from sklearn.base import clone, is_classifier
 from sklearn.metrics import check_scoring
 
-__all__ = ["Utility", "ModelUtility", "UtilityFitWarning", "FitReport", "CheckedUtility"]
+from skdvl.utility._base import (
+    FitReport,
+    _check_fit_options,
+    _check_score,
+    _is_finite_dense,
+    _take,
+)
+from skdvl.utility._linear_batch import BatchPlan, _check_device, plan_batched
+from skdvl.utility._torch_refit import TorchRefit, find_skorch_nets
+
+__all__ = ["ModelUtility", "choose_fit_path", "torch_refit_for"]
+
+#: coalitions per batched solve
+_BATCH = 256
+#: "auto" fits a multinomial model batched up to this many parameters (classes x
+#: (features + 1)): the exact-Newton regime; beyond, the batched solve is not faster
+_AUTO_MAX_MULTINOMIAL = 64
 
 
-@runtime_checkable
-class Utility(Protocol):
-    """What the valuation engine needs from a cooperative game.
+def choose_fit_path(batch_fit: Any, estimator: Any, scoring: Any, X: Any, y: Any, *,
+                    finite: bool, device: Any = None, refused: str = "") -> tuple[Any, str]:
+    """The batched plan of a model utility (or None) and a description of the path taken.
 
-    Attributes
+    Parameters
     ----------
-    n_players : int
-        Number of players; coalitions are subsets of ``range(n_players)``.
+    batch_fit : "auto" or bool
+        The utility's ``batch_fit``: True requires the batched path, False never
+        takes it, "auto" takes it where it is supported and faster.
+    estimator : estimator object
+        The utility's model.
+    scoring : str, callable or None
+        The scorer the batched fits are scored by.
+    X, y : array-like
+        The training data.
+    finite : bool
+        Whether ``X`` and the validation data are dense finite numeric arrays.
+    device : None, str or torch.device, default=None
+        Where the batched path solves binary logistic regressions.
+    refused : str, default=""
+        Why the caller cannot take the batched path whatever the estimator ("" when
+        it can): the plan is then not made.
 
-    Notes
-    -----
-    ``__call__(subset)`` receives a 1-D integer array of distinct player
-    indices (possibly empty, in any order) and returns a float. A utility may
-    also define ``evaluate(masks)``, taking a boolean array of shape
-    ``(m, n_players)`` (row ``k`` is coalition ``k``) and returning ``m``
-    floats; the engine then evaluates coalitions in batches.
+    Returns
+    -------
+    plan : BatchPlan or None
+        None on the per-coalition path.
+    fit_path : str
+        "batched" ("batched on torch device ..." with ``device``), or
+        "per-coalition: " and why.
+
+    Raises
+    ------
+    ValueError
+        When ``batch_fit=True`` and the batched path cannot be taken (the message
+        says why).
     """
-
-    n_players: int
-
-    def __call__(self, subset: np.ndarray) -> float: ...
-
-
-class UtilityFitWarning(UserWarning):
-    """Some utility evaluations failed (a fit raised, a score was NaN or infinite)."""
-
-
-@dataclass
-class FitReport:
-    """What happened in the utility evaluations of one process: failures and warnings.
-
-    ``warned`` maps each warning category raised inside the fits to the number of
-    fits that raised it and its first message. Workers return their reports to
-    the main process, which merges them; a valuer turns the total into one
-    warning per kind (see :func:`report_fit_problems`).
-    """
-
-    n_fits: int = 0
-    n_errors: int = 0
-    first_error: str | None = None
-    warned: dict[type[Warning], tuple[int, str]] = field(default_factory=dict)
-
-    def copy(self) -> FitReport:
-        return replace(self, warned=dict(self.warned))
-
-    def merge(self, other: FitReport) -> None:
-        self.n_fits += other.n_fits
-        self.n_errors += other.n_errors
-        self.first_error = self.first_error or other.first_error
-        for category, (count, message) in other.warned.items():
-            mine = self.warned.get(category, (0, message))
-            self.warned[category] = (mine[0] + count, mine[1])
-
-    def since(self, earlier: FitReport) -> FitReport:
-        """The part of this report that came after ``earlier`` (a copy taken then)."""
-        warned = {}
-        for category, (count, message) in self.warned.items():
-            new = count - earlier.warned.get(category, (0, ""))[0]
-            if new:
-                warned[category] = (new, message)
-        return FitReport(
-            self.n_fits - earlier.n_fits, self.n_errors - earlier.n_errors,
-            self.first_error if self.n_errors > earlier.n_errors else None, warned)
-
-    def failure(self, message: str) -> None:
-        self.n_errors += 1
-        if self.first_error is None:
-            self.first_error = message
-
-    def record(self, caught: list[warnings.WarningMessage]) -> None:
-        """Count the warnings of one fit: each category once, with its first message."""
-        for category in dict.fromkeys(w.category for w in caught):
-            message = next(str(w.message) for w in caught if w.category is category)
-            count, first = self.warned.get(category, (0, message))
-            self.warned[category] = (count + 1, first)
+    if batch_fit != "auto" and not batch_fit:
+        return None, "per-coalition: batch_fit=False"
+    reason = refused
+    plan = None if reason else plan_batched(estimator, scoring, device=device)
+    if isinstance(plan, str):
+        reason = plan
+    if not reason and not (finite and np.ndim(X) == 2):
+        reason = "X and X_val must be dense finite numeric arrays"
+    if not reason and batch_fit == "auto" and isinstance(plan, BatchPlan) and plan.is_classifier:
+        k = np.unique(y).shape[0]
+        params = k * (np.shape(X)[1] + 1)
+        if k > 2 and params > _AUTO_MAX_MULTINOMIAL:
+            reason = (f"a multinomial model with {params} parameters is faster fitted "
+                      "by scikit-learn (batch_fit=True forces the batched solve)")
+    if reason:
+        if batch_fit is True:
+            raise ValueError(f"batch_fit=True, but the batched fit cannot be used: "
+                             f"{reason}.")
+        return None, f"per-coalition: {reason}"
+    return plan, "batched" if device is None else f"batched on torch device {device}"
 
 
-def _check_score(name: str, value: Any) -> float:
-    """``value`` as a finite float, else a ValueError naming the parameter."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number. Got {value!r} instead.") from None
-    if not np.isfinite(out):
-        raise ValueError(
-            f"{name} must be a finite number (it stands in for utilities that could not be "
-            f"computed). Got {value!r} instead.")
-    return out
+def torch_refit_for(estimator: Any, random_state: Any) -> TorchRefit | None:
+    """A :class:`~skdvl.utility._torch_refit.TorchRefit` if ``estimator`` holds a skorch
+    net, else None."""
+    if "skorch" not in sys.modules:  # no skorch net can exist: skip the search
+        return None
+    return TorchRefit(estimator, random_state) if find_skorch_nets(estimator) else None
 
 
 class ModelUtility:
@@ -148,7 +140,7 @@ class ModelUtility:
         fast path reproduces: ``LogisticRegression`` with an L2 penalty (binary,
         or multinomial with at most 64 parameters for "auto"), ``Ridge`` or
         ``LinearRegression``, alone or after a ``StandardScaler`` in a
-        ``Pipeline``, on dense finite data (see :mod:`skdvl._linear_batch`). The
+        ``Pipeline``, on dense finite data (see :mod:`skdvl.utility._linear_batch`). The
         batched solve reaches the optimum of the estimator's own objective to a
         tight tolerance (scikit-learn's ``lbfgs`` at its default ``tol`` stops
         short of it, so a coalition's accuracy can differ by a validation point
@@ -165,7 +157,7 @@ class ModelUtility:
         ``estimator`` is (or holds, e.g. in a ``Pipeline``) a skorch net. Each
         coalition is then fitted with the torch seed
         ``coalition_seed(base_seed, np.packbits(mask).tobytes())`` (a hash of its
-        row mask; see :func:`skdvl._torch_fit.coalition_seed`), where
+        row mask; see :func:`skdvl.utility._torch_refit.coalition_seed`), where
         ``base_seed = check_random_state(random_state).randint(2**31 - 1)``,
         inside ``torch.random.fork_rng`` and with one torch thread, so that
         u(S) is a pure function of S (identical for any ``n_jobs`` and joblib
@@ -175,7 +167,7 @@ class ModelUtility:
         A bare ``NeuralNetClassifier``/``NeuralNetRegressor`` with default
         callbacks and data loading is trained by a leaner loop that reproduces
         skorch's ``fit`` bitwise (checked against it on the first fit of each
-        process; see :mod:`skdvl._torch_fit`).
+        process; see :mod:`skdvl.utility._torch_refit`).
 
     Attributes
     ----------
@@ -222,43 +214,18 @@ class ModelUtility:
         self.n_evaluations = 0
         self.report = FitReport()
         self.batch_fit = batch_fit
-        if device is not None:
-            from skdvl._linear_batch import _check_device
-
-            _check_device(device)
+        _check_device(device)
         self.device = device
         # after one fit has validated the estimator's parameters, its clones skip the
         # validation (the same parameters), and the finiteness check of data checked here
         self._validated = False
         self._finite = _is_finite_dense(X) and _is_finite_dense(X_val)
-        self._plan, self.fit_path = self._choose_path(batch_fit)
+        self._plan, self.fit_path = choose_fit_path(
+            batch_fit, estimator, scoring, X, self.y, finite=self._finite, device=device)
         self.random_state = random_state
-        self._torch = _torch_refit(estimator, random_state)
+        self._torch = torch_refit_for(estimator, random_state)
         if self._torch is not None:
             self.fit_path += f"; {self._torch.description}"
-
-    def _choose_path(self, batch_fit: Any) -> tuple[Any, str]:
-        """The batched plan (or None) and a description of the path taken."""
-        if batch_fit != "auto" and not batch_fit:
-            return None, "per-coalition: batch_fit=False"
-        from skdvl._linear_batch import plan_batched
-
-        plan = plan_batched(self.estimator, self.scoring, device=self.device)
-        reason = plan if isinstance(plan, str) else ""
-        if not reason and not (self._finite and np.ndim(self.X) == 2):
-            reason = "X and X_val must be dense finite numeric arrays"
-        if not reason and batch_fit == "auto" and self._is_classifier:
-            k = np.unique(self.y).shape[0]
-            params = k * (np.shape(self.X)[1] + 1)
-            if k > 2 and params > _AUTO_MAX_MULTINOMIAL:
-                reason = (f"a multinomial model with {params} parameters is faster fitted "
-                          "by scikit-learn (batch_fit=True forces the batched solve)")
-        if reason:
-            if batch_fit is True:
-                raise ValueError(f"batch_fit=True, but the batched fit cannot be used: "
-                                 f"{reason}.")
-            return None, f"per-coalition: {reason}"
-        return plan, "batched" if self.device is None else f"batched on torch device {self.device}"
 
     #: at most this many prefixes of one truncated permutation per batched solve (the
     #: engine walks up to 32 permutations in lockstep, filling a solve with 256
@@ -396,145 +363,3 @@ class ModelUtility:
             self.report.failure(f"the score of a fit on {rows.shape[0]} rows was {score}")
             return failed  # type: ignore[return-value]
         return score
-
-
-class CheckedUtility:
-    """A custom utility whose non-finite or non-numeric outputs count as failures.
-
-    Wraps any object of the :class:`Utility` protocol: a coalition whose utility
-    is NaN, infinite or raises is scored ``default_score`` and recorded in
-    ``report``, so that valuers warn about (or refuse) it as they do for failed
-    model fits. ``error_score="raise"`` lets the exception through.
-    """
-
-    def __init__(self, utility: Any, default_score: float = 0.0,
-                 error_score: Any = None) -> None:
-        self.utility = utility
-        self.n_players = utility.n_players
-        self.default_score = _check_score("default_score", default_score)
-        self.error_score = error_score
-        self.report = FitReport()
-        self.n_evaluations = 0
-
-    @classmethod
-    def wrap(cls, utility: Any, default_score: float = 0.0,
-             error_score: Any = None) -> CheckedUtility:
-        """Wrap ``utility``, keeping its batched ``evaluate`` if it has one."""
-        batched = callable(getattr(utility, "evaluate", None))
-        return (_CheckedBatchUtility if batched else cls)(utility, default_score, error_score)
-
-    def _failed(self, message: str) -> float:
-        if self.error_score == "raise":
-            raise ValueError(f"The custom utility {message} (error_score='raise').")
-        self.report.failure(f"the utility {message}")
-        return self.default_score if self.error_score is None else float(self.error_score)
-
-    def __call__(self, subset: Any) -> float:
-        self.n_evaluations += 1
-        self.report.n_fits += 1
-        try:
-            value = float(self.utility(subset))
-        except Exception as exc:  # noqa: BLE001 - reported through error_score
-            if self.error_score == "raise":
-                raise
-            return self._failed(f"raised {type(exc).__name__}: {exc}")
-        if not math.isfinite(value):  # math, not numpy: this runs once per coalition
-            return self._failed(f"returned {value} for a coalition of "
-                                f"{np.asarray(subset).size} players")
-        return value
-
-
-
-class _CheckedBatchUtility(CheckedUtility):
-    """A :class:`CheckedUtility` of a utility with a batched ``evaluate(masks)``."""
-
-    def evaluate(self, masks: np.ndarray) -> np.ndarray:
-        m = masks.shape[0]
-        self.n_evaluations += m
-        self.report.n_fits += m
-        u = np.asarray(self.utility.evaluate(masks), dtype=np.float64).reshape(-1)
-        if u.shape[0] != m:
-            raise ValueError(
-                f"The custom utility's evaluate(masks) must return one value per mask: "
-                f"got {u.shape[0]} values for {m} masks.")
-        bad = ~np.isfinite(u)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            value = self._failed(f"returned {u[k]} for a coalition of "
-                                 f"{int(masks[k].sum())} players")
-            self.report.n_errors += int(bad.sum()) - 1
-            u[bad] = value
-        return u
-
-
-#: coalitions per batched solve
-_BATCH = 256
-#: "auto" fits a multinomial model batched up to this many parameters (classes x
-#: (features + 1)): the exact-Newton regime; beyond, the batched solve is not faster
-_AUTO_MAX_MULTINOMIAL = 64
-
-
-def _torch_refit(estimator: Any, random_state: Any) -> Any:
-    """A :class:`~skdvl._torch_fit.TorchRefit` if ``estimator`` holds a skorch net, else None."""
-    if "skorch" not in sys.modules:  # no skorch net can exist: skip the search
-        return None
-    from skdvl._torch_fit import TorchRefit, find_skorch_nets
-
-    return TorchRefit(estimator, random_state) if find_skorch_nets(estimator) else None
-
-
-def _check_fit_options(batch_fit: Any, error_score: Any) -> None:
-    """Refuse a ``batch_fit`` or ``error_score`` a model utility cannot take, naming it."""
-    if not (batch_fit == "auto" or isinstance(batch_fit, (bool, np.bool_))):
-        raise ValueError(
-            f"batch_fit must be 'auto', True or False. Got {batch_fit!r} instead.")
-    if not (error_score is None or error_score == "raise"
-            or isinstance(error_score, (int, float, np.number))):
-        raise ValueError(
-            f"error_score must be 'raise', a number or None. Got {error_score!r} instead.")
-
-
-def _is_finite_dense(X: Any) -> bool:
-    """Whether ``X`` is a dense numeric array without NaN or infinity."""
-    if hasattr(X, "tocsr") or hasattr(X, "sparse"):
-        return False
-    try:
-        arr = np.asarray(X)
-    except Exception:  # noqa: BLE001 - e.g. ragged input: not dense
-        return False
-    return arr.dtype.kind in "biuf" and bool(np.all(np.isfinite(arr)))
-
-
-def _take(X: Any, rows: np.ndarray) -> Any:
-    """Rows of an array, sparse matrix or DataFrame."""
-    if hasattr(X, "iloc"):
-        return X.iloc[rows]
-    return X[rows]
-
-
-def report_fit_problems(report: FitReport, n_evaluations: int, owner: str) -> None:
-    """Raise when every fit failed; else one warning for failures, one for fit warnings.
-
-    Raises
-    ------
-    ValueError
-        When all of ``report.n_fits > 0`` fits failed: no value was computed.
-    """
-    if report.n_fits and report.n_errors >= report.n_fits:
-        raise ValueError(
-            f"All the {report.n_fits} utility evaluations of {owner} failed, so no value was "
-            f"computed. The first error was: {report.first_error}. Pass error_score='raise' "
-            "to see the traceback.")
-    if report.n_errors:
-        warnings.warn(
-            f"{report.n_errors} of {n_evaluations} utility evaluations raised or scored "
-            f"NaN/inf and were given error_score. The first error was: {report.first_error}. "
-            "Pass error_score='raise' to see the traceback.",
-            UtilityFitWarning, stacklevel=4,
-        )
-    for category, (count, message) in report.warned.items():
-        warnings.warn(
-            f"{count} of {report.n_fits} utility fits raised {category.__name__} (shown "
-            f"once here, not per fit). The first: {message}",
-            category, stacklevel=4,
-        )

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from skdvl.sampling._base import Evaluator
+
 __all__ = ["RelativeTruncation", "FixedTruncation"]
 
-#: The engine's evaluator, as seen by a sampler (see :mod:`skdvl._engine`).
-Evaluator = Any
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,12 @@ def _check_truncation(truncation: Any) -> Truncation | None:
     if truncation is None or isinstance(truncation, (RelativeTruncation, FixedTruncation)):
         return truncation
     if isinstance(truncation, (float, int, np.number)) and not isinstance(truncation, bool):
+        if not 0 <= float(truncation) < 1:  # named as the user named it, not as rtol
+            raise ValueError(
+                "truncation must be a relative tolerance in [0, 1): a permutation stops "
+                "once its prefix scores within truncation * |u(N)| of the full data, so 1 "
+                f"or more would truncate every permutation at once. Got {truncation!r} "
+                "instead.")
         return RelativeTruncation(rtol=float(truncation))
     raise ValueError(
         "truncation must be None, a relative tolerance (float) or a RelativeTruncation/"

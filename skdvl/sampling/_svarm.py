@@ -31,15 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from skdvl._coalitions import check_int, masks_from_codes, uniform_coalitions
 from skdvl._moments import merge_moments
 from skdvl.result import ValuationResult
-from skdvl.sampling import (
-    BaseSampler,
-    Evaluator,
-    _check_int,
-    _masks_from_codes,
-    _uniform_coalitions,
-)
+from skdvl.sampling._base import BaseSampler, EngineState, Evaluator, Runner
+from skdvl.stopping import Status
 
 __all__ = ["SVARMSampler"]
 
@@ -133,7 +129,7 @@ def _border_coalitions(n: int) -> np.ndarray:
     coalitions. For ``n <= 3`` these are all ``2^n`` coalitions (each once).
     """
     if n <= 3:
-        return _masks_from_codes(np.arange(1 << n, dtype=np.int64), n)
+        return masks_from_codes(np.arange(1 << n, dtype=np.int64), n)
     eye = np.eye(n, dtype=bool)
     return np.concatenate([np.zeros((1, n), bool), eye, ~eye, np.ones((1, n), bool)])
 
@@ -383,7 +379,7 @@ class SVARMSampler(BaseSampler):
 
     def __init__(self, batch_size: int = 64, size_strategy: Any = "paper",
                  warm_up: bool = True) -> None:
-        _check_int(batch_size, "batch_size", 1)
+        check_int(batch_size, "batch_size", 1)
         _check_size_strategy(size_strategy)
         _check_warm_up(warm_up)
         self.batch_size = batch_size
@@ -399,7 +395,7 @@ class SVARMSampler(BaseSampler):
 
     def weights(self, mass: np.ndarray, n: int) -> np.ndarray:
         """The semivalue's mass, checked; the parameters are checked against ``n`` too."""
-        _check_int(self.batch_size, "batch_size", 1)
+        check_int(self.batch_size, "batch_size", 1)
         probs = _size_distribution(self.size_strategy, n)
         mass = _check_mass(mass, n)
         if not _check_warm_up(self.warm_up) and n >= 4:
@@ -427,7 +423,7 @@ class SVARMSampler(BaseSampler):
         m = self.samples_per_block
         if probs.sum() > 0:
             sizes = rng.choice(n + 1, size=m, p=probs)
-            drawn = _uniform_coalitions(rng, sizes, n)[start:stop]
+            drawn = uniform_coalitions(rng, sizes, n)[start:stop]
         else:  # n <= 3: nothing to sample, the border coalitions are all of them
             drawn = np.zeros((0, n), dtype=bool)
         parts = [(drawn, drawn, ~drawn)]
@@ -464,25 +460,17 @@ class SVARMSampler(BaseSampler):
         counts = np.where(known, stats.updates, 0)
         return ValuationResult(values, variances=stderr**2 * counts, counts=counts)
 
-    def value_game(
-        self, utility: Any, mass: np.ndarray, *, state: Any, entropy: int, game: int,
-        stopping: Any, n_jobs: Any, verbose: int, desc: str,
-    ) -> tuple[ValuationResult, Any]:
+    def value_game(self, utility: Any, mass: np.ndarray, *, state: Any,
+                   run: Runner) -> tuple[ValuationResult, Any]:
         """Block sampling; for ``n <= 3``, the ``2^n`` coalitions once (exact values)."""
-        from skdvl._engine import EngineState, _block_rng
-        from skdvl._engine import Evaluator as _Evaluator
-        from skdvl.stopping import Status
-
         n = int(utility.n_players)
         if n >= 4:
-            return super().value_game(
-                utility, mass, state=state, entropy=entropy, game=game, stopping=stopping,
-                n_jobs=n_jobs, verbose=verbose, desc=desc)
+            return super().value_game(utility, mass, state=state, run=run)
         weights = self.weights(mass, n)
         state = state if state is not None else EngineState.new(self, n)
         if state.next_block == 0:
-            ev = _Evaluator(utility)
-            state.absorb(self.run_block(ev, _block_rng(entropy, game, 0), weights, 0))
+            ev = run.evaluator(utility)
+            state.absorb(self.run_block(ev, run.block_rng(0), weights, 0))
             state.next_block = 1
             state.n_evaluations += ev.n_evaluations
             state.report.merge(ev.report())

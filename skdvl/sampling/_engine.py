@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,15 +28,18 @@ from joblib import Parallel, delayed, effective_n_jobs
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from skdvl._coalitions import masks_from_codes
 from skdvl._moments import Moments
-from skdvl.sampling import _masks_from_codes
+from skdvl.result import ValuationResult
+from skdvl.sampling._base import EngineState, TableState
+from skdvl.sampling._evaluator import CachedEvaluator, CachedOnly, cached_prefix
 from skdvl.stopping import Progress, Status, StoppingCriterion
 from skdvl.utility import FitReport
 
-__all__ = ["Evaluator", "EngineState", "TableState", "run_sampling", "evaluate_coalitions"]
+__all__ = ["CachedEvaluator", "value_game", "run_sampling", "evaluate_coalitions"]
 
 _TARGET_TASK_SECONDS = 0.5
-_WORKER_EVALUATORS: dict[tuple[str, int], Evaluator] = {}
+_WORKER_EVALUATORS: dict[tuple[str, int], CachedEvaluator] = {}
 
 
 #: Whole blocks a lockstep sampler (permutations) gets per call on a batched utility:
@@ -45,175 +48,26 @@ _WORKER_EVALUATORS: dict[tuple[str, int], Evaluator] = {}
 #: inside the group, and the blocks after it are evaluated for nothing.
 _LOCKSTEP_BLOCKS = 32
 
-#: Bytes of coalition keys an evaluator's cache may hold (about 40 MB with overhead).
-_CACHE_BYTES = 16_000_000
-
-
-class Evaluator:
-    """The engine's view of a utility: batched evaluation, counted, never twice the same.
-
-    Uses the utility's vectorised ``evaluate(masks)`` when it has one, else
-    calls it coalition by coalition. A batch of masks is deduplicated and looked
-    up in a cache of the coalitions this evaluator already evaluated (bit-packed
-    keys; the oldest are dropped beyond ``_CACHE_BYTES``), so a coalition drawn
-    twice costs one evaluation. Caches u(empty) and u(N).
-    """
-
-    def __init__(self, utility: Any, cache: bool = True) -> None:
-        self.utility = utility
-        self.n = int(utility.n_players)
-        self.batched = callable(getattr(utility, "evaluate", None))
-        # prefixes of a truncated permutation per batched call: a utility may say (a
-        # costly one wants fewer evaluated past the truncation point)
-        self.prefix_step = max(1, int(getattr(utility, "prefix_step", 64))) if self.batched else 1
-        self._calls = 0
-        self._empty: float | None = None
-        self._full: float | None = None
-        self._cache: dict[bytes, float] = {}
-        self._cache_size = max(1024, _CACHE_BYTES // (self.n // 8 + 64)) if cache else 0
-
-    @property
-    def n_evaluations(self) -> int:
-        """Evaluations done: the utility's own count if it keeps one (cache hits excluded)."""
-        return int(getattr(self.utility, "n_evaluations", self._calls))
-
-    def report(self) -> FitReport:
-        """A copy of the utility's report of fits and failures (empty if it keeps none)."""
-        report = getattr(self.utility, "report", None)
-        return report.copy() if isinstance(report, FitReport) else FitReport()
-
-    def empty(self) -> float:
-        if self._empty is None:
-            self._empty = self._one(np.zeros(self.n, dtype=bool))
-        return self._empty
-
-    def full(self) -> float:
-        if self._full is None:
-            self._full = self._one(np.ones(self.n, dtype=bool))
-        return self._full
-
-    def _one(self, mask: np.ndarray) -> float:
-        """One coalition: through the batched, cached path when there is one, so that
-        it is evaluated once whether asked for here or in a batch of masks."""
-        if self.batched:
-            return float(self.evaluate(mask[None, :])[0])
-        return self._call(np.flatnonzero(mask))
-
-    def _call(self, subset: np.ndarray) -> float:
-        self._calls += 1
-        return float(self.utility(subset))
-
-    def evaluate(self, masks: np.ndarray) -> np.ndarray:
-        """Utilities of the coalitions ``masks`` (bool, (m, n)), each evaluated at most once."""
-        m = masks.shape[0]
-        if m == 0:
-            return np.empty(0)
-        if self._cache_size == 0:
-            return self._evaluate(masks)
-        keys = np.packbits(masks, axis=1)
-        row_keys = [k.tobytes() for k in keys]
-        cache = self._cache
-        out = np.empty(m)
-        todo: dict[bytes, list[int]] = {}
-        for i, key in enumerate(row_keys):
-            hit = cache.get(key)
-            if hit is None:
-                todo.setdefault(key, []).append(i)
-            else:
-                out[i] = hit
-        if todo:
-            first = np.fromiter((rows[0] for rows in todo.values()), np.intp, len(todo))
-            u = self._evaluate(masks[first])
-            for (key, rows), value in zip(todo.items(), u):
-                out[rows] = value
-                cache[key] = float(value)
-            while len(cache) > self._cache_size:
-                del cache[next(iter(cache))]
-        return out
-
-    def _evaluate(self, masks: np.ndarray) -> np.ndarray:
-        if self.batched:
-            self._calls += masks.shape[0]
-            return np.asarray(self.utility.evaluate(masks), dtype=np.float64).reshape(-1)
-        call, m = self.utility, masks.shape[0]
-        self._calls += m
-        return np.fromiter([call(np.flatnonzero(row)) for row in masks], np.float64, m)
-
-    def prefixes(self, perm: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """u(perm[:j]) for j in range(lo, hi)."""
-        if self.batched:
-            rank = np.empty(self.n, dtype=np.intp)
-            rank[perm] = np.arange(self.n)
-            return self.evaluate(np.arange(lo, hi)[:, None] > rank[None, :])
-        call = self.utility
-        self._calls += hi - lo
-        return np.fromiter([call(perm[:j]) for j in range(lo, hi)], np.float64, hi - lo)
-
-
-# --------------------------------------------------------------------------- state
-@dataclass
-class EngineState:
-    """Everything needed to continue sampling one game (``warm_start``).
-
-    ``next_block`` is the first block not fully absorbed and ``block_offset`` the
-    samples of it already absorbed (a budget of samples may end inside a block).
-    """
-
-    n: int
-    moments: tuple[Any, ...]  # the sampler's statistics (per-player Moments by default)
-    next_block: int = 0
-    block_offset: int = 0
-    n_samples: int = 0
-    n_evaluations: int = 0
-    report: FitReport = field(default_factory=FitReport)
-    status: Status = Status.PENDING
-    interrupted: bool = False
-
-    @classmethod
-    def new(cls, sampler: Any, n: int) -> EngineState:
-        return cls(n, tuple(sampler.zeros(n)))
-
-    def absorb(self, block: tuple[Moments, ...]) -> None:
-        for mine, theirs in zip(self.moments, block):
-            mine.merge(theirs)
-
-
-@dataclass
-class TableState:
-    """The utilities of a fixed list of coalitions evaluated so far (exact, LOO)."""
-
-    n: int
-    total: int
-    utilities: np.ndarray
-    n_evaluations: int = 0
-    report: FitReport = field(default_factory=FitReport)
-    status: Status = Status.PENDING
-    interrupted: bool = False
-
-    @property
-    def done(self) -> int:
-        return int(self.utilities.shape[0])
-
-
+# --------------------------------------------------------------------------- blocks
 def _block_rng(entropy: int, game: int, block: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(game, block)))
 
 
 def _run_block(
-    sampler: Any, ev: Evaluator, weights: np.ndarray | None, entropy: int, game: int,
+    sampler: Any, ev: CachedEvaluator, weights: np.ndarray | None, entropy: int, game: int,
     block: int, start: int = 0, stop: int | None = None,
 ) -> tuple[Moments, ...]:
     return sampler.run_block(ev, _block_rng(entropy, game, block), weights, block, start, stop)
 
 
-def _worker_evaluator(token: str, utility: Any) -> Evaluator:
+def _worker_evaluator(token: str, utility: Any) -> CachedEvaluator:
     """One evaluator per utility and worker thread, kept for the whole fit."""
     key = (token, threading.get_ident())
     ev = _WORKER_EVALUATORS.get(key)
     if ev is None:
         if len(_WORKER_EVALUATORS) > 16:
             _WORKER_EVALUATORS.clear()
-        ev = _WORKER_EVALUATORS[key] = Evaluator(copy.copy(utility))
+        ev = _WORKER_EVALUATORS[key] = CachedEvaluator(copy.copy(utility))
     return ev
 
 
@@ -224,7 +78,7 @@ def _forget(token: str) -> None:
 
 
 def _run_blocks(
-    sampler: Any, ev: Evaluator, weights: Any, entropy: int, game: int, blocks: range,
+    sampler: Any, ev: CachedEvaluator, weights: Any, entropy: int, game: int, blocks: range,
 ) -> list[tuple[Moments, ...]]:
     """Whole blocks, in order: together (``run_blocks``) for a lockstep sampler."""
     if sampler.lockstep and ev.batched:
@@ -309,7 +163,7 @@ def run_sampling(
     stopping.reset()
     pbar = tqdm(total=100, desc=desc, unit="%", leave=False) if verbose > 0 else None
     loop = _Loop(state, sampler, stopping, pbar)
-    ev = Evaluator(utility)
+    ev = CachedEvaluator(utility)
     parallel = effective_n_jobs(n_jobs) > 1
     try:
         done = loop.check()
@@ -339,24 +193,55 @@ def _sequential_block(ev, sampler, weights, entropy, game, loop) -> bool:  # typ
     (as many as the criterion is expected to take, at most ``_LOCKSTEP_BLOCKS``,
     see :func:`_blocks_expected`); they are
     taken in order, and those after the one that stops sampling are dropped, so
-    the result is the same as block by block.
+    the result is the same as block by block. A KeyboardInterrupt keeps the
+    samples whose coalitions finished (:func:`_salvage`) before it goes on up.
     """
     state = loop.state
     start = state.block_offset
     room = loop.room()
     evals0, report0 = ev.n_evaluations, ev.report()
-    if sampler.lockstep and ev.batched and start == 0 and room == loop.spb:
-        k = _blocks_expected(loop)
-        blocks = _run_blocks(sampler, ev, weights, entropy, game,
-                             range(state.next_block, state.next_block + k))
-        state.n_evaluations += ev.n_evaluations - evals0
-        state.report.merge(ev.report().since(report0))
+    lockstep = sampler.lockstep and ev.batched and start == 0 and room == loop.spb
+    try:
+        if lockstep:
+            k = _blocks_expected(loop)
+            blocks = _run_blocks(sampler, ev, weights, entropy, game,
+                                 range(state.next_block, state.next_block + k))
+        else:
+            block = _run_block(sampler, ev, weights, entropy, game, state.next_block,
+                               start, start + room)
+    except KeyboardInterrupt:
+        _account(state, ev, evals0, report0)
+        _salvage(ev, sampler, weights, entropy, game, loop)
+        raise
+    _account(state, ev, evals0, report0)
+    if lockstep:
         return any(loop.take(block, loop.spb) for block in blocks)
-    stop = start + room
-    block = _run_block(sampler, ev, weights, entropy, game, state.next_block, start, stop)
+    return loop.take(block, room)
+
+
+def _account(state: EngineState, ev: CachedEvaluator, evals0: int, report0: FitReport) -> None:
     state.n_evaluations += ev.n_evaluations - evals0
     state.report.merge(ev.report().since(report0))
-    return loop.take(block, stop - start)
+
+
+def _salvage(ev, sampler, weights, entropy, game, loop) -> None:  # type: ignore[no-untyped-def]
+    """After an interrupt: absorb the blocks, and the part of a block, that finished.
+
+    The interrupted call's finished coalitions are in ``ev``'s cache; each block
+    from the next one on is run again on the cache alone (:func:`cached_prefix`),
+    so only samples all of whose coalitions were evaluated are taken, exactly as
+    they would have been, and nothing is evaluated again.
+    """
+    while True:
+        state = loop.state
+        block, start, room = state.next_block, state.block_offset, loop.room()
+
+        def run(probe, k, block=block, start=start):  # type: ignore[no-untyped-def]
+            return _run_block(sampler, probe, weights, entropy, game, block, start, start + k)
+
+        k, stats = cached_prefix(ev, run, room)
+        if k == 0 or loop.take(stats, k) or k < room:
+            return
 
 
 def _blocks_expected(loop: _Loop) -> int:
@@ -436,13 +321,32 @@ def _codes_task(token: str, utility: Any, lo: int, hi: int, masks: Any,
     ev = _worker_evaluator(token, utility)
     evals0, report0 = ev.n_evaluations, ev.report()
     if masks is None:
-        masks = _masks_from_codes(np.arange(lo, hi, dtype=np.int64), ev.n)
+        masks = masks_from_codes(np.arange(lo, hi, dtype=np.int64), ev.n)
     if limit_threads:
         with threadpool_limits(1):
             u = ev.evaluate(masks)
     else:
         u = ev.evaluate(masks)
     return u, ev.n_evaluations - evals0, ev.report().since(report0)
+
+
+def _finished_part(token: str, utility: Any, task: tuple[Any, ...]) -> tuple[np.ndarray, int]:
+    """The leading coalitions of an interrupted task that finished, and their count.
+
+    They are in the in-process evaluator's cache (or, for a coalition-by-coalition
+    utility, on the interrupt itself); the first one missing ends the part.
+    """
+    ev = _worker_evaluator(token, utility)
+    _, _, lo, hi, masks = task
+    if masks is None:
+        masks = masks_from_codes(np.arange(lo, hi, dtype=np.int64), ev.n)
+    probe, u = CachedOnly(ev), []
+    for row in masks:
+        try:
+            u.append(probe.evaluate(row[None, :])[0])
+        except Exception:  # noqa: BLE001 - not evaluated: the part ends here
+            break
+    return np.asarray(u, dtype=np.float64), len(u)
 
 
 def evaluate_coalitions(
@@ -483,6 +387,10 @@ def evaluate_coalitions(
                 pbar.update(u.shape[0])
     except KeyboardInterrupt:
         state.interrupted = True
+        if n_workers == 1:  # the task in flight: its coalitions that finished
+            part, n_evals = _finished_part(token, utility, args[len(out) - 1])
+            out.append(part)
+            state.n_evaluations += n_evals
         done = sum(part.shape[0] for part in out)
         warnings.warn(
             f"Interrupted: {done} of {total} coalitions were evaluated; values that need "
@@ -497,3 +405,45 @@ def evaluate_coalitions(
     if state.done == total:
         state.status = Status.CONVERGED
     return state
+
+
+# --------------------------------------------------------------------------- one game
+class _Run:
+    """The :class:`~skdvl.sampling._base.Runner` of one game: its seed, criterion and jobs."""
+
+    def __init__(self, entropy: int, game: int, stopping: Callable[[], StoppingCriterion],
+                 n_jobs: Any, verbose: int, desc: str) -> None:
+        self.entropy, self.game, self.stopping = entropy, game, stopping
+        self.n_jobs, self.verbose, self.desc = n_jobs, verbose, desc
+
+    def sample(self, utility: Any, sampler: Any, weights: Any,
+               state: EngineState | None) -> EngineState:
+        return run_sampling(utility, sampler, weights, self.stopping(), entropy=self.entropy,
+                            game=self.game, state=state, n_jobs=self.n_jobs,
+                            verbose=self.verbose, desc=self.desc)
+
+    def table(self, utility: Any, state: TableState, *,
+              masks: np.ndarray | None = None) -> TableState:
+        return evaluate_coalitions(utility, state, masks=masks, n_jobs=self.n_jobs,
+                                   verbose=self.verbose, desc=self.desc)
+
+    def evaluator(self, utility: Any) -> CachedEvaluator:
+        return CachedEvaluator(utility)
+
+    def block_rng(self, block: int) -> np.random.Generator:
+        return _block_rng(self.entropy, self.game, block)
+
+
+def value_game(
+    sampler: Any, utility: Any, mass: np.ndarray, *, state: Any, entropy: int, game: int,
+    stopping: Callable[[], StoppingCriterion], n_jobs: Any = None, verbose: int = 0,
+    desc: str = "sampling",
+) -> tuple[ValuationResult, Any]:
+    """Value one game with ``sampler``: the result and the state ``warm_start`` continues.
+
+    ``stopping`` makes the criterion (a factory: samplers that do not sample never
+    build it); ``state`` is what an earlier call returned, or None. The sampler
+    gets a :class:`_Run` bound to the game's seed ``(entropy, game)``.
+    """
+    run = _Run(entropy, game, stopping, n_jobs, verbose, desc)
+    return sampler.value_game(utility, mass, state=state, run=run)
