@@ -19,6 +19,7 @@ to worker.
 
 from __future__ import annotations
 
+import warnings
 import math
 from numbers import Integral
 from typing import Any
@@ -234,6 +235,13 @@ shape (n_players + 1,), default="shapley"
                 f"must be True). Got {self.utility_model!r} instead.")
         sizes = _size_distribution(self.training_distribution, n)
         budget = _check_budget(self.training_budget, n, sizes)
+        if budget < min(n + 1, 1 << min(n, 62)):
+            warnings.warn(
+                f"training_budget={budget} is fewer than n_players + 1 = {n + 1} coalitions: "
+                "not even a linear model of which players are in a coalition is determined "
+                "by so few utilities, so the learned utility (and the values) are mostly "
+                f"the model's guess. Use at least {n + 1}, better 10 * n_players.",
+                UserWarning, stacklevel=2)
         entropy = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         draw_seq, model_seq = np.random.SeedSequence(entropy).spawn(2)
         draw_rng = np.random.default_rng(draw_seq)
@@ -342,6 +350,12 @@ shape (n_players + 1,), default="shapley"
         if self._linear is not None:
             return _linear_predict(features, *self._linear)
         pred = np.asarray(self.utility_model_.predict(features), dtype=np.float64).reshape(-1)
+        bad = ~np.isfinite(pred)
+        if bad.any():  # checked like a real utility's value: never passed on as a value
+            raise ValueError(
+                f"utility_model={self.utility_model_!r} predicted {int(bad.sum())} "
+                f"non-finite utilities for {pred.shape[0]} coalitions (first: {pred[bad][0]}). "
+                "A learned utility must be finite: check the model and its features.")
         with np.errstate(over="ignore"):
             rounded = pred.astype(np.float32).astype(np.float64)
         return np.where(np.isfinite(rounded), rounded, pred)  # beyond float32: unrounded

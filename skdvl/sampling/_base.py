@@ -156,6 +156,14 @@ class BaseSampler(BaseEstimator):
         """Samples drawn from one block's generator."""
         return 1
 
+    def min_updates(self, n: int) -> int:
+        """Updates per value below which the design is not covered (a grid, all strata).
+
+        A valuer warns when its budget is smaller, and the sampler reports an unknown
+        (NaN) standard error for the values that have fewer.
+        """
+        return 1
+
     def zeros(self, n: int) -> tuple[Any, ...]:
         """The statistics of a game before any sample: objects with ``merge(other)``.
 

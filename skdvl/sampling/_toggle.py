@@ -14,6 +14,8 @@ import numpy as np
 from scipy.stats import binom
 
 from skdvl._coalitions import check_int
+from skdvl._moments import Moments
+from skdvl.result import ValuationResult
 from skdvl.sampling._base import _MarginalSampler
 
 __all__ = ["UniformSampler", "AntitheticSampler", "OwenSampler", "StratifiedSampler"]
@@ -119,6 +121,21 @@ class OwenSampler(_ToggleSampler):
     def draw(self, rng, n, block):  # type: ignore[no-untyped-def]
         s = rng.random(n) < self._q(rng, block)
         return np.stack([s, ~s]) if self.antithetic else s[None]
+
+    def min_updates(self, n: int) -> int:
+        """The whole grid: ``n_q`` samples (``2 n_q`` antithetic); 1 for ``q="uniform"``."""
+        return int(self.n_q) * self.samples_per_block if self.q == "grid" else 1
+
+    def result(self, moments: tuple[Moments, ...]) -> ValuationResult:
+        """Values; the standard error is unknown (NaN) until the grid was visited once.
+
+        Before, the samples came from the first inclusion probabilities of the grid
+        only (near-empty coalitions): their spread says nothing of the error.
+        """
+        result = super().result(moments)
+        short = result.counts < self.min_updates(result.counts.shape[0])
+        result.variances[short & (result.counts > 0)] = np.nan
+        return result
 
     def coalition_size_distribution(self, n: int) -> np.ndarray:
         s = np.arange(n + 1)

@@ -55,7 +55,10 @@ from sklearn.base import clone
 from sklearn.datasets import make_classification
 from sklearn.exceptions import SkipTestWarning
 
+from skdvl.result import ValuationResult
+from skdvl.sampling import ExactSampler
 from skdvl.utility._torch_refit import find_skorch_nets
+from skdvl.valuation import DataOOBValuer
 
 __all__ = [
     "check_valuer",
@@ -96,8 +99,6 @@ def _params(valuer: Any) -> dict[str, Any]:
 
 
 def _is_exact_sampler(sampler: Any) -> bool:
-    from skdvl.sampling import ExactSampler
-
     return (isinstance(sampler, str) and sampler == "exact") or isinstance(sampler, ExactSampler)
 
 
@@ -149,8 +150,6 @@ def valuer_randomness(valuer: Any) -> str:
 
 def _uses_validation(valuer: Any) -> bool:
     """Whether the checks pass ``X_val, y_val`` (DataOOBValuer ignores them, with a warning)."""
-    from skdvl.valuation import DataOOBValuer
-
     if isinstance(valuer, DataOOBValuer):
         return False
     import inspect
@@ -218,8 +217,6 @@ def check_valuer_shape(valuer: Any) -> None:
     AssertionError
         When an attribute is missing or has another shape or content.
     """
-    from skdvl.result import ValuationResult
-
     X, y, X_val, y_val = _data()
     fitted = _fit(_prepared(valuer), X, y, X_val, y_val)
     name, n = type(valuer).__name__, X.shape[0]

@@ -190,6 +190,13 @@ class _GameValuer(ValuerMixin, BaseEstimator):
             explicit = self.stopping is not None or self.max_time is not None
             per_coalition = bool(getattr(sampler, "per_coalition", False))
             max_updates = None if explicit else DEFAULT_MAX_UPDATES * (n if per_coalition else 1)
+        least = int(getattr(sampler, "min_updates", lambda n: 1)(n))
+        if max_updates is not None and max_updates < least:
+            warnings.warn(
+                f"max_updates={max_updates} is fewer than the {least} updates {sampler!r} "
+                f"needs to cover its design once at n = {n}: the values come from a part of "
+                "it only, and their standard errors are unknown (NaN). Raise max_updates to "
+                f"at least {least}.", UserWarning, stacklevel=4)
         return [] if max_updates is None else [MaxUpdates(max_updates)]
 
     def _stopping(self, sampler: BaseSampler | None = None, n: int = 1) -> StoppingCriterion:
@@ -290,6 +297,12 @@ class _GameValuer(ValuerMixin, BaseEstimator):
         per game before sampling (kept for ``warm_start``), seeded from ``random_state``."""
         model = getattr(self, "utility_model", None)
         if model is None:
+            budget = getattr(self, "training_budget", None)
+            if budget is not None:
+                raise ValueError(
+                    f"training_budget={budget!r} has no effect without utility_model: it is "
+                    "the number of real evaluations a learned utility is trained on. Set "
+                    "utility_model (e.g. LinearRegression()) or leave training_budget=None.")
             return games
         if self.training_budget is None:
             raise ValueError(
