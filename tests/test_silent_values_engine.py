@@ -112,3 +112,16 @@ def test_owen_below_its_grid_warns_with_the_minimum_and_reports_no_standard_erro
     assert np.isfinite(full.stderr_).all()
     err = np.abs(full.values_ - game.shapley_values())
     assert np.all(err <= 5 * full.stderr_ + 1e-9)
+
+
+@pytest.mark.parametrize("sampler", ["kernel", "leverage", "regression_msr", "svarm"])
+def test_a_per_coalition_budget_exceeded_by_the_design_is_said(sampler):
+    game = AirportGame([1.0, 2, 3, 4, 5])
+    v = ShapleyValuer(utility=game, sampler=sampler, max_updates=2, random_state=0)
+    with pytest.warns(UserWarning, match=r"max_updates=2 coalitions per game was exceeded"):
+        v.fit()
+    assert v.n_utility_evaluations_ > 2
+    # a budget the design fits in: no such warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        ShapleyValuer(utility=game, sampler=sampler, max_updates=200, random_state=0).fit()

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from skdvl._coalitions import check_int
 from skdvl._moments import Moments
 from skdvl.result import ValuationResult
 from skdvl.stopping import Status
@@ -232,6 +233,24 @@ class BaseSampler(BaseEstimator):
             f"{self!r} weighs its samples for the semivalue it was fitted for, so they cannot "
             "give another semivalue. Fit with sampler='svarm', 'regression_msr' or 'exact', "
             "whose samples serve every semivalue.")
+
+
+class _CoalitionSampler(BaseSampler):
+    """The skeleton of the samplers whose sample is one coalition that updates every value.
+
+    MSR, the regression estimators, stratified SVARM and group testing: a block is
+    ``batch_size`` coalitions drawn from the block's generator and evaluated as one
+    batch, and ``max_updates="auto"`` budgets ``100 * n`` coalitions.
+    """
+
+    per_coalition = True
+
+    @property
+    def samples_per_block(self) -> int:
+        return int(self.batch_size)
+
+    def _check_batch_size(self) -> None:
+        check_int(self.batch_size, "batch_size", 1)
 
 
 class _MarginalSampler(BaseSampler):

@@ -41,7 +41,7 @@ from scipy.sparse import coo_matrix
 
 from skdvl._coalitions import check_int, uniform_coalitions
 from skdvl.result import ValuationResult
-from skdvl.sampling._base import BaseSampler, EngineState, Evaluator, Runner
+from skdvl.sampling._base import EngineState, Evaluator, Runner, _CoalitionSampler
 from skdvl.stopping import Status
 
 __all__ = ["GroupTestingSampler", "group_testing_samples"]
@@ -223,7 +223,7 @@ class _GroupTestingStats:
 
 
 # --------------------------------------------------------------------------- the sampler
-class GroupTestingSampler(BaseSampler):
+class GroupTestingSampler(_CoalitionSampler):
     """Group testing (Jia et al., 2019, Alg. 1): coalitions of size ``k`` with ``q(k)``.
 
     Each block draws ``batch_size`` coalitions with sizes in ``1..n-1`` of
@@ -260,7 +260,6 @@ class GroupTestingSampler(BaseSampler):
     centre in each coordinate, which the standard error does not include.
     """
 
-    per_coalition = True
 
     def __init__(self, epsilon: float = 0.1, batch_size: int = 64,
                  solution: str = "lp") -> None:
@@ -271,17 +270,13 @@ class GroupTestingSampler(BaseSampler):
         self.batch_size = batch_size
         self.solution = solution
 
-    @property
-    def samples_per_block(self) -> int:
-        return int(self.batch_size)
-
     def zeros(self, n: int) -> tuple[_GroupTestingStats]:
         return (_GroupTestingStats.zeros(n),)
 
     def weights(self, mass: np.ndarray, n: int) -> None:
         """Check the parameters, and that the semivalue is Shapley's (the only one estimated)."""
         _check_epsilon(self.epsilon)
-        check_int(self.batch_size, "batch_size", 1)
+        self._check_batch_size()
         _check_solution(self.solution)
         mass = np.asarray(mass, dtype=np.float64)
         if mass.shape != (n,) or not np.allclose(mass, 1.0 / n, rtol=1e-9, atol=0.0):

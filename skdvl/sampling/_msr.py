@@ -13,12 +13,12 @@ import numpy as np
 from skdvl._coalitions import banzhaf_weight, check_int
 from skdvl._moments import Moments
 from skdvl.result import ValuationResult
-from skdvl.sampling._base import BaseSampler, Evaluator
+from skdvl.sampling._base import Evaluator, _CoalitionSampler
 
 __all__ = ["MSRSampler"]
 
 
-class MSRSampler(BaseSampler):
+class MSRSampler(_CoalitionSampler):
     """Maximum sample reuse (Wang & Jia, 2023, "Data Banzhaf", AISTATS, Alg. 1).
 
     Each random coalition S is evaluated once and used for every player: the
@@ -36,19 +36,14 @@ class MSRSampler(BaseSampler):
     """
 
     n_moments = 2
-    per_coalition = True
 
     def __init__(self, batch_size: int = 64) -> None:
         check_int(batch_size, "batch_size", 1)
         self.batch_size = batch_size
 
-    @property
-    def samples_per_block(self) -> int:
-        return int(self.batch_size)
-
     def weights(self, mass: np.ndarray, n: int) -> float:
         """The inclusion probability ``w`` of a (weighted) Banzhaf mass; refuse any other."""
-        check_int(self.batch_size, "batch_size", 1)
+        self._check_batch_size()
         w = banzhaf_weight(mass, n)
         if w is None:
             raise ValueError(

@@ -37,9 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from skdvl._coalitions import check_int
 from skdvl.result import ValuationResult
-from skdvl.sampling._base import BaseSampler, Evaluator, Runner
+from skdvl.sampling._base import Evaluator, Runner, _CoalitionSampler
 from skdvl.sampling._exact import ExactSampler
 
 __all__ = ["CoalitionSamples", "DistinctUnits"]
@@ -253,17 +252,12 @@ def _check_bool(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be True or False. Got {value!r} instead.")
 
 
-class _RegressionSampler(BaseSampler):
+class _RegressionSampler(_CoalitionSampler):
     """Shared machinery: exact small games, the border, the units of a block."""
 
-    per_coalition = True
-
-    @property
-    def samples_per_block(self) -> int:
-        return int(self.batch_size)
 
     def _check(self) -> None:
-        check_int(self.batch_size, "batch_size", 1)
+        self._check_batch_size()
 
     def zeros(self, n: int) -> tuple[Any, ...]:
         return (CoalitionSamples(n),)

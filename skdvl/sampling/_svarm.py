@@ -34,7 +34,7 @@ import numpy as np
 from skdvl._coalitions import check_int, masks_from_codes, uniform_coalitions
 from skdvl._moments import merge_moments
 from skdvl.result import ValuationResult
-from skdvl.sampling._base import BaseSampler, EngineState, Evaluator, Runner
+from skdvl.sampling._base import EngineState, Evaluator, Runner, _CoalitionSampler
 from skdvl.stopping import Status
 
 __all__ = ["SVARMSampler"]
@@ -316,7 +316,7 @@ def _semivalue_estimates(
 
 
 # --------------------------------------------------------------------------- the sampler
-class SVARMSampler(BaseSampler):
+class SVARMSampler(_CoalitionSampler):
     """Stratified SVARM (``sampler="svarm"``): one coalition updates every player's value.
 
     Kolpaczki, Bengs, Muschalik & Hüllermeier (2024), "Approximating the
@@ -375,7 +375,6 @@ class SVARMSampler(BaseSampler):
     array([0.3125, 0.3125, 0.3125, 0.3125, 0.3125, 0.3125])
     """
 
-    per_coalition = True
 
     def __init__(self, batch_size: int = 64, size_strategy: Any = "paper",
                  warm_up: bool = True) -> None:
@@ -386,16 +385,12 @@ class SVARMSampler(BaseSampler):
         self.size_strategy = size_strategy
         self.warm_up = warm_up
 
-    @property
-    def samples_per_block(self) -> int:
-        return int(self.batch_size)
-
     def zeros(self, n: int) -> tuple[_StrataMoments]:
         return (_StrataMoments.zeros(n),)
 
     def weights(self, mass: np.ndarray, n: int) -> np.ndarray:
         """The semivalue's mass, checked; the parameters are checked against ``n`` too."""
-        check_int(self.batch_size, "batch_size", 1)
+        self._check_batch_size()
         probs = _size_distribution(self.size_strategy, n)
         mass = _check_mass(mass, n)
         if not _check_warm_up(self.warm_up) and n >= 4:

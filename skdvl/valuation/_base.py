@@ -288,6 +288,7 @@ class _GameValuer(ValuerMixin, BaseEstimator):
         for _, players in games:
             played[players] = True
         self._finish(parts, index, interrupted, played)
+        self._warn_over_budget(sampler)
         return self
 
     def _learned_games(self, games: list[Any], sampler: BaseSampler,
@@ -431,6 +432,27 @@ class _GameValuer(ValuerMixin, BaseEstimator):
                 "the cv splits; their values are NaN.", UserWarning, stacklevel=3)
 
     # -- warm start -----------------------------------------------------------
+    def _warn_over_budget(self, sampler: BaseSampler) -> None:
+        """Say so when a per-coalition sampler evaluated more coalitions than ``max_updates``.
+
+        The regression and stratified samplers evaluate their border strata (and
+        games of at most 3 players whole) before the first sample, whatever the
+        budget; a budget smaller than that is exceeded, and the user is told by how much.
+        """
+        budget = getattr(self, "max_updates", None)
+        if (not isinstance(budget, Integral) or isinstance(budget, bool)
+                or not getattr(sampler, "per_coalition", False)
+                or getattr(self, "utility_model", None) is not None):
+            return
+        most = max((s.n_evaluations for s in self._states_ if s is not None), default=0)
+        if most > budget:
+            warnings.warn(
+                f"max_updates={budget} coalitions per game was exceeded: {sampler!r} "
+                f"evaluated up to {most} in a game, as its design evaluates some coalitions "
+                "(the border sizes 0, 1, n - 1 and n, or every coalition of a game of at "
+                "most 3 players) before its first sample. n_utility_evaluations_ counts "
+                "them all.", UserWarning, stacklevel=3)
+
     def _fingerprint(self, data: Any) -> dict[str, Any]:
         """What the continued samples depend on: parameters but the budget, and the data."""
         params = self.get_params(deep=False)
