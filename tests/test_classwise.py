@@ -430,7 +430,7 @@ def test_a_single_class_is_refused(small):
      "Pass truncation to the sampler instance"),
     (dict(sampler=ClasswiseExactSampler(max_players=4)),
      r"n = 8 players is more than max_players = 4"),
-    (dict(truncation=1.5), r"rtol must be < 1.* Got 1.5 instead"),
+    (dict(truncation=1.5), r"truncation must be a relative tolerance in \[0, 1\).* Got 1.5 "),
     (dict(batch_fit=True, estimator=KNeighborsClassifier()),
      "batch_fit=True, but the batched fit cannot be used: KNeighborsClassifier is not "
      "supported"),

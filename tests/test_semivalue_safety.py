@@ -160,9 +160,9 @@ def test_warnings_inside_fits_are_summarised_once_with_their_count():
                                 r"in the range \(-inf, inf\). Got inf"),
     ({"default_score": np.nan}, r"'default_score' parameter .* Got nan"),
     ({"error_score": np.nan}, r"'error_score' parameter of ShapleyValuer must be .* Got nan"),
-    ({"truncation": 1.5}, r"rtol must be < 1: .* Got 1.5"),
-    ({"truncation": -0.1}, r"rtol must be >= 0. Got -0.1"),
-    ({"truncation": np.nan}, r"rtol must be >= 0. Got nan"),
+    ({"truncation": 1.5}, r"truncation must be a relative tolerance in \[0, 1\).* Got 1.5"),
+    ({"truncation": -0.1}, r"truncation must be a relative tolerance in \[0, 1\).* Got -0.1"),
+    ({"truncation": np.nan}, r"truncation must be a relative tolerance in \[0, 1\).* Got nan"),
     ({"task": "ranking"}, r"'task' parameter of ShapleyValuer must be a str among"),
     ({"max_updates": "all"}, r"'max_updates' parameter of ShapleyValuer must be"),
 ])

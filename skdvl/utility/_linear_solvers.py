@@ -5,191 +5,28 @@ coalition's rows gathered and padded (``s`` the rows' weights, 0 for padding),
 so one vectorised step advances every coalition. Binary logistic regression
 takes damped Newton steps with exact Hessians; multinomial problems exact Newton
 steps when small, Newton-CG otherwise; least squares solves the weighted normal
-equations (minimum norm where rank-deficient).
+equations (minimum norm where rank-deficient). The binary solver runs on the
+array back ends of :mod:`skdvl.utility._linear_backends` (numpy, or torch).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import lstsq
-from scipy.special import expit
+
+from skdvl.utility._linear_backends import NUMPY
 
 _DEC_RTOL = 1e-14  # Newton decrement g'H^-1 g, relative to the current objective
 _DEC_FLOOR = 1e-11  # below this, a decrement that stops shrinking is round-off
 _FULL_STEP = 1e-10  # below this decrement, take the Newton step without line search
 _SAFE_MOVE = 0.1  # nor when no training decision moves by more (logit units)
-_STEP_TOL = 1e-7  # converged: no coefficient step moves the decision by more (logit units)
+_STEP_TOL = 1e-7  # converged: no coefficient step moves the decision by more (logit units,
+_STEP_FLOOR = 16 * np.finfo(float).eps  # relative below 1 logit, never below round-off)
 _CHORD = 1e-2  # keep the Hessian while steps move training decisions less than this
 _MAX_NEWTON = 100
 _MAX_CG = 250
 _DIRECT_MAX = 64  # multinomial problems with K * p up to this take exact Newton steps
 _FORCING = 0.5  # CG stops at a residual of min(0.5, (|g| / |g0|) ** _FORCING) |g|
-
-
-# --------------------------------------------------------------------------- backends
-
-class _NumpyOps:
-    """The array operations of the binomial solver, in numpy (the default back end)."""
-
-    name = "numpy"
-    float_ = np.float64
-    int_ = np.intp
-    bool_ = np.bool_
-
-    def asarray(self, x, dtype=None):
-        return np.asarray(x, dtype=dtype)
-
-    def to_numpy(self, x):
-        return np.asarray(x)
-
-    def zeros(self, shape, dtype=np.float64):
-        return np.zeros(shape, dtype)
-
-    def ones(self, shape):
-        return np.ones(shape)
-
-    def full(self, shape, value):
-        return np.full(shape, value)
-
-    def arange(self, n):
-        return np.arange(n)
-
-    def flatnonzero(self, mask):
-        return np.flatnonzero(mask)
-
-    def amax(self, x, axis):
-        return x.max(axis=axis)
-
-    def transpose_copy(self, Z):
-        return np.ascontiguousarray(np.swapaxes(Z, 1, 2))
-
-    swapaxes = staticmethod(np.swapaxes)
-    sqrt = staticmethod(np.sqrt)
-    abs = staticmethod(np.abs)
-    isfinite = staticmethod(np.isfinite)
-    expit = staticmethod(expit)
-    einsum = staticmethod(np.einsum)
-
-    def logaddexp0(self, x):
-        return np.logaddexp(0.0, x)
-
-    def maximum(self, x, floor):
-        return np.maximum(x, floor)
-
-    def diagonal(self, H):
-        return np.diagonal(H, axis1=1, axis2=2)
-
-    def solve(self, A, b):
-        """Batched solves, NaN rows where a matrix is singular."""
-        try:
-            return np.linalg.solve(A, b)
-        except np.linalg.LinAlgError:
-            x = np.full(b.shape, np.nan)
-            for j in range(A.shape[0]):
-                try:
-                    x[j] = np.linalg.solve(A[j], b[j])
-                except np.linalg.LinAlgError:
-                    pass
-            return x
-
-
-class _TorchOps(_NumpyOps):
-    """The same operations on torch tensors of one device (float64 by default).
-
-    The optional back end of the batched fits (``device=``): the solver's
-    arithmetic runs where the tensors live, a GPU included.
-    """
-
-    name = "torch"
-
-    def __init__(self, device="cpu", dtype="float64"):
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-        self.float_ = getattr(torch, dtype)
-        self.int_ = torch.int64
-        self.bool_ = torch.bool
-
-    def asarray(self, x, dtype=None):
-        t = self.torch
-        if isinstance(x, t.Tensor):
-            return x.to(self.device, dtype=dtype or x.dtype)
-        x = np.asarray(x)
-        if dtype is None:
-            dtype = self.bool_ if x.dtype == bool else (
-                self.int_ if x.dtype.kind in "iu" else self.float_)
-        return t.as_tensor(x, device=self.device).to(dtype)
-
-    def to_numpy(self, x):
-        out = x.detach().cpu().numpy()
-        return out.astype(np.float64) if x.is_floating_point() else out
-
-    def zeros(self, shape, dtype=None):
-        if dtype is bool or dtype is np.bool_:
-            dtype = self.bool_
-        elif dtype is np.intp:
-            dtype = self.int_
-        return self.torch.zeros(shape, dtype=dtype or self.float_, device=self.device)
-
-    def ones(self, shape):
-        return self.torch.ones(shape, dtype=self.float_, device=self.device)
-
-    def full(self, shape, value):
-        return self.torch.full((shape,) if isinstance(shape, int) else shape, value,
-                               dtype=self.float_, device=self.device)
-
-    def arange(self, n):
-        return self.torch.arange(n, device=self.device)
-
-    def flatnonzero(self, mask):
-        return self.torch.nonzero(mask).reshape(-1)
-
-    def amax(self, x, axis):
-        return self.torch.amax(x, dim=axis)
-
-    def transpose_copy(self, Z):
-        return self.torch.swapaxes(Z, 1, 2).contiguous()
-
-    def swapaxes(self, x, a, b):
-        return self.torch.swapaxes(x, a, b)
-
-    def sqrt(self, x):
-        return self.torch.sqrt(x)
-
-    def abs(self, x):
-        return self.torch.abs(x)
-
-    def isfinite(self, x):
-        return self.torch.isfinite(x)
-
-    def expit(self, x):
-        return self.torch.special.expit(x)
-
-    def einsum(self, spec, *xs):
-        return self.torch.einsum(spec, *xs)
-
-    def logaddexp0(self, x):
-        return self.torch.logaddexp(self.torch.zeros((), dtype=x.dtype, device=x.device), x)
-
-    def maximum(self, x, floor):
-        return self.torch.clamp(x, min=floor)
-
-    def diagonal(self, H):
-        return self.torch.diagonal(H, dim1=1, dim2=2)
-
-    def solve(self, A, b):
-        x, info = self.torch.linalg.solve_ex(A, b)
-        x[info != 0] = float("nan")
-        return x
-
-
-NUMPY = _NumpyOps()
-
-
-def backend(device):
-    """The array operations for ``device``: numpy for None, else torch on that device."""
-    return NUMPY if device is None else _TorchOps(device)
 
 
 # --------------------------------------------------------------------------- solvers
@@ -243,17 +80,51 @@ def _armijo(fun, f, dec, full, ops=NUMPY):
     return t
 
 
-def _converged(dec, f, f_prev, move):
+def _converged(dec, f, f_prev, move, tol):
     """Converged, or at the round-off floor: the objective no longer decreases.
 
     ``dec`` is the Newton decrement, relative to ``f``, the objective at the
     current point (positive: the loss is), and ``move`` the largest change of a
     coefficient times its feature's root mean square (logit units): both must
-    be tiny. ``f_prev`` is the objective one iteration earlier.
+    be tiny, ``move <= tol`` (:func:`_step_tol`). ``f_prev`` is the objective one
+    iteration earlier; a stalled objective ends small-decision fits (``tol <
+    _STEP_TOL``) only once ``move <= tol``: its round-off, ``eps f``, then
+    exceeds the decrease still to come.
     """
     stalled = f_prev - f <= 16 * np.finfo(float).eps * f
-    return (((dec <= _DEC_RTOL * f) & (move <= _STEP_TOL))
-            | ((dec <= _DEC_FLOOR * f) & stalled))
+    small_step = move <= tol
+    return (((dec <= _DEC_RTOL * f) & small_step)
+            | ((dec <= _DEC_FLOOR * f) & stalled & (small_step | (tol >= _STEP_TOL))))
+
+
+def _step_tol(size, ops=NUMPY):
+    """The converged step (logit units) of fits whose largest training decision is
+    ``size``: ``_STEP_TOL``, times ``size`` below 1 logit, at least ``_STEP_FLOOR``.
+
+    With a tiny ``C`` the decisions are of order ``C`` (the intercept aside): the
+    tolerance follows their scale, not an absolute 1e-7 logit.
+    """
+    return ops.maximum(_STEP_TOL * ops.clip(size, 0.0, 1.0), _STEP_FLOOR)
+
+
+def _zero_is_optimal(Z, r, ops=NUMPY):
+    """Which coalitions have their optimum at 0, up to round-off.
+
+    ``r`` (c, m) or (c, m, k) are the loss residuals at 0, where the gradient is
+    ``Z' r`` (the penalty adds nothing). When each of its components is within
+    the round-off of its sum (``m eps sum_i |z_i r_i|``), 0 is the optimum of the
+    strictly convex objective, as scikit-learn's solvers return it (they start at
+    0 and stop there): the decisions are exactly 0 and tie as ``predict`` breaks
+    ties (the first class), where Newton steps would end at noise of either sign
+    (e.g. balanced coalitions on constant features).
+    """
+    m = Z.shape[1]
+    if r.ndim == 2:
+        g = ops.einsum("cmp,cm->cp", Z, r)
+        bound = ops.einsum("cmp,cm->cp", ops.abs(Z), ops.abs(r))
+    else:
+        g, bound = _tmv(Z, r), _tmv(np.abs(Z), np.abs(r))
+    return (ops.abs(g) <= m * np.finfo(float).eps * bound).reshape(Z.shape[0], -1).all(axis=1)
 
 
 def _column_scale(Z, s, ops=NUMPY):
@@ -304,12 +175,17 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None, ops=NUMPY):
     a = _Active(ops, Z=Z, Zt=ops.transpose_copy(Z), q=1.0 - 2.0 * y, s=s,
                 f_prev=ops.full(c, np.inf), Hs=ops.zeros((c, p, p)), D=ops.ones((c, p)),
                 scale=_column_scale(Z, s, ops), moved=ops.full(c, np.inf))
+    zero = _zero_is_optimal(Z, 0.5 * s * a.q, ops)  # the gradient at 0, up to C
+    theta[zero], ok[zero] = 0.0, True
+    a.keep(~zero)
 
     def objective(z, th, q, s_):  # log(1 + exp(q z)) with q = 1 - 2y: no cancellation
         return (C * (s_ * ops.logaddexp0(q * z)).sum(axis=1)
                 + 0.5 * (reg * th ** 2).sum(axis=1))
 
     for it in range(1, _MAX_NEWTON + 1):
+        if a.pos.shape[0] == 0:
+            break
         th = theta[a.pos]
         z = _mv(a.Z, th)
         pq = ops.expit(a.q * z)  # the probability of the other class
@@ -326,9 +202,10 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None, ops=NUMPY):
         step[~solved] = 0.0
         dec = -(g * step).sum(axis=1)
         f = objective(z, th, a.q, a.s)
-        conv = solved & _converged(dec, f, a.f_prev, ops.amax(ops.abs(step * a.scale), 1))
-        dz = _mv(a.Z, step)
-        move = ops.amax(ops.abs(dz * (a.s > 0)), 1)
+        dz, valid = _mv(a.Z, step), a.s > 0
+        conv = solved & _converged(dec, f, a.f_prev, ops.amax(ops.abs(step * a.scale), 1),
+                                   _step_tol(ops.amax(ops.abs(z * valid), 1), ops))
+        move = ops.amax(ops.abs(dz * valid), 1)
         full = conv | (dec < _FULL_STEP * f) | (move <= _SAFE_MOVE) | ~solved
 
         def trial(t_, j, z=z, dz=dz, th=th, step=step):
@@ -341,8 +218,6 @@ def _newton_binomial(Z, y, s, C, fit_intercept, theta0=None, ops=NUMPY):
         ok[a.pos] = conv
         a.f_prev, a.moved = f, t * move
         a.keep(~conv & solved & (t > 0))
-        if a.pos.shape[0] == 0:
-            break
     return theta, n_iter, ok
 
 
@@ -379,6 +254,10 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
     a = _Active(Z=Z, Y=Y, s=s, pm=present[:, :, None] * 1.0, mu=mu, S=S,
                 lam=lam, V=V, f_prev=np.full(c, np.inf), g0=np.full(c, np.nan),
                 scale=_column_scale(Z, s))
+    uniform = present[:, None, :] / present.sum(axis=1)[:, None, None]  # P at theta = 0
+    zero = _zero_is_optimal(Z, s[..., None] * (uniform - Y))
+    theta[zero], ok[zero] = 0.0, True
+    a.keep(~zero)
 
     def objective(R, th, j=slice(None)):
         """f, the probabilities P and the residuals P - Y, without cancellation."""
@@ -401,6 +280,8 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
         return out
 
     for it in range(1, _MAX_NEWTON + 1):
+        if a.pos.size == 0:
+            break
         th = theta[a.pos]
         R = _mv(a.Z, np.swapaxes(th, 1, 2))
         f, P, resid = objective(R, th)
@@ -428,10 +309,12 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
             eta = np.minimum(0.5, (gn / np.maximum(a.g0, np.finfo(float).tiny)) ** _FORCING)
             step, solved = _pcg(hv, -g, prec, eta * gn), np.ones(g.shape[0], bool)
         dec = -(g * step).sum(axis=(1, 2))
+        valid = (a.s > 0)[..., None]
         conv = solved & _converged(dec, f, a.f_prev,
-                                   np.abs(step * a.scale[:, None, :]).max(axis=(1, 2)))
+                                   np.abs(step * a.scale[:, None, :]).max(axis=(1, 2)),
+                                   _step_tol(np.abs(R * valid).max(axis=(1, 2))))
         dR = _mv(a.Z, np.swapaxes(step, 1, 2))
-        move = np.abs(dR * (a.s > 0)[..., None]).max(axis=(1, 2))
+        move = np.abs(dR * valid).max(axis=(1, 2))
 
         def trial(t_, j, R=R, dR=dR, th=th, step=step):
             return objective(R[j] + t_[:, None, None] * dR[j],
@@ -444,8 +327,6 @@ def _newton_multinomial(Z, codes, s, present, C, fit_intercept, theta0=None):
         ok[a.pos] = conv
         a.f_prev = f
         a.keep(~conv & solved & (t > 0))
-        if a.pos.size == 0:
-            break
     return theta, n_iter, ok
 
 
