@@ -129,9 +129,11 @@ def test_on_a_batched_utility_the_finished_calls_are_kept(name, k):
 def test_with_two_threads_what_is_counted_is_what_is_used(name):
     make = VALUERS[name]
     with parallel_config(backend="threading"):
-        v, s, evals, _ = _interrupted(make, 45, n_jobs=2)
+        v, s, evals, game = _interrupted(make, 45, n_jobs=2)
     assert not v.converged_
     assert v.n_utility_evaluations_ == evals
+    # the tasks in flight are counted too (the other thread may finish its own later)
+    assert 44 - 2 * 64 <= evals <= game.calls - 1
     if s > 0:
         ref, ref_game = _stopped(make, s)
         np.testing.assert_allclose(v.values_, ref.values_, rtol=0, atol=1e-12)

@@ -68,6 +68,7 @@ def _worker_evaluator(token: str, utility: Any) -> CachedEvaluator:
         if len(_WORKER_EVALUATORS) > 16:
             _WORKER_EVALUATORS.clear()
         ev = _WORKER_EVALUATORS[key] = CachedEvaluator(copy.copy(utility))
+        ev.evaluations_at_start = ev.n_evaluations
     return ev
 
 
@@ -94,14 +95,14 @@ def _run_blocks(
 def _run_task(
     token: str, utility: Any, sampler: Any, weights: Any, entropy: int, game: int,
     blocks: range,
-) -> tuple[list[tuple[Moments, ...]], int, FitReport, float]:
+) -> tuple[list[tuple[Moments, ...]], int, FitReport, float, int]:
     t0 = time.perf_counter()
     ev = _worker_evaluator(token, utility)
     evals0, report0 = ev.n_evaluations, ev.report()
     with threadpool_limits(1):
         out = _run_blocks(sampler, ev, weights, entropy, game, blocks)
     return (out, ev.n_evaluations - evals0, ev.report().since(report0),
-            time.perf_counter() - t0)
+            time.perf_counter() - t0, threading.get_ident())
 
 
 # --------------------------------------------------------------------------- sampling loop
@@ -283,11 +284,13 @@ def _parallel(utility, sampler, weights, entropy, game, loop, n_jobs) -> bool:  
 
     outcome: bool | None = None  # True: the criterion stopped; False: a partial block is next
     parallel = Parallel(n_jobs=n_jobs, return_as="generator", pre_dispatch="2*n_jobs")
+    absorbed: dict[int, int] = {}  # evaluations taken in, per worker thread
     try:
-        for blocks, n_evals, report, seconds in parallel(tasks()):
+        for blocks, n_evals, report, seconds, ident in parallel(tasks()):
             if outcome is not None:
                 continue  # drain the tasks dispatched before the stop: aborting them
                 # would make joblib restart the worker pool (seconds per fit)
+            absorbed[ident] = absorbed.get(ident, 0) + n_evals
             loop.state.n_evaluations += n_evals
             loop.state.report.merge(report)
             for block in blocks:
@@ -299,10 +302,46 @@ def _parallel(utility, sampler, weights, entropy, game, loop, n_jobs) -> bool:  
                     stop.set()
                     break
             size[0] = _next_task_size(seconds / max(len(blocks), 1), loop, n_workers)
+    except KeyboardInterrupt:
+        stop.set()
+        _salvage_threads(token, utility, sampler, weights, entropy, game, loop, absorbed)
+        raise
     finally:
         stop.set()
         _forget(token)
     return bool(outcome)
+
+
+def _snapshot(cache: dict[bytes, float]) -> dict[bytes, float]:
+    """A copy of a cache that a worker thread may still be filling."""
+    for _ in range(100):
+        try:
+            return dict(cache)
+        except RuntimeError:  # it changed size while being copied: again
+            continue
+    return {}
+
+
+def _salvage_threads(token, utility, sampler, weights, entropy, game, loop, absorbed) -> None:  # type: ignore[no-untyped-def]
+    """After an interrupt under a backend of threads: the work of the tasks in flight.
+
+    Their evaluators live in this process: every evaluation they finished is
+    counted, and the blocks (and the part of a block) that their caches complete
+    are taken in order, as in :func:`_salvage`. Under a backend of processes the
+    tasks in flight are lost (neither counted nor used).
+    """
+    evaluators = [(key[1], ev) for key, ev in list(_WORKER_EVALUATORS.items())
+                  if key[0] == token]
+    if not evaluators:
+        return
+    union = CachedEvaluator(utility)
+    for ident, ev in evaluators:
+        loop.state.n_evaluations += (ev.n_evaluations - ev.evaluations_at_start
+                                     - absorbed.get(ident, 0))
+        union._cache.update(_snapshot(ev._cache))
+        union._empty = ev._empty if union._empty is None else union._empty
+        union._full = ev._full if union._full is None else union._full
+    _salvage(union, sampler, weights, entropy, game, loop)
 
 
 def _next_task_size(seconds_per_block: float, loop: _Loop, n_workers: int) -> int:

@@ -57,6 +57,7 @@ class CachedEvaluator:
         # costly one wants fewer evaluated past the truncation point)
         self.prefix_step = max(1, int(getattr(utility, "prefix_step", 64))) if self.batched else 1
         self._calls = 0
+        self.evaluations_at_start = 0  # a worker's copy may start from the utility's count
         self._empty: float | None = None
         self._full: float | None = None
         self._cache: dict[bytes, float] = {}
