@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
@@ -161,8 +164,19 @@ def align_target(
         f"different order (the first row of {x_name} is {x_index[0]!r}, of {y_name} "
         f"{y_index[0]!r}); {y_name} is aligned to the index of {x_name}, pairing the "
         f"rows by label. Pass {y_name}.to_numpy() to pair them by position.",
-        UserWarning, stacklevel=4)
+        UserWarning, stacklevel=_caller_stacklevel())
     return y.iloc[positions]
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` for a warning of the caller that points at the user's code:
+    the first frame outside skdvl and scikit-learn (valuers call this at different
+    depths)."""
+    roots = tuple(os.path.dirname(str(path)) + os.sep for path in (__file__, sklearn.__file__))
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(roots):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _is_text(column: pd.Series, encoded: bool) -> bool:
