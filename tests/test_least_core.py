@@ -367,7 +367,7 @@ def test_failed_solve_raises_with_the_solvers_message():
 
 
 def test_infeasible_solve_raises_with_the_solvers_message(monkeypatch):
-    import skdvl.valuation._least_core as module
+    import skdvl.valuation._least_core_lp as module
 
     def infeasible(*args, **kwargs):
         return scipy.optimize.OptimizeResult(status=2, x=None,
@@ -380,7 +380,7 @@ def test_infeasible_solve_raises_with_the_solvers_message(monkeypatch):
 
 
 def test_infeasible_tie_break_raises(monkeypatch):
-    import skdvl.valuation._least_core as module
+    import skdvl.valuation._least_core_lp as module
 
     monkeypatch.setattr(module, "TIE_BREAK_SLACK", -1e-3)  # below the least subsidy
     with pytest.raises(RuntimeError, match="tie-break found no least-core vector"):

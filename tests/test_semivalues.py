@@ -291,7 +291,7 @@ def test_keyboard_interrupt_returns_the_partial_result():
 
         def __call__(self, subset):
             self.calls += 1
-            if self.calls > 40:
+            if self.calls > 20:  # of the 32 coalitions (each is evaluated once)
                 raise KeyboardInterrupt
             return float(len(subset))
 
@@ -372,5 +372,5 @@ def test_uniform_sampling_of_shapley_values_warns_where_it_cannot_work():
         ShapleyValuer(utility=game, sampler="uniform", max_updates=2, random_state=0).fit()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ShapleyValuer(utility=game, sampler="owen", max_updates=2, random_state=0).fit()
+        ShapleyValuer(utility=game, sampler="owen", max_updates=20, random_state=0).fit()
         BanzhafValuer(utility=game, sampler="uniform", max_updates=2, random_state=0).fit()

@@ -202,8 +202,9 @@ def _assert_same_values(got: Any, expected: Any, what: str, exact: bool = True) 
 def check_valuer_shape(valuer: Any) -> None:
     """``values_``, ``stderr_`` and ``counts_`` hold one entry per row; ``result_`` agrees.
 
-    Values and standard errors must be finite (standard errors >= 0) wherever
-    ``counts_ > 0``, and ``counts_`` non-negative integers. ``result_`` is a
+    Values must be finite wherever ``counts_ > 0``, standard errors there finite and
+    >= 0 or NaN (unknown: a single sample, or a sampler's design not yet covered), and
+    ``counts_`` non-negative integers. ``result_`` is a
     :class:`~skdvl.ValuationResult` with the same values, standard errors and
     counts, for rows ``0 .. n_samples - 1``.
 
@@ -235,9 +236,12 @@ def check_valuer_shape(valuer: Any) -> None:
     assert np.isfinite(values[valued]).all(), (
         f"{name}.values_ is not finite at rows {np.flatnonzero(~np.isfinite(values) & valued)} "
         "although their counts are > 0.")
-    bad_se = valued & ~(np.isfinite(stderr) & (stderr >= 0))
+    # a standard error is finite and >= 0, or NaN where it is unknown (one sample, or a
+    # sampler's design not yet covered), never inf or negative where a value was computed
+    bad_se = valued & ~((np.isfinite(stderr) & (stderr >= 0)) | np.isnan(stderr))
     assert not bad_se.any(), (
-        f"{name}.stderr_ is not finite and >= 0 at rows {np.flatnonzero(bad_se)}.")
+        f"{name}.stderr_ is neither finite and >= 0 nor NaN (unknown) at rows "
+        f"{np.flatnonzero(bad_se)}.")
     result = fitted.result_
     assert isinstance(result, ValuationResult), (
         f"{name}.result_ is a {type(result).__name__}, not a ValuationResult.")
