@@ -20,9 +20,6 @@ from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
-from skdvl.base import ValuerMixin, pandas_index
-from skdvl.groups import check_groups
-from skdvl.valuation import KNNShapley
 from skdvl._sklearn_compat import (
     HasMethods,
     Interval,
@@ -33,6 +30,9 @@ from skdvl._sklearn_compat import (
     safe_indexing,
     validate_params,
 )
+from skdvl.base import ValuerMixin, pandas_index
+from skdvl.groups import check_groups
+from skdvl.valuation import KNNShapley
 
 __all__ = ["CleanedEstimator", "DataCleaner", "rows_to_keep"]
 

@@ -19,8 +19,8 @@ to worker.
 
 from __future__ import annotations
 
-import warnings
 import math
+import warnings
 from numbers import Integral
 from typing import Any
 
@@ -31,10 +31,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
 from skdvl._coalitions import masks_from_codes, uniform_coalitions
+from skdvl._sklearn_compat import HasMethods, StrOptions, fit_context
 from skdvl.sampling._base import TableState
 from skdvl.sampling._engine import evaluate_coalitions
 from skdvl.utility import FitReport, report_fit_problems
-from skdvl._sklearn_compat import HasMethods, StrOptions, fit_context
 
 __all__ = ["LearnedUtility"]
 

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from skdvl import BanzhafValuer, BetaShapleyValuer, ShapleyValuer
-from skdvl.sampling._engine import CachedEvaluator
 from skdvl.sampling import PermutationSampler
+from skdvl.sampling._engine import CachedEvaluator
 
 
 class TableGame:

@@ -83,12 +83,58 @@ def test_regression_target_is_cleaned(tmp_path):
     assert len(pd.read_csv(out)) == 54
 
 
-def test_default_method_is_knn(data_csv, tmp_path):
-    path, _ = data_csv
-    out = tmp_path / "values.csv"
-    proc = run("value", path, "--target", "label", "--out", out, "-q")
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_default_method_is_the_measured_one_for_the_task_and_says_why(task, tmp_path):
+    from skdvl.cli import DEFAULT_METHODS
+
+    if task == "classification":
+        X, y = make_classification(n_samples=40, n_features=3, n_informative=2,
+                                   n_redundant=0, random_state=0)
+    else:
+        X, y = make_regression(n_samples=40, n_features=3, random_state=0)
+    path = tmp_path / "data.csv"
+    pd.DataFrame(X, columns=["a", "b", "c"]).assign(t=y).to_csv(path, index=False)
+    proc = run("value", path, "--target", "t", "--out", tmp_path / "v.csv")
     assert proc.returncode == 0, proc.stderr
-    assert "80 knn values" in proc.stdout
+    method = DEFAULT_METHODS[task]
+    assert f"wrote 40 {method} values" in proc.stdout
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("method: ")]
+    assert notes == [f"method: {method} (the default for {task}: the largest mean gain over "
+                     "random dropping in the benchmark of doc/cli.md)"], proc.stderr
+
+
+def test_a_method_given_is_named_as_given(data_csv, tmp_path):
+    path, _ = data_csv
+    proc = run("value", path, "--target", "label", "--method", "knn",
+               "--out", tmp_path / "v.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert "method: knn (given with --method)" in proc.stderr.splitlines()
+    assert "wrote 80 knn values" in proc.stdout
+
+
+def test_quiet_names_the_method_on_stdout_only(data_csv, tmp_path):
+    path, _ = data_csv
+    proc = run("value", path, "--target", "label", "--out", tmp_path / "v.csv", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.startswith("wrote 80 ")
+
+
+def test_auto_resolves_by_task_as_the_docs_say():
+    from skdvl.cli import DEFAULT_METHODS, METHODS
+    from skdvl.cli._options import resolve_method
+
+    for task in ("classification", "regression"):
+        assert DEFAULT_METHODS[task] in METHODS
+        assert resolve_method("auto", task)[0] == DEFAULT_METHODS[task]
+        assert resolve_method("loo", task) == ("loo", "given with --method")
+    docs = (Path(__file__).parents[1] / "doc" / "cli.md").read_text()
+    assert (f"`--method auto` (the default) values classification targets with "
+            f"`{DEFAULT_METHODS['classification']}` and regression targets with "
+            f"`{DEFAULT_METHODS['regression']}`") in " ".join(docs.split())
+    help_text = " ".join(run("value", "--help").stdout.split())
+    assert (f"auto (the default): {DEFAULT_METHODS['classification']} for classification, "
+            f"{DEFAULT_METHODS['regression']} for regression") in help_text
 
 
 @pytest.mark.parametrize("method", ["knn", "loo", "shapley", "banzhaf", "beta"])

@@ -69,7 +69,8 @@ def test_integer_target_with_many_values_warns_naming_task(score_csv, tmp_path):
 def test_task_chooses_the_game_and_silences_the_warning(task, score_csv, tmp_path):
     path, frame = score_csv
     out = tmp_path / "v.csv"
-    proc = run("value", path, "--target", "score", "--task", task, "--out", out, "-q")
+    proc = run("value", path, "--target", "score", "--task", task, "--method", "knn",
+               "--out", out, "-q")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     X = StandardScaler().fit_transform(frame[["a", "b", "c"]])
@@ -278,7 +279,8 @@ def test_knn_standardises_features_unless_no_scale(scale, songs_csv, tmp_path):
     path, frame = songs_csv
     out = tmp_path / "v.csv"
     flags = [] if scale else ["--no-scale"]
-    proc = run("value", path, "--target", "hit", "--drop", "name", *flags, "--out", out, "-q")
+    proc = run("value", path, "--target", "hit", "--drop", "name", "--method", "knn", *flags,
+               "--out", out, "-q")
     assert proc.returncode == 0, proc.stderr
     X = frame[["signal", "duration_ms"]].to_numpy(dtype=float)
     X = StandardScaler().fit_transform(X) if scale else X

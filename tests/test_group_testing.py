@@ -11,7 +11,6 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 from skdvl import BanzhafValuer, GroupTestingShapleyValuer, ShapleyValuer
-from skdvl.sampling._engine import CachedEvaluator
 from skdvl.games import (
     AirportGame,
     AsymmetricVotingGame,
@@ -20,6 +19,7 @@ from skdvl.games import (
     UnanimityGame,
 )
 from skdvl.sampling import _group_testing
+from skdvl.sampling._engine import CachedEvaluator
 from skdvl.sampling._group_testing import (
     GroupTestingSampler,
     _difference_samples,

@@ -45,7 +45,8 @@ def test_lockstep_rows_equal_one_permutation_at_a_time(truncation, step):
     n = 23
     rng = np.random.default_rng(step)
     perms = [rng.permutation(n) for _ in range(9)]
-    alone, together = CachedEvaluator(Saturating(n), cache=False), CachedEvaluator(Saturating(n), cache=False)
+    alone = CachedEvaluator(Saturating(n), cache=False)
+    together = CachedEvaluator(Saturating(n), cache=False)
     alone.prefix_step = together.prefix_step = step
     u = _lockstep_utilities(together, perms, truncation)
     for r, perm in enumerate(perms):
@@ -76,7 +77,8 @@ def test_lockstep_fills_batches_and_evaluates_no_more_than_alone():
     perms = [rng.permutation(n) for _ in range(P)]
     trunc = RelativeTruncation(0.02)
     alone_u, together_u = Saturating(n), Saturating(n)
-    alone, together = CachedEvaluator(alone_u, cache=False), CachedEvaluator(together_u, cache=False)
+    alone = CachedEvaluator(alone_u, cache=False)
+    together = CachedEvaluator(together_u, cache=False)
     alone.prefix_step = together.prefix_step = 8
     for perm in perms:
         _permutation_utilities(alone, perm, trunc)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from skdvl._coalitions import log_binom, masks_from_codes
-from skdvl.sampling._engine import CachedEvaluator
 from skdvl.sampling import (
     AntitheticSampler,
     FixedTruncation,
@@ -14,6 +13,7 @@ from skdvl.sampling import (
     StratifiedSampler,
     UniformSampler,
 )
+from skdvl.sampling._engine import CachedEvaluator
 from skdvl.sampling._exact import _exact_semivalues
 
 

@@ -8,13 +8,6 @@ from scipy.stats import binom
 from sklearn.base import clone
 
 from skdvl import BanzhafValuer, BetaShapleyValuer, ShapleyValuer
-from skdvl.sampling._engine import CachedEvaluator
-from skdvl.sampling._svarm import (
-    SVARMSampler,
-    _border_coalitions,
-    _paper_size_distribution,
-    _StrataMoments,
-)
 from skdvl.games import (
     AirportGame,
     AsymmetricVotingGame,
@@ -22,6 +15,13 @@ from skdvl.games import (
     ShoesGame,
     SymmetricVotingGame,
     UnanimityGame,
+)
+from skdvl.sampling._engine import CachedEvaluator
+from skdvl.sampling._svarm import (
+    SVARMSampler,
+    _border_coalitions,
+    _paper_size_distribution,
+    _StrataMoments,
 )
 from skdvl.stopping import MaxSamples
 

@@ -47,7 +47,8 @@ from skdvl.cli._io import (
     _read_table,
 )
 from skdvl.cli._io import _demo_png as _demo_png
-from skdvl.cli._options import _METHOD_OPTIONS, _add_data_args, make_valuer
+from skdvl.cli._options import _METHOD_OPTIONS, _add_data_args, make_valuer, resolve_method
+from skdvl.cli._options import DEFAULT_METHODS as DEFAULT_METHODS
 from skdvl.cli._options import METHODS as METHODS
 from skdvl.cli._options import TASKS as TASKS
 
@@ -129,7 +130,10 @@ def _scale(args: Any, X: Any, X_val: Any) -> tuple[np.ndarray, np.ndarray | None
 
 
 def _fit_values(args: Any, X: Any, y: Any, X_val: Any, y_val: Any) -> tuple[Any, float]:
+    """Value the rows; ``args.method`` is the method used from here on (``auto`` resolved)."""
     task = _resolve_task(args, y, y_val)
+    args.method, why = resolve_method(args.method, task)
+    _note(args, f"method: {args.method} ({why})")
     _warn_unused(args)
     valuer = make_valuer(args.method, task=task, args=args)
     X, X_val, scaled = _scale(args, X, X_val)

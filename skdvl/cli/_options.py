@@ -15,6 +15,12 @@ from skdvl.cli._io import _columns, _n_jobs, _positive_int, _seed
 
 METHODS = ("knn", "oob", "shapley", "banzhaf", "beta", "loo")
 TASKS = ("auto", "classification", "regression")
+#: what ``--method auto`` (the default) values with, per task: chosen by measurement
+#: (``benchmarks/bench_cli_default.py``; the table is in doc/cli.md)
+DEFAULT_METHODS = {"classification": "oob", "regression": "oob"}
+_DEFAULT_WHY = ("the default for {task}: the largest mean gain over random dropping on the "
+                "benchmark's {n} {task} tasks; see the 'skdvl command' docs")
+_BENCHMARK_TASKS = {"classification": 4, "regression": 2}
 # option -> (default, methods that use it); None in args means "not given"
 _METHOD_OPTIONS = {
     "n_neighbors": (5, ("knn",)),
@@ -54,7 +60,7 @@ def _add_data_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--target", required=True, metavar="COL", help="name of the target column")
     p.add_argument("--out", required=True, metavar="PATH", help=out_help)
     p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
-    p.add_argument("--method", choices=METHODS, default="knn", help=_METHOD_HELP)
+    p.add_argument("--method", choices=("auto", *METHODS), default="auto", help=_METHOD_HELP)
     p.add_argument("--task", choices=TASKS, default="auto", help=_TASK_HELP)
     p.add_argument("--drop", type=_columns, action="extend", default=[],
                    metavar="COL[,COL...]", help="columns that are not features (names, "
@@ -94,6 +100,17 @@ def _set_if_known(valuer: Any, **params: Any) -> Any:
     """Set the parameters ``valuer`` has (``task``, ``verbose`` are not on every valuer)."""
     known = valuer.get_params(deep=False)
     return valuer.set_params(**{k: v for k, v in params.items() if k in known})
+
+
+def resolve_method(method: str, task: str) -> tuple[str, str]:
+    """The method ``--method`` means for ``task``, and why (for the command's note).
+
+    ``auto`` is :data:`DEFAULT_METHODS` [task]; any other name is itself.
+    """
+    if method != "auto":
+        return method, "given with --method"
+    chosen = DEFAULT_METHODS[task]
+    return chosen, _DEFAULT_WHY.format(task=task, n=_BENCHMARK_TASKS[task])
 
 
 def _option(args: Any, name: str) -> Any:

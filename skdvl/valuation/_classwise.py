@@ -40,11 +40,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import check_cv
 from sklearn.utils.multiclass import type_of_target
 
+from skdvl._sklearn_compat import HasMethods
 from skdvl.base import check_targets, pandas_index, resolve_task, validate_valuation_data
 from skdvl.result import ValuationResult
 from skdvl.sampling import BaseSampler
 from skdvl.sampling._classwise import ClasswiseExactSampler, ClasswisePermutationSampler
-from skdvl._sklearn_compat import HasMethods
 from skdvl.utility._classwise import (
     ClasswiseModelUtility,
     _CheckedClasswise,

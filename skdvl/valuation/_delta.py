@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from skdvl._sklearn_compat import Interval
 from skdvl.result import ValuationResult
 from skdvl.sampling import BaseSampler, ExactSampler, StratifiedSampler
-from skdvl._sklearn_compat import Interval
-from skdvl.valuation._semivalues import _doc, _store_params
 from skdvl.valuation._base import COMMON_CONSTRAINTS as _COMMON_CONSTRAINTS
 from skdvl.valuation._base import LEARNING_CONSTRAINTS as _LEARNING_CONSTRAINTS
 from skdvl.valuation._base import SAMPLING_CONSTRAINTS as _SAMPLING_CONSTRAINTS
 from skdvl.valuation._base import _GameValuer
+from skdvl.valuation._semivalues import _doc, _store_params
 
 __all__ = ["DeltaShapleyValuer", "delta_mass"]
 

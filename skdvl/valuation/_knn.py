@@ -26,6 +26,13 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from skdvl._moments import Moments
+from skdvl._sklearn_compat import (
+    VALID_METRICS,
+    HasMethods,
+    Interval,
+    StrOptions,
+    fit_context,
+)
 from skdvl.base import (
     ValuerMixin,
     check_targets,
@@ -34,13 +41,6 @@ from skdvl.base import (
     validate_valuation_data,
 )
 from skdvl.result import ValuationResult
-from skdvl._sklearn_compat import (
-    VALID_METRICS,
-    HasMethods,
-    Interval,
-    StrOptions,
-    fit_context,
-)
 from skdvl.valuation._knn_math import (  # noqa: F401 - tests/test_knn.py imports it here
     _EUCLIDEAN,
     _block_moments,

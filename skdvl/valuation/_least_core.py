@@ -17,8 +17,9 @@ constraints of sampled coalitions.
 The math is in pure functions on arrays, in :mod:`skdvl.valuation._least_core_lp`:
 :func:`least_core_lp` (HiGHS, through :func:`scipy.optimize.linprog`) and
 :func:`egalitarian_least_core` (least-distance programming through
-:func:`scipy.optimize.nnls`); :class:`LeastCoreValuer` is the estimator shell, whose coalitions are evaluated by the engine of
-:mod:`skdvl.sampling._engine` like every other valuer's.
+:func:`scipy.optimize.nnls`); :class:`LeastCoreValuer` is the estimator shell,
+whose coalitions are evaluated by the engine of :mod:`skdvl.sampling._engine`
+like every other valuer's.
 """
 
 from __future__ import annotations

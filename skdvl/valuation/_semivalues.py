@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import betabinom, binom
 
+from skdvl._sklearn_compat import HasMethods, Interval
 from skdvl.sampling import (
     AntitheticPermutationSampler,
     AntitheticSampler,
@@ -31,7 +32,6 @@ from skdvl.sampling import (
     UniformSampler,
 )
 from skdvl.sampling._exact import _LeaveOneOut
-from skdvl._sklearn_compat import HasMethods, Interval
 from skdvl.valuation._base import COMMON_CONSTRAINTS as _COMMON_CONSTRAINTS
 from skdvl.valuation._base import LEARNING_CONSTRAINTS as _LEARNING_CONSTRAINTS
 from skdvl.valuation._base import SAMPLING_CONSTRAINTS as _SAMPLING_CONSTRAINTS

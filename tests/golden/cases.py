@@ -142,7 +142,8 @@ def _valuer_cases() -> dict[str, Callable[[], Any]]:
     cases["game_voting_permutation"] = lambda: ShapleyValuer(
         utility=SymmetricVotingGame(7), max_updates=20, random_state=18).fit()
     cases["game_airport_kernel"] = lambda: ShapleyValuer(
-        utility=AirportGame([1.0, 2.0, 2.0, 3.0, 5.0, 8.0]), sampler="kernel", max_updates=50, random_state=19).fit()
+        utility=AirportGame([1.0, 2.0, 2.0, 3.0, 5.0, 8.0]), sampler="kernel", max_updates=50,
+        random_state=19).fit()
     cases["game_voting_svarm_banzhaf"] = lambda: BanzhafValuer(
         utility=SymmetricVotingGame(6), sampler="svarm", max_updates=64,
         random_state=20).fit()

@@ -9,9 +9,10 @@ da = pytest.importorskip("dask.array")
 zarr = pytest.importorskip("zarr")
 distributed = pytest.importorskip("distributed")
 
-from skdvl.influence import InfluenceScorer, Nystroem  # noqa: E402
-from skdvl.influence import (  # noqa: E402
+from skdvl.influence import (  # noqa: E402  # noqa: E402
     DaskInfluenceCalculator,
+    InfluenceScorer,
+    Nystroem,
     SequentialInfluenceCalculator,
     dataset_to_dask_arrays,
     to_dask_array,
