@@ -92,9 +92,11 @@ def _skdvl_worker() -> None:
     """Child process: fit skdvl's scorer, write the matrix to zarr with one backend."""
     import torch
 
-    from skdvl.influence import Arnoldi, InfluenceScorer, Nystroem
     from skdvl.influence import (
+        Arnoldi,
         DaskInfluenceCalculator,
+        InfluenceScorer,
+        Nystroem,
         SequentialInfluenceCalculator,
     )
 
