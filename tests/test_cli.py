@@ -99,8 +99,11 @@ def test_default_method_is_the_measured_one_for_the_task_and_says_why(task, tmp_
     method = DEFAULT_METHODS[task]
     assert f"wrote 40 {method} values" in proc.stdout
     notes = [line for line in proc.stderr.splitlines() if line.startswith("method: ")]
-    assert notes == [f"method: {method} (the default for {task}: the largest mean gain over "
-                     "random dropping in the benchmark of doc/cli.md)"], proc.stderr
+    assert len(notes) == 1, proc.stderr
+    assert notes[0].startswith(f"method: {method} (the default for {task}: the largest mean "
+                               "gain over random dropping on ")
+    assert notes[0].endswith("benchmark tasks, see doc/cli.md)") or \
+        notes[0].endswith("flipped labels, see doc/cli.md)")
 
 
 def test_a_method_given_is_named_as_given(data_csv, tmp_path):

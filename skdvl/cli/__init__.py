@@ -9,8 +9,10 @@ into place only when complete, so a failed or interrupted run never leaves a
 partial file. Set ``SKDVL_DEBUG=1`` to see tracebacks.
 
 The target's task (``--task``) follows :func:`skdvl.base.resolve_task`, and the
-command chooses every model and score from it itself. Features are standardised on
-DATA's rows for every method but oob (``--no-scale`` to turn it off).
+command chooses every model and score from it itself, and the method too unless
+``--method`` names one (``DEFAULT_METHODS``: knn for classification, oob for regression,
+chosen by ``benchmarks/bench_cli_default.py``). Features are standardised on DATA's rows
+for every method but oob (``--no-scale`` to turn it off).
 
 The parts: :mod:`skdvl.cli._io` (option types, tables, output paths, Ctrl-C),
 :mod:`skdvl.cli._options` (methods, their options, :func:`make_valuer`) and

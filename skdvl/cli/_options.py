@@ -15,12 +15,14 @@ from skdvl.cli._io import _columns, _n_jobs, _positive_int, _seed
 
 METHODS = ("knn", "oob", "shapley", "banzhaf", "beta", "loo")
 TASKS = ("auto", "classification", "regression")
-#: what ``--method auto`` (the default) values with, per task: chosen by measurement
-#: (``benchmarks/bench_cli_default.py``; the table is in doc/cli.md)
-DEFAULT_METHODS = {"classification": "oob", "regression": "oob"}
-_DEFAULT_WHY = ("the default for {task}: the largest mean gain over random dropping on the "
-                "benchmark's {n} {task} tasks; see the 'skdvl command' docs")
-_BENCHMARK_TASKS = {"classification": 4, "regression": 2}
+#: what ``--method auto`` (the default) values with, per task, chosen by measurement:
+#: the largest mean gain of ``skdvl clean --fraction 0.1`` over dropping as many rows at
+#: random (``benchmarks/bench_cli_default.py``; the table is in doc/cli.md)
+DEFAULT_METHODS = {"classification": "knn", "regression": "oob"}
+_DEFAULT_WHY = {
+    "classification": "4 benchmark tasks with 10% flipped labels",
+    "regression": "2 benchmark tasks",
+}
 # option -> (default, methods that use it); None in args means "not given"
 _METHOD_OPTIONS = {
     "n_neighbors": (5, ("knn",)),
@@ -28,10 +30,13 @@ _METHOD_OPTIONS = {
     "max_updates": (50, ("shapley", "banzhaf", "beta")),
 }
 
-_METHOD_HELP = """valuation method: knn (exact KNN-Shapley, fast, the default), oob
-(Data-OOB: out-of-bag scores of bagged trees),
-shapley (truncated Monte Carlo Shapley of a logistic/ridge model, slow), banzhaf (MSR
-Banzhaf), beta (Beta(16,1)-Shapley), loo (leave-one-out)"""
+_METHOD_HELP = f"""valuation method. auto (the default):
+{DEFAULT_METHODS["classification"]} for classification, {DEFAULT_METHODS["regression"]} for
+regression, the methods whose cleaning beat random dropping by the most in a benchmark
+on real tasks (see the documentation); knn (exact KNN-Shapley, fast), oob (Data-OOB:
+out-of-bag scores of bagged trees), shapley (truncated Monte Carlo Shapley of a
+logistic/ridge model, slow), banzhaf (MSR Banzhaf), beta (Beta(16,1)-Shapley), loo
+(leave-one-out)"""
 
 _TASK_HELP = """what the target is: classification (labels) or regression (a
 quantity). It chooses every model and score: logistic regression scored by accuracy
@@ -105,12 +110,12 @@ def _set_if_known(valuer: Any, **params: Any) -> Any:
 def resolve_method(method: str, task: str) -> tuple[str, str]:
     """The method ``--method`` means for ``task``, and why (for the command's note).
 
-    ``auto`` is :data:`DEFAULT_METHODS` [task]; any other name is itself.
+    ``auto`` is ``DEFAULT_METHODS[task]``; any other name is itself.
     """
     if method != "auto":
         return method, "given with --method"
-    chosen = DEFAULT_METHODS[task]
-    return chosen, _DEFAULT_WHY.format(task=task, n=_BENCHMARK_TASKS[task])
+    return DEFAULT_METHODS[task], (f"the default for {task}: the largest mean gain over "
+                                   f"random dropping on {_DEFAULT_WHY[task]}, see doc/cli.md")
 
 
 def _option(args: Any, name: str) -> Any:
