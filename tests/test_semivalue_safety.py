@@ -43,6 +43,7 @@ def test_task_regression_values_with_a_regressor(cls):
     kwargs = {} if cls is LOOValuer else {"max_updates": 2}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "looks like a regression" warning
+        warnings.filterwarnings("ignore", message=r"max_updates=2 coalitions per game was")
         v = cls(task="regression", **kwargs).fit(X[:8], y[:8], X_val=X[8:], y_val=y[8:])
     assert v.task_ == "regression"
     # the default regressor's utility: r2 of LinearRegression on the validation rows

@@ -435,9 +435,10 @@ class _GameValuer(ValuerMixin, BaseEstimator):
     def _warn_over_budget(self, sampler: BaseSampler) -> None:
         """Say so when a per-coalition sampler evaluated more coalitions than ``max_updates``.
 
-        The regression and stratified samplers evaluate their border strata (and
-        games of at most 3 players whole) before the first sample, whatever the
-        budget; a budget smaller than that is exceeded, and the user is told by how much.
+        A block of ``batch_size`` coalitions is drawn between two checks of an update
+        budget, and the regression and stratified samplers evaluate their border
+        strata (and games of at most 3 players whole) before the first sample: a
+        smaller budget is exceeded, and the user is told by how much.
         """
         budget = getattr(self, "max_updates", None)
         if (not isinstance(budget, Integral) or isinstance(budget, bool)
@@ -448,10 +449,12 @@ class _GameValuer(ValuerMixin, BaseEstimator):
         if most > budget:
             warnings.warn(
                 f"max_updates={budget} coalitions per game was exceeded: {sampler!r} "
-                f"evaluated up to {most} in a game, as its design evaluates some coalitions "
-                "(the border sizes 0, 1, n - 1 and n, or every coalition of a game of at "
-                "most 3 players) before its first sample. n_utility_evaluations_ counts "
-                "them all.", UserWarning, stacklevel=3)
+                f"evaluated up to {most} in a game. It evaluates a whole block of "
+                "batch_size coalitions between two checks of the budget, and some designs "
+                "evaluate coalitions before the first sample (the border sizes 0, 1, n - 1 "
+                "and n; every coalition of a game of at most 3 players). "
+                "n_utility_evaluations_ counts them all; lower batch_size for a tighter "
+                "budget.", UserWarning, stacklevel=3)
 
     def _fingerprint(self, data: Any) -> dict[str, Any]:
         """What the continued samples depend on: parameters but the budget, and the data."""
