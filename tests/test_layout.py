@@ -241,3 +241,63 @@ def test_module_size_and_docstring(module):
     assert n_lines <= MAX_LINES, f"{path} has {n_lines} lines (at most {MAX_LINES})"
     doc = ast.get_docstring(ast.parse(source))
     assert doc and doc.strip(), f"{path} has no module docstring"
+
+
+#: Every public name of the public modules before the move (their ``__all__`` at 855823d):
+#: each must still be importable where it was.
+PUBLIC_BEFORE_THE_MOVE = {
+    "skdvl": ["ValuationResult", "ModelUtility", "Utility", "UtilityFitWarning",
+              "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer",
+              "KNNShapley", "DataOOBValuer", "GroupTestingShapleyValuer",
+              "DeltaShapleyValuer", "DataCleaner", "CleanedEstimator", "rows_to_keep",
+              "ClasswiseShapleyValuer", "ClasswiseModelUtility", "LearnedUtility",
+              "LeastCoreValuer"],
+    "skdvl.sampling": ["BaseSampler", "PermutationSampler", "AntitheticPermutationSampler",
+                       "UniformSampler", "AntitheticSampler", "OwenSampler",
+                       "StratifiedSampler", "MSRSampler", "ExactSampler",
+                       "RelativeTruncation", "FixedTruncation", "KernelSampler",
+                       "LeverageSampler", "RegressionMSRSampler", "SVARMSampler"],
+    "skdvl.utility": ["Utility", "ModelUtility", "UtilityFitWarning", "FitReport",
+                      "CheckedUtility"],
+    "skdvl.stopping": ["Status", "Progress", "StoppingCriterion", "MaxUpdates", "MinUpdates",
+                       "MaxSamples", "MaxTime", "AbsoluteStandardError", "RankCorrelation"],
+    "skdvl.valuation": ["ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer",
+                        "KNNShapley", "DataOOBValuer", "GroupTestingShapleyValuer",
+                        "DeltaShapleyValuer", "ClasswiseShapleyValuer",
+                        "ClasswiseModelUtility", "ClasswisePermutationSampler",
+                        "ClasswiseExactSampler", "LeastCoreValuer"],
+    "skdvl.cli": ["main"],
+    "skdvl.groups": ["GroupedUtility", "check_groups", "groups_by_column", "groups_by_label",
+                     "groups_by_clusters"],
+    "skdvl.games": ["AirportGame", "AsymmetricVotingGame", "MinerGame", "ShoesGame",
+                    "SymmetricVotingGame", "UnanimityGame"],
+    "skdvl.utility_learning": ["LearnedUtility"],
+    "skdvl.base": ["ValuerMixin", "resolve_task", "check_targets", "TASKS"],
+    "skdvl.utils": ["check_valuer", "parametrize_with_valuer_checks", "valuer_randomness"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC_BEFORE_THE_MOVE))
+def test_every_public_import_of_before_the_move_still_works(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    missing = [name for name in PUBLIC_BEFORE_THE_MOVE[module] if not hasattr(mod, name)]
+    assert missing == []
+
+
+def test_the_influence_face_and_the_entry_point_still_work():
+    pytest.importorskip("torch")
+    import importlib
+
+    influence = importlib.import_module("skdvl.influence")
+    for name in ["InfluenceScorer", "NotPositiveDefiniteError", "SequentialInfluenceCalculator",
+                 "DaskInfluenceCalculator", "to_dask_array", "dataset_to_dask_arrays",
+                 "InfluenceMethod", "Direct", "CG", "LiSSA", "Arnoldi", "EKFAC", "Nystroem",
+                 "DataInf"]:
+        assert hasattr(influence, name), name
+    # the console script named in pyproject.toml resolves
+    text = (ROOT.parent / "pyproject.toml").read_text()
+    assert 'skdvl = "skdvl.cli:main"' in text
+    module, _, name = "skdvl.cli:main".partition(":")
+    assert callable(getattr(importlib.import_module(module), name))
