@@ -24,6 +24,7 @@ __all__ = ["Utility", "UtilityFitWarning", "FitReport", "CheckedUtility",
            "WrapperCopyMixin", "report_fit_problems"]
 
 _W = TypeVar("_W", bound="WrapperCopyMixin")
+_R = TypeVar("_R", bound="OwnReportMixin")
 
 
 @runtime_checkable
@@ -259,4 +260,26 @@ class WrapperCopyMixin:
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.utility = copy.copy(self.utility)
+        return new
+
+
+class FreshCacheMixin:
+    """Pickling of a utility with a coalition cache: a worker starts with an empty one."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
+
+class OwnReportMixin:
+    """``copy.copy`` that shares everything but the report: each worker thread of the
+    engine counts its own fits and failures (the cache is shared)."""
+
+    report: FitReport
+
+    def __copy__(self: _R) -> _R:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.report = self.report.copy()
         return new

@@ -20,6 +20,8 @@ from sklearn.metrics import check_scoring
 
 from skdvl.utility._base import (
     FitReport,
+    FreshCacheMixin,
+    OwnReportMixin,
     WrapperCopyMixin,
     _check_fit_options,
     _check_score,
@@ -54,7 +56,7 @@ class _Layout:
 
 
 # --------------------------------------------------------------------------- utilities
-class ClasswiseModelUtility:
+class ClasswiseModelUtility(OwnReportMixin, FreshCacheMixin):
     """In-class and out-of-class scores on validation data of a classifier fitted on rows S.
 
     ``u(S)`` fits ``clone(estimator)`` on ``X[S], y[S]`` once and returns, for
@@ -175,17 +177,6 @@ class ClasswiseModelUtility:
     def __repr__(self) -> str:
         return (f"ClasswiseModelUtility({self.estimator!r}, n_players={self.n_players}, "
                 f"scoring={self.scoring!r})")
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}  # a worker starts with an empty cache
-        return state
-
-    def __copy__(self) -> ClasswiseModelUtility:
-        new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.report = self.report.copy()  # a worker thread's own report (the cache is shared)
-        return new
 
     def __call__(self, subset: Any) -> np.ndarray:
         mask = np.zeros((1, self.n_players), dtype=bool)
@@ -319,7 +310,7 @@ class ClasswiseModelUtility:
         return scores
 
 
-class _CheckedClasswise:
+class _CheckedClasswise(OwnReportMixin, FreshCacheMixin):
     """A custom class-wise utility, cached, whose failed outputs count as failures.
 
     Each coalition is evaluated once for all classes (the scores are cached by
@@ -344,12 +335,6 @@ class _CheckedClasswise:
     def evaluate(self) -> Any:
         return self._evaluate if callable(getattr(self.utility, "evaluate", None)) else None
 
-    def __copy__(self) -> _CheckedClasswise:
-        new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.report = self.report.copy()
-        return new
-
     def _failed(self, message: str) -> np.ndarray:
         if self.error_score == "raise":
             raise ValueError(f"The custom class-wise utility {message} (error_score='raise').")
@@ -371,11 +356,6 @@ class _CheckedClasswise:
         if not np.all(np.isfinite(arr)):
             return self._failed(f"returned {arr.tolist()} for a coalition of {size} players")
         return arr
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state
 
     def _key(self, subset: np.ndarray) -> bytes:
         mask = np.zeros(self.n_players, dtype=bool)

@@ -490,17 +490,8 @@ class BatchPlan:
 
     # ------------------------------------------------------------------ estimator
     def build_estimator(self, fitted: BatchFit, i: int) -> Any:
-        """A genuine fitted scikit-learn estimator for coalition ``i`` of ``fitted``.
-
-        Its ``coef_``, ``intercept_``, ``classes_``, ``n_features_in_`` (and the
-        scaler's ``mean_``, ``var_``, ``scale_``) are those of the batched fit, so
-        any scorer applied to it sees the model scikit-learn would have fitted.
-
-        Raises
-        ------
-        ValueError
-            When coalition ``i`` is degenerate or failed (it has no fit).
-        """
+        """A genuine fitted scikit-learn estimator for coalition ``i`` of ``fitted``
+        (see :func:`~skdvl.utility._linear_state._build_estimator`)."""
         return _build_estimator(self, fitted, i)
 
 

@@ -23,6 +23,7 @@ from sklearn.metrics import check_scoring
 
 from skdvl.utility._base import (
     FitReport,
+    FreshCacheMixin,
     _check_fit_options,
     _check_score,
     _is_finite_dense,
@@ -107,7 +108,7 @@ def torch_refit_for(estimator: Any, random_state: Any) -> TorchRefit | None:
     return TorchRefit(estimator, random_state) if find_skorch_nets(estimator) else None
 
 
-class ModelUtility:
+class ModelUtility(FreshCacheMixin):
     """u(S): the score on validation data of an estimator fitted on rows S.
 
     Every call fits ``clone(estimator)`` on ``X[S], y[S]`` and scores it with
@@ -254,11 +255,6 @@ class ModelUtility:
     def __repr__(self) -> str:
         return (f"ModelUtility({self.estimator!r}, n_players={self.n_players}, "
                 f"scoring={self.scoring!r})")
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}  # a worker starts with an empty cache
-        return state
 
     def _key(self, subset: np.ndarray) -> bytes:
         mask = np.zeros(self.n_players, dtype=bool)
