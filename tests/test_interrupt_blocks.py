@@ -160,3 +160,58 @@ def test_an_interrupted_leave_one_out_keeps_the_rows_evaluated():
     full = LOOValuer(utility=Game()).fit()
     np.testing.assert_array_equal(v.values_[:3], full.values_[:3])
     assert np.isnan(v.values_[3:]).all()
+
+
+# ------------------------------------------------------------------ a model's k-th fit
+class _InterruptedTree:
+    """A decision tree whose ``interrupt_at``-th fit (counted over all clones) raises."""
+
+    fits = 0
+    interrupt_at = None
+
+    def __new__(cls, *args, **kwargs):  # a scikit-learn estimator made on the fly
+        from sklearn.tree import DecisionTreeClassifier
+
+        class Tree(DecisionTreeClassifier):
+            def fit(self, X, y, sample_weight=None, check_input=True):
+                _InterruptedTree.fits += 1
+                if _InterruptedTree.fits == _InterruptedTree.interrupt_at:
+                    raise KeyboardInterrupt
+                return super().fit(X, y, sample_weight=sample_weight)
+
+        return Tree(max_depth=2, random_state=0)
+
+
+def _tree_data():
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=40, n_features=4, n_informative=3, n_redundant=0,
+                               random_state=0)
+    return X[:24], y[:24], X[24:], y[24:]
+
+
+@pytest.mark.parametrize("cls, sampler", [(BanzhafValuer, "msr"), (ShapleyValuer, "kernel"),
+                                          (ShapleyValuer, "permutation")])
+def test_an_interrupted_fit_of_a_model_is_not_counted_and_the_finished_ones_are_used(
+        cls, sampler):
+    X, y, Xv, yv = _tree_data()
+    # past the kernel's border strata (2 n + 2 = 50 coalitions, all needed by its first
+    # sample), in the middle of a block
+    _InterruptedTree.fits, _InterruptedTree.interrupt_at = 0, 80
+    v = cls(_InterruptedTree(), sampler=sampler, max_updates=300, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        v.fit(X, y, X_val=Xv, y_val=yv)
+    (message,) = [str(w.message) for w in caught if "Interrupted" in str(w.message)]
+    s = int(re.search(r"after (\d+) samples", message).group(1))
+    assert not v.converged_
+    # 79 fits finished; a coalition with one class is scored without a fit
+    assert v.n_utility_evaluations_ >= 79 and s > 0
+    _InterruptedTree.interrupt_at = None
+    ref = cls(_InterruptedTree(), sampler=sampler, stopping=MaxSamples(s), random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref.fit(X, y, X_val=Xv, y_val=yv)
+    np.testing.assert_allclose(v.values_, ref.values_, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(v.counts_, ref.counts_)
+    assert ref.n_utility_evaluations_ <= v.n_utility_evaluations_

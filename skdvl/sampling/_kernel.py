@@ -165,7 +165,7 @@ class KernelSampler(_RegressionSampler):
             idx = rng.choice(weights.sizes.shape[0], size=spb, p=weights.q)
             masks = uniform_coalitions(rng, weights.sizes[idx], n)[start:stop]
             rho = (weights.p[weights.sizes] / weights.q)[idx][start:stop]
-            u = ev.evaluate(np.concatenate([masks, ~masks])).reshape(2, -1).T
+            u = _evaluate_units(ev, [masks, ~masks])
             sizes = weights.sizes[idx][start:stop]
             small = weights.small[sizes]
             if small.any():  # kept without repeats, canonical: player 0 out of the mask
@@ -183,7 +183,7 @@ class KernelSampler(_RegressionSampler):
             rho = np.ones(masks.shape[0])
             paired = bool(self.paired) and weights == 0.5
         units = [masks, ~masks] if paired else [masks]
-        u = ev.evaluate(np.concatenate(units)).reshape(len(units), -1).T
+        u = _evaluate_units(ev, units)
         self._accumulate(stats, masks, u, rho, len(units))
         return (stats,)
 
@@ -282,6 +282,17 @@ class KernelSampler(_RegressionSampler):
         # HC1: residuals of a fit with n + 1 parameters are smaller than the errors
         dof = m / max(m - (n + 1), 1)
         return _result(phi, np.sqrt(dof * _unit_variance(s, per_unit)), s.n_coalitions)
+
+
+def _evaluate_units(ev: Evaluator, units: list[np.ndarray]) -> np.ndarray:
+    """Utilities ``(m, len(units))`` of the coalitions of each unit, evaluated unit by unit.
+
+    A sample's coalitions (a mask and its complement) are adjacent in the batch, so
+    that an interrupted evaluation leaves whole samples finished, in their order.
+    """
+    m, n = units[0].shape
+    return ev.evaluate(np.stack(units, axis=1).reshape(m * len(units), n)).reshape(
+        m, len(units))
 
 
 def _constrained_lstsq(A: np.ndarray, b: np.ndarray, total: float) -> np.ndarray | None:

@@ -12,9 +12,11 @@ utilities, the checks of the options the model utilities share, and
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -283,3 +285,19 @@ class OwnReportMixin:
         new.__dict__.update(self.__dict__)
         new.report = self.report.copy()
         return new
+
+
+@contextlib.contextmanager
+def counted_once_finished(utility: Any) -> Iterator[None]:
+    """Take back the count of an evaluation that a KeyboardInterrupt cut short.
+
+    A model utility counts a fit (``n_evaluations``, ``report.n_fits``) as it starts
+    it; one interrupted is not an evaluation, so that an interrupted valuer reports
+    only the evaluations that finished.
+    """
+    evaluations, fits = utility.n_evaluations, utility.report.n_fits
+    try:
+        yield
+    except KeyboardInterrupt:
+        utility.n_evaluations, utility.report.n_fits = evaluations, fits
+        raise

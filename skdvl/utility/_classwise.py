@@ -27,6 +27,7 @@ from skdvl.utility._base import (
     _check_score,
     _is_finite_dense,
     _take,
+    counted_once_finished,
 )
 from skdvl.utility._linear_state import _decision
 from skdvl.utility._model import _BATCH, choose_fit_path, torch_refit_for
@@ -268,6 +269,10 @@ class ClasswiseModelUtility(OwnReportMixin, FreshCacheMixin):
         return out
 
     def _fit_scores(self, rows: np.ndarray) -> np.ndarray:
+        with counted_once_finished(self):
+            return self._fit_and_score(rows)
+
+    def _fit_and_score(self, rows: np.ndarray) -> np.ndarray:
         self.n_evaluations += 1
         y = self.y[rows]
         if rows.size == 0 or np.unique(y).shape[0] < 2:

@@ -28,6 +28,7 @@ from skdvl.utility._base import (
     _check_score,
     _is_finite_dense,
     _take,
+    counted_once_finished,
 )
 from skdvl.utility._linear_batch import BatchPlan, _check_device, plan_batched
 from skdvl.utility._torch_refit import TorchRefit, find_skorch_nets
@@ -323,6 +324,10 @@ class ModelUtility(FreshCacheMixin):
         return values
 
     def _fit_score(self, rows: np.ndarray) -> float:
+        with counted_once_finished(self):
+            return self._fit_and_score(rows)
+
+    def _fit_and_score(self, rows: np.ndarray) -> float:
         self.n_evaluations += 1
         y = self.y[rows]
         if self._is_classifier and np.unique(y).shape[0] < 2:
