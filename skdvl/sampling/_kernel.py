@@ -17,6 +17,7 @@ import numpy as np
 
 from skdvl._coalitions import banzhaf_weight, check_int, log_binom, uniform_coalitions
 from skdvl.result import ValuationResult
+from skdvl.sampling._base import Evaluator
 from skdvl.sampling._regression import (
     CoalitionSamples,
     DistinctUnits,
