@@ -103,6 +103,8 @@ def validate_valuation_data(
     check_feature_dtypes(X, estimator, name)
     check_feature_dtypes(X_val, estimator, name, x_name="X_val")
     X, y = validate_data(valuer, X, y, y_numeric=False, multi_output=False, **check)
+    keep = takes_strings or isinstance(estimator, (Pipeline, ColumnTransformer))
+    X = _numeric(X, keep)
     n = X.shape[0]
     if n < min_samples:
         raise ValueError(
@@ -117,7 +119,20 @@ def validate_valuation_data(
         )
     if X_val is not None:
         X_val, y_val = validate_data(valuer, X_val, y_val, reset=False, **check)
+        X_val = _numeric(X_val, keep)
     return X, y, X_val, y_val
+
+
+def _numeric(X: Any, keep: bool) -> Any:
+    """Numbers held as strings (an ``object`` array) as float64, as scikit-learn 1.9
+    converts them (1.6 keeps a DataFrame's mixed columns as objects); ``keep`` for an
+    estimator that takes strings or may encode them (a Pipeline)."""
+    if keep or getattr(X, "dtype", None) != object:
+        return X
+    try:
+        return np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):  # not numbers: the estimator's own error stands
+        return X
 
 
 def align_target(
