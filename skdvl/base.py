@@ -127,7 +127,7 @@ def _numeric(X: Any, keep: bool) -> Any:
     """Numbers held as strings (an ``object`` array) as float64, as scikit-learn 1.9
     converts them (1.6 keeps a DataFrame's mixed columns as objects); ``keep`` for an
     estimator that takes strings or may encode them (a Pipeline)."""
-    if keep or getattr(X, "dtype", None) != object:
+    if keep or getattr(X, "dtype", None) != np.dtype(object):
         return X
     try:
         return np.asarray(X, dtype=np.float64)
