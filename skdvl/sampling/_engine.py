@@ -32,7 +32,7 @@ from skdvl._coalitions import masks_from_codes
 from skdvl._moments import Moments
 from skdvl.result import ValuationResult
 from skdvl.sampling._base import EngineState, TableState
-from skdvl.sampling._evaluator import CachedEvaluator, CachedOnly, cached_prefix
+from skdvl.sampling._evaluator import CachedEvaluator, cached_leading, cached_prefix
 from skdvl.stopping import Progress, Status, StoppingCriterion
 from skdvl.utility import FitReport
 
@@ -369,23 +369,16 @@ def _codes_task(token: str, utility: Any, lo: int, hi: int, masks: Any,
     return u, ev.n_evaluations - evals0, ev.report().since(report0)
 
 
-def _finished_part(token: str, utility: Any, task: tuple[Any, ...]) -> tuple[np.ndarray, int]:
-    """The leading coalitions of an interrupted task that finished, and their count.
+def _finished_part(token: str, utility: Any, task: tuple[Any, ...]) -> np.ndarray:
+    """The utilities of the leading coalitions of an interrupted task that finished.
 
-    They are in the in-process evaluator's cache (or, for a coalition-by-coalition
-    utility, on the interrupt itself); the first one missing ends the part.
+    They are in the in-process evaluator's cache; the first one missing ends the part.
     """
     ev = _worker_evaluator(token, utility)
     _, _, lo, hi, masks = task
     if masks is None:
         masks = masks_from_codes(np.arange(lo, hi, dtype=np.int64), ev.n)
-    probe, u = CachedOnly(ev), []
-    for row in masks:
-        try:
-            u.append(probe.evaluate(row[None, :])[0])
-        except Exception:  # noqa: BLE001 - not evaluated: the part ends here
-            break
-    return np.asarray(u, dtype=np.float64), len(u)
+    return cached_leading(ev, masks)
 
 
 def evaluate_coalitions(
@@ -426,10 +419,10 @@ def evaluate_coalitions(
                 pbar.update(u.shape[0])
     except KeyboardInterrupt:
         state.interrupted = True
-        if n_workers == 1:  # the task in flight: its coalitions that finished
-            part, n_evals = _finished_part(token, utility, args[len(out) - 1])
+        if n_workers == 1 and len(out) - 1 < len(args):  # the task in flight: what finished
+            part = _finished_part(token, utility, args[len(out) - 1])
             out.append(part)
-            state.n_evaluations += n_evals
+            state.n_evaluations += part.shape[0]
         done = sum(part.shape[0] for part in out)
         warnings.warn(
             f"Interrupted: {done} of {total} coalitions were evaluated; values that need "

@@ -18,7 +18,7 @@ import numpy as np
 
 from skdvl.utility import FitReport
 
-__all__ = ["CachedEvaluator", "CachedOnly", "cached_prefix"]
+__all__ = ["CachedEvaluator", "CachedOnly", "cached_prefix", "cached_leading"]
 
 
 class _PartialEvaluation(KeyboardInterrupt):
@@ -198,13 +198,10 @@ class CachedOnly:
         return self.ev.report()
 
     def evaluate(self, masks: np.ndarray) -> np.ndarray:
-        cache, out = self.ev._cache, np.empty(masks.shape[0])
-        for i, key in enumerate(np.packbits(masks, axis=1)):
-            hit = cache.get(key.tobytes())
-            if hit is None:
-                raise _Missing
-            out[i] = hit
-        return out
+        u = cached_leading(self.ev, masks)
+        if u.shape[0] < masks.shape[0]:
+            raise _Missing
+        return u
 
     def prefixes(self, perm: np.ndarray, lo: int, hi: int) -> np.ndarray:
         return self.evaluate(np.arange(lo, hi)[:, None] > _rank(perm, self.n)[None, :])
@@ -242,3 +239,15 @@ def cached_prefix(ev: CachedEvaluator, run: Callable[[Any, int], Any],
             else:
                 lo, best = mid, stats
     return lo, best
+
+
+def cached_leading(ev: CachedEvaluator, masks: np.ndarray) -> np.ndarray:
+    """The utilities of the leading rows of ``masks`` in ``ev``'s cache, up to the first
+    that is not (a fixed list of coalitions interrupted part way)."""
+    out = []
+    for key in np.packbits(masks, axis=1):
+        hit = ev._cache.get(key.tobytes())
+        if hit is None:
+            break
+        out.append(hit)
+    return np.asarray(out, dtype=np.float64)

@@ -431,7 +431,6 @@ class _GameValuer(ValuerMixin, BaseEstimator):
                 f"{int(np.count_nonzero(~played))} of {n} {noun} are in no training fold of "
                 "the cv splits; their values are NaN.", UserWarning, stacklevel=3)
 
-    # -- warm start -----------------------------------------------------------
     def _warn_over_budget(self, sampler: BaseSampler) -> None:
         """Say so when a per-coalition sampler evaluated more coalitions than ``max_updates``.
 
@@ -456,6 +455,7 @@ class _GameValuer(ValuerMixin, BaseEstimator):
                 "n_utility_evaluations_ counts them all; lower batch_size for a tighter "
                 "budget.", UserWarning, stacklevel=3)
 
+    # -- warm start -----------------------------------------------------------
     def _fingerprint(self, data: Any) -> dict[str, Any]:
         """What the continued samples depend on: parameters but the budget, and the data."""
         params = self.get_params(deep=False)
