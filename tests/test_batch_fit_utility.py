@@ -97,7 +97,7 @@ def test_values_do_not_depend_on_n_jobs(cancer):
         X[:40], y[:40], X_val=X[100:200], y_val=y[100:200])
     two = ShapleyValuer(LogisticRegression(), n_jobs=2, **kw).fit(
         X[:40], y[:40], X_val=X[100:200], y_val=y[100:200])
-    assert one.fit_path_ == "batched"
+    assert one.fit_path_ == "batched; permutation prefixes fitted incrementally"
     np.testing.assert_array_equal(one.values_, two.values_)
 
 

@@ -35,12 +35,17 @@ class Evaluator(Protocol):
     ``u(perm[:j])`` for ``j`` in ``range(lo, hi)``; ``empty()`` and ``full()`` are
     ``u(empty)`` and ``u(N)``. ``batched`` says whether the utility evaluates many
     coalitions in one call, and ``prefix_step`` how many prefixes of a truncated
-    permutation it wants per call.
+    permutation it wants per call. ``walks`` says whether ``walk(bases, orders)``
+    gives an incremental walk of prefixes (an object whose ``step(walks)`` returns
+    the utilities of the next prefix of each walk listed; None when there is none).
     """
 
     n: int
     batched: bool
     prefix_step: int
+    walks: bool
+
+    def walk(self, bases: np.ndarray, orders: list[np.ndarray]) -> Any: ...
 
     @property
     def n_evaluations(self) -> int: ...

@@ -56,6 +56,8 @@ class CachedEvaluator:
         # prefixes of a truncated permutation per batched call: a utility may say (a
         # costly one wants fewer evaluated past the truncation point)
         self.prefix_step = max(1, int(getattr(utility, "prefix_step", 64))) if self.batched else 1
+        # whether the utility fits prefix walks incrementally (prefix_walk)
+        self.walks = self.batched and callable(getattr(utility, "prefix_walk", None))
         self._calls = 0
         self.evaluations_at_start = 0  # a worker's copy may start from the utility's count
         self._empty: float | None = None
@@ -165,6 +167,16 @@ class CachedEvaluator:
             out[j - lo] = hit
         return out
 
+    def walk(self, bases: np.ndarray, orders: list[np.ndarray]) -> Any:
+        """The utility's incremental walk of the prefixes ``bases[r] | orders[r][:j]``
+        (an object whose ``step(walks)`` returns the next prefixes' utilities), or None
+        where it has none. Its evaluations are counted by the utility, not cached."""
+        return self.utility.prefix_walk(bases, orders) if self.walks else None
+
+    def remember(self, mask: np.ndarray, value: float) -> None:
+        """Cache the utility of the coalition ``mask`` (evaluated elsewhere)."""
+        self._remember(np.packbits(mask).tobytes(), value)
+
     def _remember(self, key: bytes, value: float) -> None:
         if self._cache_size:
             self._cache[key] = value
@@ -187,8 +199,13 @@ class CachedOnly:
     it truncates, as a walk in lockstep did).
     """
 
+    walks = False  # a walk of the cache is the cold walk, one prefix at a time
+
     def __init__(self, ev: CachedEvaluator) -> None:
         self.ev, self.n, self.batched, self.prefix_step = ev, ev.n, ev.batched, 1
+
+    def walk(self, bases: np.ndarray, orders: list[np.ndarray]) -> None:
+        return None
 
     @property
     def n_evaluations(self) -> int:

@@ -59,6 +59,13 @@ class RelativeTruncation:
         """Prefixes beyond this length are never evaluated."""
         return n
 
+    def stops(self, u: np.ndarray, j: int, lengths: np.ndarray,
+              total: np.ndarray) -> np.ndarray:
+        """Which walks truncate at position ``j`` (``u`` their utilities there, walks of
+        ``lengths`` players): :meth:`first_stop` one position at a time, vectorised."""
+        start = np.maximum(np.ceil(self.burn_in_fraction * lengths), 1)
+        return (j >= start) & (np.abs(u - total) < self.rtol * np.abs(total))
+
 
 @dataclass(frozen=True)
 class FixedTruncation:
@@ -82,6 +89,10 @@ class FixedTruncation:
 
     def horizon(self, n: int) -> int:
         return min(n, int(np.ceil(self.fraction * n)))
+
+    def stops(self, u: np.ndarray, j: int, lengths: np.ndarray,
+              total: np.ndarray) -> np.ndarray:
+        return j >= np.minimum(lengths, np.ceil(self.fraction * lengths))
 
 
 Truncation = RelativeTruncation | FixedTruncation
@@ -109,6 +120,8 @@ def _permutation_utilities(
 ) -> np.ndarray:
     """u of every prefix of ``perm`` (``u[j]`` = u(perm[:j])), truncated ones repeated."""
     n = perm.shape[0]
+    if ev.walks:  # the utility fits each prefix from the one before
+        return _walk_prefixes(ev, np.zeros((1, n), dtype=bool), [perm], truncation)[0]
     u = np.empty(n + 1)
     u[0] = ev.empty()
     if truncation is None:
@@ -167,13 +180,10 @@ def _walk_prefixes(ev: Any, bases: np.ndarray, orders: list[np.ndarray],
     rank = np.full((P, W), W + 1, dtype=np.intp)
     for r, order in enumerate(orders):
         rank[r, order] = np.arange(order.shape[0])
-    needs_total = truncation is not None and truncation.needs_total()
-    first = np.concatenate([bases, bases | (rank <= W)]) if needs_total else bases
-    distinct, back = np.unique(first, axis=0, return_inverse=True)  # walks share starts
-    v = ev.evaluate(distinct)[back.reshape(-1)]
-    u = np.full((P, lengths.max() + 1), np.nan)
-    u[:, 0] = v[:P]
-    total = v[P:] if needs_total else np.zeros(P)
+    u, total = _walk_ends(ev, bases, rank, lengths, truncation)
+    walk = ev.walk(bases, orders) if ev.walks and lengths.max() > 0 else None
+    if walk is not None:
+        return _walk_incrementally(ev, walk, bases, rank, lengths, truncation, u, total)
     horizon = lengths if truncation is None else np.array(
         [truncation.horizon(int(L)) for L in lengths], dtype=np.intp)
     max_step = int(lengths.max()) if truncation is None else max(1, int(ev.prefix_step))
@@ -205,3 +215,56 @@ def _walk_prefixes(ev: Any, bases: np.ndarray, orders: list[np.ndarray],
         lo[active] = hi
         active = active[still]
     return u
+
+
+def _walk_ends(ev: Any, bases: np.ndarray, rank: np.ndarray, lengths: np.ndarray,
+               truncation: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The utilities table of the walks with each walk's start filled in, and the
+    utility of each walk's last coalition (when the truncation needs it; else 0)."""
+    P, W = bases.shape
+    needs_total = truncation is not None and truncation.needs_total()
+    first = np.concatenate([bases, bases | (rank <= W)]) if needs_total else bases
+    distinct, back = np.unique(first, axis=0, return_inverse=True)  # walks share starts
+    v = ev.evaluate(distinct)[back.reshape(-1)]
+    u = np.full((P, lengths.max() + 1), np.nan)
+    u[:, 0] = v[:P]
+    return u, (v[P:] if needs_total else np.zeros(P))
+
+
+def _walk_incrementally(ev: Any, walk: Any, bases: np.ndarray, rank: np.ndarray,
+                        lengths: np.ndarray, truncation: Any, u: np.ndarray,
+                        total: np.ndarray) -> np.ndarray:
+    """:func:`_walk_prefixes` on a utility that fits each prefix from the one before.
+
+    All walks advance one player per round, and each stops at its own truncation
+    point (not a prefix is evaluated past it). A KeyboardInterrupt leaves the
+    finished prefixes in ``ev``'s cache (where the engine's salvage looks for them).
+    """
+    active = np.flatnonzero(lengths > 0)
+    walked = np.zeros(lengths.shape[0], dtype=np.intp)  # the last position evaluated
+    j = 0
+    try:
+        while active.size:
+            j += 1
+            u[active, j] = walk.step(active)
+            walked[active] = j
+            done = j >= lengths[active]
+            if truncation is not None:
+                done |= truncation.stops(u[active, j], j, lengths[active], total[active])
+            for r in active[done]:
+                u[r, j + 1:lengths[r] + 1] = u[r, j]
+            active = active[~done]
+    except KeyboardInterrupt:
+        _remember_walked(ev, bases, rank, u, walked)
+        raise
+    return u
+
+
+def _remember_walked(ev: Any, bases: np.ndarray, rank: np.ndarray, u: np.ndarray,
+                     walked: np.ndarray) -> None:
+    """Put the prefixes walked before an interrupt (positions ``1 .. walked[r]`` of
+    walk ``r``) in the evaluator's cache, so that the engine's salvage finds them."""
+    for pos in range(1, int(walked.max(initial=0)) + 1):
+        masks = (rank < pos) | bases
+        for r in np.flatnonzero(walked >= pos):
+            ev.remember(masks[r], float(u[r, pos]))

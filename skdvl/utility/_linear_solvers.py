@@ -408,7 +408,32 @@ def _least_squares(Z, y, s, fit_intercept, alpha, tol):
     Zs = Z * s[..., None]
     G = np.swapaxes(Zs, 1, 2) @ Z
     r = _tmv(Zs, y)
-    singular, failed = None, np.zeros(Z.shape[0], bool)
+    coef, singular, failed, unsure = _normal_solve(G, r, alpha, tol)
+    for j in np.flatnonzero(unsure):
+        rows = s[j] > 0
+        w = np.sqrt(s[j, rows])
+        tol_j = np.broadcast_to(np.asarray(tol, dtype=np.float64), (Z.shape[0],))[j]
+        coef[j], _, _, sv = lstsq(Z[j, rows] * w[:, None], y[j, rows] * w, cond=tol_j)
+        singular[j] = 0.0
+        singular[j, :sv.size] = sv
+    intercept = ybar - (xbar * coef).sum(axis=1) if fit_intercept else np.zeros(Z.shape[0])
+    return coef, intercept, singular, failed
+
+
+def _normal_solve(G, r, alpha, tol):
+    """Solve the (centred, weighted) normal equations ``G coef = r`` of a batch.
+
+    Ridge (``alpha`` > 0) solves ``(G + alpha I) coef = r`` Jacobi-equilibrated and
+    marks ``failed`` the systems too ill-conditioned to trust; least squares
+    (``alpha`` None) keeps the eigen-directions of ``G`` whose singular value is at
+    least ``tol`` times the largest (scikit-learn's ``lstsq(cond=tol)``) and marks
+    ``unsure`` the systems with a spectrum so close to that cut that ``G`` cannot
+    decide it (the caller solves those from the rows). ``G`` is modified (ridge).
+
+    Returns coef (c, d), singular values (c, d) or None, failed (c,), unsure (c,).
+    """
+    singular, failed = None, np.zeros(G.shape[0], bool)
+    unsure = np.zeros(G.shape[0], bool)
     if alpha is not None:
         d = G.shape[1]
         G[:, np.arange(d), np.arange(d)] += alpha
@@ -420,17 +445,11 @@ def _least_squares(Z, y, s, fit_intercept, alpha, tol):
     else:
         lam, V = np.linalg.eigh(G)
         top = lam[:, -1:]
-        tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), (Z.shape[0],))
+        tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), (G.shape[0],))
         cut = tol[:, None] ** 2 * top
         keep = (lam >= cut) & (top > 0)
         coef = _mv(V, np.where(keep, _tmv(V, r) / np.where(keep, lam, 1.0), 0.0))
         singular = np.sqrt(np.clip(lam, 0.0, None))[:, ::-1]
         unsure = ((lam > 0.25 * cut) & (lam < np.maximum(4 * cut, 1e-8 * top))).any(axis=1)
-        for j in np.flatnonzero(unsure & (top[:, 0] > 0)):
-            rows = s[j] > 0
-            w = np.sqrt(s[j, rows])
-            coef[j], _, _, sv = lstsq(Z[j, rows] * w[:, None], y[j, rows] * w, cond=tol[j])
-            singular[j] = 0.0
-            singular[j, :sv.size] = sv
-    intercept = ybar - (xbar * coef).sum(axis=1) if fit_intercept else np.zeros(Z.shape[0])
-    return coef, intercept, singular, failed
+        unsure &= top[:, 0] > 0
+    return coef, singular, failed, unsure

@@ -31,6 +31,7 @@ from skdvl.utility._base import (
     counted_once_finished,
 )
 from skdvl.utility._linear_batch import BatchPlan, _check_device, plan_batched
+from skdvl.utility._prefix_walk import PrefixWalk, walk_reason
 from skdvl.utility._torch_refit import TorchRefit, find_skorch_nets
 
 __all__ = ["ModelUtility", "choose_fit_path", "torch_refit_for"]
@@ -228,6 +229,8 @@ class ModelUtility(FreshCacheMixin):
         self._torch = torch_refit_for(estimator, random_state)
         if self._torch is not None:
             self.fit_path += f"; {self._torch.description}"
+        self.walk_reason = ("not on the batched path" if self._plan is None
+                            else walk_reason(self._plan, self.y))
 
     #: at most this many prefixes of one truncated permutation per batched solve (the
     #: engine walks up to 32 permutations in lockstep, filling a solve with 256
@@ -244,6 +247,18 @@ class ModelUtility(FreshCacheMixin):
         truncates.
         """
         return self._evaluate_batch if self._plan is not None else None
+
+    def prefix_walk(self, bases: np.ndarray, orders: list[np.ndarray]) -> _UtilityWalk | None:
+        """Walks of prefixes ``bases[r] | orders[r][:j]``, each fitted from the one before
+        (:mod:`skdvl.utility._prefix_walk`), or None where the batched path cannot
+        (``walk_reason`` says why).
+
+        The walk's fits bypass the coalition cache: prefixes of random orders
+        hardly ever repeat, and a cache of them would cost more than it saves.
+        """
+        if self.walk_reason:
+            return None
+        return _UtilityWalk(self, PrefixWalk(self._plan, self.X, self.y, bases, orders))
 
     @property
     def n_errors(self) -> int:
@@ -364,3 +379,37 @@ class ModelUtility(FreshCacheMixin):
             self.report.failure(f"the score of a fit on {rows.shape[0]} rows was {score}")
             return failed  # type: ignore[return-value]
         return score
+
+
+class _UtilityWalk:
+    """A :class:`~skdvl.utility._prefix_walk.PrefixWalk` that answers utilities, counted
+    as the batched path counts them; a prefix the walk could not fit (or whose score
+    is not finite) is fitted by the batched path, then by scikit-learn."""
+
+    def __init__(self, utility: ModelUtility, walk: PrefixWalk) -> None:
+        self.utility, self.walk = utility, walk
+        X = utility.X
+        self.names = (np.asarray(X.columns, dtype=object) if hasattr(X, "columns")
+                      and all(isinstance(c, str) for c in X.columns) else None)
+
+    @property
+    def n_walks(self) -> int:
+        return self.walk.n_walks
+
+    def step(self, walks: np.ndarray) -> np.ndarray:
+        """The utilities of the next prefix of each walk of ``walks``."""
+        u = self.utility
+        assert u._plan is not None
+        fitted = self.walk.step(walks)
+        fitted.feature_names_in = self.names
+        scores = u._plan.score(fitted, u.X_val, u.y_val)
+        values = np.full(fitted.coef.shape[0], u.default_score)
+        good = ~fitted.degenerate & ~fitted.failed & np.isfinite(scores)
+        values[good] = scores[good]
+        u.n_evaluations += int(fitted.degenerate.sum() + good.sum())
+        u.report.n_fits += int(good.sum())
+        redo = np.flatnonzero(~fitted.degenerate & ~good)
+        if redo.size:
+            masks = np.stack([self.walk.mask(int(r)) for r in np.asarray(walks)[redo]])
+            values[redo] = u._fit_score_batch(masks)
+        return values

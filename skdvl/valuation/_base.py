@@ -265,6 +265,9 @@ class _GameValuer(ValuerMixin, BaseEstimator):
                              "without groups.")
         else:
             games, index, data = self._games(X, y, X_val, y_val, groups=groups)
+        if getattr(sampler, "lockstep", False) and games and all(
+                getattr(u, "walk_reason", None) == "" for u, _ in games):
+            self.fit_path_ += "; permutation prefixes fitted incrementally"
         fingerprint = self._fingerprint(data)
         continued = self._continues(fingerprint, games)
         if not continued:

@@ -1,0 +1,569 @@
+"""The fits of :mod:`skdvl.utility._prefix_walk`: prefix ``k + 1`` from prefix ``k``.
+
+Least squares (``Ridge``, ``LinearRegression``) keeps each walk's weighted
+means and centred co-moments, updated by one row at a time (West, 1979,
+"Updating mean and variance estimates: an improved method", CACM 22(9), the
+weighted form of Welford's recurrence): ``O(d^2)`` per prefix, then the normal
+equations the batched path solves (:func:`~skdvl.utility._linear_solvers._normal_solve`).
+The sums are never inverted or downdated, so nothing drifts that a periodic
+refactorisation would have to reset: the rounding error of a co-moment after
+``k`` rows is that of a ``k``-term sum, ``O(k eps)`` relative to the sum of the
+terms' magnitudes, the order of the batched path's own Gram matrix. A
+StandardScaler before the model uses the running (unweighted) mean and
+variance of the prefix, with scikit-learn's rule for near-constant features.
+
+L2 logistic regression (binary) keeps each walk's optimum ``theta``, the exact
+gradient there of its current prefix objective, and an approximation of the
+inverse Hessian. Adding a row adds the row's gradient (the rest of the
+gradient is carried, exact) and its curvature as a rank-one (Sherman-Morrison)
+term; Newton steps with that inverse (recomputed exactly at the current
+point once the training decisions moved by ``_DRIFT`` logit since the last
+exact one, or an iteration shrank the Newton decrement by less than 4) run
+until the convergence test of the batched path
+(:func:`~skdvl.utility._linear_solvers._converged`, on the exact full gradient)
+holds, with the step and decrement enlarged by ``exp(drift)``: an inverse exact
+where the decisions were ``drift`` logit ago is within that factor of the
+exact one (the curvature ``p (1 - p)`` of a row changes by at most
+``exp(|dz|)`` when its decision moves by ``dz``). The converged point is
+returned (the batched path takes one more
+step); a prefix that does not converge within ``_MAX_IT`` iterations is marked
+failed and fitted by the batched path instead.
+
+Parametrisation. The walk fits ``z = v . (x - m) + c`` with a fixed centre
+``m`` (the mean of all training rows; the intercept absorbs it), so that a
+StandardScaler's prefix-dependent standardisation becomes a prefix-dependent
+diagonal penalty ``sum_j sigma_j^2 v_j^2 / 2`` on raw coefficients: adding a
+row changes the gradient by the row's term and ``(sigma'^2 - sigma^2) v``, both
+known without touching the other rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+from skdvl.utility._linear_solvers import (
+    _FULL_STEP,
+    _SAFE_MOVE,
+    _armijo,
+    _converged,
+    _normal_solve,
+    _spd_equilibrate,
+    _step_tol,
+)
+from skdvl.utility._linear_state import BatchFit
+
+__all__ = ["LeastSquaresPrefixes", "LogisticPrefixes"]
+
+_DRIFT = 0.2  # recompute the inverse Hessian after training decisions moved this much
+_SLOW = 0.25  # ... or when an iteration kept more than this share of the decrement
+_MAX_IT = 50
+_EPS = np.finfo(np.float64).eps
+
+
+def _padded(k: int) -> int:
+    """The padded width of the batched path's blocks for a coalition of ``k`` rows."""
+    return max(8, -(-k // 8) * 8)
+
+
+class _Prefixes:
+    """What both kinds share: gathered rows, the scaler's running moments, outputs."""
+
+    def __init__(self, plan: Any, X: np.ndarray, W: int, width: int) -> None:
+        self.plan, self.scaler = plan, plan.scaler
+        self.n_rows, self.d = X.shape
+        self.W, self.width = W, width
+        self.Xw = np.zeros((W, 0, width))
+        self.sw = np.zeros((W, 0))
+        self.cnt = np.zeros(W)
+        self.mu = np.zeros((W, self.d))
+        self.M2 = np.zeros((W, self.d))
+
+    def _append(self, name: str, block: np.ndarray) -> None:
+        setattr(self, name, np.concatenate([getattr(self, name), block], axis=1))
+
+    # ------------------------------------------------------------------ scaler
+    def _scaler_start(self, ids: np.ndarray, raw: np.ndarray) -> None:
+        """The unweighted mean and squared deviations of each walk's first rows."""
+        self.cnt[ids] = raw.shape[1]
+        self.mu[ids] = raw.mean(axis=1)
+        self.M2[ids] = ((raw - self.mu[ids][:, None]) ** 2).sum(axis=1)
+
+    def _scaler_add(self, ids: np.ndarray, raw: np.ndarray) -> None:
+        """Welford's update of the unweighted mean and squared deviations."""
+        cnt = self.cnt[ids] + 1.0
+        delta = raw - self.mu[ids]
+        mu = self.mu[ids] + delta / cnt[:, None]
+        self.M2[ids] += delta * (raw - mu)
+        self.mu[ids], self.cnt[ids] = mu, cnt
+
+    def _scaler_params(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The prefix scaler's mean, variance and scale (scikit-learn's near-constant
+        rule: a scale of 1 where the variance is round-off of the mean)."""
+        m, mean = self.cnt[ids][:, None], self.mu[ids]
+        var = np.maximum(self.M2[ids] / m, 0.0)
+        constant = var <= m * _EPS * var + (m * mean * _EPS) ** 2
+        if not self.scaler.with_std:
+            return mean, var, np.ones_like(var)
+        return mean, var, np.where(constant, 1.0, np.sqrt(var))
+
+    def _fill_scaler(self, out: BatchFit, sel: np.ndarray, ids: np.ndarray) -> None:
+        mean, var, scale = self._scaler_params(ids)
+        assert out.scaler_mean is not None
+        out.scaler_mean[sel] = mean
+        if out.scaler_var is not None and out.scaler_scale is not None:
+            out.scaler_var[sel], out.scaler_scale[sel] = var, scale
+
+    def empty_fit(self, b: int) -> BatchFit:
+        z = np.zeros
+        out = BatchFit(coef=z((b, 1, self.d)), intercept=z((b, 1)), degenerate=z(b, bool),
+                       failed=z(b, bool), n_iter=z(b, np.intp), n_samples=z(b, np.intp),
+                       n_features_in=self.d)
+        if self.scaler is not None:
+            out.scaler_mean = z((b, self.d))
+            if self.scaler.with_std:
+                out.scaler_var, out.scaler_scale = z((b, self.d)), np.ones((b, self.d))
+        return out
+
+
+# --------------------------------------------------------------------------- least squares
+
+class LeastSquaresPrefixes(_Prefixes):
+    """Ridge / LinearRegression prefixes from running weighted moments (exact)."""
+
+    def __init__(self, plan: Any, X: np.ndarray, y: np.ndarray, W: int) -> None:
+        super().__init__(plan, X, W, X.shape[1])
+        self.X_ext = np.vstack([X, np.zeros((1, self.d))])
+        self.y_ext = np.append(y, 0.0)
+        self.yw = np.zeros((W, 0))
+        self.fit_intercept = bool(plan.model.fit_intercept)
+        d = self.d
+        self.S, self.ybar = np.zeros(W), np.zeros(W)
+        self.xbar, self.M, self.m = np.zeros((W, d)), np.zeros((W, d, d)), np.zeros((W, d))
+
+    def gather(self, rows: np.ndarray) -> None:
+        self._append("Xw", self.X_ext[rows])
+        self._append("yw", self.y_ext[rows])
+        self._append("sw", (rows < self.n_rows) * 1.0)
+
+    def start(self, ids: np.ndarray, k: int) -> None:
+        """The moments of each walk's base (its first ``k`` rows), in two passes."""
+        x, y, s = self.Xw[ids, :k], self.yw[ids, :k], self.sw[ids, :k]
+        S = s.sum(axis=1)
+        self.S[ids] = S
+        if self.fit_intercept:
+            xbar = (x * s[..., None]).sum(axis=1) / S[:, None]
+            ybar = (y * s).sum(axis=1) / S
+            x, y = x - xbar[:, None], y - ybar[:, None]
+            self.xbar[ids], self.ybar[ids] = xbar, ybar
+        xs = x * s[..., None]
+        self.M[ids] = np.swapaxes(xs, 1, 2) @ x
+        self.m[ids] = (np.swapaxes(xs, 1, 2) @ y[..., None])[..., 0]
+        if self.scaler is not None:
+            self._scaler_start(ids, self.Xw[ids, :k])
+
+    def add(self, ids: np.ndarray, k: int) -> None:
+        """Add row ``k`` of each walk to its moments (the weighted Welford step)."""
+        x, y, s = self.Xw[ids, k], self.yw[ids, k], self.sw[ids, k]
+        if self.scaler is not None:
+            self._scaler_add(ids, x)
+        if not self.fit_intercept:
+            self.M[ids] += s[:, None, None] * x[:, :, None] * x[:, None, :]
+            self.m[ids] += (s * y)[:, None] * x
+            self.S[ids] += s
+            return
+        S0 = self.S[ids]
+        S = S0 + s
+        frac = np.divide(s, S, out=np.zeros_like(S), where=S > 0)
+        dx, dy = x - self.xbar[ids], y - self.ybar[ids]
+        c = s * (1.0 - frac)  # s S0 / S
+        self.M[ids] += c[:, None, None] * dx[:, :, None] * dx[:, None, :]
+        self.m[ids] += (c * dy)[:, None] * dx
+        self.xbar[ids] += frac[:, None] * dx
+        self.ybar[ids] += frac * dy
+        self.S[ids] = S
+
+    def fit(self, ids: np.ndarray, k: int, out: BatchFit, sel: np.ndarray) -> None:
+        """Solve the normal equations of the prefixes of length ``k`` of ``ids``."""
+        model = self.plan.model
+        G, r = self.M[ids].copy(), self.m[ids].copy()
+        xbar = self.xbar[ids]
+        if self.scaler is not None:
+            mean, _, scale = self._scaler_params(ids)
+            G /= scale[:, :, None] * scale[:, None, :]
+            r /= scale
+            xbar = (xbar - (mean if self.scaler.with_mean else 0.0)) / scale
+            self._fill_scaler(out, sel, ids)
+        n_valid = (self.sw[ids, :k] > 0).sum(axis=1)
+        if hasattr(model, "tol") and self.plan.kind == "ols":
+            tol = np.full(ids.size, float(model.tol))
+        else:
+            tol = np.maximum(n_valid, self.d) * _EPS
+        alpha = model.alpha if self.plan.kind == "ridge" else None
+        coef, singular, failed, unsure = _normal_solve(G, r, alpha, tol)
+        out.coef[sel, 0] = coef
+        out.intercept[sel, 0] = (self.ybar[ids] - (xbar * coef).sum(axis=1)
+                                 if self.fit_intercept else 0.0)
+        out.failed[sel] = failed | unsure | ~(self.S[ids] > 0) | ~np.isfinite(coef).all(axis=1)
+        out.n_samples[sel] = k
+        if singular is not None and out.singular is not None and out.rank is not None:
+            out.singular[sel] = singular
+            out.rank[sel] = ((singular >= tol[:, None] * singular[:, :1])
+                             & (singular > 0)).sum(axis=1)
+
+    def empty_fit(self, b: int) -> BatchFit:
+        out = super().empty_fit(b)
+        if self.plan.kind == "ols":
+            out.singular, out.rank = np.zeros((b, self.d)), np.zeros(b, np.intp)
+        return out
+
+
+# --------------------------------------------------------------------------- logistic
+
+class LogisticPrefixes(_Prefixes):
+    """Binary L2 logistic regression prefixes by warm-started Newton steps."""
+
+    def __init__(self, plan: Any, X: np.ndarray, y: np.ndarray, W: int) -> None:
+        model = plan.model
+        self.fi = bool(model.fit_intercept)
+        d = X.shape[1]
+        super().__init__(plan, X, W, d + self.fi)
+        self.C = float(model.C)
+        self.classes, codes = np.unique(np.asarray(y), return_inverse=True)
+        cw = np.ones(2)
+        if isinstance(model.class_weight, dict) and model.class_weight:
+            for j, c in enumerate(self.classes):
+                try:
+                    key: Any = int(c)
+                except (TypeError, ValueError):
+                    key = str(c)
+                cw[j] = model.class_weight[key]
+        self.centre = X.mean(axis=0) if self.fi else np.zeros(d)
+        n = X.shape[0]
+        ext = np.zeros((n + 1, self.width))
+        ext[:n, :d] = X - self.centre
+        ext[:n, d:] = 1.0
+        self.X_ext = ext
+        self.code_ext = np.append(codes, 0).astype(np.intp)
+        self.q_ext = np.append(1.0 - 2.0 * codes, 0.0)
+        self.s_ext = np.append(cw[codes], 0.0)
+        p = self.width
+        self.qw, self.cw = np.zeros((W, 0)), cw
+        self.z = np.zeros((W, 0))
+        self.theta, self.g = np.zeros((W, p)), np.zeros((W, p))
+        self.Hinv = np.zeros((W, p, p))
+        self.exact_H = np.zeros(W, bool)  # Hinv was computed at theta, nothing since
+        self.valid_H = np.zeros(W, bool)  # Hinv may be used (else: recompute first)
+        self.drift = np.zeros(W)
+        self.init = np.zeros(W, bool)
+        self.counts = np.zeros((W, 2))
+        self.g0 = np.zeros((W, p))  # the gradient at 0, over C; and its round-off bound
+        self.b0 = np.zeros((W, p))
+        self.sumsq = np.zeros((W, d))
+        self.n_valid = np.zeros(W)
+        self.reg = np.zeros((W, p))
+        self.reg[:, :d] = 1.0
+
+    # ------------------------------------------------------------------ rows
+    def gather(self, rows: np.ndarray) -> None:
+        self._append("Xw", self.X_ext[rows])
+        self._append("qw", self.q_ext[rows])
+        self._append("sw", self.s_ext[rows])
+        self._append("z", np.zeros(rows.shape))
+
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        return x[..., :self.d] + self.centre
+
+    def _account(self, ids: np.ndarray, x: np.ndarray, q: np.ndarray, s: np.ndarray) -> None:
+        """Class counts, the gradient at 0, column sums of squares: rows ``x`` added
+        (``x`` (A, m, p))."""
+        self.counts[ids, 0] += (q > 0).sum(axis=1)
+        self.counts[ids, 1] += (q < 0).sum(axis=1)
+        r = 0.5 * s * q
+        self.g0[ids] += (x * r[..., None]).sum(axis=1)
+        self.b0[ids] += (np.abs(x) * np.abs(r)[..., None]).sum(axis=1)
+        self.sumsq[ids] += (self._raw(x) ** 2).sum(axis=1)
+        self.n_valid[ids] += (s > 0).sum(axis=1)
+
+    def _set_reg(self, ids: np.ndarray) -> None:
+        if self.scaler is not None:
+            self.reg[ids, :self.d] = self._scaler_params(ids)[2] ** 2
+
+    def start(self, ids: np.ndarray, k: int) -> None:
+        x = self.Xw[ids, :k]
+        self._account(ids, x, self.qw[ids, :k], self.sw[ids, :k])
+        if self.scaler is not None:
+            self._scaler_start(ids, self._raw(x))
+            self._set_reg(ids)
+
+    def add(self, ids: np.ndarray, k: int) -> None:
+        """Add row ``k`` of each walk: its gradient and curvature at the walk's optimum."""
+        x, q, s = self.Xw[ids, k], self.qw[ids, k], self.sw[ids, k]
+        self._account(ids, x[:, None], q[:, None], s[:, None])
+        reg0 = self.reg[ids]
+        if self.scaler is not None:
+            self._scaler_add(ids, self._raw(x))
+            self._set_reg(ids)
+        live = self.init[ids]
+        if not live.any():
+            return
+        j, x, q, s = ids[live], x[live], q[live], s[live]
+        theta = self.theta[j]
+        zn = (x * theta).sum(axis=1)
+        self.z[j, k] = zn
+        p = expit(q * zn)
+        self.g[j] += (self.C * s * q * p)[:, None] * x + (self.reg[j] - reg0[live]) * theta
+        w = self.C * s * p * (1.0 - p)
+        u = (self.Hinv[j] @ x[..., None])[..., 0]
+        denom = 1.0 + w * (x * u).sum(axis=1)
+        self.Hinv[j] -= (w / denom)[:, None, None] * u[:, :, None] * u[:, None, :]
+        self.exact_H[j] = False
+        if self.scaler is not None:
+            change = np.abs(self.reg[j] - reg0[live]) / np.maximum(self.reg[j], _EPS)
+            self.drift[j] += change.max(axis=1)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, ids: np.ndarray, k: int, out: BatchFit, sel: np.ndarray) -> None:
+        """Fit the prefixes of length ``k`` of ``ids``; write them into ``out[sel]``."""
+        present = self.counts[ids] > 0
+        out.present, out.classes = self._present(out), self.classes
+        out.present[sel] = present
+        out.n_samples[sel] = k
+        degenerate = present.sum(axis=1) < 2
+        out.degenerate[sel] = degenerate
+        live, lsel = ids[~degenerate], sel[~degenerate]
+        if self.scaler is not None:
+            self._fill_scaler(out, sel, ids)
+        if not live.size:
+            return
+        zero = (np.abs(self.g0[live]) <= _padded(k) * _EPS * self.b0[live]).all(axis=1)
+        if zero.any():  # 0 is the optimum up to round-off, as the batched path decides
+            self._restart(live[zero], k, zero=True)
+        new = live[~zero & ~self.init[live]]
+        if new.size:
+            self._restart(new, k, zero=False)
+        todo = live[~zero]
+        n_iter, ok = self._newton(todo, k) if todo.size else (np.zeros(0, np.intp),
+                                                            np.zeros(0, bool))
+        out.n_iter[lsel[~zero]] = n_iter
+        out.failed[lsel[~zero]] = ~ok
+        self.init[todo[~ok]] = False
+        theta = self.theta[live]
+        theta[zero] = 0.0
+        self._write(out, lsel, live, theta)
+
+    def _present(self, out: BatchFit) -> np.ndarray:
+        if out.present is None:
+            out.present = np.zeros((out.coef.shape[0], 2), bool)
+        return out.present
+
+    def _restart(self, j: np.ndarray, k: int, zero: bool) -> None:
+        """(Re)start walks ``j`` at their current point (0 if not finite, or at 0 when
+        0 is the optimum): exact decisions and gradient over the ``k`` rows."""
+        theta = self.theta[j]
+        theta[~np.isfinite(theta).all(axis=1) | zero] = 0.0
+        self.theta[j] = theta
+        X = self.Xw[j, :k]
+        self.z[j, :k] = (X @ theta[..., None])[..., 0]
+        self.g[j] = self._gradient(j, k, X)
+        self.init[j], self.valid_H[j], self.exact_H[j] = True, False, False
+
+    def _gradient(self, j: np.ndarray, k: int, X: np.ndarray) -> np.ndarray:
+        r = self.C * self.sw[j, :k] * self.qw[j, :k] * expit(self.qw[j, :k] * self.z[j, :k])
+        return (r[:, None, :] @ X)[:, 0] + self.reg[j] * self.theta[j]
+
+    def _move_factors(self, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per coefficient, what turns a step of the walk's coefficients into the move
+        the batched path tests (its step times its column's root mean square, in its
+        coordinates); and the shift that turns them into its intercept's step."""
+        cnt = np.maximum(self.n_valid[j], 1.0)[:, None]
+        if self.scaler is not None:
+            mean, var, scale = self._scaler_params(j)
+            rms = (np.sqrt(var) if self.scaler.with_mean
+                   else np.sqrt(self.sumsq[j] / cnt)) / scale
+            shift = (mean if self.scaler.with_mean else 0.0) - self.centre
+            return scale * rms, shift
+        return np.sqrt(self.sumsq[j] / cnt), np.broadcast_to(-self.centre, (j.size, self.d))
+
+    def _newton(self, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Newton iterations of the prefixes of length ``k`` of ``ids`` until converged.
+
+        Returns the iterations taken and which converged (per walk of ``ids``).
+        """
+        w = _Work(self, ids, k)
+        for it in range(1, _MAX_IT + 1):
+            w.iterate(it)
+            if not w.pos.size:
+                break
+        w.leave(np.ones(w.pos.size, bool))
+        return w.n_iter, w.ok
+
+    def _write(self, out: BatchFit, lsel: np.ndarray, live: np.ndarray,
+               theta: np.ndarray) -> None:
+        """The fits in the batched path's coordinates (scaled space for a Pipeline)."""
+        d = self.d
+        v = theta[:, :d]
+        c = theta[:, d] if self.fi else np.zeros(live.size)
+        if self.scaler is not None:
+            mean, _, scale = self._scaler_params(live)
+            shift = (mean if self.scaler.with_mean else 0.0) - self.centre
+            out.coef[lsel, 0] = v * scale
+            out.intercept[lsel, 0] = c + (v * shift).sum(axis=1) if self.fi else 0.0
+        else:
+            out.coef[lsel, 0] = v
+            out.intercept[lsel, 0] = c - (v * self.centre).sum(axis=1) if self.fi else 0.0
+        zero = ~theta.any(axis=1)
+        out.coef[lsel[zero]] = 0.0
+        out.intercept[lsel[zero]] = 0.0
+
+
+class _Work:
+    """The walks of one prefix length being iterated: their state, compacted.
+
+    Gathers each walk's rows and state from :class:`LogisticPrefixes` once, iterates
+    on local arrays, and writes a walk's state back when it leaves (converged or
+    failed), so that an iteration costs a few batched products whatever the walks.
+    """
+
+    def __init__(self, fits: LogisticPrefixes, ids: np.ndarray, k: int) -> None:
+        self.fits, self.C, self.k = fits, fits.C, k
+        self.n_iter, self.ok = np.zeros(ids.size, np.intp), np.zeros(ids.size, bool)
+        self.pos = np.arange(ids.size)
+        self.ids = ids
+        self.X = fits.Xw[ids, :k]  # compacted only when half of its walks have left
+        self.xi = np.arange(ids.size)  # each walk's rows in X
+        self.q, self.s = fits.qw[ids, :k], fits.sw[ids, :k]
+        self.valid = self.s > 0
+        self.z = fits.z[ids, :k]
+        self.theta, self.g, self.Hinv = fits.theta[ids], fits.g[ids], fits.Hinv[ids]
+        self.exact, self.fresh = fits.exact_H[ids], fits.valid_H[ids]
+        self.drift, self.reg = fits.drift[ids], fits.reg[ids]
+        self.fac, self.shift = fits._move_factors(ids)
+        self.f_prev = np.full(ids.size, np.inf)
+        self.dec_prev = np.full(ids.size, np.inf)
+        self.d, self.fi = fits.d, fits.fi
+
+    _ARRAYS = ("ids", "xi", "q", "s", "valid", "z", "theta", "g", "Hinv", "exact", "fresh",
+               "drift", "reg", "fac", "shift", "f_prev", "dec_prev")
+
+    def leave(self, gone: np.ndarray) -> None:
+        """Write the state of the walks ``gone`` back, and drop them."""
+        f, j = self.fits, self.ids[gone]
+        f.theta[j], f.g[j], f.Hinv[j] = self.theta[gone], self.g[gone], self.Hinv[gone]
+        f.z[j, :self.k] = self.z[gone]
+        f.exact_H[j], f.valid_H[j] = self.exact[gone], self.fresh[gone]
+        f.drift[j] = self.drift[gone]
+        if gone.all():
+            self.pos = self.pos[:0]
+            return
+        keep = ~gone
+        self.pos = self.pos[keep]
+        for name in self._ARRAYS:
+            setattr(self, name, getattr(self, name)[keep])
+        if 2 * self.xi.size <= self.X.shape[0]:
+            self.X, self.xi = self.X[self.xi], np.arange(self.xi.size)
+
+    def _times(self, V: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """``X_w @ v_w`` for the walks ``r``, by one product over the rows of X."""
+        full = np.zeros((self.X.shape[0], V.shape[1]))
+        full[self.xi[r]] = V
+        return (self.X @ full[..., None])[..., 0][self.xi[r]]
+
+    def _t_times(self, R: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """``X_w' @ r_w`` for the walks ``r``."""
+        full = np.zeros(self.X.shape[:2])
+        full[self.xi[r]] = R
+        return (full[:, None, :] @ self.X)[:, 0][self.xi[r]]
+
+    def objective(self, z: np.ndarray, theta: np.ndarray, sel: Any = slice(None)) -> np.ndarray:
+        return (self.C * (self.s[sel] * np.logaddexp(0.0, self.q[sel] * z)).sum(axis=1)
+                + 0.5 * (self.reg[sel] * theta ** 2).sum(axis=1))
+
+    def move(self, step: np.ndarray) -> np.ndarray:
+        dv = step[:, :self.d]
+        move = np.abs(dv * self.fac).max(axis=1, initial=0.0)
+        if self.fi:
+            move = np.maximum(move, np.abs(step[:, self.d] + (dv * self.shift).sum(axis=1)))
+        return move
+
+    def refresh(self, r: np.ndarray) -> None:
+        """The exact inverse Hessian at the current point of the walks ``r`` (indices
+        into the work); NaN where it is singular."""
+        p = expit(self.q[r] * self.z[r])
+        B = self.X[self.xi[r]] * np.sqrt(self.C * self.s[r] * p * (1.0 - p))[..., None]
+        H = np.swapaxes(B, 1, 2) @ B
+        P = H.shape[1]
+        H[:, np.arange(P), np.arange(P)] += self.reg[r]
+        Hs, D = _spd_equilibrate(H)
+        try:
+            inv = np.linalg.inv(Hs)
+        except np.linalg.LinAlgError:
+            inv = np.full_like(Hs, np.nan)
+            for a in range(Hs.shape[0]):
+                try:
+                    inv[a] = np.linalg.inv(Hs[a])
+                except np.linalg.LinAlgError:
+                    pass
+        self.Hinv[r] = inv / (D[:, :, None] * D[:, None, :])
+        self.exact[r], self.fresh[r], self.drift[r] = True, True, 0.0
+
+    def iterate(self, it: int) -> None:
+        """One Newton iteration of every walk of the work."""
+        stale = np.flatnonzero(~self.fresh)
+        if stale.size:
+            self.refresh(stale)
+        step = -(self.Hinv @ self.g[..., None])[..., 0]
+        dec = -(self.g * step).sum(axis=1)
+        solved = np.isfinite(step).all(axis=1) & (dec >= 0)
+        f = self.objective(self.z, self.theta)
+        # an inverse Hessian exact at a point the decisions have since moved ``drift``
+        # from is within a factor exp(drift) of the exact one: so is the step
+        safety = np.exp(np.where(self.exact, 0.0, self.drift))
+        conv = solved & _converged(dec * safety, f, self.f_prev, self.move(step) * safety,
+                                   _step_tol(np.abs(self.z * self.valid).max(axis=1)))
+        slow = solved & ~self.exact & (dec > _SLOW * self.dec_prev)
+        redo = ~conv & (~solved | slow) & ~self.exact  # a better inverse, then a step
+        self.fresh[redo] = False
+        self.n_iter[self.pos] = it
+        self.ok[self.pos[conv]] = True
+        failed = ~conv & ~solved & self.exact
+        go = np.flatnonzero(solved & ~redo & ~conv)
+        if go.size:
+            failed[go[~self.step(go, step[go], dec[go], f[go])]] = True
+        self.f_prev[go], self.dec_prev[go] = f[go], dec[go]
+        gone = conv | failed
+        if gone.any():
+            self.leave(gone)
+
+    def step(self, r: np.ndarray, step: np.ndarray, dec: np.ndarray,
+             f: np.ndarray) -> np.ndarray:
+        """A damped Newton step of the walks ``r`` (Armijo where a decision moves by
+        more than ``_SAFE_MOVE``) and their new exact gradient; returns which can go
+        on (a walk whose exact inverse found no descent fails)."""
+        dz = self._times(step, r)
+        z, theta = self.z[r], self.theta[r]
+        mv = np.abs(dz * self.valid[r]).max(axis=1)
+        full = (dec < _FULL_STEP * f) | (mv <= _SAFE_MOVE)
+
+        def trial(t_, sel):  # type: ignore[no-untyped-def]
+            return self.objective(z[sel] + t_[:, None] * dz[sel],
+                                  theta[sel] + t_[:, None] * step[sel], r[sel])
+
+        t = _armijo(trial, f, dec, full)
+        moved = t > 0
+        stuck = ~moved & ~self.exact[r]
+        self.fresh[r[stuck]] = False
+        m = np.flatnonzero(moved)
+        if m.size:
+            rm, sv = r[m], t[m, None] * step[m]
+            self.theta[rm] = theta[m] + sv
+            self.z[rm] = z[m] + t[m, None] * dz[m]
+            res = self.C * self.s[rm] * self.q[rm] * expit(self.q[rm] * self.z[rm])
+            g_new = self._t_times(res, rm) + self.reg[rm] * self.theta[rm]
+            self.g[rm] = g_new
+            self.exact[rm] = False  # exact where the walk was: within exp(drift) here
+            self.drift[rm] += t[m] * mv[m]
+            self.fresh[rm[self.drift[rm] > _DRIFT]] = False
+        return moved | stuck
