@@ -46,7 +46,6 @@ from scipy.special import expit
 
 from skdvl.utility._linear_solvers import (
     _FULL_STEP,
-    _SAFE_MOVE,
     _armijo,
     _converged,
     _normal_solve,
@@ -60,6 +59,11 @@ __all__ = ["LeastSquaresPrefixes", "LogisticPrefixes"]
 _DRIFT = 0.2  # recompute the inverse Hessian after training decisions moved this much
 _SLOW = 0.25  # ... or when an iteration kept more than this share of the decrement
 _MAX_IT = 50
+#: the full step is taken unchecked while no training decision moves by more than this
+#: (logit): from a warm start the curvature is close, and a step that overshoots shows
+#: in the exact gradient of the next iteration, which recomputes the inverse (the batched
+#: path, from a cold start, checks every step moving a decision by more than 0.1)
+_SAFE_MOVE_WALK = 1.0
 _EPS = np.finfo(np.float64).eps
 
 
@@ -432,21 +436,26 @@ class _Work:
         self.n_iter, self.ok = np.zeros(ids.size, np.intp), np.zeros(ids.size, bool)
         self.pos = np.arange(ids.size)
         self.ids = ids
-        self.X = fits.Xw[ids, :k]  # compacted only when half of its walks have left
+        # consecutive walks (all of them, typically) are a view, not a copy
+        rows: Any = (slice(int(ids[0]), int(ids[-1]) + 1)
+                     if ids.size and (np.diff(ids) == 1).all() else ids)
+        self.X = fits.Xw[rows, :k]  # compacted only when half of its walks have left
         self.xi = np.arange(ids.size)  # each walk's rows in X
-        self.q, self.s = fits.qw[ids, :k], fits.sw[ids, :k]
+        self.q, self.s = fits.qw[rows, :k], fits.sw[rows, :k]
         self.valid = self.s > 0
-        self.z = fits.z[ids, :k]
+        self.all_valid = bool(self.valid.all())
+        self.z = fits.z[rows, :k].copy()
         self.theta, self.g, self.Hinv = fits.theta[ids], fits.g[ids], fits.Hinv[ids]
         self.exact, self.fresh = fits.exact_H[ids], fits.valid_H[ids]
         self.drift, self.reg = fits.drift[ids], fits.reg[ids]
         self.fac, self.shift = fits._move_factors(ids)
         self.f_prev = np.full(ids.size, np.inf)
+        self.f = self.objective(self.z, self.theta)  # then followed by the Newton model
         self.dec_prev = np.full(ids.size, np.inf)
         self.d, self.fi = fits.d, fits.fi
 
     _ARRAYS = ("ids", "xi", "q", "s", "valid", "z", "theta", "g", "Hinv", "exact", "fresh",
-               "drift", "reg", "fac", "shift", "f_prev", "dec_prev")
+               "drift", "reg", "fac", "shift", "f_prev", "dec_prev", "f")
 
     def leave(self, gone: np.ndarray) -> None:
         """Write the state of the walks ``gone`` back, and drop them."""
@@ -467,12 +476,16 @@ class _Work:
 
     def _times(self, V: np.ndarray, r: np.ndarray) -> np.ndarray:
         """``X_w @ v_w`` for the walks ``r``, by one product over the rows of X."""
+        if r.size == self.X.shape[0]:  # every walk of X, in order
+            return (self.X @ V[..., None])[..., 0]
         full = np.zeros((self.X.shape[0], V.shape[1]))
         full[self.xi[r]] = V
         return (self.X @ full[..., None])[..., 0][self.xi[r]]
 
     def _t_times(self, R: np.ndarray, r: np.ndarray) -> np.ndarray:
         """``X_w' @ r_w`` for the walks ``r``."""
+        if r.size == self.X.shape[0]:
+            return (R[:, None, :] @ self.X)[:, 0]
         full = np.zeros(self.X.shape[:2])
         full[self.xi[r]] = R
         return (full[:, None, :] @ self.X)[:, 0][self.xi[r]]
@@ -540,12 +553,12 @@ class _Work:
     def step(self, r: np.ndarray, step: np.ndarray, dec: np.ndarray,
              f: np.ndarray) -> np.ndarray:
         """A damped Newton step of the walks ``r`` (Armijo where a decision moves by
-        more than ``_SAFE_MOVE``) and their new exact gradient; returns which can go
+        more than ``_SAFE_MOVE_WALK``) and their new exact gradient; returns which can go
         on (a walk whose exact inverse found no descent fails)."""
         dz = self._times(step, r)
         z, theta = self.z[r], self.theta[r]
         mv = np.abs(dz * self.valid[r]).max(axis=1)
-        full = (dec < _FULL_STEP * f) | (mv <= _SAFE_MOVE)
+        full = (dec < _FULL_STEP * f) | (mv <= _SAFE_MOVE_WALK)
 
         def trial(t_, sel):  # type: ignore[no-untyped-def]
             return self.objective(z[sel] + t_[:, None] * dz[sel],
@@ -563,6 +576,12 @@ class _Work:
             res = self.C * self.s[rm] * self.q[rm] * expit(self.q[rm] * self.z[rm])
             g_new = self._t_times(res, rm) + self.reg[rm] * self.theta[rm]
             self.g[rm] = g_new
+            tm = t[m]
+            self.f[rm] = f[m] - tm * (1.0 - 0.5 * tm) * dec[m]  # the Newton model's
+            searched = ~full[m]
+            if searched.any():  # the line search computed it: exactly
+                rs = rm[searched]
+                self.f[rs] = self.objective(self.z[rs], self.theta[rs], rs)
             self.exact[rm] = False  # exact where the walk was: within exp(drift) here
             self.drift[rm] += t[m] * mv[m]
             self.fresh[rm[self.drift[rm] > _DRIFT]] = False
