@@ -12,6 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skdvl import ModelUtility, ShapleyValuer
+from skdvl.sampling import _truncation
 from skdvl.utility import _model
 from skdvl.utility._linear_batch import plan_batched
 from skdvl.utility._prefix_walk import PrefixWalk, walk_reason
@@ -155,9 +156,19 @@ def _valuer(**kw):
     return ShapleyValuer(LogisticRegression(), scoring="accuracy", random_state=0, **kw)
 
 
+@pytest.fixture
+def walk_from(monkeypatch):
+    """Walk incrementally from the first prefix on (by default only big walks do)."""
+    def set_(work):
+        monkeypatch.setattr(_truncation, "_WALK_MIN_WORK", work)
+    return set_
+
+
 @pytest.mark.parametrize("truncation", [None, 0.01])
-def test_values_identical_with_and_without_the_incremental_path(cancer, truncation,
-                                                                 monkeypatch):
+@pytest.mark.parametrize("work", [1, 100])  # walked from the start, or part batched first
+def test_values_identical_with_and_without_the_incremental_path(cancer, truncation, work,
+                                                                 monkeypatch, walk_from):
+    walk_from(work)
     X, y, X_val, y_val = cancer
     kw = dict(sampler="permutation", truncation=truncation, max_updates=30)
     walked = _valuer(**kw).fit(X, y, X_val=X_val, y_val=y_val)
@@ -180,7 +191,8 @@ def test_exact_shapley_of_ten_rows_is_the_same_and_matches_permutations(cancer):
     assert np.abs(perm.values_ - brute).max() < 4 * perm.stderr_.max() + 1e-12
 
 
-def test_values_identical_for_any_n_jobs_on_the_walk(cancer):
+def test_values_identical_for_any_n_jobs_on_the_walk(cancer, walk_from):
+    walk_from(1)
     X, y, X_val, y_val = cancer
     kw = dict(sampler="antithetic", truncation=0.01, max_updates=12)
     one = _valuer(n_jobs=1, **kw).fit(X, y, X_val=X_val, y_val=y_val)
@@ -188,7 +200,8 @@ def test_values_identical_for_any_n_jobs_on_the_walk(cancer):
     np.testing.assert_array_equal(one.values_, two.values_)
 
 
-def test_an_interrupted_walk_keeps_its_finished_prefixes(cancer, monkeypatch):
+def test_an_interrupted_walk_keeps_its_finished_prefixes(cancer, monkeypatch, walk_from):
+    walk_from(1)
     X, y, X_val, y_val = cancer
     real = _model._UtilityWalk.step
     calls = {"n": 0}

@@ -163,17 +163,24 @@ def _lockstep_utilities(
     return _walk_prefixes(ev, bases, [np.asarray(p) for p in perms], truncation)
 
 
+#: the utility walks prefixes incrementally (``ev.walk``) while active walks times prefix
+#: length is at least this; below, its Newton iterations, one prefix per call, cost more
+#: than refitting many prefixes per call (measured: equal near 32 walks of 15 rows)
+_WALK_MIN_WORK = 512
+
+
 def _walk_prefixes(ev: Any, bases: np.ndarray, orders: list[np.ndarray],
                    truncation: Any) -> np.ndarray:
     """Utilities of ``bases[r]`` plus each prefix of ``orders[r]``, all walks together.
 
     Row ``r`` of the result holds ``u(base + order[:j])`` at column ``j`` for
-    ``j = 0 .. len(order)`` (NaN beyond). Each round evaluates, in one batch,
-    the next prefixes of every walk not yet truncated: all of them without
-    truncation, at most ``ev.prefix_step`` each with it (the prefixes evaluated
-    past a truncation point). A walk truncates at the first prefix within
+    ``j = 0 .. len(order)`` (NaN beyond). A walk truncates at the first prefix within
     ``truncation`` of ``u(base + order)``, as a truncated Monte Carlo permutation
-    does at ``u(N)`` (Ghorbani & Zou, 2019); the later marginals are 0.
+    does at ``u(N)`` (Ghorbani & Zou, 2019); the later marginals are 0. Prefixes are
+    evaluated in rounds of batches (:meth:`_Walks.batched`), and, on a utility that
+    fits each prefix from the one before (``ev.walks``), walked incrementally while
+    there are enough of them (:meth:`_Walks.incrementally`): the same values either
+    way, only the cost differs.
     """
     P, W = bases.shape
     lengths = np.array([o.shape[0] for o in orders], dtype=np.intp)
@@ -181,40 +188,112 @@ def _walk_prefixes(ev: Any, bases: np.ndarray, orders: list[np.ndarray],
     for r, order in enumerate(orders):
         rank[r, order] = np.arange(order.shape[0])
     u, total = _walk_ends(ev, bases, rank, lengths, truncation)
-    walk = ev.walk(bases, orders) if ev.walks and lengths.max() > 0 else None
-    if walk is not None:
-        return _walk_incrementally(ev, walk, bases, rank, lengths, truncation, u, total)
     horizon = lengths if truncation is None else np.array(
         [truncation.horizon(int(L)) for L in lengths], dtype=np.intp)
-    max_step = int(lengths.max()) if truncation is None else max(1, int(ev.prefix_step))
     lo = np.ones(P, dtype=np.intp)
     active = np.flatnonzero(lengths > 0)
-    while active.size:
-        fill = int(lengths.max()) if truncation is None else _ROUND_COALITIONS // active.size
-        step = max(1, min(max_step, fill, _ROUND_BYTES // max(1, active.size * W)))
-        hi = np.minimum(horizon[active] + 1, lo[active] + step)
-        for r in active[hi <= lo[active]]:  # past the horizon: the rest is truncated
-            u[r, lo[r]:lengths[r] + 1] = u[r, lo[r] - 1]
-        keep = hi > lo[active]
-        active, hi = active[keep], hi[keep]
-        if not active.size:
-            break
-        counts = hi - lo[active]
-        owner = np.repeat(np.arange(active.size), counts)
-        j = lo[active][owner] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts,
-                                                                      counts)
-        u[active[owner], j] = ev.evaluate((j[:, None] > rank[active[owner]])
-                                          | bases[active[owner]])
-        still = hi <= lengths[active]
-        for a, r in enumerate(active):
-            stop = None if truncation is None else truncation.first_stop(
-                u[r, :hi[a]], int(lo[r]), int(lengths[r]), float(total[r]))
-            if stop is not None:
-                u[r, stop + 1:lengths[r] + 1] = u[r, stop]
-                still[a] = False
-        lo[active] = hi
-        active = active[still]
+    walk = _Walks(ev, bases, rank, orders, lengths, horizon, truncation, u, total, lo)
+    if ev.walks and active.size:
+        first = -(-_WALK_MIN_WORK // active.size)  # the first prefix worth walking
+        active = walk.batched(active, until=first - 1)
+        if active.size and active.size * int(lo[active].max()) >= _WALK_MIN_WORK:
+            active = walk.incrementally(active)
+    walk.batched(active)
     return u
+
+
+class _Walks:
+    """The state of :func:`_walk_prefixes`: the utilities table and each walk's next
+    position ``lo``, advanced by rounds of batched evaluations or incremental steps."""
+
+    def __init__(self, ev, bases, rank, orders, lengths, horizon, truncation, u, total,
+                 lo) -> None:  # type: ignore[no-untyped-def]
+        self.ev, self.bases, self.rank, self.orders = ev, bases, rank, orders
+        self.lengths, self.horizon, self.truncation = lengths, horizon, truncation
+        self.u, self.total, self.lo = u, total, lo
+
+    def _stop(self, r: int, pos: int) -> None:
+        """Walk ``r`` truncates at ``pos``: the rest repeats its utility there."""
+        self.u[r, pos + 1:self.lengths[r] + 1] = self.u[r, pos]
+
+    def batched(self, active: np.ndarray, until: int | None = None) -> np.ndarray:
+        """Rounds of batched evaluations: all the prefixes left without truncation, at
+        most ``ev.prefix_step`` per walk with it (the prefixes evaluated past a
+        truncation point), up to position ``until``; returns the walks not finished."""
+        ev, u, lo, lengths, truncation = self.ev, self.u, self.lo, self.lengths, self.truncation
+        W = self.bases.shape[1]
+        max_step = int(lengths.max()) if truncation is None else max(1, int(ev.prefix_step))
+        last = self.horizon if until is None else np.minimum(self.horizon, until)
+        paused = np.zeros(0, dtype=np.intp)
+        while active.size:
+            fill = int(lengths.max()) if truncation is None else _ROUND_COALITIONS // active.size
+            step = max(1, min(max_step, fill, _ROUND_BYTES // max(1, active.size * W)))
+            hi = np.minimum(last[active] + 1, lo[active] + step)
+            ended = hi <= lo[active]
+            for r in active[ended & (last[active] == self.horizon[active])]:
+                u[r, lo[r]:lengths[r] + 1] = u[r, lo[r] - 1]  # past the horizon: truncated
+            paused = np.concatenate([paused, active[ended & (last[active] < self.horizon[active])]])
+            keep = ~ended
+            active, hi = active[keep], hi[keep]
+            if not active.size:
+                break
+            counts = hi - lo[active]
+            owner = np.repeat(np.arange(active.size), counts)
+            j = lo[active][owner] + np.arange(counts.sum()) - np.repeat(
+                np.cumsum(counts) - counts, counts)
+            u[active[owner], j] = ev.evaluate((j[:, None] > self.rank[active[owner]])
+                                              | self.bases[active[owner]])
+            still = hi <= lengths[active]
+            for a, r in enumerate(active):
+                stop = None if truncation is None else truncation.first_stop(
+                    u[r, :hi[a]], int(lo[r]), int(lengths[r]), float(self.total[r]))
+                if stop is not None:
+                    self._stop(r, stop)
+                    still[a] = False
+            lo[active] = hi
+            active = active[still]
+        return np.sort(paused)
+
+    def incrementally(self, active: np.ndarray) -> np.ndarray:
+        """Incremental steps, one prefix per walk and round, while the walks left are
+        worth it (see ``_WALK_MIN_WORK``); returns those not finished.
+
+        The walks start from the prefixes evaluated so far (all at one position).
+        A KeyboardInterrupt leaves the prefixes walked in ``ev``'s cache (where the
+        engine's salvage looks for them).
+        """
+        lo, lengths, u = self.lo, self.lengths, self.u
+        start = lo[active]
+        bases = self.bases[active] | (self.rank[active] < start[:, None] - 1)
+        orders = [self.orders[r][lo[r] - 1:] for r in active]
+        walk = self.ev.walk(bases, orders)
+        if walk is None:
+            return active
+        local = np.arange(active.size)
+        try:
+            while local.size and local.size * int(lo[active[local]].max()) >= _WALK_MIN_WORK:
+                rows = active[local]
+                j = lo[rows]
+                u[rows, j] = walk.step(local)
+                lo[rows] = j + 1
+                done = j >= lengths[rows]
+                if self.truncation is not None:
+                    done |= self.truncation.stops(u[rows, j], j, lengths[rows],
+                                                  self.total[rows])
+                for r, pos in zip(rows[done], j[done]):
+                    self._stop(r, pos)
+                local = local[~done]
+        except KeyboardInterrupt:
+            self._remember(active, start)
+            raise
+        return active[local]
+
+    def _remember(self, walked: np.ndarray, start: np.ndarray) -> None:
+        """Put the prefixes of the walks ``walked`` from position ``start`` up to (not
+        including) ``lo`` in the evaluator's cache."""
+        for r, first in zip(walked, start):
+            for pos in range(int(first), int(self.lo[r])):
+                self.ev.remember((self.rank[r] < pos) | self.bases[r], float(self.u[r, pos]))
 
 
 def _walk_ends(ev: Any, bases: np.ndarray, rank: np.ndarray, lengths: np.ndarray,
@@ -229,42 +308,3 @@ def _walk_ends(ev: Any, bases: np.ndarray, rank: np.ndarray, lengths: np.ndarray
     u = np.full((P, lengths.max() + 1), np.nan)
     u[:, 0] = v[:P]
     return u, (v[P:] if needs_total else np.zeros(P))
-
-
-def _walk_incrementally(ev: Any, walk: Any, bases: np.ndarray, rank: np.ndarray,
-                        lengths: np.ndarray, truncation: Any, u: np.ndarray,
-                        total: np.ndarray) -> np.ndarray:
-    """:func:`_walk_prefixes` on a utility that fits each prefix from the one before.
-
-    All walks advance one player per round, and each stops at its own truncation
-    point (not a prefix is evaluated past it). A KeyboardInterrupt leaves the
-    finished prefixes in ``ev``'s cache (where the engine's salvage looks for them).
-    """
-    active = np.flatnonzero(lengths > 0)
-    walked = np.zeros(lengths.shape[0], dtype=np.intp)  # the last position evaluated
-    j = 0
-    try:
-        while active.size:
-            j += 1
-            u[active, j] = walk.step(active)
-            walked[active] = j
-            done = j >= lengths[active]
-            if truncation is not None:
-                done |= truncation.stops(u[active, j], j, lengths[active], total[active])
-            for r in active[done]:
-                u[r, j + 1:lengths[r] + 1] = u[r, j]
-            active = active[~done]
-    except KeyboardInterrupt:
-        _remember_walked(ev, bases, rank, u, walked)
-        raise
-    return u
-
-
-def _remember_walked(ev: Any, bases: np.ndarray, rank: np.ndarray, u: np.ndarray,
-                     walked: np.ndarray) -> None:
-    """Put the prefixes walked before an interrupt (positions ``1 .. walked[r]`` of
-    walk ``r``) in the evaluator's cache, so that the engine's salvage finds them."""
-    for pos in range(1, int(walked.max(initial=0)) + 1):
-        masks = (rank < pos) | bases
-        for r in np.flatnonzero(walked >= pos):
-            ev.remember(masks[r], float(u[r, pos]))

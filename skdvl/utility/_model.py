@@ -180,6 +180,10 @@ class ModelUtility(FreshCacheMixin):
     fit_path : str
         "batched" ("batched on torch device ..." with ``device``), or
         "per-coalition: " and why the batched path is not used.
+    walk_reason : str
+        "" when the prefixes of permutation walks are fitted incrementally, each
+        from the one before (:meth:`prefix_walk`: ``Ridge``, ``LinearRegression``
+        and binary L2 ``LogisticRegression`` on the batched path), else why not.
 
     Examples
     --------
