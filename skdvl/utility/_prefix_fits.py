@@ -261,6 +261,7 @@ class LogisticPrefixes(_Prefixes):
         self.exact_H = np.zeros(W, bool)  # Hinv was computed at theta, nothing since
         self.valid_H = np.zeros(W, bool)  # Hinv may be used (else: recompute first)
         self.drift = np.zeros(W)
+        self.f = np.zeros(W)  # the objective at theta (exact at a restart, then modelled)
         self.init = np.zeros(W, bool)
         self.counts = np.zeros((W, 2))
         self.g0 = np.zeros((W, p))  # the gradient at 0, over C; and its round-off bound
@@ -318,7 +319,10 @@ class LogisticPrefixes(_Prefixes):
         zn = (x * theta).sum(axis=1)
         self.z[j, k] = zn
         p = expit(q * zn)
-        self.g[j] += (self.C * s * q * p)[:, None] * x + (self.reg[j] - reg0[live]) * theta
+        dreg = self.reg[j] - reg0[live]
+        self.g[j] += (self.C * s * q * p)[:, None] * x + dreg * theta
+        self.f[j] += (self.C * s * np.logaddexp(0.0, q * zn)
+                      + 0.5 * (dreg * theta ** 2).sum(axis=1))
         w = self.C * s * p * (1.0 - p)
         u = (self.Hinv[j] @ x[..., None])[..., 0]
         denom = 1.0 + w * (x * u).sum(axis=1)
@@ -372,6 +376,9 @@ class LogisticPrefixes(_Prefixes):
         X = self.Xw[j, :k]
         self.z[j, :k] = (X @ theta[..., None])[..., 0]
         self.g[j] = self._gradient(j, k, X)
+        self.f[j] = (self.C * (self.sw[j, :k] * np.logaddexp(
+            0.0, self.qw[j, :k] * self.z[j, :k])).sum(axis=1)
+            + 0.5 * (self.reg[j] * theta ** 2).sum(axis=1))
         self.init[j], self.valid_H[j], self.exact_H[j] = True, False, False
 
     def _gradient(self, j: np.ndarray, k: int, X: np.ndarray) -> np.ndarray:
@@ -450,7 +457,7 @@ class _Work:
         self.drift, self.reg = fits.drift[ids], fits.reg[ids]
         self.fac, self.shift = fits._move_factors(ids)
         self.f_prev = np.full(ids.size, np.inf)
-        self.f = self.objective(self.z, self.theta)  # then followed by the Newton model
+        self.f = fits.f[ids]  # exact at a restart, then followed by the Newton model
         self.dec_prev = np.full(ids.size, np.inf)
         self.d, self.fi = fits.d, fits.fi
 
@@ -463,6 +470,7 @@ class _Work:
         f.theta[j], f.g[j], f.Hinv[j] = self.theta[gone], self.g[gone], self.Hinv[gone]
         f.z[j, :self.k] = self.z[gone]
         f.exact_H[j], f.valid_H[j] = self.exact[gone], self.fresh[gone]
+        f.f[j] = self.f[gone]
         f.drift[j] = self.drift[gone]
         if gone.all():
             self.pos = self.pos[:0]
@@ -556,9 +564,21 @@ class _Work:
         more than ``_SAFE_MOVE_WALK``) and their new exact gradient; returns which can go
         on (a walk whose exact inverse found no descent fails)."""
         dz = self._times(step, r)
-        z, theta = self.z[r], self.theta[r]
-        mv = np.abs(dz * self.valid[r]).max(axis=1)
+        mv = np.abs(dz if self.all_valid else dz * self.valid[r]).max(axis=1)
         full = (dec < _FULL_STEP * f) | (mv <= _SAFE_MOVE_WALK)
+        if full.all() and r.size == self.z.shape[0]:  # every walk, full steps: in place
+            self.theta += step
+            self.z += dz
+            res = self.q * expit(self.q * self.z)
+            res *= self.s
+            res *= self.C
+            self.g = self._t_times(res, r) + self.reg * self.theta
+            self.f = f - 0.5 * dec
+            self.exact[:] = False
+            self.drift += mv
+            self.fresh[self.drift > _DRIFT] = False
+            return np.ones(r.size, bool)
+        z, theta = self.z[r], self.theta[r]
 
         def trial(t_, sel):  # type: ignore[no-untyped-def]
             return self.objective(z[sel] + t_[:, None] * dz[sel],
