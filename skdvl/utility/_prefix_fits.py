@@ -45,7 +45,7 @@ import numpy as np
 from scipy.special import expit
 
 from skdvl.utility._linear_solvers import _normal_solve
-from skdvl.utility._linear_state import BatchFit
+from skdvl.utility._linear_state import BatchFit, _dict_weights
 from skdvl.utility._prefix_newton import _Work
 
 __all__ = ["LeastSquaresPrefixes", "LogisticPrefixes"]
@@ -225,12 +225,7 @@ class LogisticPrefixes(_Prefixes):
         self.classes, codes = np.unique(np.asarray(y), return_inverse=True)
         cw = np.ones(2)
         if isinstance(model.class_weight, dict) and model.class_weight:
-            for j, c in enumerate(self.classes):
-                try:
-                    key: Any = int(c)
-                except (TypeError, ValueError):
-                    key = str(c)
-                cw[j] = model.class_weight[key]
+            cw = _dict_weights(self.classes, model.class_weight)[0]
         self.centre = X.mean(axis=0) if self.fi else np.zeros(d)
         n = X.shape[0]
         ext = np.zeros((n + 1, self.width))

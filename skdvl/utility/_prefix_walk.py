@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from skdvl.utility._linear_state import BatchFit
+from skdvl.utility._linear_state import BatchFit, _dict_weights
 from skdvl.utility._prefix_fits import LeastSquaresPrefixes, LogisticPrefixes
 
 __all__ = ["PrefixWalk", "walk_reason"]
@@ -48,14 +48,8 @@ def walk_reason(plan: Any, y: Any) -> str:
     cw = model.class_weight
     if cw == "balanced":
         return "class_weight='balanced' (every row's weight changes with a prefix)"
-    if isinstance(cw, dict) and cw:
-        for c in classes:
-            try:
-                key: Any = int(c)
-            except (TypeError, ValueError):
-                key = str(c)
-            if key not in cw:
-                return "a class_weight dict that does not name every class"
+    if isinstance(cw, dict) and cw and not _dict_weights(classes, cw)[1].all():
+        return "a class_weight dict that does not name every class"
     return ""
 
 
