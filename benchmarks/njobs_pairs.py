@@ -3,13 +3,17 @@ first starts the loky workers; compare the last two), truncated and not (issue 2
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/njobs_pairs.py``
 """
-import os, sys, time, warnings
+import time
+import warnings
+
 import numpy as np
 from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
-from sklearn.linear_model import LogisticRegression
+
 from skdvl import ShapleyValuer
+
 X, y = load_breast_cancer(return_X_y=True); X, y = X[:300], y[:300]
 Xt, Xv, yt, yv = train_test_split(X, y, test_size=0.5, stratify=y, random_state=0)
 sc = StandardScaler().fit(Xt); Xt, Xv = sc.transform(Xt), sc.transform(Xv)
