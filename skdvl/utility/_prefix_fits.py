@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
+from skdvl.utility._linear_batch import _padded
 from skdvl.utility._linear_solvers import _normal_solve
 from skdvl.utility._linear_state import BatchFit, _dict_weights
 from skdvl.utility._prefix_newton import _Work
@@ -52,11 +53,6 @@ __all__ = ["LeastSquaresPrefixes", "LogisticPrefixes"]
 
 _MAX_IT = 50
 _EPS = np.finfo(np.float64).eps
-
-
-def _padded(k: int) -> int:
-    """The padded width of the batched path's blocks for a coalition of ``k`` rows."""
-    return max(8, -(-k // 8) * 8)
 
 
 class _Prefixes:
@@ -253,6 +249,11 @@ class LogisticPrefixes(_Prefixes):
         self.reg = np.zeros((W, p))
         self.reg[:, :d] = 1.0
 
+    def empty_fit(self, b: int) -> BatchFit:
+        out = super().empty_fit(b)
+        out.present = np.zeros((b, 2), bool)
+        return out
+
     # ------------------------------------------------------------------ rows
     def gather(self, rows: np.ndarray) -> None:
         self._append("Xw", self.X_ext[rows])
@@ -318,7 +319,8 @@ class LogisticPrefixes(_Prefixes):
     def fit(self, ids: np.ndarray, k: int, out: BatchFit, sel: np.ndarray) -> None:
         """Fit the prefixes of length ``k`` of ``ids``; write them into ``out[sel]``."""
         present = self.counts[ids] > 0
-        out.present, out.classes = self._present(out), self.classes
+        assert out.present is not None
+        out.classes = self.classes
         out.present[sel] = present
         out.n_samples[sel] = k
         degenerate = present.sum(axis=1) < 2
@@ -328,7 +330,7 @@ class LogisticPrefixes(_Prefixes):
             self._fill_scaler(out, sel, ids)
         if not live.size:
             return
-        zero = (np.abs(self.g0[live]) <= _padded(k) * _EPS * self.b0[live]).all(axis=1)
+        zero = (np.abs(self.g0[live]) <= int(_padded(k)) * _EPS * self.b0[live]).all(axis=1)
         if zero.any():  # 0 is the optimum up to round-off, as the batched path decides
             self._restart(live[zero], k, zero=True)
         new = live[~zero & ~self.init[live]]
@@ -343,11 +345,6 @@ class LogisticPrefixes(_Prefixes):
         theta = self.theta[live]
         theta[zero] = 0.0
         self._write(out, lsel, live, theta)
-
-    def _present(self, out: BatchFit) -> np.ndarray:
-        if out.present is None:
-            out.present = np.zeros((out.coef.shape[0], 2), bool)
-        return out.present
 
     def _restart(self, j: np.ndarray, k: int, zero: bool) -> None:
         """(Re)start walks ``j`` at their current point (0 if not finite, or at 0 when
