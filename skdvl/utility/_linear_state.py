@@ -130,30 +130,41 @@ class _FitState:
             out.failed |= unweighted & (n_weighted != len(class_weight))  # sklearn raises
 
     def scale(self, rows, Z, valid):
-        """Fit a StandardScaler on each coalition (unweighted); standardise Z in place.
-
-        Two-pass variance with scikit-learn's correction term and its test for
-        near-constant features (their scale is 1). Padding rows of Z are 0.
-        """
+        """Fit a StandardScaler on each coalition (unweighted); standardise Z in place
+        (:func:`_standardise`)."""
         scaler, out = self.plan.scaler, self.out
-        m = valid.sum(axis=1)[:, None]
-        mean = Z.sum(axis=1) / m
+        mean, var, scale = _standardise(Z, valid, scaler.with_mean, scaler.with_std)
         out.scaler_mean[rows] = mean
         if scaler.with_std:
-            diff = Z - mean[:, None]
-            diff *= valid[:, :, None]
-            var = ((diff ** 2).sum(axis=1) - diff.sum(axis=1) ** 2 / m) / m
-            eps = np.finfo(np.float64).eps
-            constant = var <= m * eps * var + (m * mean * eps) ** 2
-            scale = np.where(constant, 1.0, np.sqrt(var))
             out.scaler_var[rows], out.scaler_scale[rows] = var, scale
-            if scaler.with_mean:
-                np.divide(diff, scale[:, None], out=Z)
-            else:
-                Z /= scale[:, None]
-        elif scaler.with_mean:
-            Z -= mean[:, None]
-            Z *= valid[:, :, None]
+
+
+def _standardise(Z, valid, with_mean, with_std):
+    """A StandardScaler fitted on each coalition's rows ``Z`` (c, k, d), in place.
+
+    Two-pass variance with scikit-learn's correction term and its test for
+    near-constant features (their scale is 1). Padding rows of Z are 0 (``valid``
+    False) and stay 0. Returns the mean, and the variance and scale (None without
+    ``with_std``).
+    """
+    m = valid.sum(axis=1)[:, None]
+    mean = Z.sum(axis=1) / m
+    var = scale = None
+    if with_std:
+        diff = Z - mean[:, None]
+        diff *= valid[:, :, None]
+        var = ((diff ** 2).sum(axis=1) - diff.sum(axis=1) ** 2 / m) / m
+        eps = np.finfo(np.float64).eps
+        constant = var <= m * eps * var + (m * mean * eps) ** 2
+        scale = np.where(constant, 1.0, np.sqrt(var))
+        if with_mean:
+            np.divide(diff, scale[:, None], out=Z)
+        else:
+            Z /= scale[:, None]
+    elif with_mean:
+        Z -= mean[:, None]
+        Z *= valid[:, :, None]
+    return mean, var, scale
 
 
 def _dict_weights(classes, class_weight):

@@ -45,8 +45,8 @@ import numpy as np
 from scipy.special import expit
 
 from skdvl.utility._linear_batch import _padded
-from skdvl.utility._linear_solvers import _normal_solve
-from skdvl.utility._linear_state import BatchFit, _dict_weights
+from skdvl.utility._linear_solvers import _least_squares, _normal_solve
+from skdvl.utility._linear_state import BatchFit, _dict_weights, _standardise
 from skdvl.utility._prefix_newton import _Work
 
 __all__ = ["LeastSquaresPrefixes", "LogisticPrefixes"]
@@ -190,15 +190,30 @@ class LeastSquaresPrefixes(_Prefixes):
             tol = np.maximum(n_valid, self.d) * _EPS
         alpha = model.alpha if self.plan.kind == "ridge" else None
         coef, singular, failed, unsure = _normal_solve(G, r, alpha, tol)
-        out.coef[sel, 0] = coef
         out.intercept[sel, 0] = (self.ybar[ids] - (xbar * coef).sum(axis=1)
                                  if self.fit_intercept else 0.0)
-        out.failed[sel] = failed | unsure | ~(self.S[ids] > 0) | ~np.isfinite(coef).all(axis=1)
+        if unsure.any():
+            u = np.flatnonzero(unsure)
+            coef[u], out.intercept[sel[u], 0], singular[u] = self._solve_from_rows(
+                ids[u], k, tol[u])
+        out.coef[sel, 0] = coef
+        out.failed[sel] = failed | ~(self.S[ids] > 0) | ~np.isfinite(coef).all(axis=1)
         out.n_samples[sel] = k
         if singular is not None and out.singular is not None and out.rank is not None:
             out.singular[sel] = singular
             out.rank[sel] = ((singular >= tol[:, None] * singular[:, :1])
                              & (singular > 0)).sum(axis=1)
+
+    def _solve_from_rows(self, ids: np.ndarray, k: int, tol: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Least squares whose spectrum lies too close to the cut for the co-moments
+        to decide it: the batched path's cold solve, from the prefix's rows (the
+        direction kept or dropped is decided by round-off, so by the same sums)."""
+        Z, y, s = self.Xw[ids, :k].copy(), self.yw[ids, :k], self.sw[ids, :k]
+        if self.scaler is not None:
+            _standardise(Z, s > 0, self.scaler.with_mean, self.scaler.with_std)
+        coef, intercept, singular, _ = _least_squares(Z, y, s, self.fit_intercept, None, tol)
+        return coef, intercept, singular
 
     def empty_fit(self, b: int) -> BatchFit:
         out = super().empty_fit(b)
