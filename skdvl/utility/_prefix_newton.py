@@ -16,6 +16,7 @@ from scipy.special import expit
 
 from skdvl.utility._linear_solvers import (
     _DEC_FLOOR,
+    _DEC_RTOL,
     _FULL_STEP,
     _armijo,
     _converged,
@@ -32,6 +33,7 @@ _SLOW = 0.25  # ... or when an iteration kept more than this share of the decrem
 #: in the exact gradient of the next iteration, which recomputes the inverse (the batched
 #: path, from a cold start, checks every step moving a decision by more than 0.1)
 _SAFE_MOVE_WALK = 1.0
+_STALL_FROM = 3  # the first iteration whose exact objective the stall test may use
 
 class _Work:
     """The walks of one prefix length being iterated: their state, compacted.
@@ -147,19 +149,23 @@ class _Work:
         dec = -(self.g * step).sum(axis=1)
         solved = np.isfinite(step).all(axis=1) & (dec >= 0)
         f = self.f.copy()  # exact at a restart or a line search, else the Newton model's
-        # near round-off the stall test decides: it needs exact objectives, now and before
-        exact_f = dec <= _DEC_FLOOR * f
+        size = np.abs(self.z if self.all_valid else self.z * self.valid).max(axis=1)
+        # an inverse Hessian exact at a point the decisions have since moved ``drift``
+        # from is within a factor exp(drift) of the exact one: so is the step
+        safety = np.exp(np.where(self.exact, 0.0, self.drift))
+        dec_s, move_s, tol = dec * safety, self.move(step) * safety, _step_tol(size)
+        # near round-off the stall test decides: it needs exact objectives, now and
+        # before; not where the decrement and step already pass (the objective is only
+        # a scale there), nor in the first two iterations, after which a warm-started
+        # prefix has typically passed (the stall test is for the round-off floor)
+        exact_f = ((dec <= _DEC_FLOOR * f) & ~((dec_s <= _DEC_RTOL * f) & (move_s <= tol))
+                   & (it >= _STALL_FROM))
         near = np.flatnonzero(exact_f)
         if near.size:
             f[near] = self.objective(self.z[near], self.theta[near], near)
             self.f[near] = f[near]
         f_prev = np.where(self.prev_exact, self.f_prev, np.inf)
-        size = np.abs(self.z if self.all_valid else self.z * self.valid).max(axis=1)
-        # an inverse Hessian exact at a point the decisions have since moved ``drift``
-        # from is within a factor exp(drift) of the exact one: so is the step
-        safety = np.exp(np.where(self.exact, 0.0, self.drift))
-        conv = solved & _converged(dec * safety, f, f_prev, self.move(step) * safety,
-                                   _step_tol(size))
+        conv = solved & _converged(dec_s, f, f_prev, move_s, tol)
         slow = solved & ~self.exact & (dec > _SLOW * self.dec_prev)
         redo = ~conv & (~solved | slow) & ~self.exact  # a better inverse, then a step
         self.fresh[redo] = False
