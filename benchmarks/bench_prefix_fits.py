@@ -43,8 +43,8 @@ beta      Beta Shapley (alpha = 16, beta = 1: skdvl's defaults, the paper's choi
           ``BetaShapleyValuation`` gets a ``PermutationSampler(NoTruncation())`` and
           ``MaxUpdates(100)`` (100 permutations) and weights them by its coefficient.
 njobs     skdvl only: tmc and tmc_full with n_jobs=1 and n_jobs=2 (after an untimed
-          warm-up fit with n_jobs=2, so that the loky workers exist), seed = first of
-          ``--seeds``: wall times, their ratio, and whether the values are bitwise
+          warm-up fit with n_jobs=2, the same budget and another seed, so that the
+          loky workers exist), seed = first of ``--seeds``: wall times, their ratio, and whether the values are bitwise
           identical (``np.array_equal``).
 digits    ``load_digits``, first 300 rows, 10 classes, standardised, 10% of the training
           labels moved to another class; TMC rtol 0.01, 50 permutations, one seed. pyDVL
@@ -494,8 +494,10 @@ def part_njobs(cfg: dict, tmp: str) -> dict:
                  "loadavg_start": os.getloadavg(), "tasks": []}
     with threadpool_limits(1):
         for task, rtol in (("tmc", cfg["rtol"]), ("tmc_full", None)):
-            # untimed warm-up with n_jobs=2: the loky workers exist before the timing
-            _valuer("shapley", cfg, truncation=rtol, permutations=2, seed=seed,
+            # untimed warm-up with n_jobs=2 and the timed run's budget (a budget of a
+            # couple of permutations is one task, run in this process: no worker would
+            # start), so that the loky workers exist before the timing
+            _valuer("shapley", cfg, truncation=rtol, permutations=perms, seed=seed + 1,
                     n_jobs=2).fit(d["X_train"], d["y_train"], X_val=d["X_val"],
                                   y_val=d["y_val"])
             rows = {}
