@@ -18,6 +18,9 @@ Games (exact values known)
 --------------------------
 airport40/100  AirportGame, costs uniform on [1, 10] (seed 0)
 voting40/100   AsymmetricVotingGame, distinct integer weights, quota half the total + 1
+shoes40        ShoesGame, 16 left and 24 right shoes: u(S) = min(left, right) in S
+symvoting40    SymmetricVotingGame: u(S) = 1 if |S| > n / 2
+miner40        MinerGame: u(S) = floor(|S| / 2)
 bc16           LogisticRegression on 16 breast-cancer rows, u(S) = 1 - log-loss / log 2 on
                100 validation rows (0 for the empty and one-class coalitions: a coin flip),
                all 2^16 utilities precomputed once (cached in results/) and looked up
@@ -79,6 +82,9 @@ SEEDS_QUICK = {10: 3, 30: 3, 100: 3, 300: 3, 1000: 3}
 GAMES = {
     "airport40": {"kind": "airport", "n": 40, "mults": [10, 30, 100, 300, 1000]},
     "voting40": {"kind": "voting", "n": 40, "mults": [10, 30, 100, 300, 1000]},
+    "shoes40": {"kind": "shoes", "n": 40, "mults": [10, 30, 100, 300, 1000]},
+    "symvoting40": {"kind": "symvoting", "n": 40, "mults": [10, 30, 100, 300, 1000]},
+    "miner40": {"kind": "miner", "n": 40, "mults": [10, 30, 100, 300, 1000]},
     "bc16": {"kind": "table", "n": 16, "mults": [10, 30, 100, 300, 1000]},
     "airport100": {"kind": "airport", "n": 100, "mults": [10, 30, 100, 300]},
     "voting100": {"kind": "voting", "n": 100, "mults": [10, 30, 100, 300]},
@@ -199,6 +205,11 @@ def build_game(name: str) -> dict:
 
         game = ShoesGame(n // 2 - n // 10, n // 2 + n // 10)
         params = {"n_left": np.array(game.n_left), "n_right": np.array(game.n_right)}
+    elif kind in ("symvoting", "miner"):
+        from skdvl.games import MinerGame, SymmetricVotingGame
+
+        game = (SymmetricVotingGame if kind == "symvoting" else MinerGame)(n)
+        params = {"n_players": np.array(n)}
     elif kind == "table":
         table, path = _bc16_table()
         game, params = TableGame(table), {"table": table}

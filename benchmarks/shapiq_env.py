@@ -37,7 +37,8 @@ from pydvl_env import _pip
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_DIR = BENCH_DIR / ".shapiq-venv"
-PACKAGES = ["shapiq==1.8.0", "numpy", "scikit-learn", "threadpoolctl"]
+PACKAGES = ["shapiq==1.8.0", "numpy", "scikit-learn", "threadpoolctl",
+            "xgboost"]  # shapiq's default proxy model (RegressionMSR, ProxySHAP)
 _STAMP = VENV_DIR / ".skdvl-bench-stamp"
 _CHECK = "import shapiq, shapiq.approximator, numpy; print(shapiq.__version__)"
 

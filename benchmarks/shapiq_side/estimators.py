@@ -177,6 +177,21 @@ class _ShoesGame(_BatchGame):
         return np.minimum(left, masks[:, self.n_left:].sum(axis=1)).astype(float)
 
 
+class _SizeGame(_BatchGame):
+    """A symmetric game, u(S) a function of |S|: majority voting, u = 1 if 2|S| > n
+    (skdvl.games.SymmetricVotingGame), or miners, u = floor(|S| / 2)
+    (skdvl.games.MinerGame)."""
+
+    def __init__(self, kind: str, n_players) -> None:  # type: ignore[no-untyped-def]
+        self.kind, self.n_players = kind, int(n_players)
+
+    def evaluate(self, masks):  # type: ignore[no-untyped-def]
+        size = np.asarray(masks, dtype=bool).sum(axis=1)
+        if self.kind == "symvoting":
+            return (2 * size > self.n_players).astype(float)
+        return (size // 2).astype(float)
+
+
 def make_game(kind: str, params: dict) -> _BatchGame:
     """The game of ``kind`` from its arrays (the keys of ``params``)."""
     if kind == "airport":
@@ -185,6 +200,8 @@ def make_game(kind: str, params: dict) -> _BatchGame:
         return _VotingGame(params["weights"], params["quota"])
     if kind == "shoes":
         return _ShoesGame(params["n_left"], params["n_right"])
+    if kind in ("symvoting", "miner"):
+        return _SizeGame(kind, params["n_players"])
     if kind == "table":
         return TableGame(params["table"])
     if kind == "knn":
@@ -217,7 +234,11 @@ APPROXIMATORS = {
     "StratifiedSamplingSV": ("SV", "StratifiedSamplingSV", {}),
     "OwenSamplingSV": ("SV", "OwenSamplingSV", {}),
     "RegressionMSR(linear)": ("SV", "RegressionMSR", {"index": "SV", "proxy_model": "linear"}),
+    "RegressionMSR(xgboost)": ("SV", "RegressionMSR", {"index": "SV"}),
+    "RegressionMSR(tree)": ("SV", "RegressionMSR", {"index": "SV", "proxy_model": "tree"}),
+    "OddSHAP": ("SV", "OddSHAP", {}),
     "SVARM(BV)": ("BV", "SVARM", {"index": "BV"}),
+    "RegressionMSR(xgboost, BV)": ("BV", "RegressionMSR", {"index": "BV"}),
     "RegressionFBII(BV)": ("BV", "RegressionFBII", {"max_order": 1}),
     "RegressionMSR(linear, BV)": ("BV", "RegressionMSR",
                                   {"index": "BV", "proxy_model": "linear"}),

@@ -37,9 +37,11 @@ from skdvl.result import ValuationResult
 from skdvl.sampling import (
     AntitheticPermutationSampler,
     BaseSampler,
+    ExactSampler,
     KernelSampler,
     PermutationSampler,
 )
+from skdvl.sampling._auto import choose_sampler
 from skdvl.sampling._engine import value_game
 from skdvl.stopping import AbsoluteStandardError, MaxTime, MaxUpdates, Status, StoppingCriterion
 from skdvl.utility import CheckedUtility, FitReport, ModelUtility, report_fit_problems
@@ -151,11 +153,20 @@ class _GameValuer(ValuerMixin, BaseEstimator):
     def _mass(self, n: int) -> np.ndarray:
         raise NotImplementedError
 
-    def _resolve_sampler(self) -> BaseSampler:
+    def _resolve_sampler(self, n: int | None = None) -> BaseSampler:
         params = self.get_params(deep=False)
         if "sampler" not in params and self._fixed_sampler is not None:
             return self._fixed_sampler()  # a method with one way of choosing coalitions
         sampler, truncation = params["sampler"], params.get("truncation")
+        if isinstance(sampler, str) and sampler == "auto" and "auto" in self._samplers:
+            if truncation is not None:
+                raise ValueError(
+                    f"truncation={truncation!r} applies to permutation samplers only, and "
+                    "sampler='auto' does not choose one by name; pass "
+                    "sampler=PermutationSampler(truncation) or set truncation=None.")
+            if n is None:  # before the data: the choice needs the number of players
+                return self.__dict__.get("sampler_", ExactSampler())
+            return choose_sampler(n, self._budget_calls(n), self._algorithm)
         if isinstance(sampler, str):
             if sampler not in self._samplers:
                 raise ValueError(
@@ -183,9 +194,21 @@ class _GameValuer(ValuerMixin, BaseEstimator):
             )
         return sampler
 
+    def _budget_calls(self, n: int) -> int | None:
+        """About how many utility evaluations ``max_updates`` allows (None: unbounded,
+        another criterion stops): ``max_updates * n`` ("auto": 100 per value)."""
+        explicit = self.stopping is not None or self.max_time is not None
+        if self.max_updates is None or (self.max_updates == "auto" and explicit):
+            return None
+        k = DEFAULT_MAX_UPDATES if self.max_updates == "auto" else int(self.max_updates)
+        return k * n
+
     def _update_budget(self, sampler: BaseSampler | None, n: int) -> list[StoppingCriterion]:
         """The criterion ``max_updates`` makes (none, or one), before the others are OR-ed."""
         max_updates = self.max_updates
+        if (isinstance(max_updates, int) and self.get_params(deep=False).get("sampler")
+                == "auto" and getattr(sampler, "per_coalition", False)):
+            max_updates *= n  # sampler="auto": max_updates * n evaluations, whatever it picks
         if max_updates == "auto":
             explicit = self.stopping is not None or self.max_time is not None
             per_coalition = bool(getattr(sampler, "per_coalition", False))
@@ -265,6 +288,9 @@ class _GameValuer(ValuerMixin, BaseEstimator):
                              "without groups.")
         else:
             games, index, data = self._games(X, y, X_val, y_val, groups=groups)
+        if self.get_params(deep=False).get("sampler") == "auto" and games:
+            sampler = self._resolve_sampler(max(int(u.n_players) for u, _ in games))
+        self.sampler_ = sampler
         if getattr(sampler, "lockstep", False) and games and all(
                 getattr(u, "walk_reason", None) == "" for u, _ in games):
             self.fit_path_ += "; permutation prefixes fitted incrementally"
@@ -447,6 +473,9 @@ class _GameValuer(ValuerMixin, BaseEstimator):
                 or not getattr(sampler, "per_coalition", False)
                 or getattr(self, "utility_model", None) is not None):
             return
+        if self.get_params(deep=False).get("sampler") == "auto":
+            # max_updates * n evaluations, and the border the choice enumerates first
+            budget = int(budget) * self.n_players_ + 2 * self.n_players_ + 2
         most = max((s.n_evaluations for s in self._states_ if s is not None), default=0)
         if most > budget:
             warnings.warn(

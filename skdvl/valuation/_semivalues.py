@@ -268,6 +268,8 @@ class ShapleyValuer(_GameValuer):
         "stratified": StratifiedSampler, "exact": ExactSampler,
         "kernel": KernelSampler, "leverage": LeverageSampler,
         "regression_msr": RegressionMSRSampler, "svarm": SVARMSampler,
+        "regression_msr_tree": lambda: RegressionMSRSampler(surrogate="auto"),
+        "auto": ExactSampler,  # chosen per game in fit: skdvl.sampling._auto
     }
     _parameter_constraints = {
         **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS, **_LEARNING_CONSTRAINTS,
@@ -335,6 +337,8 @@ class BanzhafValuer(_GameValuer):
         "msr": MSRSampler, "uniform": UniformSampler, "antithetic": AntitheticSampler,
         "exact": ExactSampler, "kernel": KernelSampler, "regression_msr": RegressionMSRSampler,
         "svarm": SVARMSampler,
+        "regression_msr_tree": lambda: RegressionMSRSampler(surrogate="auto"),
+        "auto": ExactSampler,  # chosen per game in fit: skdvl.sampling._auto
     }
     _parameter_constraints = {
         **_COMMON_CONSTRAINTS, **_SAMPLING_CONSTRAINTS, **_LEARNING_CONSTRAINTS,

@@ -1,0 +1,56 @@
+"""``sampler="auto"``: the estimator a semivalue valuer uses when the user names none.
+
+The rule rests on the side-by-side measurements of ``benchmarks/bench_estimators.py``
+(``benchmarks/README.md``, "Estimators for hard games"): at 40 players and 4,000
+utility calls, regression-adjusted MSR with a chosen tree surrogate had the lowest
+or near-lowest error of skdvl's estimators on the airport, weighted and symmetric
+voting, miner and shoes games, for Shapley and Banzhaf values alike; exact
+enumeration wins whenever the budget covers the ``2^n`` coalitions. Tree fits grow
+with ``n`` times the samples, so above ``_TREE_MAX_PLAYERS`` players the surrogate
+stays linear.
+"""
+
+from __future__ import annotations
+
+from skdvl.sampling._base import BaseSampler
+from skdvl.sampling._exact import ExactSampler
+from skdvl.sampling._regression_msr import RegressionMSRSampler
+
+__all__ = ["choose_sampler"]
+
+#: above this many players the tree surrogates' fits (a few per fold, on every
+#: sample's n indicators) cost more than they save; the linear surrogate is used
+_TREE_MAX_PLAYERS = 100
+#: without a budget (another criterion stops sampling), enumerate up to this many
+_EXACT_UNBOUNDED = 10
+
+
+def choose_sampler(n: int, budget_calls: int | None, algorithm: str) -> BaseSampler:
+    """The sampler of ``sampler="auto"`` for a game of ``n`` players.
+
+    Parameters
+    ----------
+    n : int
+        Players of the game (rows, or groups of rows).
+    budget_calls : int or None
+        About how many utility evaluations the budget allows; None when no
+        ``max_updates`` bounds them.
+    algorithm : str
+        The valuer's semivalue ("shapley", "banzhaf", "beta", ...); the rule is the
+        same for every semivalue today, the argument keeps it a function of it.
+
+    Returns
+    -------
+    sampler : BaseSampler
+        ``ExactSampler()`` when the ``2^n`` coalitions fit the budget (or ``n`` is
+        at most 10 without a budget), else ``RegressionMSRSampler(surrogate="auto")``
+        up to 100 players and ``RegressionMSRSampler()`` beyond.
+    """
+    del algorithm  # one rule for every semivalue (see the module docstring)
+    limit = ExactSampler().max_players
+    if n <= limit and (2 ** n <= budget_calls if budget_calls is not None
+                       else n <= _EXACT_UNBOUNDED):
+        return ExactSampler()
+    if n <= _TREE_MAX_PLAYERS:
+        return RegressionMSRSampler(surrogate="auto")
+    return RegressionMSRSampler()
