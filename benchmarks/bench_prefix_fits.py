@@ -44,8 +44,8 @@ beta      Beta Shapley (alpha = 16, beta = 1: skdvl's defaults, the paper's choi
           ``MaxUpdates(100)`` (100 permutations) and weights them by its coefficient.
 njobs     skdvl only: tmc and tmc_full with n_jobs=1 and n_jobs=2 (after an untimed
           warm-up fit with n_jobs=2, the same budget and another seed, so that the
-          loky workers exist), seed = first of ``--seeds``: wall times, their ratio, and whether the values are bitwise
-          identical (``np.array_equal``).
+          loky workers exist), seed = first of ``--seeds``: wall times, their ratio,
+          and whether the values are bitwise identical (``np.array_equal``).
 digits    ``load_digits``, first 300 rows, 10 classes, standardised, 10% of the training
           labels moved to another class; TMC rtol 0.01, 50 permutations, one seed. pyDVL
           against skdvl ``batch_fit="auto"`` and ``batch_fit=True`` (each in a child
