@@ -22,7 +22,9 @@ marginals one utility evaluation buys and in their variance:
   player, but only estimates (weighted) Banzhaf values;
 - the regression estimators (KernelSHAP, Leverage SHAP, Kernel Banzhaf,
   regression-adjusted MSR) and stratified SVARM also use every evaluation for
-  every player, and keep their own statistics instead of per-player means.
+  every player, and keep their own statistics instead of per-player means;
+- Neyman strata (Castro et al., 2017) stratify marginals by player and size
+  and spend the budget where the marginals vary.
 
 Samplers are parameters of the valuers (``sampler="owen"`` or an instance).
 The package holds one module per family over the protocol of ``_base.py``
@@ -34,6 +36,7 @@ from skdvl.sampling._base import BaseSampler
 from skdvl.sampling._exact import ExactSampler
 from skdvl.sampling._kernel import KernelSampler, LeverageSampler
 from skdvl.sampling._msr import MSRSampler
+from skdvl.sampling._neyman import NeymanSampler
 from skdvl.sampling._permutation import AntitheticPermutationSampler, PermutationSampler
 from skdvl.sampling._regression_msr import RegressionMSRSampler
 from skdvl.sampling._svarm import SVARMSampler
@@ -44,5 +47,5 @@ __all__ = [
     "BaseSampler", "PermutationSampler", "AntitheticPermutationSampler", "UniformSampler",
     "AntitheticSampler", "OwenSampler", "StratifiedSampler", "MSRSampler", "ExactSampler",
     "RelativeTruncation", "FixedTruncation", "KernelSampler", "LeverageSampler",
-    "RegressionMSRSampler", "SVARMSampler",
+    "RegressionMSRSampler", "SVARMSampler", "NeymanSampler",
 ]

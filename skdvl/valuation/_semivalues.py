@@ -24,6 +24,7 @@ from skdvl.sampling import (
     KernelSampler,
     LeverageSampler,
     MSRSampler,
+    NeymanSampler,
     OwenSampler,
     PermutationSampler,
     RegressionMSRSampler,
@@ -268,6 +269,7 @@ class ShapleyValuer(_GameValuer):
         "stratified": StratifiedSampler, "exact": ExactSampler,
         "kernel": KernelSampler, "leverage": LeverageSampler,
         "regression_msr": RegressionMSRSampler, "svarm": SVARMSampler,
+        "neyman": NeymanSampler, "neyman_paired": lambda: NeymanSampler(paired=True),
         "regression_msr_tree": lambda: RegressionMSRSampler(surrogate="auto"),
         "auto": ExactSampler,  # chosen per game in fit: skdvl.sampling._auto
     }
@@ -336,7 +338,7 @@ class BanzhafValuer(_GameValuer):
     _samplers = {
         "msr": MSRSampler, "uniform": UniformSampler, "antithetic": AntitheticSampler,
         "exact": ExactSampler, "kernel": KernelSampler, "regression_msr": RegressionMSRSampler,
-        "svarm": SVARMSampler,
+        "svarm": SVARMSampler, "neyman": NeymanSampler,
         "regression_msr_tree": lambda: RegressionMSRSampler(surrogate="auto"),
         "auto": ExactSampler,  # chosen per game in fit: skdvl.sampling._auto
     }
