@@ -255,14 +255,18 @@ def _calls_model(cls, sampler: str, game, probe=(10, 50), **params) -> tuple[flo
 
     key = (cls.__name__, sampler, game.n_players, tuple(sorted(params.items())))
     if key not in _CALLS_PER_SAMPLE:
-        evals = []
-        for k in probe:
+        def calls(k: int) -> int:
             v = cls(utility=game, sampler=sampler, stopping=MaxSamples(k), max_updates=None,
                     random_state=0, **params)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 v.fit()
-            evals.append(v.n_utility_evaluations_)
+            return v.n_utility_evaluations_
+
+        evals = [calls(k) for k in probe]
+        while evals[1] == evals[0] and probe[1] < 10**6:  # a warm-up covers both probes
+            probe = (probe[1], 10 * probe[1])
+            evals = [evals[1], calls(probe[1])]
         slope = max((evals[1] - evals[0]) / (probe[1] - probe[0]), 1e-9)
         _CALLS_PER_SAMPLE[key] = (evals[0] - slope * probe[0], slope)
     return _CALLS_PER_SAMPLE[key]
