@@ -61,11 +61,14 @@ def data():
 def valuer(mode: str, n_jobs: int, **budget):
     budget = budget or {"max_updates": 10**6}
     if mode == "mc":
-        return ShapleyValuer(utility=SlowGame(), n_jobs=n_jobs, random_state=0, **budget)
+        return ShapleyValuer(utility=SlowGame(), sampler="permutation", n_jobs=n_jobs,
+                             random_state=0, **budget)
     if mode == "msr":
-        return BanzhafValuer(utility=SlowGame(), n_jobs=n_jobs, random_state=0, **budget)
+        return BanzhafValuer(utility=SlowGame(), sampler="msr", n_jobs=n_jobs, random_state=0,
+                             **budget)
     if mode == "cv":
-        return ShapleyValuer(SlowKNN(), cv=3, n_jobs=n_jobs, random_state=0, **budget)
+        return ShapleyValuer(SlowKNN(), cv=3, sampler="permutation", n_jobs=n_jobs,
+                             random_state=0, **budget)
     if mode == "loo":
         return LOOValuer(utility=SlowGame(400, delay=0.02), n_jobs=n_jobs)
     return ShapleyValuer(utility=SlowGame(16, delay=0.001), sampler="exact", n_jobs=n_jobs)

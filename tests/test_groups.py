@@ -69,9 +69,10 @@ def _brute_shapley(game):
 
 
 @pytest.mark.parametrize("valuer", [
-    ShapleyValuer(_model(), max_updates=4, random_state=0),
+    ShapleyValuer(_model(), sampler="permutation", max_updates=4, random_state=0),
+    ShapleyValuer(_model(), sampler="regression_msr_tree", max_updates=4, random_state=0),
     ShapleyValuer(_model(), truncation=0.05, max_updates=4, random_state=0),
-    BanzhafValuer(_model(), max_updates=30, random_state=0),
+    BanzhafValuer(_model(), sampler="msr", max_updates=30, random_state=0),
     ShapleyValuer(_model(), sampler="kernel", max_updates=200, random_state=0),
     LOOValuer(_model()),
 ])

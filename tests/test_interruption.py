@@ -59,7 +59,7 @@ def test_sigint_keeps_the_finished_permutations(n_jobs, tmp_path):
     (message,) = got["messages"]
     assert f"Interrupted: returning the partial result after {k} samples" in message
     ref = ShapleyValuer(utility=AirportGame(np.arange(1.0, job.N_PLAYERS + 1)),
-                        stopping=MaxSamples(k), random_state=0).fit()
+                        sampler="permutation", stopping=MaxSamples(k), random_state=0).fit()
     np.testing.assert_allclose(got["values"], ref.values_, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(got["counts"], ref.counts_)
 
@@ -71,8 +71,8 @@ def test_sigint_during_cross_valuation_keeps_the_game_so_far(n_jobs, tmp_path):
     assert k >= 1 and list(got["samples"][1:]) == [-1, -1]
     X, y = job.data()
     split = next(StratifiedKFold(3).split(X, y))
-    ref = ShapleyValuer(KNeighborsClassifier(1), cv=[split], stopping=MaxSamples(k),
-                        random_state=0).fit(X, y)
+    ref = ShapleyValuer(KNeighborsClassifier(1), cv=[split], sampler="permutation",
+                        stopping=MaxSamples(k), random_state=0).fit(X, y)
     # Rows of the first game keep its values (not averaged with unplayed games);
     # the rows it does not value are NaN with count 0.
     np.testing.assert_allclose(got["values"], ref.values_, rtol=0, atol=1e-12)
@@ -118,14 +118,16 @@ class InterruptAfter:
 
 def test_warm_start_after_an_interrupt_continues_to_the_uninterrupted_result():
     utility = InterruptAfter(limit=30)
-    v = ShapleyValuer(utility=utility, max_updates=12, random_state=3, warm_start=True)
+    v = ShapleyValuer(utility=utility, sampler="permutation", max_updates=12, random_state=3,
+                      warm_start=True)
     # 29 calls finish: 4 permutations of 8 players (a coalition met twice is evaluated once)
     with pytest.warns(RuntimeWarning, match="Interrupted: returning the partial result "
                                             r"after 4 samples \(29 utility evaluations\)"):
         v.fit()
     assert (v.counts_ == 4).all() and not v.converged_
     v.fit()  # the same utility object, continued
-    ref = ShapleyValuer(utility=utility.game, max_updates=12, random_state=3).fit()
+    ref = ShapleyValuer(utility=utility.game, sampler="permutation", max_updates=12,
+                        random_state=3).fit()
     np.testing.assert_allclose(v.values_, ref.values_, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(v.counts_, ref.counts_)
 
@@ -153,7 +155,8 @@ def test_cross_valuation_averages_only_the_games_that_reached_a_row():
                 raise KeyboardInterrupt
             return super().fit(X, y)
 
-    v = ShapleyValuer(StopInSecondGame(1), cv=3, max_updates=5, random_state=0)
+    v = ShapleyValuer(StopInSecondGame(1), cv=3, sampler="permutation", max_updates=5,
+                      random_state=0)
     with pytest.warns(RuntimeWarning, match="Interrupted"):
         v.fit(X, y)
     s0, s1, s2 = v._states_
@@ -167,8 +170,8 @@ def test_cross_valuation_averages_only_the_games_that_reached_a_row():
     expected = np.nanmean(np.vstack(per_game), axis=0)  # NaN only where no game played
     np.testing.assert_allclose(v.values_, expected, rtol=0, atol=1e-12)
     # The first game alone equals a budget-stopped run of that game.
-    ref = ShapleyValuer(KNeighborsClassifier(1), cv=[splits[0]], max_updates=5,
-                        random_state=0).fit(X, y)
+    ref = ShapleyValuer(KNeighborsClassifier(1), cv=[splits[0]], sampler="permutation",
+                        max_updates=5, random_state=0).fit(X, y)
     np.testing.assert_allclose(per_game[0], ref.values_, rtol=0, atol=1e-12)
 
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
 
 from skdvl import BanzhafValuer, BetaShapleyValuer, ShapleyValuer
 from skdvl.games import AirportGame
-from skdvl.sampling import ExactSampler, RegressionMSRSampler
+from skdvl.sampling import ExactSampler, PermutationSampler, RegressionMSRSampler
 
 
 @pytest.fixture
@@ -70,10 +71,28 @@ def test_auto_on_data_and_reweight(rng):
     np.testing.assert_allclose(b.values_, be.values_, atol=1e-12)
 
 
-def test_auto_refuses_truncation():
-    with pytest.raises(ValueError, match="sampler='auto' does not choose one by name"):
-        ShapleyValuer(utility=AirportGame([1.0, 2.0]), sampler="auto",
-                      truncation=0.01).fit()
+def test_auto_with_truncation_is_truncated_permutation_sampling():
+    game = AirportGame(np.arange(1.0, 13.0))
+    v = ShapleyValuer(utility=game, truncation=0.01, max_updates=30, random_state=0).fit()
+    assert isinstance(v.sampler_, PermutationSampler) and v.sampler_.truncation == 0.01
+    ref = ShapleyValuer(utility=game, sampler="permutation", truncation=0.01, max_updates=30,
+                        random_state=0).fit()
+    np.testing.assert_array_equal(v.values_, ref.values_)
+
+
+def test_auto_is_the_default_and_prefers_the_linear_surrogate_on_the_batched_path():
+    assert ShapleyValuer().sampler == "auto" and BanzhafValuer().sampler == "auto"
+    X, y = make_classification(n_samples=40, n_features=4, random_state=0)
+    v = ShapleyValuer(LogisticRegression(), max_updates=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        v.fit(X[:20], y[:20], X_val=X[20:], y_val=y[20:])
+    assert v.sampler_.surrogate == "linear"
+    t = ShapleyValuer(DecisionTreeClassifier(random_state=0), max_updates=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t.fit(X[:20], y[:20], X_val=X[20:], y_val=y[20:])
+    assert t.sampler_.surrogate == "auto"
 
 
 def test_regression_msr_tree_name():

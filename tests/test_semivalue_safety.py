@@ -43,7 +43,7 @@ def test_task_regression_values_with_a_regressor(cls):
     kwargs = {} if cls is LOOValuer else {"max_updates": 2}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "looks like a regression" warning
-        warnings.filterwarnings("ignore", message=r"max_updates=2 coalitions per game was")
+        warnings.filterwarnings("ignore", message=r"max_updates=\d+ .*coalitions per game\)? was")
         v = cls(task="regression", **kwargs).fit(X[:8], y[:8], X_val=X[8:], y_val=y[8:])
     assert v.task_ == "regression"
     # the default regressor's utility: r2 of LinearRegression on the validation rows
@@ -218,8 +218,8 @@ def test_warm_start_refuses_other_data_estimator_or_seed(clf_data):
 
 
 def test_warm_start_with_a_spent_budget_samples_nothing():
-    v = ShapleyValuer(utility=AirportGame(np.arange(1.0, 7)), max_updates=10, random_state=0,
-                      warm_start=True).fit()
+    v = ShapleyValuer(utility=AirportGame(np.arange(1.0, 7)), sampler="permutation",
+                      max_updates=10, random_state=0, warm_start=True).fit()
     values, evals = v.values_.copy(), v.n_utility_evaluations_
     v.set_params(max_updates=4).fit()
     np.testing.assert_array_equal(v.values_, values)
@@ -238,11 +238,12 @@ def test_warm_start_refuses_another_utility_object():
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_explicit_stopping_replaces_the_default_budget_and_is_met_exactly(n_jobs):
     game = AirportGame(np.arange(1.0, 31))  # 2^30 coalitions: no sample drawn twice
-    v = BanzhafValuer(utility=game, stopping=MaxSamples(1500), random_state=0,
+    v = BanzhafValuer(utility=game, sampler="msr", stopping=MaxSamples(1500), random_state=0,
                       n_jobs=n_jobs).fit()
     assert v.n_utility_evaluations_ == 1500  # MSR: one evaluation per sample
     assert (v.counts_ == 1500).all()
-    ref = BanzhafValuer(utility=game, stopping=MaxSamples(1500), random_state=0).fit()
+    ref = BanzhafValuer(utility=game, sampler="msr", stopping=MaxSamples(1500),
+                        random_state=0).fit()
     np.testing.assert_array_equal(v.values_, ref.values_)
     np.testing.assert_allclose(v.values_, game.banzhaf_values(), atol=0.3)
 
@@ -260,7 +261,8 @@ def test_max_samples_is_exact_inside_a_block_and_continues_the_same_draws():
 
 
 def test_max_time_replaces_the_default_budget():
-    v = ShapleyValuer(utility=AirportGame(np.arange(1.0, 5)), max_time=0.3, random_state=0)
+    v = ShapleyValuer(utility=AirportGame(np.arange(1.0, 5)), sampler="permutation",
+                      max_time=0.3, random_state=0)
     v.fit()
     assert v.counts_.min() > 100  # the default of 100 updates did not stop it
 

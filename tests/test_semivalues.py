@@ -228,7 +228,8 @@ def test_relative_truncation_is_exact_once_the_prefix_reaches_u_n(wrap, seed):
     # In the airport game, once the largest cost is in, every later marginal is 0:
     # truncating at |u(P) - u(N)| < tiny changes no value but saves evaluations.
     game = AirportGame(np.arange(1, 41.0))
-    full = ShapleyValuer(utility=wrap(game), max_updates=20, random_state=seed).fit()
+    full = ShapleyValuer(utility=wrap(game), sampler="permutation", max_updates=20,
+                         random_state=seed).fit()
     tmc = ShapleyValuer(utility=wrap(game), truncation=1e-9, max_updates=20,
                         random_state=seed).fit()
     np.testing.assert_allclose(tmc.values_, full.values_, atol=1e-12)
@@ -296,7 +297,8 @@ def test_keyboard_interrupt_returns_the_partial_result():
             return float(len(subset))
 
     with pytest.warns(RuntimeWarning, match="Interrupted: returning the partial result"):
-        v = ShapleyValuer(utility=Interrupting(), max_updates=100, random_state=0).fit()
+        v = ShapleyValuer(utility=Interrupting(), sampler="permutation", max_updates=100,
+                          random_state=0).fit()
     assert 1 <= v.counts_.max() < 100 and not v.converged_
     np.testing.assert_allclose(v.values_, 1.0)
 
@@ -342,7 +344,7 @@ def test_clone_and_pickle_keep_values(model_problem):
                            "Got 'bogus'"),
     ({"sampler": "owen", "truncation": 0.1}, "truncation=0.1 applies to permutation samplers"),
     ({"stderr_tol": -1.0}, "The 'stderr_tol' parameter of ShapleyValuer must be .* Got -1.0"),
-    ({"max_updates": None}, "needs a budget: set max_updates"),
+    ({"max_updates": None, "sampler": "permutation"}, "needs a budget: set max_updates"),
     ({"sampler": BanzhafValuer._samplers["msr"]()},
      r"MSR sampling estimates \(weighted\) Banzhaf values"),
     ({"error_score": "ignore"}, "The 'error_score' parameter of ShapleyValuer must be"),

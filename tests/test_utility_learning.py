@@ -408,8 +408,8 @@ def test_valuer_utility_model_in_cross_valuation_is_deterministic(cancer_game):
 
 def test_warm_start_reuses_the_learned_utility():
     game = Additive(np.arange(1.0, 7.0))
-    v = ShapleyValuer(utility=game, utility_model=LinearRegression(), training_budget=7,
-                      max_updates=2, random_state=0, warm_start=True).fit()
+    v = ShapleyValuer(utility=game, sampler="permutation", utility_model=LinearRegression(),
+                      training_budget=7, max_updates=2, random_state=0, warm_start=True).fit()
     v.set_params(max_updates=4).fit()
     assert sum(game.calls) == 7 and v.counts_.max() == 4
 

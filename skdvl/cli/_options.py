@@ -159,5 +159,7 @@ def make_valuer(method: str, *, task: str, args: Any, estimator: Any = None) -> 
     budget = dict(max_updates=_option(args, "max_updates"), random_state=args.random_state)
     if method == "shapley":
         return _set_if_known(ShapleyValuer(**common, **budget, truncation=0.01), **optional)
-    cls = {"banzhaf": BanzhafValuer, "beta": BetaShapleyValuer}[method]
-    return _set_if_known(cls(**common, **budget), **optional)
+    # the samplers the CLI's help names (its max_updates counts their samples)
+    cls, sampler = {"banzhaf": (BanzhafValuer, "msr"),
+                    "beta": (BetaShapleyValuer, "permutation")}[method]
+    return _set_if_known(cls(**common, **budget, sampler=sampler), **optional)

@@ -116,20 +116,22 @@ class _GameValuer(ValuerMixin, BaseEstimator):
     def _mass(self, n: int) -> np.ndarray:
         raise NotImplementedError
 
-    def _resolve_sampler(self, n: int | None = None) -> BaseSampler:
+    def _resolve_sampler(self, n: int | None = None, cheap_prefixes: bool = False) -> BaseSampler:
         params = self.get_params(deep=False)
         if "sampler" not in params and self._fixed_sampler is not None:
             return self._fixed_sampler()  # a method with one way of choosing coalitions
         sampler, truncation = params["sampler"], params.get("truncation")
         if isinstance(sampler, str) and sampler == "auto" and "auto" in self._samplers:
-            if truncation is not None:
-                raise ValueError(
-                    f"truncation={truncation!r} applies to permutation samplers only, and "
-                    "sampler='auto' does not choose one by name; pass "
-                    "sampler=PermutationSampler(truncation) or set truncation=None.")
+            if truncation is not None:  # truncation is a rule of permutation sampling
+                if PermutationSampler not in self._samplers.values():
+                    raise ValueError(
+                        f"truncation={truncation!r} applies to permutation samplers only, "
+                        f"and {type(self).__name__} has none. Set truncation=None.")
+                return PermutationSampler(truncation)
             if n is None:  # before the data: the choice needs the number of players
                 return self.__dict__.get("sampler_", ExactSampler())
-            return choose_sampler(n, self._budget_calls(n), self._algorithm)
+            return choose_sampler(n, self._budget_calls(n), self._algorithm,
+                                  cheap_prefixes=cheap_prefixes)
         if isinstance(sampler, str):
             if sampler not in self._samplers:
                 raise ValueError(
@@ -252,7 +254,8 @@ class _GameValuer(ValuerMixin, BaseEstimator):
         else:
             games, index, data = self._games(X, y, X_val, y_val, groups=groups)
         if self.get_params(deep=False).get("sampler") == "auto" and games:
-            sampler = self._resolve_sampler(max(int(u.n_players) for u, _ in games))
+            walks = all(getattr(u, "walk_reason", None) == "" for u, _ in games)
+            sampler = self._resolve_sampler(max(int(u.n_players) for u, _ in games), walks)
         self.sampler_ = sampler
         if getattr(sampler, "lockstep", False) and games and all(
                 getattr(u, "walk_reason", None) == "" for u, _ in games):
@@ -436,13 +439,16 @@ class _GameValuer(ValuerMixin, BaseEstimator):
                 or not getattr(sampler, "per_coalition", False)
                 or getattr(self, "utility_model", None) is not None):
             return
+        said = f"max_updates={budget} coalitions per game"
         if self.get_params(deep=False).get("sampler") == "auto":
             # max_updates * n evaluations, and the border the choice enumerates first
             budget = int(budget) * self.n_players_ + 2 * self.n_players_ + 2
+            said = (f"max_updates={self.max_updates} (with sampler='auto', {budget} "
+                    "coalitions per game)")
         most = max((s.n_evaluations for s in self._states_ if s is not None), default=0)
         if most > budget:
             warnings.warn(
-                f"max_updates={budget} coalitions per game was exceeded: {sampler!r} "
+                f"{said} was exceeded: {sampler!r} "
                 f"evaluated up to {most} in a game. It evaluates a whole block of "
                 "batch_size coalitions between two checks of the budget, and some designs "
                 "evaluate coalitions before the first sample (the border sizes 0, 1, n - 1 "

@@ -90,9 +90,16 @@ _SHARED_PARAMS = """
     utility : object, default=None
         A custom utility (any object with ``n_players`` and ``__call__(subset)``,
         e.g. a game of :mod:`skdvl.games`); then ``fit()`` takes no data.
-    sampler : str or sampler instance
+    sampler : str or sampler instance, default="auto"
         How coalitions are drawn and turned into values; see
         :mod:`skdvl.sampling` and the valuer's ``_samplers`` for the names.
+        "auto" chooses in ``fit`` once the number of players is known
+        (:func:`skdvl.sampling._auto.choose_sampler`; the choice is ``sampler_``):
+        "exact" when the ``2^n`` coalitions fit the budget, else
+        regression-adjusted MSR with a tree surrogate chosen by cross-fitting
+        (``n <= 100``) or a linear one (more players, or data games whose
+        coalitions are fitted on the batched linear path), and the permutation
+        sampler when ``truncation`` is given.
         "exact" evaluates each of the ``2^n`` coalitions once and refuses
         ``n > 20`` unless given ``ExactSampler(max_players=...)``. The
         regression estimators ("kernel", "leverage", "regression_msr") and
@@ -244,7 +251,8 @@ class ShapleyValuer(_GameValuer):
     truncation : None, float, RelativeTruncation or FixedTruncation, default=None
         Truncated Monte Carlo for permutation samplers: a float ``rtol`` stops a
         permutation once the prefix scores within ``rtol * |u(N)|`` of the full
-        data, taking the remaining marginals as 0 (Ghorbani & Zou, 2019).
+        data, taking the remaining marginals as 0 (Ghorbani & Zou, 2019). With
+        ``sampler="auto"`` it selects the permutation sampler.
 
     Attributes
     ----------%(attrs)s
@@ -281,7 +289,7 @@ class ShapleyValuer(_GameValuer):
 
     def __init__(
         self, estimator: Any = None, *, scoring: Any = None, utility: Any = None,
-        sampler: Any = "permutation", truncation: Any = None,
+        sampler: Any = "auto", truncation: Any = None,
         max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
@@ -350,7 +358,7 @@ class BanzhafValuer(_GameValuer):
 
     def __init__(
         self, estimator: Any = None, *, weight: float = 0.5, scoring: Any = None,
-        utility: Any = None, sampler: Any = "msr", max_updates: int | str | None = "auto",
+        utility: Any = None, sampler: Any = "auto", max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,
         error_score: Any = None, batch_fit: Any = "auto", device: Any = None,
@@ -400,7 +408,7 @@ class BetaShapleyValuer(_GameValuer):
 
     def __init__(
         self, alpha: float = 16.0, beta: float = 1.0, *, estimator: Any = None,
-        scoring: Any = None, utility: Any = None, sampler: Any = "permutation",
+        scoring: Any = None, utility: Any = None, sampler: Any = "auto",
         truncation: Any = None, max_updates: int | str | None = "auto",
         stderr_tol: float | None = None, max_time: float | None = None, stopping: Any = None,
         task: str = "auto", cv: Any = 5, default_score: float = 0.0,

@@ -88,9 +88,9 @@ def _valuer_cases() -> dict[str, Callable[[], Any]]:
     cases["shapley_exact_batched"] = on(ShapleyValuer(lr, sampler="exact"), (Xs, ys, Xsv, ysv))
     cases["shapley_exact_tree"] = on(ShapleyValuer(tree, sampler="exact"), (Xs, ys, Xsv, ysv))
     cases["shapley_cv_tree"] = lambda: ShapleyValuer(
-        tree, max_updates=4, cv=3, random_state=6).fit(X, y)
+        tree, sampler="permutation", max_updates=4, cv=3, random_state=6).fit(X, y)
     cases["shapley_threads_n_jobs2"] = on(ShapleyValuer(
-        tree, max_updates=8, n_jobs=2, random_state=7))
+        tree, sampler="permutation", max_updates=8, n_jobs=2, random_state=7))
     for sampler in ("msr", "kernel", "svarm", "regression_msr", "uniform", "antithetic"):
         cases[f"banzhaf_{sampler}_batched"] = on(BanzhafValuer(
             lr, sampler=sampler, max_updates=80 if sampler != "uniform" and
@@ -101,7 +101,7 @@ def _valuer_cases() -> dict[str, Callable[[], Any]]:
     cases["beta_owen_tree"] = on(BetaShapleyValuer(
         estimator=tree, sampler="owen", max_updates=6, random_state=10))
     cases["beta_permutation_batched"] = on(BetaShapleyValuer(
-        estimator=lr, max_updates=6, random_state=10))
+        estimator=lr, sampler="permutation", max_updates=6, random_state=10))
     cases["delta_stratified_tree"] = on(DeltaShapleyValuer(
         tree, lower_bound=2, upper_bound=10, max_updates=8, random_state=11))
     cases["delta_exact_batched"] = on(DeltaShapleyValuer(
@@ -109,10 +109,10 @@ def _valuer_cases() -> dict[str, Callable[[], Any]]:
     cases["loo_tree"] = on(LOOValuer(tree))
     cases["loo_batched_regression"] = on(LOOValuer(Ridge()), (Xr, yr, Xrv, yrv))
     cases["shapley_permutation_regression_batched"] = on(ShapleyValuer(
-        Ridge(), max_updates=5, random_state=12), (Xr, yr, Xrv, yrv))
+        Ridge(), sampler="permutation", max_updates=5, random_state=12), (Xr, yr, Xrv, yrv))
     groups = np.arange(16) // 3
     cases["shapley_groups_tree"] = on(ShapleyValuer(
-        tree, max_updates=8, random_state=13), groups=groups)
+        tree, sampler="permutation", max_updates=8, random_state=13), groups=groups)
     cases["banzhaf_groups_msr_batched"] = on(BanzhafValuer(
         lr, sampler="msr", max_updates=60, random_state=13), groups=groups)
     cases["shapley_exact_groups_batched"] = on(ShapleyValuer(lr, sampler="exact"),
@@ -140,7 +140,8 @@ def _valuer_cases() -> dict[str, Callable[[], Any]]:
     cases["oob_regression"] = lambda: DataOOBValuer(
         n_estimators=15, random_state=17).fit(Xr, yr)
     cases["game_voting_permutation"] = lambda: ShapleyValuer(
-        utility=SymmetricVotingGame(7), max_updates=20, random_state=18).fit()
+        utility=SymmetricVotingGame(7), sampler="permutation", max_updates=20,
+        random_state=18).fit()
     cases["game_airport_kernel"] = lambda: ShapleyValuer(
         utility=AirportGame([1.0, 2.0, 2.0, 3.0, 5.0, 8.0]), sampler="kernel", max_updates=50,
         random_state=19).fit()
@@ -148,7 +149,8 @@ def _valuer_cases() -> dict[str, Callable[[], Any]]:
         utility=SymmetricVotingGame(6), sampler="svarm", max_updates=64,
         random_state=20).fit()
     cases["learned_utility_permutation"] = on(ShapleyValuer(
-        tree, utility_model=LinearRegression(), training_budget=30, max_updates=6,
+        tree, sampler="permutation", utility_model=LinearRegression(), training_budget=30,
+        max_updates=6,
         random_state=21))
     cases["learned_utility_msr"] = on(BanzhafValuer(
         lr, sampler="msr", utility_model=LinearRegression(), training_budget=25,
