@@ -22,6 +22,7 @@ from skdvl.valuation import (
     LeastCoreValuer,
     LOOValuer,
     ShapleyValuer,
+    ThresholdKNNShapley,
 )
 
 __version__ = "0.1.0.dev0"
@@ -29,7 +30,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ValuationResult", "ModelUtility", "Utility", "UtilityFitWarning",
     "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
-    "DataOOBValuer", "GroupTestingShapleyValuer", "DeltaShapleyValuer", "DataCleaner",
-    "CleanedEstimator", "rows_to_keep", "ClasswiseShapleyValuer", "ClasswiseModelUtility",
-    "LearnedUtility", "LeastCoreValuer",
+    "ThresholdKNNShapley", "DataOOBValuer", "GroupTestingShapleyValuer",
+    "DeltaShapleyValuer", "DataCleaner", "CleanedEstimator", "rows_to_keep",
+    "ClasswiseShapleyValuer", "ClasswiseModelUtility", "LearnedUtility", "LeastCoreValuer",
 ]

@@ -9,6 +9,7 @@ from skdvl.valuation._classwise import (
 from skdvl.valuation._delta import DeltaShapleyValuer
 from skdvl.valuation._group_testing import GroupTestingShapleyValuer
 from skdvl.valuation._knn import KNNShapley
+from skdvl.valuation._knn_threshold import ThresholdKNNShapley
 from skdvl.valuation._least_core import LeastCoreValuer
 from skdvl.valuation._oob import DataOOBValuer
 from skdvl.valuation._semivalues import (
@@ -20,7 +21,7 @@ from skdvl.valuation._semivalues import (
 
 __all__ = [
     "ShapleyValuer", "BanzhafValuer", "BetaShapleyValuer", "LOOValuer", "KNNShapley",
-    "DataOOBValuer", "GroupTestingShapleyValuer", "DeltaShapleyValuer",
-    "ClasswiseShapleyValuer", "ClasswiseModelUtility", "ClasswisePermutationSampler",
-    "ClasswiseExactSampler", "LeastCoreValuer",
+    "ThresholdKNNShapley", "DataOOBValuer", "GroupTestingShapleyValuer",
+    "DeltaShapleyValuer", "ClasswiseShapleyValuer", "ClasswiseModelUtility",
+    "ClasswisePermutationSampler", "ClasswiseExactSampler", "LeastCoreValuer",
 ]

@@ -1,4 +1,4 @@
-"""Exact Shapley values of K-nearest-neighbour utilities (Jia et al., 2019).
+"""Exact Shapley values of K-nearest-neighbour utilities (Jia et al., 2019; Wang & Jia, 2023).
 
 For one validation row, sort the training rows by distance to it. The Shapley value
 of the row at rank ``r`` (1 = nearest) in the game "score of the unweighted KNN model
@@ -6,7 +6,9 @@ trained on a coalition" depends only on ``r``, on ``K`` and on the labels of the
 ranked at or after ``r``, so all ``n`` values follow from one sort and a few
 cumulative sums: ``O(n log n)`` per validation row instead of ``2^n`` utility
 evaluations. This module computes those values for whole blocks of validation rows
-at once, in memory bounded by scikit-learn's ``working_memory``.
+at once, in memory bounded by scikit-learn's ``working_memory``, and holds what the
+threshold variant (:mod:`skdvl.valuation._knn_threshold`) shares: target checks, the
+distance searcher and the pooling of blocks.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_scalar, gen_batches
 from sklearn.utils.extmath import row_norms
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from skdvl._moments import Moments
@@ -56,6 +58,136 @@ def _first(y: Any) -> Any:
     v = np.asarray(y).reshape(-1)[0]
     return v.item() if isinstance(v, np.generic) else v
 
+
+# --------------------------------------------------------------------------------------
+# Shared by the KNN valuers (KNNShapley, ThresholdKNNShapley): targets, search, blocks.
+# --------------------------------------------------------------------------------------
+
+
+def _resolve_knn_task(task: str, y: np.ndarray, y_val: Any, owner: str) -> str:
+    """The task by the rule of :func:`skdvl.base.resolve_task`; refuse unusable targets."""
+    if task == "regression":  # before resolve_task: these messages name y or y_val
+        for name, target in (("y", y), ("y_val", y_val)):
+            if target is not None and not np.issubdtype(np.asarray(target).dtype, np.number):
+                raise ValueError(
+                    f"task='regression' needs numeric targets; got {name} with dtype "
+                    f"{np.asarray(target).dtype} (e.g. {np.asarray(target)[0]!r}). "
+                    "Use task='classification' for labels."
+                )
+    resolved = resolve_task(y, task, owner)
+    if resolved == "classification" and np.unique(y).shape[0] < 2:
+        if y_val is None:
+            raise ValueError(
+                f"{owner} needs at least 2 classes in y to value rows against "
+                f"each other (no X_val); got only {_first(y)!r} ({y.shape[0]} rows): "
+                "every row would get the same value. Pass X_val and y_val.")
+        # One class against labelled validation rows is an exact, informative
+        # game; check_targets would refuse it, so only the label overlap is checked.
+        return resolved
+    check_targets(y, y_val, resolved, owner)
+    return resolved
+
+
+def _encode_knn_targets(
+    task: str, y: np.ndarray, y_val: Any, owner: str
+) -> tuple[np.ndarray, Any]:
+    """Targets as float64 (regression) or as integer codes shared with ``y_val``."""
+    if task == "regression":
+        y_val = None if y_val is None else np.asarray(y_val, dtype=np.float64)
+        return np.asarray(y, dtype=np.float64), y_val
+    if y_val is None:
+        return np.unique(y, return_inverse=True)[1], None
+    _, codes = np.unique(np.concatenate([y, y_val]), return_inverse=True)
+    codes, codes_val = codes[: y.shape[0]], codes[y.shape[0]:]
+    if not np.isin(codes_val, codes).any():
+        raise ValueError(
+            f"{owner}: no label of y_val occurs in y (y: {y.dtype}, e.g. "
+            f"{_first(y)!r}; y_val: {np.asarray(y_val).dtype}, e.g. {_first(y_val)!r}); "
+            "no training row can give a validation row its label. Check that y_val "
+            "holds the labels of X_val.")
+    return codes, codes_val
+
+
+def _distance_searcher(X: Any, metric: Any, p: float) -> dict[str, Any]:
+    """What `_knn_math._distances` needs to compute blockwise distances to ``X``.
+
+    "minkowski" with ``p`` 1 or 2 becomes "manhattan" or "euclidean"; the Euclidean
+    family gets the squared row norms of ``X`` (squared distances from BLAS).
+    """
+    if metric == "minkowski" and p in (1, 2):
+        metric = "manhattan" if p == 1 else "euclidean"
+    euclid = isinstance(metric, str) and metric in _EUCLIDEAN
+    if euclid:
+        X = X.astype(np.float64, copy=False)
+        if sparse.issparse(X):
+            X = X.tocsr()
+    return {
+        "nn": None, "X": X, "metric": metric, "p": p,
+        "x_sq": row_norms(X, squared=True) if euclid else None,
+    }
+
+
+#: Made at the first fit: inspecting the loaded libraries reads the process's memory
+#: map, which took 2.6 ms per fit (as long as valuing 300 validation rows).
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _blas_on_one_thread() -> Any:
+    """A context in which BLAS runs on one thread (libraries loaded by the first fit)."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+
+
+def _pool_blocks(
+    owner: str, block: Any, X_val: Any, y_val: np.ndarray, self_rows: np.ndarray | None,
+    n_train: int, step: int, args: tuple, n_jobs: int | None, verbose: int,
+) -> Moments:
+    """Count, mean and M2 per training row, pooled over blocks of ``step`` validation rows.
+
+    ``block(X_val[b], y_val[b], self_rows[b], *args)`` returns the Moments of one
+    block. Blocks run on ``n_jobs`` threads and are merged in order; a
+    ``KeyboardInterrupt`` keeps the blocks that finished (see KNNShapley's Notes).
+    """
+    n_val = X_val.shape[0]
+    if sparse.issparse(X_val):
+        X_val = X_val.tocsr()
+    blocks = list(gen_batches(n_val, step))
+    task = delayed(block)
+    jobs = (
+        task(X_val[b], y_val[b], None if self_rows is None else self_rows[b], *args)
+        for b in blocks
+    )
+    # Threads share X and release the GIL in the heavy numpy calls; parallelism
+    # comes from the blocks, so BLAS runs single-threaded (its spinning threads
+    # slowed the skinny distance products down). joblib.parallel_config overrides.
+    # One job: a plain loop, so that an interrupt loses no finished block (joblib
+    # computes blocks ahead of the ones it has handed over).
+    parallel = (
+        (lambda tasks: (f(*a, **kw) for f, a, kw in tasks))
+        if effective_n_jobs(n_jobs) == 1
+        else Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
+    )
+    # Merged into a new object and assigned at once with the counts of rows and
+    # blocks: an interrupt never separates the pooled moments from them.
+    done: tuple[Moments, int, int] = (Moments.zeros(n_train), 0, 0)
+    try:
+        with _blas_on_one_thread():
+            for part in tqdm(parallel(jobs), total=len(blocks),
+                             disable=verbose <= 0, desc=f"{owner} blocks"):
+                b = blocks[done[2]]
+                pooled = Moments(done[0].count, done[0].mean, done[0].m2)
+                pooled.merge(part)
+                done = (pooled, done[1] + b.stop - b.start, done[2] + 1)
+    except KeyboardInterrupt:
+        if done[2] == 0:
+            raise
+        warnings.warn(
+            f"Interrupted: {owner} returns values averaged over the {done[1]} of "
+            f"{n_val} validation rows processed ({done[2]} of {len(blocks)} blocks); "
+            "counts_ says how many each value holds.", RuntimeWarning, stacklevel=5)
+    return done[0]
+
 # --------------------------------------------------------------------------------------
 # The estimator.
 # --------------------------------------------------------------------------------------
@@ -65,13 +197,15 @@ class KNNShapley(ValuerMixin, BaseEstimator):
     """Exact Shapley values of the training rows for a K-nearest-neighbour model.
 
     The utility of a coalition :math:`S` of training rows is the score, on one
-    validation row, of the unweighted KNN model that only knows :math:`S`:
-    classification credits :math:`1/K` for each of the (at most) ``K`` nearest rows of
-    :math:`S` that carry the validation label; regression is the negative squared
-    error of the KNN prediction. Jia et al. (2019) show that the Shapley values of
-    every training row in this game follow from one sort of the training rows by
-    distance, in ``O(n log n)`` instead of ``2^n`` evaluations. A row's value is its
-    mean over the validation rows.
+    validation row, of the unweighted KNN model that only knows :math:`S` (see
+    ``knn_utility``): by default, classification credits :math:`1/K` for each of the (at
+    most) ``K`` nearest rows of :math:`S` that carry the validation label, and
+    regression is the negative squared error of the KNN prediction. Jia et al. (2019)
+    show that the Shapley values of every training row in this game follow from one
+    sort of the training rows by distance, in ``O(n log n)`` instead of ``2^n``
+    evaluations; Wang & Jia (2023) do the same for the soft-label utility. A row's
+    value is its mean over the validation rows. For the radius (threshold) variant
+    see :class:`~skdvl.ThresholdKNNShapley`.
 
     Parameters
     ----------
@@ -95,8 +229,25 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         "auto" and "brute" rank the training rows from blockwise distance matrices
         (every row has to be ranked, which is what brute force does best); the tree
         algorithms go through :class:`~sklearn.neighbors.NearestNeighbors`.
+    knn_utility : {"fixed_k", "soft_label"}, default="fixed_k"
+        The score of a coalition :math:`S` on a validation row with label :math:`y`,
+        with :math:`\\alpha_k(S)` the ``k``-th nearest row of :math:`S`:
+
+        - "fixed_k", the utility of Jia et al. (2019): the share of the ``K``
+          votes that go to :math:`y`, always divided by ``K``,
+          :math:`\\frac{1}{K} \\sum_{k=1}^{\\min(K,|S|)} 1[y_{\\alpha_k(S)} = y]`;
+          a coalition of fewer than ``K`` rows counts its missing votes as wrong,
+          and :math:`u(\\emptyset) = 0`. Regression: the negative squared error of
+          the prediction :math:`\\frac{1}{K} \\sum_{k \\le \\min(K,|S|)}
+          y_{\\alpha_k(S)}`.
+        - "soft_label", the utility of Wang & Jia (2023): the probability of
+          :math:`y` that the KNN classifier trained on :math:`S` predicts, the same
+          sum divided by :math:`\\min(K, |S|)` (every row of a small coalition
+          votes), and :math:`u(\\emptyset) = 1/C` (a uniform guess among the
+          ``C`` classes of ``y``). Classification only; the cost is that of
+          "fixed_k".
     task : {"auto", "classification", "regression"}, default="auto"
-        The utility. "auto" follows the rule of :func:`skdvl.base.resolve_task`:
+        The task. "auto" follows the rule of :func:`skdvl.base.resolve_task`:
         a target whose values are not all integers (``type_of_target`` says
         "continuous") is a regression target; strings, booleans and integers are
         class labels, with a warning naming ``task`` when an integer target has more
@@ -163,11 +314,13 @@ class KNNShapley(ValuerMixin, BaseEstimator):
     other ``n_samples - 1`` rows (leave-self-out), so that a row never votes for
     itself; a row's value is the mean over the ``n_samples - 1`` games it plays in.
 
-    Departures from the paper: Theorem 1 starts its recursion with
+    Departures from the papers: Theorem 1 starts its recursion with
     ``1[y_n = y] / n``, which is exact only for ``n >= K``; the closed form used here
     is exact for every ``K`` (see `_knn_classification_shapley`). The regression
     utility divides by ``K`` also when the coalition has fewer than ``K`` rows, as in
-    the paper, so its values depend on where ``y = 0`` lies.
+    the paper, so its values depend on where ``y = 0`` lies. Wang & Jia (2023)
+    give the soft-label values as a recursion (their Theorem 2); the closed form
+    used here (see `_knn_soft_label_shapley`) is checked against brute force.
 
     References
     ----------
@@ -175,6 +328,8 @@ class KNNShapley(ValuerMixin, BaseEstimator):
        Spanos, C. J. & Song, D. (2019). "Efficient task-specific data valuation for
        nearest neighbor algorithms". Proceedings of the VLDB Endowment 12(11),
        1610-1623.
+    .. [2] Wang, J. T. & Jia, R. (2023). "A note on 'Efficient task-specific data
+       valuation for nearest neighbor algorithms'". arXiv:2304.04258.
 
     Examples
     --------
@@ -190,6 +345,11 @@ class KNNShapley(ValuerMixin, BaseEstimator):
     array([ 0.83333333, -0.16666667,  0.33333333,  0.        ])
     >>> float(v.values_.sum())   # efficiency: u(all rows) - u(no row)
     1.0
+    >>> v = KNNShapley(n_neighbors=3, knn_utility="soft_label")
+    >>> v.fit(X, [0, 1, 0, 1], X_val=[[0.4]], y_val=[0]).values_.round(4)
+    array([ 0.3472, -0.2639,  0.3472, -0.2639])
+    >>> float(v.values_.sum())   # u(all rows) = 2/3 (rows 0, 1, 2 vote), u(none) = 1/2
+    0.1667
     """
 
     _parameter_constraints: dict = {
@@ -198,6 +358,7 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         "metric": [StrOptions(set(VALID_METRICS) - {"precomputed"}), callable],
         "p": [Interval(Real, 0, None, closed="neither")],
         "algorithm": [StrOptions({"auto", "brute", "ball_tree", "kd_tree"})],
+        "knn_utility": [StrOptions({"fixed_k", "soft_label"})],
         "task": [StrOptions({"auto", "classification", "regression"})],
         "n_jobs": [Interval(Integral, None, -1, closed="right"),
                    Interval(Integral, 1, None, closed="left"), None],
@@ -212,6 +373,7 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         metric: str | Any = "minkowski",
         p: float = 2,
         algorithm: str = "auto",
+        knn_utility: str = "fixed_k",
         task: str = "auto",
         n_jobs: int | None = None,
         verbose: int = 0,
@@ -221,6 +383,7 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         self.metric = metric
         self.p = p
         self.algorithm = algorithm
+        self.knn_utility = knn_utility
         self.task = task
         self.n_jobs = n_jobs
         self.verbose = verbose
@@ -255,58 +418,27 @@ class KNNShapley(ValuerMixin, BaseEstimator):
             self, X, y, X_val, y_val, estimator=NearestNeighbors(),
             min_samples=1 if X_val is not None else 2,
         )
-        self.task_ = self._resolve_task(y, y_val)
-        y, y_val = self._encode_targets(y, y_val)
+        self.task_ = _resolve_knn_task(self.task, y, y_val, "KNNShapley")
+        if self.knn_utility == "soft_label" and self.task_ == "regression":
+            raise ValueError(
+                "knn_utility='soft_label' of KNNShapley is the predicted probability of "
+                "the validation label (Wang & Jia, 2023), a classification utility; got "
+                f"a regression task (task={self.task!r}). Use knn_utility='fixed_k' for "
+                "regression.")
+        y, y_val = _encode_knn_targets(self.task_, y, y_val, "KNNShapley")
         searcher = self._make_searcher(X)
         self_rows = None
         if X_val is None:
             X_val, y_val, self_rows = X, y, np.arange(X.shape[0])
         moments = self._run_blocks(X_val, y_val, self_rows, y, searcher)
         result = ValuationResult(
-            moments.values(), counts=moments.count, algorithm="knn_shapley",
+            moments.values(), counts=moments.count,
+            algorithm="soft_label_knn_shapley" if self.knn_utility == "soft_label"
+            else "knn_shapley",
             variances=np.where(moments.count > 0, moments.variance(), np.nan),
         )
         self._store_result(result, index=index)
         return self
-
-    def _resolve_task(self, y: np.ndarray, y_val: Any) -> str:
-        """The task by the rule of :func:`skdvl.base.resolve_task`; refuse unusable targets."""
-        if self.task == "regression":  # before resolve_task: these messages name y or y_val
-            for name, target in (("y", y), ("y_val", y_val)):
-                if target is not None and not np.issubdtype(np.asarray(target).dtype, np.number):
-                    raise ValueError(
-                        f"task='regression' needs numeric targets; got {name} with dtype "
-                        f"{np.asarray(target).dtype} (e.g. {np.asarray(target)[0]!r}). "
-                        "Use task='classification' for labels."
-                    )
-        task = resolve_task(y, self.task, "KNNShapley")
-        if task == "classification" and np.unique(y).shape[0] < 2:
-            if y_val is None:
-                raise ValueError(
-                    f"KNNShapley needs at least 2 classes in y to value rows against "
-                    f"each other (no X_val); got only {_first(y)!r} ({y.shape[0]} rows): "
-                    "every row would get the same value. Pass X_val and y_val.")
-            # One class against labelled validation rows is an exact, informative
-            # game; check_targets would refuse it, so only the label overlap is checked.
-            return task
-        check_targets(y, y_val, task, "KNNShapley")
-        return task
-
-    def _encode_targets(self, y: np.ndarray, y_val: Any) -> tuple[np.ndarray, Any]:
-        """Targets as float64 (regression) or as integer codes shared with ``y_val``."""
-        if self.task_ == "regression":
-            y_val = None if y_val is None else np.asarray(y_val, dtype=np.float64)
-            return np.asarray(y, dtype=np.float64), y_val
-        if y_val is None:
-            return np.unique(y, return_inverse=True)[1], None
-        _, codes = np.unique(np.concatenate([y, y_val]), return_inverse=True)
-        codes, codes_val = codes[: y.shape[0]], codes[y.shape[0]:]
-        if not np.isin(codes_val, codes).any():
-            raise ValueError(
-                f"KNNShapley: no label of y_val occurs in y (y: {y.dtype}, e.g. "
-                f"{_first(y)!r}; y_val: {np.asarray(y_val).dtype}, e.g. {_first(y_val)!r}); "
-                "every value would be 0. Check that y_val holds the labels of X_val.")
-        return codes, codes_val
 
     def _make_searcher(self, X: Any) -> dict[str, Any]:
         """Set ``n_neighbors_`` and ``nn_``; return what ranks rows by distance."""
@@ -331,61 +463,17 @@ class KNNShapley(ValuerMixin, BaseEstimator):
         self.nn_ = None if nn is None else nn.fit(X)
         if nn is not None:
             return {"nn": self.nn_, "n_train": X.shape[0]}
-        metric, p = self.metric, self.p
-        if metric == "minkowski" and p in (1, 2):
-            metric = "manhattan" if p == 1 else "euclidean"
-        euclid = isinstance(metric, str) and metric in _EUCLIDEAN
-        if euclid:
-            X = X.astype(np.float64, copy=False)
-            if sparse.issparse(X):
-                X = X.tocsr()
-        return {
-            "nn": None, "X": X, "metric": metric, "p": p,
-            "x_sq": row_norms(X, squared=True) if euclid else None,
-        }
+        return _distance_searcher(X, self.metric, self.p)
 
     def _run_blocks(
         self, X_val: Any, y_val: np.ndarray, self_rows: np.ndarray | None,
         y: np.ndarray, searcher: dict[str, Any],
     ) -> Moments:
         """Count, mean and M2 per training row, pooled over blocks of validation rows."""
-        n_val, n_train = X_val.shape[0], y.shape[0]
-        if searcher.get("nn") is None and sparse.issparse(X_val):
-            X_val = X_val.tocsr()
-        step = _block_rows(n_val, n_train, self.task_)
-        blocks = list(gen_batches(n_val, step))
-        task = delayed(_block_moments)
-        jobs = (
-            task(X_val[b], y_val[b], None if self_rows is None else self_rows[b],
-                 y, self.n_neighbors_, self.task_, searcher)
-            for b in blocks
-        )
-        # Threads share X and release the GIL in the heavy numpy calls; parallelism
-        # comes from the blocks, so BLAS runs single-threaded (its spinning threads
-        # slowed the skinny distance products down). joblib.parallel_config overrides.
-        # One job: a plain loop, so that an interrupt loses no finished block (joblib
-        # computes blocks ahead of the ones it has handed over).
-        parallel = (
-            (lambda tasks: (f(*a, **kw) for f, a, kw in tasks))
-            if effective_n_jobs(self.n_jobs) == 1
-            else Parallel(n_jobs=self.n_jobs, prefer="threads", return_as="generator")
-        )
-        # Merged into a new object and assigned at once with the counts of rows and
-        # blocks: an interrupt never separates the pooled moments from them.
-        done: tuple[Moments, int, int] = (Moments.zeros(n_train), 0, 0)
-        try:
-            with threadpool_limits(limits=1, user_api="blas"):
-                for part in tqdm(parallel(jobs), total=len(blocks),
-                                 disable=self.verbose <= 0, desc="KNNShapley blocks"):
-                    b = blocks[done[2]]
-                    pooled = Moments(done[0].count, done[0].mean, done[0].m2)
-                    pooled.merge(part)
-                    done = (pooled, done[1] + b.stop - b.start, done[2] + 1)
-        except KeyboardInterrupt:
-            if done[2] == 0:
-                raise
-            warnings.warn(
-                f"Interrupted: KNNShapley returns values averaged over the {done[1]} of "
-                f"{n_val} validation rows processed ({done[2]} of {len(blocks)} blocks); "
-                "counts_ says how many each value holds.", RuntimeWarning, stacklevel=3)
-        return done[0]
+        n_classes = int(np.unique(y).shape[0]) if self.task_ == "classification" else 0
+        key = "soft_label" if self.knn_utility == "soft_label" else self.task_
+        step = _block_rows(X_val.shape[0], y.shape[0], key)
+        args = (y, self.n_neighbors_, self.task_, searcher, self.knn_utility, n_classes)
+        # _block_moments is looked up here, at call time (tests replace it).
+        return _pool_blocks("KNNShapley", _block_moments, X_val, y_val, self_rows,
+                            y.shape[0], step, args, self.n_jobs, self.verbose)

@@ -1,7 +1,9 @@
-"""The math of KNN-Shapley (Jia et al., 2019): values in rank order and neighbour ranking.
+"""The math of KNN-Shapley: values in rank order and neighbour ranking.
 
+The utilities of Jia et al. (2019) and the soft-label utility of Wang & Jia (2023).
 Pure, vectorised functions over blocks of validation rows; the estimator lives in
-:mod:`skdvl.valuation._knn`.
+:mod:`skdvl.valuation._knn`, the threshold (radius) variant in
+:mod:`skdvl.valuation._knn_threshold`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ from skdvl._moments import Moments
 #: which rank the rows exactly as the distances do).
 _EUCLIDEAN = frozenset({"euclidean", "l2", "sqeuclidean"})
 #: float64 arrays of shape (rows, n_train) alive at once per block, by task; sizes the
-#: blocks (see ``_block_rows``). Measured peaks were below these counts.
-_ARRAYS_PER_ROW = {"classification": 5, "regression": 8}
+#: blocks (see ``_block_rows``). Measured peaks (tracemalloc) were below these counts:
+#: 4.0 and 5.0 (soft label) for classification; for the threshold variant, 9.0 and
+#: 17.1 when every training row is in the radius (fewer neighbours, less memory).
+_ARRAYS_PER_ROW = {
+    "classification": 5, "regression": 8, "soft_label": 6,
+    "threshold_classification": 10, "threshold_regression": 18,
+}
 #: Blocks are at most 1/16 of the validation rows, so that ``n_jobs`` workers share
 #: the work evenly; the block boundaries never depend on ``n_jobs``.
 _MIN_BLOCKS = 16
@@ -86,6 +93,63 @@ def _knn_classification_shapley(match: np.ndarray, k: int) -> np.ndarray:
     values = _exclusive_suffix_sum(match * far)
     np.negative(values, out=values)
     values += match * near
+    return values
+
+
+def _harmonic(n: int) -> float:
+    """The harmonic number :math:`H_n = \\sum_{j=1}^n 1/j` (0 for ``n = 0``)."""
+    return float(np.sum(1.0 / np.arange(1, n + 1, dtype=np.float64)))
+
+
+def _knn_soft_label_shapley(match: np.ndarray, k: int, n_classes: int) -> np.ndarray:
+    """Exact Shapley values of the soft-label KNN utility, in rank order.
+
+    Parameters
+    ----------
+    match : ndarray of shape (n_rows, n)
+        As in `_knn_classification_shapley`; every one of the ``n`` columns plays.
+    k : int
+        Number of neighbours, ``K >= 1``; any ``K``, also ``K >= n``.
+    n_classes : int
+        ``C``, the number of classes; the empty coalition scores ``1 / C``.
+
+    Returns
+    -------
+    ndarray of shape (n_rows, n)
+        Values in rank order, as in `_knn_classification_shapley`.
+
+    Notes
+    -----
+    The utility is the soft-label utility of Wang & Jia (2023): the
+    probability that the KNN model trained on :math:`S` gives the validation label,
+    :math:`u(S) = \\frac{1}{\\min(K, |S|)} \\sum_{k=1}^{\\min(K,|S|)}
+    1[y_{\\alpha_k(S)} = y]`, and :math:`u(\\emptyset) = 1/C` (a uniform guess).
+    Their Theorem 2 states the values as a recursion over ranks; here they come
+    from the values :math:`s^{J}_r` of the utility of Jia et al. (2019) (same top-K,
+    divided by ``K``), by our own derivation from the subset formula. A coalition
+    of ``s >= K`` rows has ``K`` voters under both utilities, so the marginal
+    contributions differ only for ``s < K``, where the new row always votes: there
+    the soft-label marginal averages, over the coalitions of size ``s``, to
+    :math:`(m_r - \\bar m_{-r}) / (s + 1)` (:math:`\\bar m_{-r}`, the mean of
+    ``match`` over the other rows) and :math:`m_r - 1/C` at ``s = 0``, while
+    the one of Jia et al. is :math:`m_r / K`. With :math:`L = \\min(K, n)` and
+    :math:`H_L` the harmonic number,
+
+    .. math:: s_r = s^{J}_r - \\frac{L\\, m_r}{n K} + \\frac{m_r - 1/C}{n}
+              + \\frac{H_L - 1}{n} (m_r - \\bar m_{-r}).
+
+    ``O(n)`` after the sort; the tests check it against brute-force enumeration.
+    Unlike the utility of Jia et al., a row that never matches is not a dummy
+    player (it dilutes the vote of a small coalition), so leave-self-out drops the
+    validation row from the columns instead (see `_block_moments`).
+    """
+    n = match.shape[1]
+    top = min(k, n)
+    spread = (_harmonic(top) - 1.0) / (n * (n - 1.0)) if n > 1 else 0.0
+    values = _knn_classification_shapley(match, k)
+    values += match * (1.0 / n + (_harmonic(top) - 1.0) / n - top / (n * k) + spread)
+    offset = match.sum(axis=1) * -spread - 1.0 / (n_classes * n)
+    values += offset[:, None]
     return values
 
 
@@ -244,15 +308,14 @@ def _rank_block(
 
 def _block_moments(
     Xb: Any, yb: np.ndarray, self_rows: np.ndarray | None, y_train: np.ndarray,
-    k: int, task: str, searcher: dict[str, Any],
+    k: int, task: str, searcher: dict[str, Any], utility: str = "fixed_k",
+    n_classes: int = 2,
 ) -> Moments:
     """Count, mean and sum of squared deviations of every training row's values over a block.
 
-    A training row does not count in the game where it is the validation row. Within
-    a block the squared deviations come from the sums of values and of their squares
-    (one pass, no gather of the means); blocks are pooled exactly with
-    :meth:`skdvl._moments.Moments.merge` (Chan, Golub & LeVeque, 1979), which keeps
-    them accurate for many rows.
+    A training row does not count in the game where it is the validation row.
+    ``utility`` is "fixed_k" (Jia et al., 2019) or "soft_label" (Wang & Jia, 2023;
+    classification, with ``n_classes`` classes).
     """
     order = _rank_block(Xb, self_rows, searcher)
     n = order.shape[1]
@@ -262,16 +325,36 @@ def _block_moments(
         target = y_train[order]
     if self_rows is not None:
         target[:, -1] = 0.0
-    if task == "classification":
+    if utility == "soft_label" and self_rows is None:
+        values = _knn_soft_label_shapley(target, k, n_classes)
+    elif utility == "soft_label":  # the validation row, ranked last, leaves its game
+        values = np.zeros_like(target)
+        values[:, :-1] = _knn_soft_label_shapley(target[:, :-1], k, n_classes)
+    elif task == "classification":
         values = _knn_classification_shapley(target, k)
     else:
         values = _knn_regression_shapley(target, yb, k)
     del target
-    flat = order.ravel()
-    total = np.bincount(flat, weights=values.ravel(), minlength=n)
+    return _moments_of_values(order.ravel(), values.ravel(), n, order.shape[0], self_rows)
+
+
+def _moments_of_values(
+    players: np.ndarray, values: np.ndarray, n: int, n_rows: int,
+    self_rows: np.ndarray | None,
+) -> Moments:
+    """Moments over ``n_rows`` games of the values ``values[j]`` of ``players[j]``.
+
+    A player that has no entry in a game is valued 0 there; a player does not count
+    in the game where it is the validation row (``self_rows``). The squared
+    deviations come from the sums of values and of their squares (one pass, no
+    gather of the means; ``values`` is overwritten); blocks are pooled exactly with
+    :meth:`skdvl._moments.Moments.merge` (Chan, Golub & LeVeque, 1979), which keeps
+    them accurate for many rows.
+    """
+    total = np.bincount(players, weights=values, minlength=n)
     np.square(values, out=values)
-    squares = np.bincount(flat, weights=values.ravel(), minlength=n)
-    counts = np.full(n, order.shape[0], dtype=np.int64)
+    squares = np.bincount(players, weights=values, minlength=n)
+    counts = np.full(n, n_rows, dtype=np.int64)
     if self_rows is not None:
         counts -= np.bincount(self_rows, minlength=n)
     mean = total / np.maximum(counts, 1)
@@ -280,6 +363,8 @@ def _block_moments(
 
 def _block_rows(n_val: int, n_train: int, task: str) -> int:
     """Validation rows per block: within ``working_memory`` and cache-sized.
+
+    ``task`` is a key of ``_ARRAYS_PER_ROW``.
 
     Blocks whose arrays stay near ``_CACHE_BYTES`` ran about 15% faster than
     blocks of 100 MB arrays (fewer trips to main memory in the elementwise passes).
