@@ -1,20 +1,26 @@
-"""How good are data values? Point-removal curves and noisy-row detection metrics.
+"""How good are data values? Point-removal curves, noisy-row detection, datamodeling.
 
-Two standard benchmarks of data valuation (Ghorbani & Zou, 2019, "Data Shapley:
-Equitable Valuation of Data for Machine Learning", ICML; Kwon & Zou, 2023):
+Standard benchmarks of data valuation (Ghorbani & Zou, 2019, "Data Shapley:
+Equitable Valuation of Data for Machine Learning", ICML; Kwon & Zou, 2023) and of
+training-data attribution (Park et al., 2023, "TRAK: Attributing model behavior at
+scale", ICML; Koh & Liang, 2017):
 
 * **point removal**: retrain after removing the lowest-valued (or highest-valued, or
   random) x % of training rows and score on held-out data. Good values make the
   lowest-first curve rise or stay flat and the highest-first curve fall fast;
 * **detection**: with known noisy rows (e.g. flipped labels), how well do low values
-  find them (AUROC, precision at k).
+  find them (AUROC, precision at k);
+* **linear datamodeling score** (LDS): how well an attribution matrix, summed over a
+  random subset of training rows, ranks the outputs of models retrained on such
+  subsets; **leave-one-out correlation**: how well it predicts the effect of removing
+  one row.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -24,15 +30,24 @@ from sklearn.base import clone
 from sklearn.metrics import check_scoring
 from sklearn.utils import Bunch, check_random_state
 
+from skdvl._datamodels import (
+    check_output,
+    check_scores,
+    columnwise_correlation,
+    mean_finite,
+    outputs_of_fits,
+)
 from skdvl._sklearn_compat import (
     HasMethods,
     Interval,
+    StrOptions,
     num_samples,
     safe_indexing,
     validate_params,
 )
 
-__all__ = ["noisy_auroc", "precision_at_k", "removal_curve"]
+__all__ = ["linear_datamodeling_score", "loo_correlation", "noisy_auroc", "precision_at_k",
+           "removal_curve"]
 
 _STRATEGIES = ("lowest", "highest", "random")
 
@@ -333,3 +348,204 @@ def _collect(
         if error is not None and first_error is None:
             first_error = error
     return scores, first_error
+
+
+# ---------------------------------------------------------------- attribution metrics
+_OUTPUTS = ("loss", "margin", "prediction")
+_ATTRIBUTION_PARAMS = {
+    "scores": ["array-like"],
+    "estimator": [HasMethods(["fit"])],
+    "X": ["array-like", "sparse matrix"],
+    "y": ["array-like"],
+    "X_test": ["array-like", "sparse matrix"],
+    "y_test": ["array-like"],
+    "output": [StrOptions(set(_OUTPUTS)), callable],
+    "n_jobs": [Integral, None],
+    "verbose": ["verbose"],
+}
+
+
+@validate_params(
+    {**_ATTRIBUTION_PARAMS,
+     "n_subsets": [Interval(Integral, 2, None, closed="left")],
+     "fraction": [Interval(Real, 0, 1, closed="neither")],
+     "random_state": ["random_state"]},
+    prefer_skip_nested_validation=False,
+)
+def linear_datamodeling_score(
+    scores: Any,
+    estimator: Any,
+    X: Any,
+    y: Any,
+    X_test: Any,
+    y_test: Any,
+    *,
+    n_subsets: int = 50,
+    fraction: float = 0.5,
+    output: str | Callable[..., Any] = "loss",
+    random_state: int | np.random.RandomState | None = None,
+    n_jobs: int | None = None,
+    verbose: int = 0,
+) -> Bunch:
+    """Linear datamodeling score of an attribution matrix (Park et al., 2023).
+
+    ``n_subsets`` random subsets ``S`` of ``round(fraction * n)`` training rows are
+    drawn; a clone of ``estimator`` is fitted on each. For each test row ``t``, the
+    predicted output ``sum_{i in S} scores[t, i]`` is rank-correlated (Spearman) with
+    the actual output of the model fitted on ``S``, over the subsets; the LDS is the mean
+    of these correlations over the test rows.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_test, n_samples)
+        The attribution: ``scores[t, i] > 0`` means that training row ``i`` raises
+        ``output`` on test row ``t``. skdvl's influences (positive: the row raises the
+        test loss) go with ``output="loss"``; TRAK's own scores (positive: the row raises
+        the correct-class margin) with ``output="margin"``.
+    estimator : estimator
+        The model to refit; set its seed (e.g. ``random_state`` or the initialisation of
+        a net) so that every refit starts alike: the LDS then measures the attribution,
+        not the refits' noise.
+    X, y : array-like
+        The training data the scores belong to.
+    X_test, y_test : array-like
+        The test rows of ``scores``.
+    n_subsets : int, default=50
+        Subsets (model fits).
+    fraction : float in (0, 1), default=0.5
+        Share of the training rows in each subset.
+    output : {"loss", "margin", "prediction"} or callable, default="loss"
+        What the refitted model is measured by, per test row: ``"loss"`` is the log-loss
+        ``-log p_y`` of a classifier (``predict_proba``) or the squared error of a
+        regressor; ``"margin"`` is TRAK's correct-class margin ``log(p_y / (1 - p_y))``
+        (a classifier); ``"prediction"`` is ``predict`` (a regressor). A callable
+        ``output(fitted_estimator, X_test, y_test)`` returns one value per test row.
+    random_state : int, RandomState instance or None, default=None
+        Draws the subsets (all of them, before any fit).
+    n_jobs : int, default=None
+        Parallel fits (joblib).
+    verbose : int, default=0
+        Show a progress bar when > 0.
+
+    Returns
+    -------
+    result : Bunch
+        ``score`` (float, the LDS: mean of ``per_row`` over its finite entries),
+        ``per_row`` of shape (n_test,) (NaN where a row's actual output is constant),
+        ``subsets`` (n_subsets, subset size) training row positions, ``predicted`` and
+        ``actual`` of shape (n_subsets, n_test). A fit that fails gives NaN outputs,
+        left out of the correlations, with one summary warning.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import Ridge
+    >>> from skdvl.evaluation import linear_datamodeling_score
+    >>> rng = np.random.default_rng(0)
+    >>> X, X_test = rng.normal(size=(40, 3)), rng.normal(size=(5, 3))
+    >>> y, y_test = X @ [1.0, -2.0, 0.5], X_test @ [1.0, -2.0, 0.5]
+    >>> scores = rng.normal(size=(5, 40))  # a random attribution scores about 0
+    >>> lds = linear_datamodeling_score(scores, Ridge(), X, y, X_test, y_test,
+    ...                                 n_subsets=10, random_state=0)
+    >>> lds.per_row.shape, lds.subsets.shape
+    ((5,), (10, 20))
+    """
+    n, n_test = num_samples(X), num_samples(X_test)
+    S = check_scores(scores, n_test, n)
+    check_output(estimator, output)
+    rng = check_random_state(random_state)
+    size = min(n, max(1, round(fraction * n)))
+    subsets = np.stack([np.sort(rng.choice(n, size, replace=False)) for _ in range(n_subsets)])
+    actual = outputs_of_fits(estimator, X, y, X_test, y_test, list(subsets), output,
+                              n_jobs, verbose, "linear datamodeling score")
+    mask = np.zeros((n_subsets, n), dtype=bool)
+    mask[np.arange(n_subsets)[:, None], subsets] = True
+    predicted = mask.astype(np.float64) @ S.T
+    per_row = columnwise_correlation(predicted, actual, "spearman")
+    return Bunch(score=mean_finite(per_row), per_row=per_row, subsets=subsets,
+                 predicted=predicted, actual=actual)
+
+
+@validate_params(
+    {**_ATTRIBUTION_PARAMS,
+     "indices": ["array-like", None],
+     "correlation": [StrOptions({"spearman", "pearson"})]},
+    prefer_skip_nested_validation=False,
+)
+def loo_correlation(
+    scores: Any,
+    estimator: Any,
+    X: Any,
+    y: Any,
+    X_test: Any,
+    y_test: Any,
+    *,
+    indices: Any = None,
+    output: str | Callable[..., Any] = "loss",
+    correlation: str = "spearman",
+    n_jobs: int | None = None,
+    verbose: int = 0,
+) -> Bunch:
+    """Correlation of an attribution with real leave-one-out refits (Koh & Liang, 2017).
+
+    A clone of ``estimator`` is fitted on all training rows and one without each row
+    ``i`` of ``indices``. For each test row ``t``, the actual change
+    ``output_{-i}(t) - output(t)`` is correlated, over the rows ``i``, with the predicted
+    change ``-scores[t, i]`` (removing a row removes its contribution).
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_test, n_samples)
+        The attribution, in the sign convention of :func:`linear_datamodeling_score`.
+    estimator : estimator
+        The model to refit (seeded, so that refits differ only by the row removed).
+    X, y : array-like
+        The training data.
+    X_test, y_test : array-like
+        The test rows of ``scores``.
+    indices : array-like of int, default=None
+        The training rows to leave out, one fit each; None means all of them.
+    output : {"loss", "margin", "prediction"} or callable, default="loss"
+        As in :func:`linear_datamodeling_score`.
+    correlation : {"spearman", "pearson"}, default="spearman"
+    n_jobs : int, default=None
+        Parallel fits (joblib).
+    verbose : int, default=0
+        Show a progress bar when > 0.
+
+    Returns
+    -------
+    result : Bunch
+        ``score`` (float, mean of ``per_row`` over its finite entries), ``per_row`` of
+        shape (n_test,), ``indices``, and ``predicted`` and ``actual`` of shape
+        (n_indices, n_test).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LinearRegression
+    >>> from skdvl.evaluation import loo_correlation
+    >>> rng = np.random.default_rng(0)
+    >>> X, X_test = rng.normal(size=(12, 2)), rng.normal(size=(3, 2))
+    >>> y, y_test = X @ [1.0, 2.0] + rng.normal(size=12), X_test @ [1.0, 2.0]
+    >>> loo = loo_correlation(np.zeros((3, 12)), LinearRegression(), X, y, X_test, y_test,
+    ...                       indices=[0, 1, 2])
+    >>> loo.actual.shape
+    (3, 3)
+    """
+    n, n_test = num_samples(X), num_samples(X_test)
+    S = check_scores(scores, n_test, n)
+    check_output(estimator, output)
+    idx = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size == 0 or idx.min() < -n or idx.max() >= n:
+        raise ValueError(f"indices must be positions of training rows in [0, {n}). Got "
+                         f"{idx.tolist()[:10]} instead.")
+    idx = idx % n
+    kept = [np.arange(n)] + [np.delete(np.arange(n), i) for i in idx]
+    outs = outputs_of_fits(estimator, X, y, X_test, y_test, kept, output, n_jobs, verbose,
+                            "leave-one-out")
+    actual = outs[1:] - outs[0]
+    predicted = -S[:, idx].T
+    per_row = columnwise_correlation(predicted, actual, correlation)
+    return Bunch(score=mean_finite(per_row), per_row=per_row, indices=idx,
+                 predicted=predicted, actual=actual)

@@ -9,9 +9,11 @@ from ._dask_calculator import DaskInfluenceCalculator
 from ._options import CG, EKFAC, Arnoldi, DataInf, Direct, InfluenceMethod, LiSSA, Nystroem
 from ._scorer import InfluenceScorer
 from ._solvers import NotPositiveDefiniteError
+from ._trak import ProjectedAttribution
 
 __all__ = [
     "InfluenceScorer", "NotPositiveDefiniteError", "SequentialInfluenceCalculator",
     "DaskInfluenceCalculator", "to_dask_array", "dataset_to_dask_arrays",
     "InfluenceMethod", "Direct", "CG", "LiSSA", "Arnoldi", "EKFAC", "Nystroem", "DataInf",
+    "ProjectedAttribution",
 ]

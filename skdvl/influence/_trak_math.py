@@ -1,0 +1,224 @@
+"""The math of TRAK: output functions, the projected kernel and its regularization.
+
+Pure functions on tensors, used by :class:`~skdvl.influence._trak.ProjectedAttribution`.
+
+TRAK (Park et al., 2023) linearises the trained model around its parameters: a row's
+*output function* ``f`` (for a softmax classifier the margin ``log(p_y / (1 - p_y))``)
+has the (projected) gradient ``phi``, and one Newton step of the linearised
+logistic model with the loss weights ``R`` dropped (Section 3 and Algorithm 1) gives the
+effect of up-weighting training row ``i`` on the output of test row ``t``
+
+    tau[t, i] = phi_t^T (Phi^T Phi + lambda I)^-1 phi_i q_i,
+
+where ``Phi`` stacks the training rows' ``phi`` and ``q_i = -dl_i/df_i`` (``1 - p_i`` for
+the cross-entropy, the matrix ``Q`` of the paper).
+
+References
+----------
+Park, S. M., Georgiev, K., Ilyas, A., Leclerc, G. and Madry, A. (2023). TRAK: Attributing
+model behavior at scale. ICML. arXiv:2303.14186.
+Golub, G. H., Heath, M. and Wahba, G. (1979). Generalized cross-validation as a method
+for choosing a good ridge parameter. Technometrics 21(2).
+
+Notes
+-----
+The regularization ``lambda``. TRAK inverts ``Phi^T Phi`` itself, which needs ``k < n``
+and is ill-conditioned near ``k = n``. ``"auto"`` sets ``lambda = mean_i ||phi_i||^2``: a
+training row orthogonal to all others, of average norm, then has leverage
+``phi^T (Phi^T Phi + lambda I)^-1 phi = 1/2``, so that no direction spanned by a few rows
+is inverted at full strength. It is the mean of the ``n`` eigenvalues of
+``Phi Phi^T``: positive whenever one feature is, also for ``n < k``. ``"gcv"`` chooses
+the ``lambda`` that best predicts ``q`` from ``Phi`` out of sample; on the digits MLP of
+``benchmarks/bench_trak_lds.py`` it chose ``lambda`` 100 times too small (k = 2048) or
+10^4 times too large (k = 512) for attribution (LDS 0.37 against 0.56 with ``"auto"``,
+k = 2048, one model): prediction and attribution want different ``lambda``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.func import grad, vmap
+
+OUTPUTS = ("auto", "margin", "prediction", "loss")
+#: Grid of GCV, relative to the largest eigenvalue of the kernel (0.1 decades).
+_GCV_GRID = torch.logspace(-8, 2, 101, dtype=torch.float64)
+
+
+# ----------------------------------------------------------------- output functions
+class RowFunction:
+    """The output function ``f`` of TRAK for one row, and ``dl/df``.
+
+    Parameters
+    ----------
+    output : {"margin", "prediction", "loss"}
+        ``"margin"``: ``log(p_y / (1 - p_y)) = o_y - logsumexp_{j != y} o_j`` of the
+        logits ``o`` and class index ``y`` (TRAK's output function for classification),
+        for which ``dl/df = -(1 - p_y)`` when the loss is the cross-entropy of the logits (checked
+        by :meth:`check`). ``"prediction"``: the one output of the row (regression), with
+        ``dl/df`` by autograd. ``"loss"``: the loss itself (``dl/df = 1``; the kernel is
+        then the empirical Fisher).
+    loss : callable
+        ``loss(output, target)`` of a batch.
+    """
+
+    def __init__(self, output: str, loss: Callable):
+        self.output, self.loss = output, loss
+
+    def _row_loss(self, o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.loss(o.unsqueeze(0), t.unsqueeze(0))
+
+    def values(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``f`` of each row, shape ``(n,)`` (differentiable)."""
+        if self.output == "margin":
+            mask = torch.arange(out.shape[-1], device=out.device) == y.unsqueeze(-1)
+            own = (out * mask).sum(-1)
+            return own - out.masked_fill(mask, float("-inf")).logsumexp(-1)
+        if self.output == "prediction":
+            return out.reshape(len(out))
+        return vmap(self._row_loss)(out, y)
+
+    def mean(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The mean of :meth:`values` (the "loss" of :class:`FlatModel`)."""
+        return self.values(out, y).mean()
+
+    def derivative(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``dl/df`` of each row, shape ``(n,)``."""
+        out = out.detach()
+        if self.output == "margin":
+            p = out.softmax(-1).gather(-1, y.reshape(-1, 1)).reshape(-1)
+            return -(1.0 - p)
+        if self.output == "prediction":
+            return vmap(grad(self._row_loss))(out, y).reshape(len(out))
+        return out.new_ones(len(out))
+
+    def check(self, out: torch.Tensor, y: torch.Tensor) -> None:
+        """Refuse an output function that the model's output and loss do not support."""
+        if self.output == "prediction" and out[0].numel() != 1:
+            raise ValueError(
+                "output='prediction' needs one output per row (regression); the model "
+                f"gives {tuple(out.shape[1:])} per row. Use output='margin' for a "
+                "classifier or output='loss'."
+            )
+        if self.output != "margin":
+            return
+        if out.dim() != 2 or y.dim() != 1 or y.is_floating_point():
+            raise ValueError(
+                "output='margin' needs logits of shape (n, n_classes) and integer class "
+                f"indices y of shape (n,); got outputs {tuple(out.shape)} and y "
+                f"{tuple(y.shape)} of dtype {y.dtype}. Use output='prediction' or 'loss'."
+            )
+        out = out.detach()
+        dl = vmap(grad(self._row_loss))(out, y)
+        df = vmap(grad(lambda o, t: self.values(o.unsqueeze(0), t.unsqueeze(0))[0]))(out, y)
+        expected = self.derivative(out, y).unsqueeze(1) * df
+        if not torch.allclose(dl, expected, rtol=1e-3, atol=1e-5 * float(dl.abs().max()) + 1e-7):
+            raise ValueError(
+                "output='margin' is TRAK's margin log(p / (1 - p)) of softmax logits and "
+                "assumes the cross-entropy loss of the logits (dl/df = -(1 - p)); the "
+                "gradient of this loss with respect to the output differs (e.g. a module "
+                "that outputs probabilities, or another loss). Use output='loss' or "
+                "output='prediction'."
+            )
+
+
+def resolve_output(output: str, out: torch.Tensor, y: torch.Tensor) -> str:
+    """``"auto"``: the margin for logits and class indices, one output: the prediction,
+    else the loss."""
+    if output != "auto":
+        return output
+    if out.dim() == 2 and out.shape[1] > 1 and y.dim() == 1 and not y.is_floating_point():
+        return "margin"
+    return "prediction" if out[0].numel() == 1 else "loss"
+
+
+# ----------------------------------------------------------------------- the kernel
+class ProjectedKernel:
+    """``Phi_test -> Phi_test (Phi^T Phi + lambda I)^-1 Phi^T`` for one model.
+
+    Works in the smaller of the two spaces: with ``n <= k`` rows, the push-through
+    identity ``(Phi^T Phi + lambda I)^-1 Phi^T = Phi^T (Phi Phi^T + lambda I)^-1`` and the
+    ``n x n`` Gram matrix; else the ``k x k`` kernel. Float64 throughout.
+
+    Parameters
+    ----------
+    Phi : torch.Tensor of shape (n, k)
+        The projected training features.
+    q : torch.Tensor of shape (n,)
+        The response of the generalised cross-validation, ``-dl/df`` of the rows.
+    regularization : float, "auto" or "gcv"
+        ``"auto"``: ``lambda = tr(Phi^T Phi) / n = mean_i ||phi_i||^2``, the mean
+        eigenvalue of the ``n x n`` Gram matrix (see :func:`gcv_curve` for ``"gcv"``).
+
+    Attributes
+    ----------
+    regularization_ : float
+        The ``lambda`` used.
+    eigenvalues_ : torch.Tensor
+        Eigenvalues of the smaller Gram matrix, descending.
+    gcv_ : torch.Tensor of shape (n_grid, 2) or None
+        ``(lambda, GCV(lambda))`` on the grid searched.
+    """
+
+    def __init__(self, Phi: torch.Tensor, q: torch.Tensor, regularization):
+        Phi = Phi.to(torch.float64)
+        n, k = Phi.shape
+        self.rows = n <= k
+        gram = Phi @ Phi.T if self.rows else Phi.T @ Phi
+        evals, evecs = torch.linalg.eigh(gram)
+        evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
+        self.eigenvalues_ = evals
+        if evals[0] <= 0:
+            raise ValueError("The projected training gradients are all zero; the kernel of "
+                             "TRAK is zero and attributions are undefined.")
+        if regularization == "auto":
+            self.gcv_, lam = None, float(Phi.square().sum()) / n
+        elif regularization == "gcv":
+            q = q.to(torch.float64)
+            coef2 = _gcv_inputs(Phi, q, evecs, self.rows)
+            self.gcv_ = gcv_curve(evals, coef2, float(q.square().sum()), n, self.rows)
+            lam = float(self.gcv_[int(torch.argmin(self.gcv_[:, 1])), 0])
+        else:
+            self.gcv_, lam = None, float(regularization)
+        self.regularization_ = lam
+        # the inverse applied in the smaller space, as one symmetric matrix
+        self.inverse = (evecs / (evals + lam)) @ evecs.T
+
+    def apply(self, Phi_test: torch.Tensor, Phi: torch.Tensor) -> torch.Tensor:
+        """``Phi_test (Phi^T Phi + lambda I)^-1 Phi^T``, shape ``(n_test, n)``."""
+        Phi_test, Phi = Phi_test.to(torch.float64), Phi.to(torch.float64)
+        if self.rows:
+            return (Phi_test @ Phi.T) @ self.inverse
+        return (Phi_test @ self.inverse) @ Phi.T
+
+
+def _gcv_inputs(Phi, q, evecs, rows: bool) -> torch.Tensor:
+    """Squared coordinates of ``q`` in the eigenbasis: ``(U^T q)^2`` in the row space
+    (``n <= k``), ``(V^T Phi^T q)^2 = e (U^T q)^2`` in the feature space."""
+    return (evecs.T @ q if rows else evecs.T @ (Phi.T @ q)).square()
+
+
+def gcv_curve(evals: torch.Tensor, coef2: torch.Tensor, q_norm2: float, n: int, rows: bool,
+              grid: torch.Tensor | None = None) -> torch.Tensor:
+    """Generalised cross-validation of the ridge regression of ``q`` on ``Phi``.
+
+    ``GCV(lambda) = n ||(I - H) q||^2 / tr(I - H)^2`` with the hat matrix
+    ``H = Phi (Phi^T Phi + lambda I)^-1 Phi^T = U diag(e / (e + lambda)) U^T``
+    (Golub, Heath & Wahba, 1979), from the eigenvalues ``e`` of the Gram
+    matrix and ``c = U^T q``: ``tr(I - H) = n - sum_j e_j / (e_j + lambda)`` and
+    ``||(I - H) q||^2 = sum_j (lambda / (e_j + lambda))^2 c_j^2`` when the ``n`` vectors
+    ``U`` are complete (``rows``; ``coef2 = c^2``), else ``||q||^2 - sum_j w_j^2 (e_j +
+    2 lambda) / (e_j + lambda)^2`` with ``w_j^2 = e_j c_j^2`` (``coef2 = w^2``), which
+    divides by no eigenvalue (those of the null space are rounding). The grid is
+    ``evals.max()`` times ``10^-8 ... 10^2``. Returns ``(lambda, GCV)`` pairs, shape
+    ``(n_grid, 2)``.
+    """
+    lams = (evals[0] * (_GCV_GRID if grid is None else grid)).unsqueeze(1)
+    if rows:
+        residual = ((lams / (evals + lams)).square() * coef2).sum(1)
+    else:
+        residual = q_norm2 - (coef2 * (evals + 2 * lams) / (evals + lams).square()).sum(1)
+    trace = n - (evals / (evals + lams)).sum(1)
+    gcv = n * residual.clamp_min(0) / trace.clamp_min(1e-300).square()
+    return torch.stack([lams[:, 0], gcv], dim=1)
