@@ -172,6 +172,8 @@ class CGSolver(Solver):
     Frangella et al., 2023, Eq. (5.3); see also Martens, 2020 and Frantar et al., 2021).
     Negative curvature raises :class:`NotPositiveDefiniteError`, with the smallest
     eigenvalue estimated from the direction met and :data:`_CHECK_STEPS` Lanczos steps.
+    No factorisation is kept, so :meth:`quadratic_form` solves for each row (hence the
+    lazy ``InfluenceScorer.values_`` of this method).
     """
 
     name = "cg"

@@ -268,6 +268,7 @@ class EKFACSolver(Solver):
     """
 
     name = "ekfac"
+    factorised = True
 
     def fit(self, op: CurvatureOperator, generator=None) -> EKFACSolver:
         model, n = op.model, len(op.X)
@@ -299,4 +300,17 @@ class EKFACSolver(Solver):
             M = QG.T @ la.gather(R) @ QA
             M = M / (self.eigenvalues_[la.name] + self.regularization)
             la.scatter(QG @ M @ QA.T, out)
+        return out
+
+    def quadratic_form(self, R: torch.Tensor) -> torch.Tensor:
+        """``r^T (C_EKFAC + lambda I)^-1 r`` per row: the solve's terms, never rotated back.
+
+        With ``M = Q_G^T R_l Q_A`` (a layer's gradient in its Kronecker eigenbasis),
+        ``<R_l, Q_G (M / (Lambda + lambda)) Q_A^T> = sum M^2 / (Lambda + lambda)``
+        (George et al., 2018, Sec. 3.2): the inverse is diagonal in that basis.
+        """
+        out = R.new_zeros(len(R))
+        for la in self.layers_:
+            M = self.QG_[la.name].T @ la.gather(R) @ self.QA_[la.name]
+            out += (M * M / (self.eigenvalues_[la.name] + self.regularization)).sum((1, 2))
         return out

@@ -43,7 +43,9 @@ class LiSSASolver(Solver):
     A negative eigenvalue of ``C + lambda I`` makes the series diverge, but so slowly
     (by a factor ``1 + |mu| / scale`` per step) that it would go unnoticed: unless the
     curvature is known to be positive semi-definite, :meth:`fit` checks with a few
-    Lanczos steps and raises :class:`NotPositiveDefiniteError`.
+    Lanczos steps and raises :class:`NotPositiveDefiniteError`. No factorisation is kept,
+    so :meth:`quadratic_form` solves for each row (hence the lazy
+    ``InfluenceScorer.values_`` of this method).
 
     Notes
     -----

@@ -6,6 +6,8 @@ Every solver follows the same protocol::
     solver = option._solver(regularization, blocks)   # e.g. CG(maxiter=50)._solver(1e-3, None)
     solver.fit(curvature, rng)                       # returns the solver
     X = solver.solve(R)   # R: (k, p) right-hand sides -> (k, p) rows of (C + lambda I)^-1 R
+    q = solver.quadratic_form(R)   # (k,): r_i^T (C + lambda I)^-1 r_i, the diagonal of R A^-1 R^T
+    solver.factorised     # whether quadratic_form costs no solve (a factorisation is kept)
     solver.converged_     # None, or a bool tensor (k,) for the last solve (iterative ones)
 
 where ``curvature`` is a :class:`~skdvl.influence._functional.CurvatureOperator` (products
@@ -58,6 +60,9 @@ class Solver:
 
     name = ""
     converged_: torch.Tensor | None = None
+    #: Whether :meth:`quadratic_form` reads a kept factorisation (about the cost of one
+    #: product per row) instead of solving for each row (iterative methods).
+    factorised: bool = False
 
     def __init__(self, regularization: float):
         self.regularization = regularization
@@ -67,6 +72,15 @@ class Solver:
 
     def solve(self, R: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def quadratic_form(self, R: torch.Tensor) -> torch.Tensor:
+        """``r_i^T (C + lambda I)^-1 r_i`` for each row of ``R``: shape ``(k,)``.
+
+        The diagonal of ``R A^-1 R^T``, equal to ``(solve(R) * R).sum(1)``, which is
+        what this base implementation computes (one solve per row); solvers that keep a
+        factorisation override it with a closed form and set :attr:`factorised`.
+        """
+        return (self.solve(R) * R).sum(1)
 
 
 # ------------------------------------------------------------- definiteness checks
@@ -139,6 +153,7 @@ class DirectSolver(Solver):
     """Explicit ``C + lambda I``, factorised once with Cholesky (Koh & Liang, 2017)."""
 
     name = "direct"
+    factorised = True
 
     def fit(self, op: CurvatureOperator, generator=None) -> DirectSolver:
         C = op.dense()
@@ -162,6 +177,11 @@ class DirectSolver(Solver):
         Y = torch.linalg.solve_triangular(self.cholesky_.T, R, upper=True, left=False)
         return torch.linalg.solve_triangular(self.cholesky_, Y, upper=False, left=False)
 
+    def quadratic_form(self, R: torch.Tensor) -> torch.Tensor:
+        # r^T (L L^T)^-1 r = ||L^-1 r||^2: the rows of R L^-T, one triangular solve.
+        Y = torch.linalg.solve_triangular(self.cholesky_.T, R, upper=True, left=False)
+        return torch.linalg.vecdot(Y, Y, dim=1)
+
 
 # ---------------------------------------------------------------------- low rank
 def _lowrank_plus_shift_solve(U, lam, regularization, R):
@@ -174,6 +194,24 @@ def _lowrank_plus_shift_solve(U, lam, regularization, R):
     inside = (coef / (lam + regularization)) @ U.T
     outside = (R - coef @ U.T) / regularization
     return inside + outside
+
+
+def _lowrank_plus_shift_quadratic(U, lam, regularization, R):
+    """``r_i^T x_i`` for the rows ``x_i`` of :func:`_lowrank_plus_shift_solve`.
+
+    With ``c = U^T r``: ``sum_j c_j^2 / (lam_j + rho) + r^T (r - U c) / rho``, the solve's
+    two terms dotted with ``r`` (exact whether or not ``U`` is orthonormal to rounding),
+    without mapping the eigen-coefficients back to ``p`` dimensions.
+
+    Notes
+    -----
+    The complement term equals ``(||r||^2 - ||c||^2) / rho``, which saves the product
+    with ``U^T`` (3x less time), but in float32 it cancels: 1.7e-5 relative error on a
+    digits MLP against 3e-6 for the residual form used here.
+    """
+    coef = R @ U
+    inside = (coef * coef / (lam + regularization)).sum(1)
+    return inside + torch.linalg.vecdot(R - coef @ U.T, R, dim=1) / regularization
 
 
 def nystroem_sketch(op: CurvatureOperator, rank: int, generator) -> tuple:
@@ -208,6 +246,7 @@ class NystroemSolver(Solver):
     """
 
     name = "nystroem"
+    factorised = True
 
     def __init__(self, regularization: float, rank: int):
         super().__init__(regularization)
@@ -225,6 +264,9 @@ class NystroemSolver(Solver):
     def solve(self, R: torch.Tensor) -> torch.Tensor:
         return _lowrank_plus_shift_solve(self.U_, self.eigenvalues_, self.regularization, R)
 
+    def quadratic_form(self, R: torch.Tensor) -> torch.Tensor:
+        return _lowrank_plus_shift_quadratic(self.U_, self.eigenvalues_, self.regularization, R)
+
 
 class ArnoldiSolver(Solver):
     """Top eigenpairs (largest magnitude) by Lanczos on curvature-vector products.
@@ -241,6 +283,7 @@ class ArnoldiSolver(Solver):
     """
 
     name = "arnoldi"
+    factorised = True
 
     def __init__(self, regularization: float, rank: int):
         super().__init__(regularization)
@@ -260,6 +303,9 @@ class ArnoldiSolver(Solver):
     def solve(self, R: torch.Tensor) -> torch.Tensor:
         return _lowrank_plus_shift_solve(self.U_, self.eigenvalues_, self.regularization, R)
 
+    def quadratic_form(self, R: torch.Tensor) -> torch.Tensor:
+        return _lowrank_plus_shift_quadratic(self.U_, self.eigenvalues_, self.regularization, R)
+
 
 # ----------------------------------------------------------------------- blocks
 class BlockDiagonalSolver(Solver):
@@ -271,11 +317,23 @@ class BlockDiagonalSolver(Solver):
     def fit(self, op: CurvatureOperator, generator=None) -> BlockDiagonalSolver:
         self.solvers_ = [self.make_solver().fit(op.restrict(b), generator) for b in self.blocks]
         self.name = self.solvers_[0].name if self.solvers_ else ""
+        self.factorised = all(s.factorised for s in self.solvers_)
         return self
 
     def solve(self, R: torch.Tensor) -> torch.Tensor:
         out = torch.cat([s.solve(R[:, b]) for s, b in zip(self.solvers_, self.blocks)], dim=1)
+        self._gather_converged()
+        return out
+
+    def quadratic_form(self, R: torch.Tensor) -> torch.Tensor:
+        # A block-diagonal inverse: the quadratic form is the sum of the blocks' own.
+        out = R.new_zeros(len(R))
+        for s, b in zip(self.solvers_, self.blocks):
+            out += s.quadratic_form(R[:, b])
+        self._gather_converged()
+        return out
+
+    def _gather_converged(self) -> None:
         masks = [s.converged_ for s in self.solvers_ if s.converged_ is not None]
         # a row converged when it did in every block
         self.converged_ = torch.stack(masks).all(0) if masks else None
-        return out
