@@ -45,7 +45,8 @@ def main(seed: int = 0) -> None:
             model, scoring="accuracy", truncation=0.05, max_updates=30, n_jobs=2,
             random_state=seed),
         "MSR Banzhaf": BanzhafValuer(
-            model, scoring="accuracy", sampler="msr", max_updates=1000, n_jobs=2, random_state=seed),
+            model, scoring="accuracy", sampler="msr", max_updates=1000, n_jobs=2,
+            random_state=seed),
     }
     for name, valuer in valuers.items():
         t0 = time.perf_counter()

@@ -246,7 +246,7 @@ class ClasswiseShapleyValuer(_GameValuer):
     def _mass(self, n: int) -> np.ndarray:
         return np.full(n, np.nan)  # no semivalue of one game: the samplers ignore it
 
-    def _resolve_sampler(self, n: int | None = None) -> BaseSampler:
+    def _resolve_sampler(self, n: int | None = None, cheap_prefixes: bool = False) -> BaseSampler:
         sampler, truncation, name = self.sampler, self.truncation, type(self).__name__
         if isinstance(sampler, str):
             if sampler not in self._samplers:

@@ -179,7 +179,7 @@ class DeltaShapleyValuer(_GameValuer):
     def _mass(self, n: int) -> np.ndarray:
         return delta_mass(n, self.lower_bound, self.upper_bound)
 
-    def _resolve_sampler(self, n: int | None = None) -> BaseSampler:
+    def _resolve_sampler(self, n: int | None = None, cheap_prefixes: bool = False) -> BaseSampler:
         if self.upper_bound is not None and self.lower_bound > self.upper_bound:
             raise ValueError(
                 f"lower_bound={self.lower_bound} must be <= upper_bound={self.upper_bound}. "

@@ -155,7 +155,7 @@ class GroupTestingShapleyValuer(_GameValuer):
     def _mass(self, n: int) -> np.ndarray:
         return shapley_mass(n)
 
-    def _resolve_sampler(self, n: int | None = None) -> BaseSampler:
+    def _resolve_sampler(self, n: int | None = None, cheap_prefixes: bool = False) -> BaseSampler:
         return GroupTestingSampler(epsilon=float(self.epsilon), solution=self.solution)
 
     def _update_budget(self, sampler: BaseSampler | None, n: int) -> list[StoppingCriterion]:

@@ -340,7 +340,7 @@ class LeastCoreValuer(_GameValuer):
         self.warm_start = warm_start
 
     # -- hooks of the shell -------------------------------------------------
-    def _resolve_sampler(self, n: int | None = None) -> Any:
+    def _resolve_sampler(self, n: int | None = None, cheap_prefixes: bool = False) -> Any:
         """An ExactSampler (its ``max_players``) for "exact", None for Monte Carlo."""
         if isinstance(self.sampler, ExactSampler):
             return self.sampler
