@@ -8,6 +8,7 @@ Pure, vectorised functions over blocks of validation rows; the estimator lives i
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -84,16 +85,28 @@ def _knn_classification_shapley(match: np.ndarray, k: int) -> np.ndarray:
     farthest row is :math:`m_n / K`, which the closed form gives for every ``n``
     (every row then gets :math:`m_r / K`: the game is additive).
     """
-    n = match.shape[1]
+    near, far = _classification_rank_weights(match.shape[1], k)
+    values = _exclusive_suffix_sum(match * far)
+    np.negative(values, out=values)
+    values += match * near
+    return values
+
+
+@functools.lru_cache(maxsize=4)
+def _classification_rank_weights(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-rank weights of `_knn_classification_shapley` (read-only, cached per ``n, K``).
+
+    ``near[r - 1] = min(K, r) / (K r)`` and ``far[r - 1] = 1 / (r (r - 1))`` for
+    ``r > K``, else 0. A fit at a million training rows reuses them for every block.
+    """
     rank = np.arange(1, n + 1, dtype=np.float64)
     near = np.minimum(k, rank) / (k * rank)
     far = np.zeros(n)
     tail = rank > k
     far[tail] = 1.0 / (rank[tail] * (rank[tail] - 1.0))
-    values = _exclusive_suffix_sum(match * far)
-    np.negative(values, out=values)
-    values += match * near
-    return values
+    near.flags.writeable = False
+    far.flags.writeable = False
+    return near, far
 
 
 def _harmonic(n: int) -> float:
@@ -256,9 +269,8 @@ def _stable_argsort(d: np.ndarray) -> np.ndarray:
     its low bits, and these keys are sorted by value (no indirect sort, no gather).
     Keys that tie on the kept bits but not on the full distances (values closer than
     about ``2**(b - 52)`` relative, ``b = log2(n_columns)``) are rare in small rows but
-    not in rows of a million columns; the rows holding one are put right by a stable
-    sort of their distances in the order found (timsort: linear on such nearly sorted
-    runs), so the result is always exact.
+    not in rows of a million columns (about a hundred pairs per row); they sit in runs
+    of equal kept bits, which `_order_runs` puts right, so the result is always exact.
     """
     n = d.shape[1]
     bits = max(1, (n - 1).bit_length())
@@ -278,14 +290,79 @@ def _stable_argsort(d: np.ndarray) -> np.ndarray:
     key &= low
     if near.any():
         rows, cols = np.nonzero(near)
-        differ = d[rows, key[rows, cols]] != d[rows, key[rows, cols + 1]]
-        redo = np.unique(rows[differ])
-        if redo.size:
-            found = key[redo]
-            near_sorted = np.take_along_axis(d[redo], found, axis=1)
-            fix = np.argsort(near_sorted, axis=1, kind="stable")  # ties keep index order
-            key[redo] = np.take_along_axis(found, fix, axis=1)
+        _order_runs(key, d, rows, cols)
     return key
+
+
+#: Rounds of `_order_runs` before a row falls back to a full stable sort.
+_RUN_ROUNDS = 16
+
+
+def _order_runs(order: np.ndarray, d: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+    """Sort, in place, the runs of ``order`` whose packed keys tied, by (distance, index).
+
+    ``(rows[j], cols[j])`` marks that ranks ``cols[j]`` and ``cols[j] + 1`` of row
+    ``rows[j]`` tied on the kept bits. Truncating the bit patterns keeps their order,
+    so only such neighbours can be out of order, and the rows of a run of tied keys
+    belong to that run in the exact order. An odd-even transposition sort on the
+    marked pairs orders each run (a run of ``L`` in ``L`` rounds); a swap only undoes
+    an inversion, so exact ties keep their index order. Rows still swapping after
+    `_RUN_ROUNDS` rounds (long runs) are sorted in full.
+    """
+    parity = [(cols & 1) == 0, (cols & 1) == 1]
+    pairs = [(rows[m], cols[m]) for m in parity]
+    busy = np.zeros(0, dtype=np.intp)
+    for _ in range(_RUN_ROUNDS):
+        moved = []
+        for r, c in pairs:
+            a, b = order[r, c], order[r, c + 1]
+            da, db = d[r, a], d[r, b]
+            swap = (da > db) | ((da == db) & (a > b))
+            if swap.any():
+                rs, cs = r[swap], c[swap]
+                order[rs, cs], order[rs, cs + 1] = b[swap], a[swap]
+                moved.append(rs)
+        if not moved:
+            return
+        busy = np.unique(np.concatenate(moved))
+    for r in busy:  # long runs: the exact order outright
+        order[r] = np.argsort(d[r], kind="stable")
+
+
+def _block_distances(
+    Xb: Any, self_rows: np.ndarray | None, searcher: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Distances from a block of validation rows to every training row, and their columns.
+
+    One BLAS product for the whole block (the training rows are read once per block,
+    not once per row). With a fitted neighbours searcher (``searcher["nn"]``) the
+    distances come in its order and the second array holds the training rows of each
+    column; otherwise it is None (columns are training rows). With ``self_rows``
+    (leave-self-out), validation row ``t`` is training row ``self_rows[t]``, whose
+    distance becomes ``inf`` (the last rank).
+    """
+    nn = searcher.get("nn")
+    if nn is None:
+        d = _distances(Xb, searcher["X"], searcher["x_sq"], searcher["metric"], searcher["p"])
+        if self_rows is not None:
+            d[np.arange(d.shape[0]), self_rows] = np.inf
+        return d, None
+    d, ind = nn.kneighbors(Xb, n_neighbors=searcher["n_train"])
+    d = np.asarray(d, dtype=np.float64)
+    if self_rows is not None:
+        d[ind == self_rows[:, None]] = np.inf
+    return d, np.asarray(ind)
+
+
+def _rank_rows(d: np.ndarray, ind: np.ndarray | None) -> np.ndarray:
+    """Training rows from nearest to farthest, ties broken by training index.
+
+    ``d`` and ``ind`` as returned by `_block_distances` (``d`` may be modified).
+    """
+    if ind is None:
+        return _stable_argsort(d)
+    order = np.lexsort((ind, d), axis=-1)
+    return np.take_along_axis(ind, order, axis=1)
 
 
 def _rank_block(
@@ -297,18 +374,29 @@ def _rank_block(
     validation row ``t`` is training row ``self_rows[t]``, which is moved to the
     last rank, where the caller makes it a dummy player.
     """
-    nn = searcher.get("nn")
-    if nn is None:
-        d = _distances(Xb, searcher["X"], searcher["x_sq"], searcher["metric"], searcher["p"])
-        if self_rows is not None:
-            d[np.arange(d.shape[0]), self_rows] = np.inf
-        return _stable_argsort(d)
-    d, ind = nn.kneighbors(Xb, n_neighbors=searcher["n_train"])
-    d = np.asarray(d, dtype=np.float64)
-    if self_rows is not None:
-        d[ind == self_rows[:, None]] = np.inf
-    order = np.lexsort((ind, d), axis=-1)
-    return np.take_along_axis(np.asarray(ind), order, axis=1)
+    return _rank_rows(*_block_distances(Xb, self_rows, searcher))
+
+
+def _rank_values(
+    order: np.ndarray, yb: np.ndarray, y_train: np.ndarray, k: int, task: str,
+    leave_self_out: bool, utility: str, n_classes: int,
+) -> np.ndarray:
+    """Values in rank order of the games of some validation rows, ranked by ``order``."""
+    if task == "classification":
+        target = (y_train[order] == yb[:, None]).astype(np.float64)
+    else:
+        target = y_train[order]
+    if leave_self_out:
+        target[:, -1] = 0.0
+    if utility == "soft_label" and not leave_self_out:
+        return _knn_soft_label_shapley(target, k, n_classes)
+    if utility == "soft_label":  # the validation row, ranked last, leaves its game
+        values = np.zeros_like(target)
+        values[:, :-1] = _knn_soft_label_shapley(target[:, :-1], k, n_classes)
+        return values
+    if task == "classification":
+        return _knn_classification_shapley(target, k)
+    return _knn_regression_shapley(target, yb, k)
 
 
 def _block_moments(
@@ -320,27 +408,61 @@ def _block_moments(
 
     A training row does not count in the game where it is the validation row.
     ``utility`` is "fixed_k" (Jia et al., 2019) or "soft_label" (Wang & Jia, 2023;
-    classification, with ``n_classes`` classes).
+    classification, with ``n_classes`` classes). The distances of the whole block come
+    from one product; the sorts and the values run on sub-blocks of about
+    ``_CACHE_BYTES`` per array (one row at a million training rows: the gathers of
+    larger ones miss the cache), accumulated row by row into the sums, in the order
+    and with the bits of one pass over the block (see `_SumsOfValues`).
     """
-    order = _rank_block(Xb, self_rows, searcher)
-    n = order.shape[1]
-    if task == "classification":
-        target = (y_train[order] == yb[:, None]).astype(np.float64)
-    else:
-        target = y_train[order]
-    if self_rows is not None:
-        target[:, -1] = 0.0
-    if utility == "soft_label" and self_rows is None:
-        values = _knn_soft_label_shapley(target, k, n_classes)
-    elif utility == "soft_label":  # the validation row, ranked last, leaves its game
-        values = np.zeros_like(target)
-        values[:, :-1] = _knn_soft_label_shapley(target[:, :-1], k, n_classes)
-    elif task == "classification":
-        values = _knn_classification_shapley(target, k)
-    else:
-        values = _knn_regression_shapley(target, yb, k)
-    del target
-    return _moments_of_values(order.ravel(), values.ravel(), n, order.shape[0], self_rows)
+    n_rows, n = Xb.shape[0], y_train.shape[0]
+    d, ind = _block_distances(Xb, self_rows, searcher)
+    sums = _SumsOfValues(n)
+    sub = max(1, _CACHE_BYTES // (8 * n))
+    for lo in range(0, n_rows, sub):
+        rows = slice(lo, lo + sub)
+        order = _rank_rows(d[rows], None if ind is None else ind[rows])
+        values = _rank_values(order, yb[rows], y_train, k, task, self_rows is not None,
+                              utility, n_classes)
+        sums.add(order, values)
+    del d, ind
+    return sums.moments(n_rows, self_rows)
+
+
+class _SumsOfValues:
+    """Per-player sums of values and of squared values over games, added row by row.
+
+    ``add(players, values)`` takes one row per game (``players[t]`` a permutation of
+    the ``n`` players or a subset of them, ``values[t]`` their values); absent players
+    are valued 0. Rows are scattered into the player order and added in turn: the
+    same additions, in the same order, as ``np.bincount`` over the rows
+    concatenated (which starts each sum at 0.0), so the bits do not depend on how a
+    block is split into calls.
+    """
+
+    def __init__(self, n: int):
+        self.total = np.zeros(n)
+        self.squares = np.zeros(n)
+        self._row = np.empty(n)
+
+    def add(self, players: np.ndarray, values: np.ndarray) -> None:
+        row = self._row
+        for p, v in zip(players, values):
+            if p.shape[0] < row.shape[0]:
+                row.fill(0.0)
+            row[p] = v
+            self.total += row
+            np.square(row, out=row)
+            self.squares += row
+
+    def moments(self, n_rows: int, self_rows: np.ndarray | None) -> Moments:
+        """Moments over ``n_rows`` games; a player does not count where it is the
+        validation row (``self_rows``)."""
+        n = self.total.shape[0]
+        counts = np.full(n, n_rows, dtype=np.int64)
+        if self_rows is not None:
+            counts -= np.bincount(self_rows, minlength=n)
+        mean = self.total / np.maximum(counts, 1)
+        return Moments(counts, mean, np.maximum(self.squares - self.total * mean, 0.0))
 
 
 def _moments_of_values(
@@ -367,16 +489,15 @@ def _moments_of_values(
 
 
 def _block_rows(n_val: int, n_train: int, task: str) -> int:
-    """Validation rows per block: within ``working_memory`` and cache-sized.
+    """Validation rows per block: within ``working_memory``, and at least `_MIN_BLOCKS` blocks.
 
-    ``task`` is a key of ``_ARRAYS_PER_ROW``.
-
-    Blocks whose arrays stay near ``_CACHE_BYTES`` ran about 15% faster than
-    blocks of 100 MB arrays (fewer trips to main memory in the elementwise passes).
-    With a million training rows a block is one row: blocks of 8 rows took 1.5x as
-    long (their gathers in ``_stable_argsort`` miss the cache).
+    ``task`` is a key of ``_ARRAYS_PER_ROW``. A block's distances come from one BLAS
+    product (the training rows are read once per block); its sorts and values run on
+    cache-sized sub-blocks (see `_block_moments`): blocks whose arrays stay near
+    ``_CACHE_BYTES`` ran about 15% faster than blocks of 100 MB arrays, and at a
+    million training rows sub-blocks of 8 rows took 1.5x as long as single rows
+    (their gathers in ``_stable_argsort`` miss the cache).
     """
     budget = get_config()["working_memory"] * 2**20
     rows = int(budget // (8 * n_train * _ARRAYS_PER_ROW[task]))
-    cache_rows = _CACHE_BYTES // (8 * n_train)
-    return max(1, min(rows, cache_rows, math.ceil(n_val / _MIN_BLOCKS)))
+    return max(1, min(rows, math.ceil(n_val / _MIN_BLOCKS)))

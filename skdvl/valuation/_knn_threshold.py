@@ -170,21 +170,39 @@ def _threshold_regression_shapley(
 # --------------------------------------------------------------------------------------
 
 
+#: Bytes of one chunk of distances in `_in_radius` (a block's rows x some columns).
+_CHUNK_BYTES = 2**24
+
+
 def _in_radius(
     Xb: Any, self_rows: np.ndarray | None, searcher: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(validation row in the block, training row) of every pair within the radius.
 
-    With ``self_rows`` (leave-self-out), validation row ``t`` is training row
-    ``self_rows[t]``, which is left out of its own neighbourhood.
+    Row-major order (by validation row, then training row). With ``self_rows``
+    (leave-self-out), validation row ``t`` is training row ``self_rows[t]``, which is
+    left out of its own neighbourhood. Brute-force distances come in chunks of
+    training rows of about `_CHUNK_BYTES`, so memory does not grow with the training
+    set beyond the pairs found.
     """
     nn = searcher.get("nn")
     if nn is None:
-        d = _distances(Xb, searcher["X"], searcher["x_sq"], searcher["metric"], searcher["p"])
-        if self_rows is not None:  # radius is finite, so inf is outside it
-            d[np.arange(d.shape[0]), self_rows] = np.inf
-        rows, cols = np.nonzero(d <= searcher["threshold"])
-        return rows, cols
+        X, x_sq, n = searcher["X"], searcher["x_sq"], searcher["X"].shape[0]
+        chunk = max(1, _CHUNK_BYTES // (8 * max(1, Xb.shape[0])))
+        found_rows, found_cols = [], []
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            d = _distances(Xb, X[lo:hi], None if x_sq is None else x_sq[lo:hi],
+                           searcher["metric"], searcher["p"])
+            if self_rows is not None:  # radius is finite, so inf is outside it
+                mine = np.flatnonzero((self_rows >= lo) & (self_rows < hi))
+                d[mine, self_rows[mine] - lo] = np.inf
+            r, c = np.nonzero(d <= searcher["threshold"])
+            found_rows.append(r)
+            found_cols.append(c + lo)
+        rows, cols = np.concatenate(found_rows), np.concatenate(found_cols)
+        order = np.lexsort((cols, rows))
+        return rows[order], cols[order]
     graph = nn.radius_neighbors_graph(Xb, mode="connectivity").tocsr()
     rows = np.repeat(np.arange(Xb.shape[0]), np.diff(graph.indptr))
     cols = graph.indices.astype(np.intp, copy=False)
