@@ -58,16 +58,18 @@ def _radius(X, X_val, neighbours: float = 20.0) -> float:
     return float(np.quantile(d, neighbours / len(X)))
 
 
-def _weighted_valuer(**kw):
-    """skdvl's weighted variant, or None while it is not wired into KNNShapley."""
+def _weighted_valuer(n_bits: int = 3, **kw):
+    """skdvl's weighted variant in the game of shapiq's ``WeightedKNNExplainer(n_bits)``.
+
+    shapiq's weights are sklearn's ``1/d`` divided by their largest, rounded to
+    ``round(w * 2**n_bits)``, and a vote whose signed sum is ``>= 0`` is right: on binary
+    labels that is ``n_bins = 2**n_bits + 1`` levels and ``tied_vote="correct"``. (With
+    more classes shapiq averages one-vs-one binary games, a different game.)
+    """
     from skdvl import KNNShapley
 
-    try:
-        v = KNNShapley(n_neighbors=K, weights="distance", **kw)
-        v._validate_params()
-        return v
-    except (TypeError, ValueError):
-        return None
+    return KNNShapley(n_neighbors=K, weights="distance", knn_utility="hard_label",
+                      n_bins=2**n_bits + 1, tied_vote="correct", **kw)
 
 
 def _skdvl_valuer(variant: str, radius: float, **kw):
@@ -95,8 +97,10 @@ def part_shapiq(ns) -> dict:
     from shapiq_env import run_shapiq
 
     X, y, Xv, yv = _data(ns.n_train, ns.n_val)
+    if np.unique(y).shape[0] != 2:  # the weighted games agree on binary labels only
+        raise ValueError(f"the shapiq part needs binary labels; got {np.unique(y)}")
     radius = _radius(X, Xv)
-    variants = ["plain", "threshold"] + (["weighted"] if _weighted_valuer() else [])
+    variants = ["plain", "threshold", "weighted"]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "d.npz")
         np.savez(path, X=X, y=y, X_val=Xv, y_val=yv)

@@ -266,9 +266,9 @@ def test_pickle_round_trip(blob):
             r"n_neighbors >= 1\. Got NearestNeighbors with n_neighbors=0",
         ),
         (
-            dict(weights="distance"),
-            r"'weights' parameter of KNNShapley must be a str among \{'uniform'\}\. "
-            r"Got 'distance'",
+            dict(weights="gauss"),
+            r"'weights' parameter of KNNShapley must be a str among \{.*'uniform'.*\} "
+            r"or a callable\. Got 'gauss'",
         ),
         (dict(task="ranking"), r"'task' parameter.*Got 'ranking'"),
         (dict(metric="precomputed"), r"'metric' parameter.*Got 'precomputed'"),

@@ -9,7 +9,8 @@ Each validation row ``x_j`` is explained for its own label (``class_index = y_j`
 the KNN-Shapley papers; the values of the training rows are the mean over the explained
 validation rows. Prints one JSON line: per variant, the path of the values (``.npy``),
 the rows explained and the seconds per validation row (the explainer's construction
-included, once).
+included, once). For more than two classes shapiq's weighted explainer averages
+one-vs-one binary games, which is not skdvl's game: compare its values on binary labels.
 """
 
 from __future__ import annotations

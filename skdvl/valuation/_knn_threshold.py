@@ -317,11 +317,13 @@ class ThresholdKNNShapley(ValuerMixin, BaseEstimator):
 
     Notes
     -----
-    Cost: one distance block per block of validation rows, then ``O(n_samples)``
-    per validation row (no sort, unlike :class:`~skdvl.KNNShapley`), in memory
-    bounded by ``working_memory`` as there. Validation rows with an empty
-    neighbourhood give every training row 0: choose ``radius`` so that most
-    validation rows have neighbours (the paper tunes it on validation accuracy).
+    Cost: the distances of a block of validation rows, in chunks of training rows
+    of about 16 MB (so memory holds the pairs within the radius, not the distance
+    matrix), then ``O(n_samples)`` per block and ``O(1)`` per pair within the radius
+    (no sort, unlike :class:`~skdvl.KNNShapley`); blocks are sized by
+    ``working_memory`` for the worst case, every pair within the radius. Validation
+    rows with an empty neighbourhood give every training row 0: choose ``radius`` so
+    that most validation rows have neighbours (the paper tunes it on validation accuracy).
 
     The radius test uses the distances as computed: squared Euclidean distances
     from ``|x|^2 + |v|^2 - 2 x.v`` in float64 can put a row at exactly the radius

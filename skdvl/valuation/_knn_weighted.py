@@ -39,9 +39,9 @@ _THRESHOLD = {"incorrect": 1, "correct": 0}
 #: Weight kernels known by name (a callable is the alternative).
 _KERNELS = ("rbf", "uniform")
 #: Bytes of the stored prefix distributions of one block of rows (see `_block_plan`).
-_BLOCK_BYTES = 2**25
+_BLOCK_BYTES = 2**27
 #: Validation rows per block at most (more share the loop overhead no better).
-_BLOCK_ROWS = 16
+_BLOCK_ROWS = 32
 
 
 # --------------------------------------------------------------------------------------
@@ -164,8 +164,14 @@ def discretize_weights(
                 f"The 'weights' callable must return an array of shape {d.shape}. "
                 f"Got {w.shape} instead."
             )
-        if w.size and (not np.all(np.isfinite(w)) or w.min() < 0):
-            raise ValueError("The 'weights' callable must return finite weights >= 0.")
+        if w.size and not np.all(np.isfinite(w)):
+            raise ValueError(
+                "The 'weights' callable must return finite weights >= 0. Got "
+                f"{float(w[~np.isfinite(w)].ravel()[0])} instead.")
+        if w.size and w.min() < 0:
+            raise ValueError(
+                "The 'weights' callable must return finite weights >= 0. Got a minimum "
+                f"of {float(w.min())} instead.")
         top = w.max(axis=-1, keepdims=True) if w.size else 1.0
         w = np.divide(w, top, out=np.zeros_like(w), where=top > 0)
     else:
