@@ -12,12 +12,26 @@ Run::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_trak_lds.py \
         --out benchmarks/results/trak_lds.json
+
+``--store`` runs the gradient-store benchmark instead (:func:`store_benchmark`): an MLP
+Linear(64, hidden)-Tanh-Linear(hidden, 10) on ``--rows`` rows generated from the digits
+(each a digit plus Gaussian noise of scale 0.1), TRAK's projected gradients written to a
+zarr store (float16, chunks of 1,000 rows), the store reopened without the training data,
+and ``--queries`` test rows scored from it; wall time and peak resident memory of each
+step::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_trak_lds.py --store \
+        --out benchmarks/results/trak_store.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -105,7 +119,17 @@ def main():
     parser.add_argument("--many", type=int, default=20, help="models of the largest ensemble")
     parser.add_argument("--lds-seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--store", action="store_true", help="the gradient-store benchmark")
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--proj-dim", type=int, default=2048)
     args = parser.parse_args()
+    if args.store:
+        results = store_benchmark(args.rows, args.queries, args.hidden, args.proj_dim)
+        if args.out is not None:
+            args.out.write_text(json.dumps(results, indent=2))
+        return
     X, y, Xte, yte = data()
     t0 = time.perf_counter()
     nets = [DigitsMLP(init_seed=s, checkpoint_every=30 if s == 0 else None).fit(X, y)
@@ -188,6 +212,54 @@ def _lambda_sweep(module, X, y, Xte, yte, states, subsets, actual):
                                    regularization=lam * mult, random_state=0).fit(X, y)
         out[f"{mult:g}"] = round(lds(est.influences(Xte, yte), subsets, actual), 4)
     return out
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def generated_digits(n: int, seed: int):
+    """``n`` rows: random digits plus Gaussian noise (scale 0.1), clipped to [0, 1]."""
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(X), n)
+    noisy = np.clip(X[rows] / 16.0 + 0.1 * rng.standard_normal((n, 64)), 0, 1)
+    return noisy.astype(np.float32), y[rows].astype(np.int64)
+
+
+def store_benchmark(n_rows: int, n_queries: int, hidden: int, proj_dim: int) -> dict:
+    """Featurise ``n_rows`` into a zarr store, reopen it, answer ``n_queries`` queries."""
+    X, y = generated_digits(n_rows, 0)
+    Xq, yq = generated_digits(n_queries, 1)
+    t = time.perf_counter()
+    net = DigitsMLP(hidden=hidden, epochs=30).fit(X, y)
+    res = {"rows": n_rows, "queries": n_queries, "n_params": 75 * hidden + 10,
+           "load_average": round(os.getloadavg()[0], 2),
+           "proj_dim": proj_dim, "train_seconds": round(time.perf_counter() - t, 1),
+           "peak_rss_mb_before": round(_peak_mb())}
+    folder = Path(tempfile.mkdtemp())
+    kw = dict(loss=LOSS, proj_dim=proj_dim, dtype="float16", chunk_size=1000,
+              batch_size=250, random_state=0, store=folder / "g.zarr")
+    t, cpu = time.perf_counter(), time.process_time()
+    ProjectedAttribution(net.module_, **kw).fit(X, y)
+    res["fit_seconds"] = round(time.perf_counter() - t, 1)
+    res["fit_cpu_seconds"] = round(time.process_time() - cpu, 1)
+    res["peak_rss_mb_after_fit"] = round(_peak_mb())
+    res["store_mb"] = round(sum(f.stat().st_size for f in (folder / "g.zarr").rglob("*")
+                                if f.is_file()) / 1e6, 1)
+    del X, y
+    t = time.perf_counter()
+    reopened = ProjectedAttribution(net.module_, **kw).fit()
+    res["reopen_seconds"] = round(time.perf_counter() - t, 2)
+    t, cpu = time.perf_counter(), time.process_time()
+    scores = reopened.influences(Xq, yq)
+    res["query_seconds"] = round(time.perf_counter() - t, 2)
+    res["query_cpu_seconds"] = round(time.process_time() - cpu, 2)
+    res["peak_rss_mb_after_queries"] = round(_peak_mb())
+    res["scores_finite"] = bool(np.isfinite(scores).all())
+    shutil.rmtree(folder)
+    print(json.dumps(res, indent=2))
+    return res
 
 
 if __name__ == "__main__":

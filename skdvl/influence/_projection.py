@@ -49,10 +49,28 @@ def tile_generator(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=tuple(key)))
 
 
+def rademacher_bits(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """The ``(rows, cols)`` draws of :func:`rademacher`: 1 for ``+``, 0 for ``-`` (int8)."""
+    return rng.integers(0, 2, size=(rows, cols), dtype=np.int8)
+
+
 def rademacher(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     """A ``(rows, cols)`` matrix of independent signs ``+-1/sqrt(cols)`` (float64)."""
-    signs = rng.integers(0, 2, size=(rows, cols), dtype=np.int8).astype(np.float64)
+    signs = rademacher_bits(rng, rows, cols).astype(np.float64)
     return (2.0 * signs - 1.0) / math.sqrt(cols)
+
+
+def _signed(bits: np.ndarray, cols: int, like: torch.Tensor) -> torch.Tensor:
+    """:func:`rademacher`'s matrix from its bits, in ``like``'s dtype and device.
+
+    ``+-1/sqrt(cols)`` rounded once to the dtype: the same values as casting the float64
+    matrix, without forming it.
+    """
+    scale = torch.tensor(1.0 / math.sqrt(cols), dtype=torch.float64).to(like.dtype)
+    scale = scale.to(like.device)
+    # b * 2s - s is exactly +-s in floating point (2s and 2s - s are exact)
+    return torch.from_numpy(bits).to(device=like.device, dtype=like.dtype).mul_(
+        2 * scale).sub_(scale)
 
 
 def sparse_rows(rng: np.random.Generator, rows: int, cols: int, nnz: int):
@@ -128,7 +146,7 @@ class BlockProjector:
         rows = min(TILE_ROWS, self.dim - t * TILE_ROWS)
         rng = tile_generator(self.seed, self.stream, t)
         if self.kind == "rademacher":
-            return rademacher(rng, rows, self.proj_dim)
+            return rademacher_bits(rng, rows, self.proj_dim)
         return sparse_rows(rng, rows, self.proj_dim, self.nnz)
 
     def project(self, G: torch.Tensor, *, start: int = 0,
@@ -151,7 +169,7 @@ class BlockProjector:
             rows = slice(lo - t * TILE_ROWS, hi - t * TILE_ROWS)
             tile = self._tile(t)
             if self.kind == "rademacher":
-                out += block @ torch.as_tensor(tile[rows], dtype=G.dtype, device=G.device)
+                out += block @ _signed(tile[rows], self.proj_dim, G)
             else:
                 cols, vals = (torch.as_tensor(a[rows], device=G.device) for a in tile)
                 contrib = block.unsqueeze(2) * vals.to(G.dtype)

@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from skdvl._sklearn_compat import Interval, StrOptions, fit_context
 
+from ._attribution_options import AttributionMethod
 from ._calculators import SequentialInfluenceCalculator
 from ._checks import (
     check_loss,
@@ -61,6 +62,12 @@ class InfluenceScorer(BaseEstimator):
         :class:`LiSSA`, :class:`Arnoldi`, :class:`EKFAC`, :class:`Nystroem`,
         :class:`DataInf` (``method=CG(maxiter=50)``; grid-searchable as
         ``method__maxiter``). A name means the option object with its defaults.
+        Attribution by projected gradients, with no curvature solve: ``"trak"``,
+        ``"tracin"``, ``"gradient_similarity"`` or :class:`TRAK`, :class:`TracIn`,
+        :class:`GradientSimilarity` (computed by :class:`ProjectedAttribution`, with
+        this scorer's model, loss, ``batch_size``, ``chunk_size``, ``device`` and
+        ``random_state``; ``regularization``, ``block_structure`` and ``second_order``
+        are not used, ``mode`` must be ``"up"`` and ``backend`` ``"sequential"``).
     regularization : float, default=1e-3
         ``lambda`` added to the curvature; must be > 0 except for ``method="direct"``.
     mode : {"up", "perturbation"}, default="up"
@@ -104,7 +111,8 @@ class InfluenceScorer(BaseEstimator):
     method_ : option object
         The method used, with its options (a copy: ``method`` is left unchanged).
     solver_ : object
-        The fitted inverse-curvature operator.
+        The fitted inverse-curvature operator (a fitted
+        :class:`ProjectedAttribution` for an attribution method).
     n_params_ : int
         Number of trainable parameters.
     values_ : ndarray of shape (n_samples,) or pandas.Series
@@ -216,13 +224,15 @@ class InfluenceScorer(BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     @fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, X_val=None, y_val=None) -> InfluenceScorer:
+    def fit(self, X=None, y=None, *, X_val=None, y_val=None) -> InfluenceScorer:
         """Fit the inverse-curvature approximation (and :attr:`values_`) on training data.
 
         Parameters
         ----------
         X : array-like, DataFrame, torch.Tensor or torch Dataset of (x, y) pairs
-            Training inputs (the rows the model was trained on).
+            Training inputs (the rows the model was trained on). None only for an
+            attribution method whose ``store`` holds a fitted gradient store (reopened
+            without the training data).
         y : array-like or torch.Tensor
             Training targets; None when ``X`` is a Dataset.
         X_val, y_val : optional
@@ -233,6 +243,18 @@ class InfluenceScorer(BaseEstimator):
         self : InfluenceScorer
         """
         self._check_params()
+        if isinstance(self.method_, AttributionMethod):
+            self.__dict__.pop("values_", None)
+            self._values_pending = False
+            self.solver_, values = self.method_._fit(self, X, y, X_val, y_val)
+            self.n_params_ = self.solver_.n_params_
+            if values is not None:
+                self.values_ = values
+            return self
+        if X is None:
+            raise ValueError(f"The training data X is required for method="
+                             f"{self.method_.name!r}; only an attribution method with a "
+                             "fitted 'store' can be refitted without it.")
         self.flat_ = self._flat_model()
         self.n_params_ = self.flat_.n_params
         self.cast_targets_ = False
@@ -443,6 +465,8 @@ class InfluenceScorer(BaseEstimator):
         ndarray of shape (n_test, n_params_)
         """
         check_is_fitted(self, "solver_")
+        if isinstance(self.method_, AttributionMethod):
+            raise self.method_._no_factors()
         Xt, yt = self._tensors(X_test, y_test, "X_test", "y_test")
         return self._solve(self._grads(Xt, yt)).cpu().numpy()
 
@@ -470,6 +494,8 @@ class InfluenceScorer(BaseEstimator):
         ``backend="dask"``; a ``zarr.Array`` with ``out``.
         """
         check_is_fitted(self, "solver_")
+        if isinstance(self.method_, AttributionMethod):
+            return self.method_._influences(self, X_test, y_test, X, y, mode, out)
         if out is not None:
             check_output_path(out)
         if self.backend == "dask" or out is not None or self.chunk_size is not None:
@@ -507,6 +533,8 @@ class InfluenceScorer(BaseEstimator):
         ndarray of shape (n_test, n_train) or (n_test, n_train, *input_shape)
         """
         check_is_fitted(self, "solver_")
+        if isinstance(self.method_, AttributionMethod):
+            raise self.method_._no_factors()
         mode = self.mode if mode is None else mode
         if mode not in ("up", "perturbation"):
             raise ValueError(f"The 'mode' argument must be 'up' or 'perturbation'. Got "

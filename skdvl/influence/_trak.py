@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -16,12 +18,27 @@ from skdvl._sklearn_compat import Interval, StrOptions, fit_context
 from ._checks import check_loss, check_targets, check_trainable
 from ._data import is_pandas, to_tensors
 from ._functional import FlatModel, iter_slices
+from ._gradient_store import GradientStore, read_record
 from ._projection import KINDS, BlockProjector, FactoredProjector
 from ._skorch import resolve_model
-from ._trak_math import OUTPUTS, ProjectedKernel, RowFunction, resolve_output
+from ._trak_math import OUTPUTS, ProjectedKernel, RowFunction, combine_scores, resolve_output
+from ._zarr_store import (
+    BlockWriter,
+    check_output_path,
+    hash_array,
+    hash_state_dict,
+    make_record,
+    open_output,
+)
 
 METHODS = ("trak", "tracin", "grad_dot", "grad_cos")
 _DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
+#: Parameters that do not change the stored numbers (left out of the store's record).
+_UNRECORDED = {"model", "loss", "models", "learning_rates", "batch_size", "device",
+               "random_state", "verbose", "store", "chunk_size"}
+_FORMAT = 1
+#: Gradient entries projected per call of a BlockProjector (256 MB of float32).
+_GROUP_VALUES = 2**26
 
 
 class ProjectedAttribution(BaseEstimator):
@@ -89,9 +106,20 @@ class ProjectedAttribution(BaseEstimator):
         Non-zeros per row of ``projection="sparse"``.
     batch_size : int, default=256
         Rows per vectorised gradient evaluation.
+    store : str or path, default=None
+        Where :meth:`fit` writes the projected training gradients (a zarr group, see
+        :mod:`~skdvl.influence._gradient_store`); None keeps them in memory. A fit
+        interrupted and started again with the same parameters, model and data computes
+        only the chunks not yet written; other parameters, seeds, models or data are
+        refused, naming what differs. ``fit()`` without data reopens a fitted store.
+    chunk_size : int, default=1000
+        Training rows per chunk of the store (the unit of resumption) and of every
+        query: :meth:`influences` holds the test side, one chunk of training features
+        and the result. An existing store keeps its own chunk size.
     device : str or torch.device, default=None
     random_state : int, RandomState or None, default=None
-        Seeds the projections (one independent matrix per model).
+        Seeds the projections (one independent matrix per model). With None and an
+        existing ``store``, the store's seeds are used.
     verbose : int, default=0
 
     Attributes
@@ -104,10 +132,16 @@ class ProjectedAttribution(BaseEstimator):
         Dimension of the stored features.
     seeds_ : ndarray of shape (n_models,)
         The projection seed of each model.
-    features_ : torch.Tensor of shape (n_models, n_samples, proj_dim_)
-        Projected training gradients (TRAK: of ``f``; others: of the loss).
+    features_ : torch.Tensor or zarr.Array of shape (n_models, n_samples, proj_dim_)
+        Projected training gradients (TRAK: of ``f``; others: of the loss); the zarr
+        array of the store when ``store`` is set.
     q_ : torch.Tensor of shape (n_models, n_samples)
-        ``-dl/df`` per model and training row (TRAK only).
+        ``-dl/df`` per model and training row (TRAK; -1 for the other methods).
+    store_ : GradientStore
+        The store of the features (in memory or zarr).
+    n_chunks_written_ : int
+        Chunks of ``(model, rows)`` projected by the last :meth:`fit` (fewer when it
+        resumed a store, 0 when it reopened one).
     regularization_ : ndarray of shape (n_models,)
         TRAK's ``lambda`` per model.
     kernels_ : list of ProjectedKernel
@@ -118,7 +152,12 @@ class ProjectedAttribution(BaseEstimator):
     Departures from the paper: TRAK's optional soft-thresholding of the scores is not
     applied; ``lambda > 0`` is added to the kernel (the paper inverts ``Phi^T Phi``, which
     needs ``k < n``); the models' test-loss factors ``d_t`` are averaged like ``Q``.
-    The projected gradients are held in memory (``n_models * n * k`` values).
+    The projected gradients take ``n_models * n * k`` values (in memory, or on disk with
+    ``store``); TRAK's kernel takes ``min(n, k)^2`` more, computed chunk by chunk. The
+    random projections regenerate their matrix on every call, so per-example gradients
+    are projected in groups of up to ``2**26`` entries (256 MB of float32; at least
+    ``batch_size`` rows): with ``store``, the memory of :meth:`fit` is the training data,
+    one such group, one chunk of features and the kernel.
 
     References
     ----------
@@ -155,6 +194,8 @@ class ProjectedAttribution(BaseEstimator):
         "dtype": [StrOptions(set(_DTYPES)), None],
         "nnz": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "store": [str, os.PathLike, None],
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
         "device": "no_validation",
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -163,7 +204,8 @@ class ProjectedAttribution(BaseEstimator):
     def __init__(self, model=None, *, loss=None, method="trak", proj_dim=2048,
                  projection="rademacher", models=None, learning_rates=None,
                  regularization="auto", output="auto", dtype=None, nnz=8,
-                 batch_size=256, device=None, random_state=None, verbose=0):
+                 batch_size=256, store=None, chunk_size=1000, device=None,
+                 random_state=None, verbose=0):
         self.model = model
         self.loss = loss
         self.method = method
@@ -176,19 +218,22 @@ class ProjectedAttribution(BaseEstimator):
         self.dtype = dtype
         self.nnz = nnz
         self.batch_size = batch_size
+        self.store = store
+        self.chunk_size = chunk_size
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
     @fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None) -> ProjectedAttribution:
+    def fit(self, X=None, y=None) -> ProjectedAttribution:
         """Project the training rows' gradients under every model (and fit TRAK's kernels).
 
         Parameters
         ----------
-        X : array-like, DataFrame, torch.Tensor or torch Dataset of (x, y) pairs
-            Training inputs.
+        X : array-like, DataFrame, torch.Tensor or torch Dataset of (x, y) pairs, or None
+            Training inputs. None reopens the fitted gradient store at ``store`` (made
+            with the same parameters and model), without the training data.
         y : array-like or torch.Tensor
             Training targets; None when ``X`` is a Dataset.
 
@@ -198,29 +243,37 @@ class ProjectedAttribution(BaseEstimator):
         """
         self.method_ = self.method
         self._setup()
-        self.X_fit_, self.y_fit_ = self._tensors(X, y, "X", "y", reference=False)
+        if X is None:
+            if self.store is None:
+                raise ValueError("fit(X=None) reopens a gradient store, but the 'store' "
+                                 "parameter of ProjectedAttribution is None; pass X and y.")
+            return self._reopen()
+        Xt, yt = self._tensors(X, y, "X", "y", reference=False)
+        self.row_shape_ = tuple(Xt.shape[1:])
         self.train_index_ = X.index if is_pandas(X) else None
-        self.cast_targets_ = check_targets(self.flat_, self.X_fit_, self.y_fit_)
-        self.y_fit_ = self._cast(self.y_fit_)
-        check_loss(self.flat_, self.X_fit_, self.y_fit_)
+        self.cast_targets_ = check_targets(self.flat_, Xt, yt)
+        yt = self._cast(yt)
+        check_loss(self.flat_, Xt, yt)
         with torch.no_grad():
-            out = self.flat_.forward(self.flat_.theta, self.X_fit_[:8])
-        self.output_ = resolve_output(self.output, out, self.y_fit_[:8])
-        self.row_fn_ = RowFunction(self.output_ if self.method_ == "trak" else "loss",
-                                   self.flat_.loss)
-        self.row_fn_.check(out, self.y_fit_[:8])
-        feats, qs = [], []
-        for m in self._progress(range(self.n_models_), "projecting the training rows"):
-            phi, d = self._features(m, self.X_fit_, self.y_fit_)
-            feats.append(phi)
-            qs.append(-d)
-        self.features_ = torch.stack(feats)
-        self.proj_dim_ = self.features_.shape[2]
-        if self.method_ == "trak":
-            self.q_ = torch.stack(qs)
-            self.kernels_ = [ProjectedKernel(f, q, self.regularization)
-                             for f, q in zip(self.features_, self.q_)]
-            self.regularization_ = np.array([k.regularization_ for k in self.kernels_])
+            out = self.flat_.forward(self.flat_.theta, Xt[:8])
+        self.output_ = resolve_output(self.output, out, yt[:8])
+        self._row_function()
+        self.row_fn_.check(out, yt[:8])
+        record = {"config": self._config(), "data": self._data_record(Xt, yt),
+                  "chunk_size": int(self.chunk_size)}
+        shape = (self.n_models_, len(Xt), self._proj_dim())
+        if self.store is None:
+            self.store_ = GradientStore.in_memory(record, shape, self._dtype(),
+                                                  self.chunk_size)
+        else:
+            self.store_ = GradientStore.open(self.store, record, shape, self._dtype())
+        pending = self.store_.pending()
+        for m, c in self._progress(pending, "projecting the training rows"):
+            sl = self.store_.bounds[c]
+            phi, d = self._features(m, Xt[sl], yt[sl])
+            self.store_.write(m, c, phi, -d)
+        self.n_chunks_written_ = len(pending)
+        self._finish()
         return self
 
     def _setup(self) -> None:
@@ -243,9 +296,13 @@ class ProjectedAttribution(BaseEstimator):
                 "The 'learning_rates' parameter of ProjectedAttribution must have one entry "
                 f"per model ({self.n_models_}). Got {lrs.shape[0]} instead.")
         self.learning_rates_ = lrs
-        entropy = int(check_random_state(self.random_state).randint(2**31 - 1))
-        self.seeds_ = np.array([int(s.generate_state(1)[0]) for s in
-                                np.random.SeedSequence(entropy).spawn(self.n_models_)])
+        stored = read_record(self.store) if self.random_state is None else None
+        if stored is not None:  # random_state=None: an existing store's seeds are used
+            self.seeds_ = np.array(stored["config"]["seeds"], dtype=np.int64)
+        else:
+            entropy = int(check_random_state(self.random_state).randint(2**31 - 1))
+            self.seeds_ = np.array([int(s.generate_state(1)[0]) for s in
+                                    np.random.SeedSequence(entropy).spawn(self.n_models_)])
         self.projectors_ = [self._projector(int(s)) for s in self.seeds_]
 
     def _projector(self, seed: int):
@@ -256,14 +313,94 @@ class ProjectedAttribution(BaseEstimator):
         return BlockProjector(self.n_params_, self.proj_dim, kind=self.projection,
                               seed=seed, nnz=self.nnz)
 
+    def _proj_dim(self) -> int:
+        proj = self.projectors_[0]
+        return self.n_params_ if proj is None else proj.proj_dim
+
+    def _dtype(self) -> torch.dtype:
+        return self.flat_.theta.dtype if self.dtype is None else _DTYPES[self.dtype]
+
+    def _row_function(self) -> None:
+        self.row_fn_ = RowFunction(self.output_ if self.method_ == "trak" else "loss",
+                                   self.flat_.loss)
+
+    def _config(self) -> dict:
+        """What the projected features depend on, compared whenever a store is opened."""
+        params = {k: v for k, v in self.get_params(deep=False).items() if k not in _UNRECORDED}
+        params["models"] = self.n_models_
+        params["learning_rates"] = [float(v) for v in self.learning_rates_]
+        models = []
+        for state in self.states_:
+            if state is not None:
+                self.module_.load_state_dict(state)
+            models.append(hash_state_dict(self.module_))
+        params.pop("dtype")  # recorded as resolved (None: the model's)
+        return {"format": _FORMAT, "params": make_record(params)["params"],
+                "seeds": [int(s) for s in self.seeds_], "models": models,
+                "n_params": int(self.n_params_),
+                "dtype": str(self._dtype()).replace("torch.", "")}
+
+    def _data_record(self, Xt, yt) -> dict:
+        index = None
+        if self.train_index_ is not None:
+            index = self.train_index_.tolist()
+            try:
+                json.dumps(index)
+            except TypeError as exc:
+                raise ValueError("A gradient store keeps the index of a DataFrame X, which "
+                                 "must hold ints or strings; reset it (X.reset_index(drop="
+                                 "True)) first.") from exc
+        return {"X": hash_array(Xt), "y": hash_array(yt), "n_rows": len(Xt),
+                "row_shape": list(self.row_shape_), "output": self.output_,
+                "cast_targets": bool(self.cast_targets_), "index": index}
+
+    def _reopen(self) -> ProjectedAttribution:
+        self.store_ = GradientStore.open(self.store, {"config": self._config(), "data": None,
+                                                      "chunk_size": None})
+        data = self.store_.record["data"]
+        self.row_shape_ = tuple(data["row_shape"])
+        self.cast_targets_ = bool(data["cast_targets"])
+        self.output_ = data["output"]
+        self.train_index_ = None
+        if data["index"] is not None:
+            import pandas as pd
+
+            self.train_index_ = pd.Index(data["index"])
+        self._row_function()
+        self.n_chunks_written_ = 0
+        self._finish()
+        return self
+
+    def _finish(self) -> None:
+        """TRAK's kernels (from the stored features, or as stored), and the attributes."""
+        store = self.store_
+        self.features_ = store.features
+        self.proj_dim_ = store.proj_dim
+        device = self.flat_.theta.device
+        self.q_ = torch.stack([store.q_of(m) for m in range(self.n_models_)]).to(device)
+        self.qbar_ = self.q_.to(torch.float64).mean(0)
+        if self.method_ != "trak":
+            if not store.complete:
+                store.save_kernels([])
+            return
+        if store.complete:
+            self.kernels_ = [ProjectedKernel.from_state(s) for s in store.load_kernels()]
+        else:
+            self.kernels_ = [ProjectedKernel.from_chunks(store.chunks(m, device),
+                                                         store.n_rows, store.proj_dim,
+                                                         self.regularization)
+                             for m in range(self.n_models_)]
+            store.save_kernels([k.state() for k in self.kernels_])
+        self.regularization_ = np.array([k.regularization_ for k in self.kernels_])
+
     def _tensors(self, X, y, name, y_name, reference=True):
         theta = self.flat_.theta
-        row_shape = tuple(self.X_fit_.shape[1:]) if reference else None
+        row_shape = self.row_shape_ if reference else None
         Xt, yt = to_tensors(X, y, theta.dtype, theta.device, name, y_name, row_shape)
-        if reference and Xt.shape[1:] != self.X_fit_.shape[1:]:
+        if reference and tuple(Xt.shape[1:]) != self.row_shape_:
             raise ValueError(
                 f"{name} has rows of shape {tuple(Xt.shape[1:])}, but the attribution was "
-                f"fitted on rows of shape {tuple(self.X_fit_.shape[1:])}.")
+                f"fitted on rows of shape {self.row_shape_}.")
         return Xt, (self._cast(yt) if reference else yt)
 
     def _cast(self, y: torch.Tensor) -> torch.Tensor:
@@ -280,19 +417,25 @@ class ProjectedAttribution(BaseEstimator):
         """Projected gradients of ``f`` under model ``m`` (storage dtype) and ``dl/df``."""
         module, flat = self._load(m)
         proj = self.projectors_[m]
-        dtype = flat.theta.dtype if self.dtype is None else _DTYPES[self.dtype]
         k = flat.n_params if proj is None else proj.proj_dim
-        out = torch.empty(len(X), k, dtype=dtype, device=flat.theta.device)
+        out = torch.empty(len(X), k, dtype=self._dtype(), device=flat.theta.device)
         d = torch.empty(len(X), dtype=flat.theta.dtype, device=flat.theta.device)
         for sl in iter_slices(len(X), self.batch_size):
             with torch.no_grad():
                 d[sl] = self.row_fn_.derivative(flat.forward(flat.theta, X[sl]), y[sl])
             if isinstance(proj, FactoredProjector):
                 out[sl] = proj.project(module, X[sl], y[sl], self.row_fn_.values).detach()
-                continue
+        if isinstance(proj, FactoredProjector):
+            return out, d
+        # a BlockProjector regenerates its matrix on every call: project groups of up to
+        # _GROUP_VALUES gradient entries at once (at least one batch)
+        group = max(self.batch_size, _GROUP_VALUES // max(flat.n_params, 1))
+        for part in iter_slices(len(X), group):
+            G = flat.theta.new_empty(part.stop - part.start, flat.n_params)
             with torch.no_grad():
-                G = flat.per_sample_grads(X[sl], y[sl])
-                out[sl] = G if proj is None else proj.project(G)
+                for sl in iter_slices(len(G), self.batch_size):
+                    G[sl] = flat.per_sample_grads(X[part][sl], y[part][sl])
+                out[part] = G if proj is None else proj.project(G)
         return out, d
 
     def _progress(self, it, desc):
@@ -303,53 +446,132 @@ class ProjectedAttribution(BaseEstimator):
         return it
 
     # ---------------------------------------------------------------- queries
-    def influences(self, X_test, y_test=None):
+    def influences(self, X_test, y_test=None, out=None):
         """Attribution of each test row's loss to each training row.
+
+        Only the test rows' gradients are computed; the training side is read from the
+        store chunk by chunk (memory: the test side, one chunk and the result).
 
         Parameters
         ----------
         X_test : array-like, DataFrame, torch.Tensor or torch Dataset of (x, y) pairs
         y_test : array-like or torch.Tensor, default=None
             None when ``X_test`` is a Dataset.
+        out : str, path, zarr store or group, default=None
+            Write the matrix there in blocks of ``chunk_size`` test times ``chunk_size``
+            training rows and return the zarr array; a run started again with the same
+            arguments skips the blocks written, other arguments are refused (as
+            :meth:`InfluenceScorer.influences <skdvl.influence.InfluenceScorer.influences>`).
 
         Returns
         -------
         ndarray of shape (n_test, n_train), or a DataFrame (index: the test rows',
-        columns: the training rows') when ``X_test`` or the training ``X`` is one.
-        Positive: the training row raises the test loss.
+        columns: the training rows') when ``X_test`` or the training ``X`` is one; a
+        ``zarr.Array`` with ``out``. Positive: the training row raises the test loss.
         """
-        check_is_fitted(self, "features_")
+        check_is_fitted(self, "store_")
         Xt, yt = self._tensors(X_test, y_test, "X_test", "y_test")
-        total = torch.zeros(len(Xt), self.features_.shape[1], dtype=torch.float64,
-                            device=self.features_.device)
-        d_sum = torch.zeros(len(Xt), dtype=torch.float64, device=total.device)
-        for m in self._progress(range(self.n_models_), "scoring"):
-            phi, d = self._features(m, Xt, yt)
-            d_sum += d.to(torch.float64)
-            total += self._model_scores(m, phi)
-        result = self._combine(total, d_sum)
-        self._load(0)
+        if out is not None:
+            return self._write(Xt, yt, out)
+        result = self._scores(Xt, yt, range(len(self.store_.bounds)))
         return self._as_frame(result.cpu().numpy(), X_test)
 
-    def _model_scores(self, m: int, phi: torch.Tensor) -> torch.Tensor:
-        train = self.features_[m]
-        if self.method_ == "trak":
-            return self.kernels_[m].apply(phi, train)
-        phi, train = phi.to(torch.float64), train.to(torch.float64)
-        if self.method_ == "grad_cos":
-            phi = phi / phi.norm(dim=1, keepdim=True).clamp_min(1e-30)
-            train = train / train.norm(dim=1, keepdim=True).clamp_min(1e-30)
-        weight = self.learning_rates_[m] if self.method_ == "tracin" else 1.0
-        return -weight * (phi @ train.T)
+    def _scores(self, Xt, yt, chunks) -> torch.Tensor:
+        """Scores against the training chunks ``chunks``, joined along the rows."""
+        lefts, d_mean = self._test_side(Xt, yt)
+        parts = [self._block(lefts, d_mean, c) for c in chunks]
+        self._load(0)
+        return torch.cat(parts, dim=1)
 
-    def _combine(self, total: torch.Tensor, d_sum: torch.Tensor) -> torch.Tensor:
-        if self.method_ == "tracin":
-            return total
-        M = self.n_models_
-        if self.method_ == "trak":
-            qbar = self.q_.to(torch.float64).mean(0)
-            return (d_sum / M).unsqueeze(1) * (total / M) * qbar.unsqueeze(0)
-        return total / M
+    def _test_side(self, Xt, yt):
+        """Per model, what multiplies the training features, and the mean ``dl/df``."""
+        lefts, d_sum = [], torch.zeros(len(Xt), dtype=torch.float64,
+                                       device=self.flat_.theta.device)
+        for m in range(self.n_models_):
+            phi, d = self._features(m, Xt, yt)
+            d_sum += d.to(torch.float64)
+            if self.method_ == "trak":
+                chunks = (c for c, _ in self.store_.chunks(m, phi.device))
+                lefts.append(self.kernels_[m].left(phi, chunks))
+            else:
+                weight = self.learning_rates_[m] if self.method_ == "tracin" else 1.0
+                lefts.append(weight * self._unit(phi.to(torch.float64)))
+        return lefts, d_sum / self.n_models_
+
+    def _unit(self, phi: torch.Tensor) -> torch.Tensor:
+        if self.method_ != "grad_cos":
+            return phi
+        return phi / phi.norm(dim=1, keepdim=True).clamp_min(1e-30)
+
+    def _block(self, lefts, d_mean, c: int) -> torch.Tensor:
+        """Scores of the test rows against training chunk ``c``."""
+        sl, device = self.store_.bounds[c], d_mean.device
+        total = torch.zeros(len(d_mean), sl.stop - sl.start, dtype=torch.float64,
+                            device=device)
+        for m in range(self.n_models_):
+            if self.method_ == "trak":
+                kernel = self.kernels_[m]
+                train = None if kernel.rows else self.store_.chunk(m, c, device)
+                total += kernel.block(lefts[m], train, sl)
+            else:
+                train = self._unit(self.store_.chunk(m, c, device).to(torch.float64))
+                total -= lefts[m] @ train.T
+        return combine_scores(self.method_, total, d_mean.unsqueeze(1),
+                              self.qbar_[sl].unsqueeze(0), self.n_models_)
+
+    def self_influences(self) -> np.ndarray:
+        """The scores of every training row on itself, ``diag(influences(X, y))``.
+
+        From the store alone, chunk by chunk (the training rows' ``dl/df`` is ``-q``).
+
+        Returns
+        -------
+        ndarray of shape (n_train,)
+        """
+        check_is_fitted(self, "store_")
+        store, device = self.store_, self.flat_.theta.device
+        parts = []
+        for c, sl in enumerate(store.bounds):
+            quad = torch.zeros(sl.stop - sl.start, dtype=torch.float64, device=device)
+            for m in range(self.n_models_):
+                phi = store.chunk(m, c, device).to(torch.float64)
+                if self.method_ == "trak":
+                    kernel = self.kernels_[m]
+                    left = kernel.left(phi, (f for f, _ in store.chunks(m, device)))
+                    quad += (kernel.block(left, phi, sl).diagonal() if kernel.rows
+                             else (left * phi).sum(1))
+                else:
+                    weight = self.learning_rates_[m] if self.method_ == "tracin" else 1.0
+                    quad -= weight * self._unit(phi).square().sum(1)
+            d_mean = -self.qbar_[sl]
+            parts.append(combine_scores(self.method_, quad, d_mean, self.qbar_[sl],
+                                        self.n_models_))
+        return torch.cat(parts).cpu().numpy()
+
+    def _write(self, Xt, yt, out):
+        check_output_path(out)
+        n_test, size = len(Xt), self.store_.chunk_size
+        test_bounds = [(s.start, s.stop) for s in iter_slices(n_test, size)]
+        train_bounds = [(s.start, s.stop) for s in self.store_.bounds]
+        record = make_record(self.store_.record["config"]["params"],
+                             store=self.store_.record, test={"X": hash_array(Xt),
+                                                             "y": hash_array(yt)})
+        array, done = open_output(out, record=record, shape=(n_test, self.store_.n_rows),
+                                  chunks=(size, size), dtype=np.float64,
+                                  n_blocks=(len(test_bounds), len(train_bounds)))
+        writer = BlockWriter(array, done, test_bounds, train_bounds)
+        pending = writer.pending()
+        by_test: dict[int, list[int]] = {}
+        for i, j in pending:
+            by_test.setdefault(i, []).append(j)
+        for i, js in by_test.items():
+            a, b = test_bounds[i]
+            lefts, d_mean = self._test_side(Xt[a:b], yt[a:b])
+            for j in js:
+                writer.write(self._block(lefts, d_mean, j).cpu().numpy(), i, j)
+        self._load(0)
+        self.n_blocks_written_ = len(pending)
+        return array
 
     def _as_frame(self, result, X_test):
         test_index = X_test.index if is_pandas(X_test) else None

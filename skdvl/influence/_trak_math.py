@@ -139,7 +139,9 @@ class ProjectedKernel:
 
     Works in the smaller of the two spaces: with ``n <= k`` rows, the push-through
     identity ``(Phi^T Phi + lambda I)^-1 Phi^T = Phi^T (Phi Phi^T + lambda I)^-1`` and the
-    ``n x n`` Gram matrix; else the ``k x k`` kernel. Float64 throughout.
+    ``n x n`` Gram matrix; else the ``k x k`` kernel. Float64 throughout. Built from the
+    training features in one piece (the constructor) or chunk by chunk
+    (:meth:`from_chunks`: ``k x k`` memory, whatever ``n``).
 
     Parameters
     ----------
@@ -159,13 +161,49 @@ class ProjectedKernel:
         Eigenvalues of the smaller Gram matrix, descending.
     gcv_ : torch.Tensor of shape (n_grid, 2) or None
         ``(lambda, GCV(lambda))`` on the grid searched.
+    rows : bool
+        Whether the kernel works in the row space (``n <= k``).
+    inverse : torch.Tensor
+        ``(Phi Phi^T + lambda I)^-1`` (rows) or ``(Phi^T Phi + lambda I)^-1``.
     """
 
     def __init__(self, Phi: torch.Tensor, q: torch.Tensor, regularization):
-        Phi = Phi.to(torch.float64)
-        n, k = Phi.shape
-        self.rows = n <= k
-        gram = Phi @ Phi.T if self.rows else Phi.T @ Phi
+        self._fit(*_kernel_inputs([(Phi, q)], len(Phi), Phi.shape[1]), regularization)
+
+    @classmethod
+    def from_chunks(cls, chunks, n: int, k: int, regularization) -> ProjectedKernel:
+        """The kernel of ``n`` rows of ``k`` features given as ``(Phi_c, q_c)`` chunks.
+
+        With ``n > k``, the ``k x k`` products ``Phi_c^T Phi_c`` and ``Phi_c^T q_c`` are
+        summed chunk by chunk; with ``n <= k`` the chunks are joined (at most ``k x k``
+        values). Equal to the constructor on the joined rows, up to the order of the
+        sums.
+        """
+        self = cls.__new__(cls)
+        self._fit(*_kernel_inputs(chunks, n, k), regularization)
+        return self
+
+    @classmethod
+    def from_state(cls, state: dict) -> ProjectedKernel:
+        """The kernel saved by :meth:`state` (a reopened gradient store)."""
+        self = cls.__new__(cls)
+        self.rows = bool(state["rows"])
+        self.regularization_ = float(state["regularization"])
+        self.eigenvalues_ = torch.as_tensor(state["eigenvalues"], dtype=torch.float64)
+        self.inverse = torch.as_tensor(state["inverse"], dtype=torch.float64)
+        gcv = state.get("gcv")
+        self.gcv_ = None if gcv is None else torch.as_tensor(gcv, dtype=torch.float64)
+        return self
+
+    def state(self) -> dict:
+        """The arrays that define the kernel (numpy), for :meth:`from_state`."""
+        return {"rows": self.rows, "regularization": self.regularization_,
+                "eigenvalues": self.eigenvalues_.numpy(), "inverse": self.inverse.numpy(),
+                "gcv": None if self.gcv_ is None else self.gcv_.numpy()}
+
+    def _fit(self, gram: torch.Tensor, rhs: torch.Tensor, q_norm2: float, sq_sum: float,
+             n: int, rows: bool, regularization) -> None:
+        self.rows = rows
         evals, evecs = torch.linalg.eigh(gram)
         evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
         self.eigenvalues_ = evals
@@ -173,11 +211,10 @@ class ProjectedKernel:
             raise ValueError("The projected training gradients are all zero; the kernel of "
                              "TRAK is zero and attributions are undefined.")
         if regularization == "auto":
-            self.gcv_, lam = None, float(Phi.square().sum()) / n
+            self.gcv_, lam = None, sq_sum / n
         elif regularization == "gcv":
-            q = q.to(torch.float64)
-            coef2 = _gcv_inputs(Phi, q, evecs, self.rows)
-            self.gcv_ = gcv_curve(evals, coef2, float(q.square().sum()), n, self.rows)
+            coef2 = (evecs.T @ rhs).square()  # (U^T q)^2, or (V^T Phi^T q)^2
+            self.gcv_ = gcv_curve(evals, coef2, q_norm2, n, rows)
             lam = float(self.gcv_[int(torch.argmin(self.gcv_[:, 1])), 0])
         else:
             self.gcv_, lam = None, float(regularization)
@@ -185,18 +222,74 @@ class ProjectedKernel:
         # the inverse applied in the smaller space, as one symmetric matrix
         self.inverse = (evecs / (evals + lam)) @ evecs.T
 
+    def left(self, Phi_test: torch.Tensor, chunks) -> torch.Tensor:
+        """The test side: ``Phi_test K^-1`` (``(n_test, k)``), or with ``n <= k``
+        ``Phi_test Phi^T (Phi Phi^T + lambda I)^-1`` (``(n_test, n)``), from the training
+        features given as chunks of rows (read only when ``n <= k``)."""
+        Phi_test = Phi_test.to(torch.float64)
+        inverse = self.inverse.to(Phi_test.device)
+        if not self.rows:
+            return Phi_test @ inverse
+        cross = torch.cat([Phi_test @ c.to(Phi_test).T for c in chunks], dim=1)
+        return cross @ inverse
+
+    def block(self, left: torch.Tensor, Phi_chunk: torch.Tensor | None,
+              rows: slice) -> torch.Tensor:
+        """The scores of the training rows ``rows`` (features ``Phi_chunk``, unused and
+        possibly None with ``n <= k``), from :meth:`left`: ``(n_test, len(rows))``."""
+        if self.rows:
+            return left[:, rows]
+        if Phi_chunk is None:
+            raise ValueError("ProjectedKernel.block needs the chunk's features when n > k.")
+        return left @ Phi_chunk.to(left).T
+
     def apply(self, Phi_test: torch.Tensor, Phi: torch.Tensor) -> torch.Tensor:
         """``Phi_test (Phi^T Phi + lambda I)^-1 Phi^T``, shape ``(n_test, n)``."""
-        Phi_test, Phi = Phi_test.to(torch.float64), Phi.to(torch.float64)
-        if self.rows:
-            return (Phi_test @ Phi.T) @ self.inverse
-        return (Phi_test @ self.inverse) @ Phi.T
+        return self.block(self.left(Phi_test, [Phi]), Phi, slice(None))
 
 
-def _gcv_inputs(Phi, q, evecs, rows: bool) -> torch.Tensor:
-    """Squared coordinates of ``q`` in the eigenbasis: ``(U^T q)^2`` in the row space
-    (``n <= k``), ``(V^T Phi^T q)^2 = e (U^T q)^2`` in the feature space."""
-    return (evecs.T @ q if rows else evecs.T @ (Phi.T @ q)).square()
+def combine_scores(method: str, total, d_mean, qbar, n_models: int):
+    """The scores from ``total``, the per-model scores summed over the ``n_models`` models.
+
+    TRAK (Park et al., 2023, Algorithm 1, with ``Q`` averaged over the models):
+    ``d_mean * (total / n_models) * qbar``, with ``total`` the sum of
+    ``phi_t^T K_m^-1 phi_i``, ``d_mean`` the mean ``dl/df`` of the test rows and
+    ``qbar`` the mean ``-dl/df`` of the training rows (shapes that broadcast). TracIn
+    (Pruthi et al., 2020): ``total``, the learning-rate-weighted sum over checkpoints.
+    Gradient similarity: the mean over the models.
+    """
+    if method == "trak":
+        return d_mean * (total / n_models) * qbar
+    if method == "tracin":
+        return total
+    return total / n_models
+
+
+def _kernel_inputs(chunks, n: int, k: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, float, float, int, bool]:
+    """``(gram, rhs, ||q||^2, sum ||phi||^2, n, rows)`` of the training features.
+
+    ``rows`` (``n <= k``): ``gram = Phi Phi^T`` and ``rhs = q``; else ``gram = Phi^T Phi``
+    and ``rhs = Phi^T q``, summed over the chunks.
+    """
+    rows = n <= k
+    if rows:
+        parts = [(c.to(torch.float64), qc.to(torch.float64)) for c, qc in chunks]
+        Phi = torch.cat([c for c, _ in parts])
+        q = torch.cat([qc for _, qc in parts])
+        return Phi @ Phi.T, q, float(q.square().sum()), float(Phi.square().sum()), n, True
+    gram = torch.zeros(k, k, dtype=torch.float64)
+    rhs = torch.zeros(k, dtype=torch.float64)
+    q_norm2 = sq_sum = 0.0
+    for c, qc in chunks:
+        c, qc = c.to(torch.float64), qc.to(torch.float64)
+        gram = gram.to(c.device)
+        rhs = rhs.to(c.device)
+        gram += c.T @ c
+        rhs += c.T @ qc
+        q_norm2 += float(qc.square().sum())
+        sq_sum += float(c.square().sum())
+    return gram, rhs, q_norm2, sq_sum, n, False
 
 
 def gcv_curve(evals: torch.Tensor, coef2: torch.Tensor, q_norm2: float, n: int, rows: bool,

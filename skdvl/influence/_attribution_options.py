@@ -1,0 +1,259 @@
+"""Projected-gradient attribution as methods of ``InfluenceScorer``.
+
+``InfluenceScorer(net, method=TRAK(proj_dim=1024))`` (or ``method="trak"``) attributes
+with :class:`~skdvl.influence._trak.ProjectedAttribution` instead of solving with a
+curvature: the option object carries the method's own options, the scorer its model,
+loss, batch size, device, seed, chunk size and verbosity, so that skorch nets,
+DataFrames, ``values_`` and ``influences(..., out=...)`` work as for the classic methods.
+The numbers are :class:`ProjectedAttribution`'s, computed by it (the option objects only
+translate their options).
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import ClassVar
+
+import numpy as np
+
+from skdvl._sklearn_compat import StrOptions, validate_parameters
+
+from ._options import InfluenceMethod
+from ._trak import ProjectedAttribution
+
+_SHARED = ("proj_dim", "projection", "dtype", "nnz", "store")
+
+
+def _constraints(*names: str) -> dict:
+    base = ProjectedAttribution._parameter_constraints
+    return {name: base[name] for name in names}
+
+
+class AttributionMethod(InfluenceMethod):
+    """Base of the projected-gradient methods: each builds a :class:`ProjectedAttribution`.
+
+    Subclasses set ``name``, ``_method`` (the ``method`` of ProjectedAttribution) and
+    :meth:`_options` (their options in ProjectedAttribution's names).
+    """
+
+    needs_positive_regularization = False
+    _method: ClassVar[str] = ""
+
+    def _options(self) -> dict:
+        return {name: getattr(self, name) for name in _SHARED}
+
+    def _method_name(self) -> str:
+        return self._method
+
+    def _solver(self, regularization, blocks):
+        raise TypeError(f"{type(self).__name__} is an attribution method, not a curvature "
+                        "solver; InfluenceScorer builds it with _attribution().")
+
+    def _attribution(self, scorer) -> ProjectedAttribution:
+        """The unfitted attribution of ``scorer``'s model with these options."""
+        validate_parameters(self)
+        chunk = scorer.chunk_size
+        chunk = 1000 if chunk is None else (chunk if isinstance(chunk, Integral) else chunk[1])
+        return ProjectedAttribution(
+            scorer.model, loss=scorer.loss, method=self._method_name(),
+            batch_size=scorer.batch_size, chunk_size=int(chunk), device=scorer.device,
+            random_state=scorer.random_state, verbose=scorer.verbose, **self._options())
+
+    def _fit(self, scorer, X, y, X_val, y_val):
+        """The fitted attribution and ``values_`` (None without ``compute_values``).
+
+        ``values_``: with ``X_val``, minus the mean score of each training row on the
+        validation rows; without, minus its score on itself.
+        """
+        attribution = self._attribution(scorer).fit(X, y)
+        if not scorer.compute_values:
+            return attribution, None
+        if X_val is not None:
+            values = -np.asarray(attribution.influences(X_val, y_val)).mean(0)
+        else:
+            values = -attribution.self_influences()
+        if attribution.train_index_ is None:
+            return attribution, values
+        import pandas as pd
+
+        return attribution, pd.Series(values, index=attribution.train_index_, name="value")
+
+    def _influences(self, scorer, X_test, y_test, X, y, mode, out):
+        """``scorer.influences`` for an attribution method."""
+        if X is not None or y is not None:
+            raise ValueError(
+                f"method={type(self).__name__}(...) scores the training rows given to fit "
+                "(their projected gradients are stored); X and y must be None. Got X of "
+                f"type {type(X).__name__} and y of type {type(y).__name__}.")
+        mode = scorer.mode if mode is None else mode
+        if mode != "up":
+            raise ValueError(
+                f"method={type(self).__name__}(...) computes up-weighting attributions only; "
+                f"mode must be 'up'. Got {mode!r} instead.")
+        if scorer.backend != "sequential":
+            raise ValueError(
+                f"method={type(self).__name__}(...) runs in this process (its training side "
+                "is read from the gradient store chunk by chunk); backend must be "
+                f"'sequential'. Got {scorer.backend!r} instead.")
+        return scorer.solver_.influences(X_test, y_test, out=out)
+
+    def _no_factors(self) -> ValueError:
+        return ValueError(
+            f"method={type(self).__name__}(...) has no influence factors in parameter "
+            "space (its test side lives in the projected space of the store); use "
+            "influences(X_test, y_test).")
+
+
+class TRAK(AttributionMethod):
+    """TRAK (Park et al., 2023): a kernel regression on projected output gradients.
+
+    See :class:`~skdvl.influence.ProjectedAttribution` (``method="trak"``) for the
+    formula, the output function and the regularization rule. The scorer's own
+    ``regularization`` is not used: TRAK's ``lambda`` is the ``regularization`` here.
+
+    Parameters
+    ----------
+    proj_dim : int or None, default=2048
+        Dimension of the projections; None: the gradients unprojected.
+    projection : {"rademacher", "sparse", "factored"}, default="rademacher"
+    models : list of dict, default=None
+        State dicts of independently trained models (same architecture); None: the
+        scorer's model alone.
+    regularization : float, "auto" or "gcv", default="auto"
+    output : {"auto", "margin", "prediction", "loss"}, default="auto"
+    dtype : {"float16", "float32", "float64"} or None, default=None
+        Storage type of the projected gradients.
+    nnz : int, default=8
+        Non-zeros per row of ``projection="sparse"``.
+    store : str or path, default=None
+        The zarr gradient store (resumable; reopened by ``fit()`` without data).
+
+    References
+    ----------
+    Park, S. M., Georgiev, K., Ilyas, A., Leclerc, G. and Madry, A. (2023). TRAK:
+    Attributing model behavior at scale. ICML.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdvl.influence import TRAK, InfluenceScorer
+    >>> X, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    >>> s = InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), method=TRAK(proj_dim=16),
+    ...                     random_state=0).fit(X, y)
+    >>> s.influences(X[:5], y[:5]).shape
+    (5, 30)
+    """
+
+    name = "trak"
+    _method = "trak"
+    _parameter_constraints: ClassVar[dict] = _constraints(
+        *_SHARED, "models", "regularization", "output")
+
+    def __init__(self, proj_dim=2048, projection="rademacher", models=None,
+                 regularization="auto", output="auto", dtype=None, nnz=8, store=None):
+        self.proj_dim = proj_dim
+        self.projection = projection
+        self.models = models
+        self.regularization = regularization
+        self.output = output
+        self.dtype = dtype
+        self.nnz = nnz
+        self.store = store
+
+    def _options(self):
+        return {**super()._options(), "models": self.models,
+                "regularization": self.regularization, "output": self.output}
+
+
+class TracIn(AttributionMethod):
+    """TracInCP (Pruthi et al., 2020): learning-rate-weighted gradient dot products summed
+    over checkpoints.
+
+    Parameters
+    ----------
+    proj_dim : int or None, default=2048
+    projection : {"rademacher", "sparse", "factored"}, default="rademacher"
+    checkpoints : list of dict, default=None
+        State dicts saved during training; None: the scorer's model (one checkpoint).
+    learning_rates : list of float, default=None
+        The step size at each checkpoint; None: 1 for each.
+    dtype : {"float16", "float32", "float64"} or None, default=None
+    nnz : int, default=8
+    store : str or path, default=None
+
+    References
+    ----------
+    Pruthi, G., Liu, F., Kale, S. and Sundararajan, M. (2020). Estimating training data
+    influence by tracing gradient descent. NeurIPS.
+
+    Examples
+    --------
+    >>> from skdvl.influence import TracIn
+    >>> TracIn(proj_dim=512, learning_rates=[0.1, 0.1])
+    TracIn(learning_rates=[0.1, 0.1], proj_dim=512)
+    """
+
+    name = "tracin"
+    _method = "tracin"
+    _parameter_constraints: ClassVar[dict] = {
+        **_constraints(*_SHARED, "learning_rates"),
+        "checkpoints": [list, tuple, None],
+    }
+
+    def __init__(self, proj_dim=2048, projection="rademacher", checkpoints=None,
+                 learning_rates=None, dtype=None, nnz=8, store=None):
+        self.proj_dim = proj_dim
+        self.projection = projection
+        self.checkpoints = checkpoints
+        self.learning_rates = learning_rates
+        self.dtype = dtype
+        self.nnz = nnz
+        self.store = store
+
+    def _options(self):
+        return {**super()._options(), "models": self.checkpoints,
+                "learning_rates": self.learning_rates}
+
+
+class GradientSimilarity(AttributionMethod):
+    """Minus the dot product or cosine of projected loss gradients, averaged over models.
+
+    Parameters
+    ----------
+    kind : {"dot", "cos"}, default="dot"
+    proj_dim : int or None, default=2048
+    projection : {"rademacher", "sparse", "factored"}, default="rademacher"
+    models : list of dict, default=None
+    dtype : {"float16", "float32", "float64"} or None, default=None
+    nnz : int, default=8
+    store : str or path, default=None
+
+    Examples
+    --------
+    >>> from skdvl.influence import GradientSimilarity
+    >>> GradientSimilarity(kind="cos", proj_dim=None)
+    GradientSimilarity(kind='cos', proj_dim=None)
+    """
+
+    name = "gradient_similarity"
+    _parameter_constraints: ClassVar[dict] = {
+        **_constraints(*_SHARED, "models"), "kind": [StrOptions({"dot", "cos"})],
+    }
+
+    def __init__(self, kind="dot", proj_dim=2048, projection="rademacher", models=None,
+                 dtype=None, nnz=8, store=None):
+        self.kind = kind
+        self.proj_dim = proj_dim
+        self.projection = projection
+        self.models = models
+        self.dtype = dtype
+        self.nnz = nnz
+        self.store = store
+
+    def _method_name(self) -> str:
+        return f"grad_{self.kind}"
+
+    def _options(self):
+        return {**super()._options(), "models": self.models}
+
