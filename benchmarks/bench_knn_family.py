@@ -136,9 +136,15 @@ def part_auroc(ns) -> dict:
         flipped = rng.random(n_train) < 0.1
         y_noisy = np.where(flipped, 1 - y, y)
         radius = _radius(X, Xv)
-        for variant in ("plain", "soft_label", "threshold", "weighted"):
+        wide = _radius(X, Xv, neighbours=100.0)  # the radius matters: a second one
+        for variant in ("plain", "soft_label", "threshold", "threshold_100", "weighted"):
+            if ns.auroc_variants and variant not in ns.auroc_variants:
+                continue
             extra = {"n_bits": ns.n_bits} if variant == "weighted" else {}
-            valuer = _skdvl_valuer(variant, radius, **extra)
+            if variant == "threshold_100":
+                valuer = _skdvl_valuer("threshold", wide)
+            else:
+                valuer = _skdvl_valuer(variant, radius, **extra)
             if valuer is None:
                 continue
             t0 = time.perf_counter()
@@ -219,6 +225,8 @@ def main() -> None:
     ap.add_argument("--weighted-rows", type=int, default=5)
     ap.add_argument("--n-bits", type=int, default=3)
     ap.add_argument("--auroc-sizes", type=int, nargs="+", default=[1000, 20000])
+    ap.add_argument("--auroc-variants", nargs="+", default=None,
+                    help="only these variants in the auroc part (default: all)")
     ap.add_argument("--scale-train", type=int, default=1_000_000)
     ap.add_argument("--scale-val", type=int, default=10_000)
     ap.add_argument("--scale-block", type=int, default=64)
