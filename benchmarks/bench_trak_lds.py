@@ -13,6 +13,11 @@ Run::
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_trak_lds.py \
         --out benchmarks/results/trak_lds.json
 
+The run ends with TRAK's two kernels (``kernel="outputs"`` and ``"gauss_newton"``, k = 2,048
+and unprojected, 1 to ``--many`` models) at the "auto" lambda and at the lambda chosen by
+:func:`holdout_rule` on the training rows alone (results of 2026-12-07:
+``benchmarks/results/trak_lds_1207b.json``).
+
 ``--store`` runs the gradient-store benchmark instead (:func:`store_benchmark`): an MLP
 Linear(64, hidden)-Tanh-Linear(hidden, 10) on ``--rows`` rows generated from the digits
 (each a digit plus Gaussian noise of scale 0.1), TRAK's projected gradients written to a
@@ -27,6 +32,7 @@ step::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -189,10 +195,94 @@ def main():
     sweep = {m: _lambda_sweep(module, X, y, Xte, yte, states[:m], subsets, actual)
              for m in (1, M)}
     print("lambda sweep, trak k=2048 (multiple of the 'auto' lambda -> LDS):", sweep)
+    t = time.perf_counter()
+    rule = holdout_rule(X, y, args.subsets, args.models)
+    rule_seconds = time.perf_counter() - t
+    print(f"holdout rule ({rule_seconds:.0f} s):", json.dumps(rule))
+    kernels = {}
+    for kernel in ("outputs", "gauss_newton"):
+        for k in (2048, None):
+            kernels[f"trak {kernel} k={k}"] = _ensembles(
+                module, X, y, Xte, yte, states[:args.many], kernel, k,
+                {"auto": 1.0, "holdout": rule[kernel]["chosen"]},
+                sorted({1, M, 10, args.many}), subsets, actual)
+            print(f"trak {kernel} k={k}:", json.dumps(kernels[f"trak {kernel} k={k}"]))
     if args.out is not None:
-        args.out.write_text(json.dumps({"methods": results, "lambda_sweep": sweep,
-                                        "subsets": args.subsets, "lds_seed": args.lds_seed,
-                                        "refit_seconds": round(refit_seconds, 1)}, indent=2))
+        args.out.write_text(json.dumps({
+            "methods": results, "lambda_sweep": sweep, "holdout_rule": rule,
+            "holdout_rule_seconds": round(rule_seconds, 1), "kernels": kernels,
+            "subsets": args.subsets, "lds_seed": args.lds_seed,
+            "load_average": [round(v, 2) for v in os.getloadavg()],
+            "refit_seconds": round(refit_seconds, 1)}, indent=2))
+
+
+#: Multiples of the "auto" lambda searched by the holdout rule.
+RULE_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def holdout_rule(X, y, n_subsets, n_models, n_held=100, seed=1):
+    """TRAK's lambda chosen on the training rows alone (no test row is read).
+
+    The rule: hold out ``n_held`` random training rows (seed ``seed``), train
+    ``n_models`` models on the others, retrain on ``n_subsets`` random halves of them and
+    record the loss of the held-out rows (:func:`linear_datamodeling_score`); the LDS of
+    the attributions of the held-out rows at ``c`` times the mean "auto" lambda, for
+    ``c`` in ``RULE_GRID``, picks ``c``. The full-data attribution then uses ``c`` times
+    its own "auto" lambda. Returns ``{kernel: {"grid": {c: LDS}, "chosen": c}}``.
+    """
+    order = np.random.default_rng(seed).permutation(len(X))
+    fit, held = order[n_held:], order[:n_held]
+    Xf, yf, Xh, yh = X[fit], y[fit], X[held], y[held]
+    nets = [DigitsMLP(init_seed=s).fit(Xf, yf) for s in range(n_models)]
+    zero = np.zeros((n_held, len(Xf)))
+    ref = linear_datamodeling_score(zero, DigitsMLP(), Xf, yf, Xh, yh, n_subsets=n_subsets,
+                                    output="loss", random_state=seed)
+    states = [n.module_.state_dict() for n in nets]
+    out = {}
+    for kernel in ("outputs", "gauss_newton"):
+        grid = _ensembles(nets[0].module_, Xf, yf, Xh, yh, states, kernel, 2048,
+                          {f"{c:g}": c for c in RULE_GRID}, [n_models], ref.subsets,
+                          ref.actual)
+        scores = {c: grid[f"{c:g}"][str(n_models)]["lds"] for c in RULE_GRID}
+        out[kernel] = {"grid": {f"{c:g}": v for c, v in scores.items()},
+                       "chosen": max(RULE_GRID, key=lambda c: scores[c])}
+    return out
+
+
+def _ensembles(module, X, y, Xte, yte, states, kernel, proj_dim, multiples, sizes,
+               subsets, actual):
+    """LDS of TRAK with ``kernel`` over the first ``M`` models for each ``M`` in ``sizes``
+    and each multiple of the mean "auto" lambda, from one fit on all the models.
+
+    Sub-ensembles reuse the fitted kernels of their models (the projection seeds of the
+    first ``M`` of the models are those of a fit on ``M`` models: ``SeedSequence.spawn``
+    keys children by position), with the kernels re-regularized from their
+    eigendecompositions (:meth:`ProjectedKernel.regularized`).
+    """
+    t = time.perf_counter()
+    est = ProjectedAttribution(module, loss=LOSS, proj_dim=proj_dim, models=states,
+                               kernel=kernel, random_state=0).fit(X, y)
+    fit_seconds = time.perf_counter() - t
+    out = {}
+    for label, mult in multiples.items():
+        row = {}
+        for M in sizes:
+            lam = float(np.mean(est.regularization_[:M])) * mult
+            sub = copy.copy(est)
+            sub.n_models_, sub.states_ = M, est.states_[:M]
+            sub.projectors_, sub.q_ = est.projectors_[:M], est.q_[:M]
+            sub.qbar_ = est.q_[:M].to(torch.float64).mean(0)
+            sub.kernels_ = (est.kernels_[:M] if label == "auto" else
+                            [kern.regularized(lam) for kern in est.kernels_[:M]])
+            t = time.perf_counter()
+            scores = sub.influences(Xte, yte)
+            row[str(M)] = {"lds": round(lds(scores, subsets, actual), 4),
+                           "lambda": (float(f"{lam:.3g}") if label != "auto" else
+                                      "per model"),
+                           "query_seconds": round(time.perf_counter() - t, 2)}
+        out[label] = row
+    out["fit_seconds_all_models"] = round(fit_seconds, 1)
+    return out
 
 
 def _cg(module, X, y, Xte, yte):

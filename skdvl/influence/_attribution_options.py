@@ -121,6 +121,9 @@ class TRAK(AttributionMethod):
         scorer's model alone.
     regularization : float, "auto" or "gcv", default="auto"
     output : {"auto", "margin", "prediction", "loss"}, default="auto"
+    kernel : {"outputs", "gauss_newton"}, default="outputs"
+        TRAK's ``Phi^T Phi``, or the projected Gauss-Newton matrix of the loss (more
+        accurate, ``c`` times the gradient passes for ``c`` outputs per row).
     dtype : {"float16", "float32", "float64"} or None, default=None
         Storage type of the projected gradients.
     nnz : int, default=8
@@ -148,22 +151,25 @@ class TRAK(AttributionMethod):
     name = "trak"
     _method = "trak"
     _parameter_constraints: ClassVar[dict] = _constraints(
-        *_SHARED, "models", "regularization", "output")
+        *_SHARED, "models", "regularization", "output", "kernel")
 
     def __init__(self, proj_dim=2048, projection="rademacher", models=None,
-                 regularization="auto", output="auto", dtype=None, nnz=8, store=None):
+                 regularization="auto", output="auto", kernel="outputs", dtype=None, nnz=8,
+                 store=None):
         self.proj_dim = proj_dim
         self.projection = projection
         self.models = models
         self.regularization = regularization
         self.output = output
+        self.kernel = kernel
         self.dtype = dtype
         self.nnz = nnz
         self.store = store
 
     def _options(self):
         return {**super()._options(), "models": self.models,
-                "regularization": self.regularization, "output": self.output}
+                "regularization": self.regularization, "output": self.output,
+                "kernel": self.kernel}
 
 
 class TracIn(AttributionMethod):

@@ -21,6 +21,7 @@ from ._functional import FlatModel, iter_slices
 from ._gradient_store import GradientStore, read_record
 from ._projection import KINDS, BlockProjector, FactoredProjector
 from ._skorch import resolve_model
+from ._trak_features import gauss_newton_gram, project_rows
 from ._trak_math import OUTPUTS, ProjectedKernel, RowFunction, combine_scores, resolve_output
 from ._zarr_store import (
     BlockWriter,
@@ -32,13 +33,12 @@ from ._zarr_store import (
 )
 
 METHODS = ("trak", "tracin", "grad_dot", "grad_cos")
+KERNELS = ("outputs", "gauss_newton")
 _DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 #: Parameters that do not change the stored numbers (left out of the store's record).
 _UNRECORDED = {"model", "loss", "models", "learning_rates", "batch_size", "device",
                "random_state", "verbose", "store", "chunk_size"}
 _FORMAT = 1
-#: Gradient entries projected per call of a BlockProjector (256 MB of float32).
-_GROUP_VALUES = 2**26
 
 
 class ProjectedAttribution(BaseEstimator):
@@ -99,6 +99,14 @@ class ProjectedAttribution(BaseEstimator):
     output : {"auto", "margin", "prediction", "loss"}, default="auto"
         TRAK's output function ``f``. ``"auto"``: the margin for logits with integer
         class targets, the prediction for one output per row, else the loss.
+    kernel : {"outputs", "gauss_newton"}, default="outputs"
+        TRAK's curvature ``K``: ``"outputs"``, the paper's ``Phi^T Phi`` (it drops the
+        loss weights ``R``); ``"gauss_newton"``, the projected Gauss-Newton matrix
+        ``sum_i P^T J_i^T H_i J_i P`` of all the outputs (``H_i``: the output Hessian of
+        the loss). With the margin, ``q_i phi_i`` is minus the loss gradient ``g_i``, so
+        one model gives the Gauss-Newton influence ``-g_t^T (G + lambda I)^-1 g_i``. It
+        costs one projected gradient pass per output entry and a ``k x k`` kernel;
+        ``"auto"`` is ``tr(G) / n`` (see :mod:`~skdvl.influence._trak_math`).
     dtype : {"float16", "float32", "float64"} or None, default=None
         Storage type of the projected gradients; None: the model's (the kernel is
         computed in float64).
@@ -191,6 +199,7 @@ class ProjectedAttribution(BaseEstimator):
         "regularization": [Interval(Real, 0, None, closed="neither"),
                            StrOptions({"auto", "gcv"})],
         "output": [StrOptions(set(OUTPUTS))],
+        "kernel": [StrOptions(set(KERNELS))],
         "dtype": [StrOptions(set(_DTYPES)), None],
         "nnz": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -203,7 +212,7 @@ class ProjectedAttribution(BaseEstimator):
 
     def __init__(self, model=None, *, loss=None, method="trak", proj_dim=2048,
                  projection="rademacher", models=None, learning_rates=None,
-                 regularization="auto", output="auto", dtype=None, nnz=8,
+                 regularization="auto", output="auto", kernel="outputs", dtype=None, nnz=8,
                  batch_size=256, store=None, chunk_size=1000, device=None,
                  random_state=None, verbose=0):
         self.model = model
@@ -215,6 +224,7 @@ class ProjectedAttribution(BaseEstimator):
         self.learning_rates = learning_rates
         self.regularization = regularization
         self.output = output
+        self.kernel = kernel
         self.dtype = dtype
         self.nnz = nnz
         self.batch_size = batch_size
@@ -273,8 +283,14 @@ class ProjectedAttribution(BaseEstimator):
             phi, d = self._features(m, Xt[sl], yt[sl])
             self.store_.write(m, c, phi, -d)
         self.n_chunks_written_ = len(pending)
-        self._finish()
+        grams = None
+        if self._gauss_newton() and not self.store_.complete:
+            grams = [self._gauss_newton_gram(m, Xt, yt) for m in range(self.n_models_)]
+        self._finish(grams)
         return self
+
+    def _gauss_newton(self) -> bool:
+        return self.method_ == "trak" and self.kernel == "gauss_newton"
 
     def _setup(self) -> None:
         module, loss, device = resolve_model(self.model, self.loss)
@@ -371,8 +387,9 @@ class ProjectedAttribution(BaseEstimator):
         self._finish()
         return self
 
-    def _finish(self) -> None:
-        """TRAK's kernels (from the stored features, or as stored), and the attributes."""
+    def _finish(self, grams=None) -> None:
+        """TRAK's kernels (from the stored features, from ``grams`` (the Gauss-Newton
+        kernel), or as stored), and the attributes."""
         store = self.store_
         self.features_ = store.features
         self.proj_dim_ = store.proj_dim
@@ -385,6 +402,13 @@ class ProjectedAttribution(BaseEstimator):
             return
         if store.complete:
             self.kernels_ = [ProjectedKernel.from_state(s) for s in store.load_kernels()]
+        elif self._gauss_newton():
+            if grams is None:
+                raise ValueError("The gradient store's Gauss-Newton kernels were never "
+                                 "computed (an interrupted fit); call fit(X, y) again.")
+            self.kernels_ = [ProjectedKernel.from_gram(g, store.n_rows, self.regularization)
+                             for g in grams]
+            store.save_kernels([k.state() for k in self.kernels_])
         else:
             self.kernels_ = [ProjectedKernel.from_chunks(store.chunks(m, device),
                                                          store.n_rows, store.proj_dim,
@@ -415,28 +439,21 @@ class ProjectedAttribution(BaseEstimator):
 
     def _features(self, m: int, X: torch.Tensor, y: torch.Tensor):
         """Projected gradients of ``f`` under model ``m`` (storage dtype) and ``dl/df``."""
-        module, flat = self._load(m)
-        proj = self.projectors_[m]
-        k = flat.n_params if proj is None else proj.proj_dim
-        out = torch.empty(len(X), k, dtype=self._dtype(), device=flat.theta.device)
+        _, flat = self._load(m)
         d = torch.empty(len(X), dtype=flat.theta.dtype, device=flat.theta.device)
         for sl in iter_slices(len(X), self.batch_size):
             with torch.no_grad():
                 d[sl] = self.row_fn_.derivative(flat.forward(flat.theta, X[sl]), y[sl])
-            if isinstance(proj, FactoredProjector):
-                out[sl] = proj.project(module, X[sl], y[sl], self.row_fn_.values).detach()
-        if isinstance(proj, FactoredProjector):
-            return out, d
-        # a BlockProjector regenerates its matrix on every call: project groups of up to
-        # _GROUP_VALUES gradient entries at once (at least one batch)
-        group = max(self.batch_size, _GROUP_VALUES // max(flat.n_params, 1))
-        for part in iter_slices(len(X), group):
-            G = flat.theta.new_empty(part.stop - part.start, flat.n_params)
-            with torch.no_grad():
-                for sl in iter_slices(len(G), self.batch_size):
-                    G[sl] = flat.per_sample_grads(X[part][sl], y[part][sl])
-                out[part] = G if proj is None else proj.project(G)
-        return out, d
+        return self._project_rows(m, X, y, self.row_fn_.values, self._dtype()), d
+
+    def _project_rows(self, m, X, y, values, dtype):
+        return project_rows(self.module_, self.projectors_[m], X, y, values, dtype,
+                            self.batch_size)
+
+    def _gauss_newton_gram(self, m: int, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self._load(m)
+        return gauss_newton_gram(self.module_, self.flat_.loss, self.projectors_[m], X, y,
+                                 self.batch_size, self.chunk_size)
 
     def _progress(self, it, desc):
         if self.verbose > 0:
@@ -580,3 +597,4 @@ class ProjectedAttribution(BaseEstimator):
         import pandas as pd
 
         return pd.DataFrame(result, index=test_index, columns=self.train_index_)
+

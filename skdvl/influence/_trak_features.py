@@ -1,0 +1,86 @@
+"""Projected per-example gradients and the projected Gauss-Newton matrix of TRAK.
+
+Functions of a module (with its current parameters), a projector and rows, used by
+:class:`~skdvl.influence._trak.ProjectedAttribution`.
+
+References
+----------
+Park, S. M., Georgiev, K., Ilyas, A., Leclerc, G. and Madry, A. (2023). TRAK: Attributing
+model behavior at scale. ICML. arXiv:2303.14186.
+Schraudolph, N. N. (2002). Fast curvature matrix-vector products for second-order
+gradient descent. Neural Computation 14(7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ._functional import FlatModel, iter_slices
+from ._projection import FactoredProjector
+from ._trak_math import gauss_newton_rows, output_hessian_factors
+
+#: Gradient entries projected per call of a BlockProjector (256 MB of float32).
+_GROUP_VALUES = 2**26
+
+
+def project_rows(module: torch.nn.Module, proj, X: torch.Tensor, y: torch.Tensor,
+                 values: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 dtype: torch.dtype, batch_size: int) -> torch.Tensor:
+    """Projected gradients of ``values(module(X), y)`` (one value per row), ``(n, k)``.
+
+    ``proj``: a :class:`~skdvl.influence._projection.BlockProjector`, a
+    :class:`~skdvl.influence._projection.FactoredProjector` or None (no projection).
+    A BlockProjector regenerates its matrix on every call, so per-example gradients are
+    projected in groups of up to ``2**26`` entries (at least ``batch_size`` rows).
+    """
+    flat = FlatModel(module, lambda o, t: values(o, t).mean())
+    k = flat.n_params if proj is None else proj.proj_dim
+    out = torch.empty(len(X), k, dtype=dtype, device=flat.theta.device)
+    if isinstance(proj, FactoredProjector):
+        for sl in iter_slices(len(X), batch_size):
+            out[sl] = proj.project(module, X[sl], y[sl], values).detach()
+        return out
+    group = max(batch_size, _GROUP_VALUES // max(flat.n_params, 1))
+    for part in iter_slices(len(X), group):
+        G = flat.theta.new_empty(part.stop - part.start, flat.n_params)
+        with torch.no_grad():
+            for sl in iter_slices(len(G), batch_size):
+                G[sl] = flat.per_sample_grads(X[part][sl], y[part][sl])
+            out[part] = G if proj is None else proj.project(G)
+    return out
+
+
+def gauss_newton_gram(module: torch.nn.Module, loss: Callable, proj, X: torch.Tensor,
+                      y: torch.Tensor, batch_size: int, chunk_size: int) -> torch.Tensor:
+    """``sum_i P^T J_i^T H_i J_i P`` (float64, ``k x k``), ``chunk_size`` rows at a time.
+
+    ``J_i``: the Jacobian of row ``i``'s (flattened) outputs, projected one output entry
+    at a time by :func:`project_rows` (``c`` gradient passes for ``c`` entries); ``H_i``:
+    the Hessian of the loss of the row with respect to them
+    (:meth:`~skdvl.influence._functional.FlatModel.output_hessians`); the sum is
+    ``R^T R`` of :func:`~skdvl.influence._trak_math.gauss_newton_rows`.
+    """
+    flat = FlatModel(module, loss)
+    gram = None
+    for sl in iter_slices(len(X), chunk_size):
+        with torch.no_grad():
+            out = flat.forward(flat.theta, X[sl])
+        A = output_hessian_factors(flat.output_hessians(out, y[sl]))
+        J = torch.stack([project_rows(module, proj, X[sl], y[sl], _output_entry(c),
+                                      flat.theta.dtype, batch_size)
+                         for c in range(A.shape[1])], dim=1)
+        R = gauss_newton_rows(J, A)
+        gram = R.T @ R if gram is None else gram + R.T @ R
+    if gram is None:
+        raise ValueError("The Gauss-Newton kernel needs at least one training row.")
+    return gram
+
+
+def _output_entry(c: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``output -> output[:, c]`` (entry ``c`` of each row's flattened output): its
+    gradients are the ``c``-th rows of the Jacobians."""
+    def values(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return out.reshape(len(out), -1)[:, c]
+    return values
