@@ -38,6 +38,8 @@ from ._functional import CurvatureOperator
 #: Lanczos steps of the positive-definiteness check (50 find the most negative eigenvalue
 #: of the digits MLP's Hessian to 4 digits; 20 see only half of it).
 _CHECK_STEPS = 50
+#: Vectors per product of Arnoldi's block Lanczos (see :class:`ArnoldiSolver`).
+_ARNOLDI_BLOCK = 8
 
 
 class NotPositiveDefiniteError(ValueError):
@@ -119,6 +121,58 @@ def _lanczos(op: CurvatureOperator, n_steps: int, generator) -> tuple:
     T += torch.diag(off, 1) + torch.diag(off, -1)
     theta, S = torch.linalg.eigh(T)
     return theta.to(op.device), S.to(op.device).T @ Q[:m]
+
+
+def _block_lanczos(op: CurvatureOperator, n_steps: int, block_size: int, generator) -> tuple:
+    """Ritz pairs of ``C`` on a block Krylov space, from batched products.
+
+    The space is ``span{Q, C Q, ..., C^(n_steps - 1) Q}`` for a Gaussian block ``Q`` of
+    ``block_size`` orthonormal rows (block Lanczos, Golub & Underwood, 1977), at most
+    ``op.dim`` directions. Every block is orthogonalised twice against all the previous
+    ones (full reorthogonalisation), and the Ritz pairs come from the Rayleigh-Ritz
+    matrix ``Q (C Q)^T`` of the kept products, so no block-tridiagonal recurrence has to
+    stay accurate. One product with ``block_size`` vectors is vectorised, which on the
+    benchmark MLP costs about a third of ``block_size`` single products.
+
+    Returns the Ritz values (ascending) and the Ritz vectors as rows.
+
+    References
+    ----------
+    Golub, G. H. and Underwood, R. (1977). The block Lanczos method for computing
+    eigenvalues. Mathematical Software III.
+    Musco, C. and Musco, C. (2015). Randomized block Krylov methods for stronger and
+    faster approximate singular value decomposition. NeurIPS.
+    """
+    p = op.dim
+    b = min(block_size, p)
+    G = torch.randn(p, b, generator=generator, dtype=op.dtype, device="cpu").to(op.device)
+    Q = torch.linalg.qr(G).Q.T
+    bases, products = [], []
+    for _ in range(n_steps):
+        CQ = op.matmat(Q)
+        bases.append(Q)
+        products.append(CQ)
+        basis = torch.cat(bases)
+        room = p - len(basis)
+        if room <= 0:
+            break
+        W = CQ
+        for _ in range(2):  # twice is enough
+            W = W - (W @ basis.T) @ basis
+        Qn, Rn = torch.linalg.qr(W.T)
+        # Directions that the projections reduced to rounding: the space is exhausted
+        # there (an invariant subspace was found), so they are left out.
+        scale = max(float(CQ.norm(dim=1).max()), torch.finfo(op.dtype).tiny)
+        keep = Rn.diagonal().abs() > 1e3 * torch.finfo(op.dtype).eps * scale
+        Q = Qn.T[keep][:room]
+        if len(Q) == 0:
+            break
+        Q = Q - (Q @ basis.T) @ basis  # the QR of a projected block can lose orthogonality
+        Q = torch.linalg.qr(Q.T).Q.T
+    basis, CB = torch.cat(bases), torch.cat(products)
+    T = basis @ CB.T
+    theta, S = torch.linalg.eigh(0.5 * (T + T.T))
+    return theta, S.T @ basis
 
 
 def smallest_eigenvalue(op: CurvatureOperator, generator=None,
@@ -272,7 +326,9 @@ class ArnoldiSolver(Solver):
     """Top eigenpairs (largest magnitude) by Lanczos on curvature-vector products.
 
     Schioppa et al. (2022) use Arnoldi iterations; for a symmetric matrix these reduce to
-    Lanczos, which is what we run (``2 rank + 20`` steps, with full reorthogonalisation).
+    Lanczos, which is what we run, in blocks of :data:`_ARNOLDI_BLOCK` vectors
+    (:func:`_block_lanczos`, full reorthogonalisation) on a Krylov space of ``2 rank + 20``
+    directions, as many as single-vector Lanczos used before.
 
     Notes
     -----
@@ -280,6 +336,16 @@ class ArnoldiSolver(Solver):
     eigenspace is kept and divided by ``regularization`` (curvature taken as zero there),
     which is the exact inverse of ``U diag(lam) U^T + lambda I``. Any Ritz value (kept
     or not) below ``-lambda`` raises :class:`NotPositiveDefiniteError`.
+
+    Blocks: on the benchmark MLP (12,010 parameters, rank 50, 1,000 rows) the Krylov
+    space of 15 vectorised products of 8 vectors took 0.34 s of CPU where 120 single
+    products took 0.71 s, with Pearson correlations with ``direct`` of 0.9978 against
+    0.9979 (blocks of 16 or more lower the polynomial degree too far: 0.9959 with
+    16 x 6). The lower degree also finds small negative eigenvalues less well (blocks of
+    4 missed the smallest eigenvalue, -0.0021, of a small trained MLP that single-vector
+    Lanczos finds), so unless the curvature is known to be positive semi-definite, the
+    single-vector check :func:`check_positive_definite` (:data:`_CHECK_STEPS` products,
+    0.23 s there) runs as well.
     """
 
     name = "arnoldi"
@@ -291,10 +357,15 @@ class ArnoldiSolver(Solver):
 
     def fit(self, op: CurvatureOperator, generator=None) -> ArnoldiSolver:
         rank = min(self.rank, op.dim)
-        theta, V = _lanczos(op, min(op.dim, 2 * rank + 20), generator)
+        n_dirs = min(op.dim, 2 * rank + 20)
+        n_steps = -(-n_dirs // _ARNOLDI_BLOCK)  # ceil
+        theta, V = _block_lanczos(op, n_steps, min(_ARNOLDI_BLOCK, n_dirs), generator)
         if float(theta.min()) + self.regularization <= 0:
             raise not_positive_definite(self.name, float(theta.min()), self.regularization,
-                                        f"{len(theta)} Lanczos steps")
+                                        f"block Lanczos on {len(theta)} directions")
+        # A block Krylov space has a lower polynomial degree than single-vector Lanczos of
+        # the same size, and misses small negative eigenvalues that the latter finds.
+        check_positive_definite(op, self.regularization, self.name, generator)
         top = torch.argsort(theta.abs(), descending=True)[:rank]
         self.eigenvalues_, V = theta[top], V[top]
         self.U_ = V.T
