@@ -244,6 +244,22 @@ def build_game(name: str) -> dict:
 _CALLS_PER_SAMPLE: dict = {}
 
 
+def _sampler(name: str):
+    """A sampler name, or ``Class(key=value, ...)`` of skdvl.sampling with literal values
+    (``"HybridMSRSampler(surrogate='linear', paired=True)"``)."""
+    import ast
+
+    import skdvl.sampling
+
+    if "(" not in name:
+        return name
+    call = ast.parse(name, mode="eval").body
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
+        raise ValueError(f"not a sampler call: {name!r}")
+    kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    return getattr(skdvl.sampling, call.func.id)(**kwargs)
+
+
 def _calls_model(cls, sampler: str, game, probe=(10, 50), **params) -> tuple[float, float]:
     """Utility calls of ``k`` samples of ``sampler`` on ``game``, as ``a + b k``.
 
@@ -256,7 +272,8 @@ def _calls_model(cls, sampler: str, game, probe=(10, 50), **params) -> tuple[flo
     key = (cls.__name__, sampler, game.n_players, tuple(sorted(params.items())))
     if key not in _CALLS_PER_SAMPLE:
         def calls(k: int) -> int:
-            v = cls(utility=game, sampler=sampler, stopping=MaxSamples(k), max_updates=None,
+            v = cls(utility=game, sampler=_sampler(sampler), stopping=MaxSamples(k),
+                    max_updates=None,
                     random_state=0, **params)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -290,7 +307,7 @@ def skdvl_available(names_by_index: dict) -> tuple[dict, list[str]]:
         ok[index] = []
         for s in names:
             try:
-                v = cls(utility=AirportGame([1.0, 2.0, 3.0, 4.0]), sampler=s,
+                v = cls(utility=AirportGame([1.0, 2.0, 3.0, 4.0]), sampler=_sampler(s),
                         stopping=MaxSamples(8), max_updates=None, random_state=0)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -336,7 +353,8 @@ def skdvl_game(info: dict, samplers: dict, budgets: list[int], seeds_for, caps: 
                 for seed in seeds_for(budget):
                     if cap.why:
                         break
-                    v = cls(utility=game, sampler=s, stopping=MaxSamples(k), max_updates=None,
+                    v = cls(utility=game, sampler=_sampler(s), stopping=MaxSamples(k),
+                            max_updates=None,
                             random_state=seed)
                     t0 = time.perf_counter()
                     with warnings.catch_warnings():

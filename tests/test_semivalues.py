@@ -276,8 +276,11 @@ def test_same_seed_same_values_other_seed_other_values():
 
 
 def test_warm_start_continues_the_same_sample_stream():
-    once = ShapleyValuer(utility=MC_GAME, max_updates=20, random_state=0).fit()
-    v = ShapleyValuer(utility=MC_GAME, max_updates=8, random_state=0, warm_start=True).fit()
+    # the block engine's stream: a sampler whose draws do not depend on the budget
+    once = ShapleyValuer(utility=MC_GAME, sampler="permutation", max_updates=20,
+                         random_state=0).fit()
+    v = ShapleyValuer(utility=MC_GAME, sampler="permutation", max_updates=8,
+                      random_state=0, warm_start=True).fit()
     v.set_params(max_updates=20).fit()
     np.testing.assert_allclose(v.values_, once.values_, rtol=1e-12)
     np.testing.assert_array_equal(v.counts_, once.counts_)

@@ -24,7 +24,9 @@ marginals one utility evaluation buys and in their variance:
   regression-adjusted MSR) and stratified SVARM also use every evaluation for
   every player, and keep their own statistics instead of per-player means;
 - Neyman strata (Castro et al., 2017) stratify marginals by player and size
-  and spend the budget where the marginals vary.
+  and spend the budget where the marginals vary;
+- hybrid MSR draws coalitions by size without replacement, enumerating the
+  strata the budget covers, and samples only a surrogate's residual.
 
 Samplers are parameters of the valuers (``sampler="owen"`` or an instance).
 The package holds one module per family over the protocol of ``_base.py``
@@ -34,6 +36,7 @@ engine (``_engine.py``) drives them through that protocol only.
 
 from skdvl.sampling._base import BaseSampler
 from skdvl.sampling._exact import ExactSampler
+from skdvl.sampling._hybrid_msr import HybridMSRSampler
 from skdvl.sampling._kernel import KernelSampler, LeverageSampler
 from skdvl.sampling._msr import MSRSampler
 from skdvl.sampling._neyman import NeymanSampler
@@ -47,5 +50,5 @@ __all__ = [
     "BaseSampler", "PermutationSampler", "AntitheticPermutationSampler", "UniformSampler",
     "AntitheticSampler", "OwenSampler", "StratifiedSampler", "MSRSampler", "ExactSampler",
     "RelativeTruncation", "FixedTruncation", "KernelSampler", "LeverageSampler",
-    "RegressionMSRSampler", "SVARMSampler", "NeymanSampler",
+    "RegressionMSRSampler", "SVARMSampler", "NeymanSampler", "HybridMSRSampler",
 ]

@@ -1,33 +1,40 @@
 """``sampler="auto"``: the estimator a semivalue valuer uses when the user names none.
 
 The rule rests on the side-by-side measurements of ``benchmarks/bench_estimators.py``
-(``benchmarks/README.md``, "Estimators for hard games"): at 40 players and 4,000
-utility calls, regression-adjusted MSR with a chosen tree surrogate had the lowest
-or near-lowest error of skdvl's estimators on the airport, weighted and symmetric
-voting, miner and shoes games, for Shapley and Banzhaf values alike; exact
-enumeration wins whenever the budget covers the ``2^n`` coalitions. Tree fits grow
-with ``n`` times the samples, so above ``_TREE_MAX_PLAYERS`` players the surrogate
-stays linear. On data games whose coalitions are cheap to fit (linear models on the
-batched path, whose permutation prefixes are fitted incrementally) the tree fits
-cost more than the utility calls they save: a logistic regression on 100
+(``benchmarks/README.md``, "Estimators for hard games"): at 40 players and 400 to
+40,000 utility calls, and on a 16-row data game, hybrid regression-adjusted MSR
+(:class:`~skdvl.sampling.HybridMSRSampler`: size strata drawn without replacement,
+the small ones enumerated, a surrogate chosen among linear, count and tree models)
+had the lowest or near-lowest error of skdvl's estimators on the airport, weighted
+and symmetric voting, miner, shoes and breast-cancer games, for Shapley and Banzhaf
+values alike; exact enumeration wins whenever the budget covers the ``2^n``
+coalitions. The hybrid estimator keeps every coalition's indicators and tree fits
+grow with ``n`` times the samples, so above ``_TREE_MAX_PLAYERS`` players the
+estimator is :class:`~skdvl.sampling.RegressionMSRSampler` with its linear surrogate
+(running sums only). On data games whose coalitions are cheap to fit (linear models
+on the batched path, whose permutation prefixes are fitted incrementally) the tree
+fits cost more than the utility calls they save: a logistic regression on 100
 breast-cancer rows (1 thread, 3 seeds, MSE against 3,000 permutations) took 8.6 s
-with the tree surrogate at the default budget (MSE 2.2e-05), 2.6 s with the linear
-one (3.0e-05) and 1.4 s by permutations (7.6e-05); at equal time the linear
-surrogate and permutations tied, and the tree trailed. Those games get the linear
-surrogate.
+with a tree surrogate at the default budget (MSE 2.2e-05), 2.6 s with the linear
+one (3.0e-05) and 1.4 s by permutations (7.6e-05). Those games get the hybrid
+estimator with the linear surrogate.
 """
 
 from __future__ import annotations
 
 from skdvl.sampling._base import BaseSampler
 from skdvl.sampling._exact import ExactSampler
+from skdvl.sampling._hybrid_msr import HybridMSRSampler
 from skdvl.sampling._regression_msr import RegressionMSRSampler
 
 __all__ = ["choose_sampler"]
 
-#: above this many players the tree surrogates' fits (a few per fold, on every
-#: sample's n indicators) cost more than they save; the linear surrogate is used
+#: above this many players the hybrid estimator's stored indicators and tree fits (a
+#: few per fold, on every sample's n indicators) cost more than they save
 _TREE_MAX_PLAYERS = 100
+#: the hybrid estimator needs a budget of this many times the units that cover its strata
+#: once (``min_updates``: 158 coalitions at n = 40); below, regression MSR is used
+_COVERS = 2
 #: without a budget (another criterion stops sampling), enumerate up to this many
 _EXACT_UNBOUNDED = 10
 
@@ -55,15 +62,21 @@ def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
     -------
     sampler : BaseSampler
         ``ExactSampler()`` when the ``2^n`` coalitions fit the budget (or ``n`` is
-        at most 10 without a budget), else ``RegressionMSRSampler(surrogate="auto")``
-        up to 100 players and ``RegressionMSRSampler()`` beyond or with
-        ``cheap_prefixes``.
+        at most 10 without a budget), else ``HybridMSRSampler()`` up to 100
+        players (``HybridMSRSampler(surrogate="linear")`` with ``cheap_prefixes``)
+        when the budget is at least twice its ``min_updates``, and
+        ``RegressionMSRSampler(surrogate="auto")`` (linear with ``cheap_prefixes``)
+        below that or ``RegressionMSRSampler()`` above 100 players.
     """
     del algorithm  # one rule for every semivalue (see the module docstring)
     limit = ExactSampler().max_players
     if n <= limit and (2 ** n <= budget_calls if budget_calls is not None
                        else n <= _EXACT_UNBOUNDED):
         return ExactSampler()
-    if n <= _TREE_MAX_PLAYERS and not cheap_prefixes:
+    hybrid = HybridMSRSampler(surrogate="linear") if cheap_prefixes else HybridMSRSampler()
+    if n <= _TREE_MAX_PLAYERS and (budget_calls is None
+                                   or budget_calls >= _COVERS * hybrid.min_updates(n)):
+        return hybrid
+    if n <= _TREE_MAX_PLAYERS and not cheap_prefixes:  # too small a budget for its strata
         return RegressionMSRSampler(surrogate="auto")
     return RegressionMSRSampler()

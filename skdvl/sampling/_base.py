@@ -68,8 +68,11 @@ class Runner(Protocol):
     ``table`` evaluates fixed coalitions (the bit codes ``0 .. state.total - 1``
     or the rows of ``masks``); both continue ``state`` when it is not None.
     ``evaluator`` and ``block_rng`` serve a sampler that evaluates a tiny game
-    itself.
+    itself; ``stopping()`` builds the game's stopping criterion, for a sampler
+    that checks it itself between its own rounds of :meth:`table`.
     """
+
+    stopping: Any
 
     def sample(self, utility: Any, sampler: Any, weights: Any,
                state: EngineState | None) -> EngineState: ...

@@ -21,6 +21,7 @@ from skdvl.sampling import (
     AntitheticSampler,
     BaseSampler,
     ExactSampler,
+    HybridMSRSampler,
     KernelSampler,
     LeverageSampler,
     MSRSampler,
@@ -279,6 +280,8 @@ class ShapleyValuer(_GameValuer):
         "regression_msr": RegressionMSRSampler, "svarm": SVARMSampler,
         "neyman": NeymanSampler, "neyman_paired": lambda: NeymanSampler(paired=True),
         "regression_msr_tree": lambda: RegressionMSRSampler(surrogate="auto"),
+        "hybrid_msr": HybridMSRSampler,
+        "hybrid_msr_paired": lambda: HybridMSRSampler(paired=True),
         "auto": ExactSampler,  # chosen per game in fit: skdvl.sampling._auto
     }
     _parameter_constraints = {
@@ -348,6 +351,8 @@ class BanzhafValuer(_GameValuer):
         "exact": ExactSampler, "kernel": KernelSampler, "regression_msr": RegressionMSRSampler,
         "svarm": SVARMSampler, "neyman": NeymanSampler,
         "regression_msr_tree": lambda: RegressionMSRSampler(surrogate="auto"),
+        "hybrid_msr": HybridMSRSampler,
+        "hybrid_msr_paired": lambda: HybridMSRSampler(paired=True),
         "auto": ExactSampler,  # chosen per game in fit: skdvl.sampling._auto
     }
     _parameter_constraints = {

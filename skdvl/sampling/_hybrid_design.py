@@ -1,0 +1,163 @@
+"""The design of the hybrid MSR estimator: size strata, their allocation, and the draws.
+
+A unit is a coalition of a stratum's size (and, paired, its complement). Units are
+drawn uniformly without replacement within their stratum, so a stratum's units are a
+simple random sample of it, and a stratum drawn completely is enumerated. The
+allocation of units to strata follows Neyman (Cochran, 1977, Sec. 5.5; Castro et al.,
+2017): see :func:`_size_weights`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from skdvl._coalitions import log_binom
+from skdvl.sampling._regression_msr import _msr_coefficients
+
+__all__: list[str] = []
+
+_ENUMERATE = 200_000  # a stratum this small is listed, then shuffled, once it is needed
+
+# --------------------------------------------------------------------------- the design
+@dataclass
+class _Design:
+    """The strata of a game: unit ``j`` of stratum ``s`` is a coalition of size
+    ``size[s]`` (and, paired, its complement); ``pop[s]`` units exist."""
+
+    n: int
+    paired: bool
+    size: np.ndarray  # (strata,) size of a unit's first coalition
+    pop: np.ndarray  # (strata,) float: units in the stratum
+    weight: np.ndarray  # (strata,) Neyman allocation weight, 0 for a stratum never drawn
+
+    @property
+    def per_unit(self) -> int:
+        return 2 if self.paired else 1
+
+
+def _size_weights(mass: np.ndarray, n: int) -> np.ndarray:
+    """``C(n, s) sqrt(s a(s)^2 + (n - s) b(s)^2)`` for s = 0..n, scaled to max 1.
+
+    The standard deviation of the weights a coalition of size ``s`` carries for the
+    ``n`` players, times the stratum's size: Neyman's allocation for a residual of
+    the same variance in every stratum.
+    """
+    sizes = np.arange(n + 1)
+    a, b = _msr_coefficients(mass, n, sizes)
+    with np.errstate(divide="ignore"):
+        log_w = log_binom(n, sizes) + 0.5 * np.log(sizes * a**2 + (n - sizes) * b**2)
+    finite = np.isfinite(log_w)
+    out = np.zeros(n + 1)
+    if finite.any():
+        out[finite] = np.exp(log_w[finite] - log_w[finite].max())
+    return out
+
+
+def _population(n: int, sizes: np.ndarray) -> np.ndarray:
+    """``C(n, s)`` as floats, exact (integers) where a float holds them."""
+    pop = np.exp(log_binom(n, sizes))
+    return np.where(pop < 2.0**52, np.rint(pop), pop)
+
+
+def _design(mass: np.ndarray, n: int, paired: bool) -> _Design:
+    w = _size_weights(mass, n)
+    w[[0, n]] = np.maximum(w[[0, n]], 1e-12)  # the empty and full coalitions: always
+    if not paired:
+        sizes = np.arange(n + 1)
+        return _Design(n, False, sizes, _population(n, sizes), w)
+    sizes = np.arange(n // 2 + 1)
+    pop = _population(n, sizes)
+    if n % 2 == 0:
+        pop[-1] /= 2  # a coalition of size n/2 and its complement are one unit
+    return _Design(n, True, sizes, pop, w[sizes] + w[n - sizes])
+
+
+def _allocate(counts: np.ndarray, design: _Design, cover: int, m: int) -> np.ndarray:
+    """The strata of the next ``m`` units, in draw order (``counts`` is updated).
+
+    First every drawn stratum gets ``cover`` units; then the next unit goes to the
+    stratum whose ``(units + 1/2) / weight`` is smallest (the Sainte-Lague order of
+    a Neyman allocation), skipping the strata drawn completely. The first ``B``
+    units of this order are the same whatever the chunks they are drawn in.
+    """
+    def key(s: int) -> tuple[int, float, int]:
+        j = int(counts[s])
+        return (0, float(j), s) if j < cover else (1, (j + 0.5) / design.weight[s], s)
+
+    heap = [key(int(s)) for s in np.flatnonzero((design.weight > 0) & (counts < design.pop))]
+    heapq.heapify(heap)
+    order: list[int] = []
+    while heap and len(order) < m:
+        s = heapq.heappop(heap)[2]
+        order.append(s)
+        counts[s] += 1
+        if counts[s] < design.pop[s]:
+            heapq.heappush(heap, key(s))
+    return np.array(order, dtype=np.intp)
+
+
+def _canonical(masks: np.ndarray, design: _Design) -> np.ndarray:
+    """A unit of size n/2 and its complement, named by the one holding player 0."""
+    if design.paired and design.n % 2 == 0 and masks.shape[0]:
+        flip = (masks.sum(axis=1) * 2 == design.n) & ~masks[:, 0]
+        masks[flip] = ~masks[flip]
+    return masks
+
+
+def _draw_units(rng: np.random.Generator, design: _Design, s: int, k: int,
+                seen: set[bytes], pool: dict[int, list[np.ndarray]]) -> np.ndarray:
+    """``k`` units of stratum ``s`` not in ``seen`` (updated), uniformly without replacement."""
+    n, size = design.n, int(design.size[s])
+    if design.pop[s] <= _ENUMERATE and (len(seen) + k > design.pop[s] / 4 or s in pool):
+        if s not in pool:  # every unit of the stratum, in a random order
+            rows = np.array(list(itertools.combinations(range(n), size)), dtype=np.intp)
+            masks = np.zeros((rows.shape[0], n), dtype=bool)
+            masks[np.repeat(np.arange(rows.shape[0]), size), rows.ravel()] = True
+            masks = np.unique(_canonical(masks, design), axis=0)
+            fresh = np.array([np.packbits(r).tobytes() not in seen for r in masks], bool)
+            pool[s] = list(masks[fresh][rng.permutation(int(fresh.sum()))])
+        out = np.array(pool[s][:k]).reshape(-1, n)
+        del pool[s][:k]
+        seen.update(np.packbits(r).tobytes() for r in out)
+        return out
+    got: list[np.ndarray] = []
+    while len(got) < k:
+        m = max(2 * (k - len(got)), 16)
+        cols = np.argsort(rng.random((m, n)), axis=1)[:, :size]
+        masks = np.zeros((m, n), dtype=bool)
+        masks[np.repeat(np.arange(m), size), cols.ravel()] = True
+        for row in _canonical(masks, design):
+            key = np.packbits(row).tobytes()
+            if key not in seen:
+                seen.add(key)
+                got.append(row)
+                if len(got) == k:
+                    break
+    return np.array(got).reshape(-1, n)
+
+
+def _coalitions(masks: np.ndarray, paired: bool) -> np.ndarray:
+    """The coalitions of units (each followed by its complement when paired)."""
+    if not paired:
+        return masks
+    return np.stack([masks, ~masks], axis=1).reshape(-1, masks.shape[1])
+
+
+def _unit_terms(masks: np.ndarray, e: np.ndarray, mass: np.ndarray, paired: bool
+                ) -> np.ndarray:
+    """``h_i = sum over the unit's coalitions C of e(C) c_i(C)``, (units, n).
+
+    ``e`` is (units, per_unit), the residuals of a unit's coalition (and complement).
+    """
+    n = masks.shape[1]
+    s = masks.sum(axis=1)
+    a, b = _msr_coefficients(mass, n, s)
+    h = np.where(masks, (a * e[:, 0])[:, None], -(b * e[:, 0])[:, None])
+    if paired:
+        a2, b2 = _msr_coefficients(mass, n, n - s)
+        h += np.where(masks, -(b2 * e[:, 1])[:, None], (a2 * e[:, 1])[:, None])
+    return h
