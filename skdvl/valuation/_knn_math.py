@@ -365,18 +365,6 @@ def _rank_rows(d: np.ndarray, ind: np.ndarray | None) -> np.ndarray:
     return np.take_along_axis(ind, order, axis=1)
 
 
-def _rank_block(
-    Xb: Any, self_rows: np.ndarray | None, searcher: dict[str, Any]
-) -> np.ndarray:
-    """Training rows ordered from nearest to farthest, one row per validation row.
-
-    Ties in distance are broken by training index. With ``self_rows`` (leave-self-out),
-    validation row ``t`` is training row ``self_rows[t]``, which is moved to the
-    last rank, where the caller makes it a dummy player.
-    """
-    return _rank_rows(*_block_distances(Xb, self_rows, searcher))
-
-
 def _rank_values(
     order: np.ndarray, yb: np.ndarray, y_train: np.ndarray, k: int, task: str,
     leave_self_out: bool, utility: str, n_classes: int,

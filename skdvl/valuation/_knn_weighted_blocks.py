@@ -20,7 +20,7 @@ from scipy import sparse
 from sklearn import get_config
 
 from skdvl._moments import Moments
-from skdvl.valuation._knn_math import _distances, _moments_of_values, _stable_argsort
+from skdvl.valuation._knn_math import _block_distances, _moments_of_values, _rank_rows
 from skdvl.valuation._knn_weighted import (
     _block_plan,
     discretize_weights,
@@ -96,25 +96,16 @@ def ranked_distances(
     ``self_rows`` (leave-self-out) the validation row's own training row is ranked last,
     at distance ``inf``; the caller drops it from the game.
     """
-    nn = searcher.get("nn")
-    if nn is None:
-        d = _distances(Xb, searcher["X"], searcher["x_sq"], searcher["metric"], searcher["p"])
-        if searcher["x_sq"] is not None:
-            _exact_small_distances(d, Xb, searcher)
-        if self_rows is not None:
-            d[np.arange(d.shape[0]), self_rows] = np.inf
-        order = _stable_argsort(d)
-        d_sorted = np.take_along_axis(d, order, axis=1)
-        if searcher["x_sq"] is not None and searcher["metric"] != "sqeuclidean":
-            np.sqrt(d_sorted, out=d_sorted)
-        return order, d_sorted
-    d, ind = nn.kneighbors(Xb, n_neighbors=searcher["n_train"])
-    d = np.asarray(d, dtype=np.float64)
-    ind = np.asarray(ind)
-    if self_rows is not None:
-        d[ind == self_rows[:, None]] = np.inf
-    by = np.lexsort((ind, d), axis=-1)
-    return np.take_along_axis(ind, by, axis=1), np.take_along_axis(d, by, axis=1)
+    d, ind = _block_distances(Xb, self_rows, searcher)
+    if ind is None and searcher["x_sq"] is not None:
+        _exact_small_distances(d, Xb, searcher)  # the inf of self rows stays inf
+    order = _rank_rows(d, ind)
+    if ind is not None:  # d is in the searcher's order; its sorted values are the ranks'
+        return order, np.sort(d, axis=1)
+    d_sorted = np.take_along_axis(d, order, axis=1)
+    if searcher["x_sq"] is not None and searcher["metric"] != "sqeuclidean":
+        np.sqrt(d_sorted, out=d_sorted)
+    return order, d_sorted
 
 
 def distance_levels(
