@@ -11,6 +11,7 @@ from skdvl.result import ValuationResult
 from skdvl.utility import ModelUtility, Utility, UtilityFitWarning
 from skdvl.utility_learning import LearnedUtility
 from skdvl.valuation import (
+    AmortizedValuer,
     BanzhafValuer,
     BetaShapleyValuer,
     ClasswiseModelUtility,
@@ -33,4 +34,5 @@ __all__ = [
     "ThresholdKNNShapley", "DataOOBValuer", "GroupTestingShapleyValuer",
     "DeltaShapleyValuer", "DataCleaner", "CleanedEstimator", "rows_to_keep",
     "ClasswiseShapleyValuer", "ClasswiseModelUtility", "LearnedUtility", "LeastCoreValuer",
+    "AmortizedValuer",
 ]

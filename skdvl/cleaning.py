@@ -33,6 +33,7 @@ from skdvl._sklearn_compat import (
 from skdvl.base import ValuerMixin, pandas_index
 from skdvl.groups import check_groups
 from skdvl.valuation import KNNShapley
+from skdvl.valuation._amortized import prefit_values
 
 __all__ = ["CleanedEstimator", "DataCleaner", "rows_to_keep"]
 
@@ -232,6 +233,14 @@ class DataCleaner(BaseEstimator):
     memory : str, path, joblib.Memory or None, default=None
         Where to cache values, keyed by the valuer's parameters and the data (as in
         :class:`~sklearn.pipeline.Pipeline`'s ``memory``). None caches nothing.
+    prefit : bool, default=False
+        If True, ``valuer`` is already fitted and values new rows by
+        ``predict(X, y)`` (a fitted :class:`~skdvl.AmortizedValuer`, wrapped in
+        :class:`sklearn.frozen.FrozenEstimator` to survive ``clone`` in pipelines
+        and grid searches): ``fit_resample`` drops by the predicted values, with no
+        utility evaluated. Sound only where the rows' values are those of the game
+        the valuer learned: the same model and validation data, and rows from the
+        same distribution (see the AmortizedValuer Notes).
 
     Attributes
     ----------
@@ -290,6 +299,7 @@ class DataCleaner(BaseEstimator):
         "valuer": [HasMethods(["fit"]), None],
         **_CUT_CONSTRAINTS,
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+        "prefit": ["boolean"],
     }
 
     def __init__(
@@ -299,11 +309,13 @@ class DataCleaner(BaseEstimator):
         fraction: float = 0.1,
         threshold: float | None = None,
         memory: Any = None,
+        prefit: bool = False,
     ) -> None:
         self.valuer = valuer
         self.fraction = fraction
         self.threshold = threshold
         self.memory = memory
+        self.prefit = prefit
 
     transform = _StepGuard()
     fit_transform = _StepGuard()
@@ -366,7 +378,8 @@ class DataCleaner(BaseEstimator):
         DataFrames and Series come back as they are (pandas in, pandas out); any
         other input comes back validated (an ndarray or a CSR/CSC matrix).
         """
-        _check_valuer(self.valuer)
+        if not self.prefit:
+            _check_valuer(self.valuer)
         tags = self.__sklearn_tags__().input_tags
         X_checked, y_checked = validate_data(
             self, X, y, accept_sparse=["csr", "csc"] if tags.sparse else False,
@@ -380,11 +393,18 @@ class DataCleaner(BaseEstimator):
             self.values_ = None
             self.sample_indices_ = np.arange(n)
             return X, y
+        if self.prefit and groups is not None:
+            raise ValueError("DataCleaner(prefit=True) values rows, not groups; fit "
+                             "without groups or set prefit=False.")
         valuer = clone(self.valuer) if self.valuer is not None else _default_valuer()
         memory = os.fspath(self.memory) if isinstance(self.memory, os.PathLike) else self.memory
         if groups is not None:
             labels, codes = check_groups(groups, n)
-        values = check_memory(memory).cache(_value_rows)(valuer, X, y, groups)
+        if self.prefit:  # the fitted valuer predicts: nothing to cache
+            valuer = self.valuer
+            values = prefit_values(valuer, X, y)
+        else:
+            values = check_memory(memory).cache(_value_rows)(valuer, X, y, groups)
         if groups is None:
             _check_values(values, n, valuer)
             kept = _rows_to_keep(values, self.fraction, self.threshold)

@@ -1,5 +1,6 @@
 """Data valuers: one estimator per method family."""
 
+from skdvl.valuation._amortized import AmortizedValuer
 from skdvl.valuation._classwise import (
     ClasswiseExactSampler,
     ClasswiseModelUtility,
@@ -24,4 +25,5 @@ __all__ = [
     "ThresholdKNNShapley", "DataOOBValuer", "GroupTestingShapleyValuer",
     "DeltaShapleyValuer", "ClasswiseShapleyValuer", "ClasswiseModelUtility",
     "ClasswisePermutationSampler", "ClasswiseExactSampler", "LeastCoreValuer",
+    "AmortizedValuer",
 ]
