@@ -348,14 +348,19 @@ def skdvl_game(info: dict, samplers: dict, budgets: list[int], seeds_for, caps: 
         for s in names:
             cap = _Budget(*caps)
             for budget in budgets:
-                k = _samples_for(cls, s, game, budget)
+                # "auto" gets the budget as users give it (max_updates * n calls), so that
+                # its rule sees the budget; the others a number of samples of that cost
+                by_updates = s == "auto" and budget % game.n_players == 0
+                k = budget // game.n_players if by_updates else _samples_for(
+                    cls, s, game, budget)
                 done = 0
                 for seed in seeds_for(budget):
                     if cap.why:
                         break
-                    v = cls(utility=game, sampler=_sampler(s), stopping=MaxSamples(k),
-                            max_updates=None,
-                            random_state=seed)
+                    budget_kw = ({"max_updates": k} if by_updates else
+                                 {"stopping": MaxSamples(k), "max_updates": None})
+                    v = cls(utility=game, sampler=_sampler(s), random_state=seed,
+                            **budget_kw)
                     t0 = time.perf_counter()
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
@@ -367,7 +372,8 @@ def skdvl_game(info: dict, samplers: dict, budgets: list[int], seeds_for, caps: 
                     errs.append(np.asarray(v.stderr_, dtype=float))
                     runs.append({"library": "skdvl", "estimator": s, "index": index,
                                  "budget": budget, "seed": seed, "samples": k,
-                                 "n_evals": int(v.n_utility_evaluations_), "wall_s": wall})
+                                 "n_evals": int(v.n_utility_evaluations_), "wall_s": wall,
+                                 "sampler": repr(v.sampler_)})
                 if done < len(seeds_for(budget)):
                     skipped.append({"library": "skdvl", "estimator": s, "index": index,
                                     "budget": budget, "seeds_run": done, "why": cap.why})
@@ -659,10 +665,10 @@ def run_estimators(ns, game_names: list[str], notes: list[str]) -> dict:
         info = build_game(g)
         infos[g] = info
         n = info["n"]
-        budgets = [m * n for m in GAMES[g]["mults"]]
+        budgets = [m * n for m in GAMES[g]["mults"] if not ns.mults or m in ns.mults]
         cap = GAMES[g].get("max_seeds", 10**9)
         info["seeds"] = {b: list(range(min(ns.seeds or schedule[m], cap)))
-                         for m, b in zip(GAMES[g]["mults"], budgets)}
+                         for m, b in zip([b // n for b in budgets], budgets)}
         info["budgets"] = budgets
         print(f"game {g}: built in {time.perf_counter() - t0:.1f}s", file=sys.stderr,
               flush=True)
@@ -746,6 +752,8 @@ def main(argv=None) -> dict:
                     help="airport40 and bc16 only, 3 seeds (a few minutes)")
     ap.add_argument("--games", nargs="+", choices=list(GAMES))
     ap.add_argument("--seeds", type=int, help="seeds at every budget (default: a schedule)")
+    ap.add_argument("--mults", nargs="+", type=int,
+                    help="only these budgets, in calls per player (of 10 30 100 300 1000)")
     ap.add_argument("--skdvl-sv", nargs="+", default=SKDVL_SHAPLEY)
     ap.add_argument("--skdvl-bv", nargs="+", default=SKDVL_BANZHAF)
     ap.add_argument("--shapiq", nargs="+", default=SHAPIQ_ALL, choices=list(APPROXIMATORS))

@@ -105,6 +105,7 @@ def test_hybrid_msr_is_unbiased(cls, paired):
         assert cover >= (0.85 if neyman else 0.9)
 
 
+@pytest.mark.slow  # 60 fits choosing among 7 surrogates per fold: about a minute
 def test_hybrid_msr_with_trees_is_unbiased():
     game = ShoesGame(3, 5)
     sampler = HybridMSRSampler(surrogate="auto")
@@ -185,3 +186,58 @@ def test_bad_parameters_are_refused_at_fit(params, match):
     v = ShapleyValuer(utility=_voting(), sampler=HybridMSRSampler(**params), max_updates=50)
     with pytest.raises(ValueError, match=match):
         v.fit()
+
+
+@pytest.mark.parametrize("cls", [ShapleyValuer, BanzhafValuer, BetaShapleyValuer])
+@pytest.mark.parametrize("choice", ["plain", "plain+counts2", None, "counts2"])
+def test_surrogate_candidates_semivalues_equal_brute_force(cls, choice, seed):
+    """The plain (one-intercept) linear fit and its count trees: exact semivalues."""
+    from skdvl.sampling._hybrid_msr import _Surrogate
+
+    rng = np.random.default_rng(seed)
+    n = 7
+    Z = (rng.random((150, n)) < 0.5).astype(np.float64)
+    y = Z @ rng.normal(size=n) + np.minimum(Z[:, :3].sum(axis=1), Z[:, 3:].sum(axis=1))
+    f = _Surrogate(Z, y + 0.1 * rng.normal(size=150), choice, 0)
+    v = cls(utility=_Predicted(f, n), sampler="exact").fit()
+    np.testing.assert_allclose(f.values(v._mass(n)), v.values_, rtol=1e-10, atol=1e-12)
+
+
+def test_the_plain_linear_fit_is_least_squares():
+    from skdvl.sampling._hybrid_msr import _PlainLinear
+
+    rng = np.random.default_rng(3)
+    Z = (rng.random((80, 6)) < 0.5).astype(np.float64)
+    y = rng.normal(size=80)
+    f = _PlainLinear(Z, y)
+    F = np.column_stack([np.ones(80), Z])
+    coef = np.linalg.lstsq(F, y, rcond=None)[0]
+    np.testing.assert_allclose(f.predict(Z), F @ coef, atol=1e-6)
+
+
+def test_moderated_variances_find_the_prior_degrees_of_freedom():
+    """Smyth's (2004) moments recover a known prior: variances drawn as
+    s0^2 d0 / chi2(d0), each observed with d degrees of freedom."""
+    from skdvl.sampling._hybrid_msr import _moderation
+
+    rng = np.random.default_rng(7)
+    k, d, d0, s0 = 4000, 5.0, 10.0, 2.0
+    true = s0 * d0 / rng.chisquare(d0, k)
+    observed = true * rng.chisquare(d, k) / d
+    got_d0, got_s0 = _moderation(observed, np.full(k, d))
+    assert 0.7 * d0 < got_d0 < 1.4 * d0 and 0.85 * s0 < got_s0 < 1.15 * s0
+    # equal variances: no more spread than sampling noise, pooled (d0 large)
+    same = rng.chisquare(d, k) / d
+    d_same, s_same = _moderation(same, np.full(k, d))
+    assert d_same > 100 and abs(s_same - 1.0) < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [ShapleyValuer, BanzhafValuer])
+def test_hybrid_msr_auto_surrogate_is_unbiased_at_a_small_budget(cls):
+    """The candidates (plain ones included) are chosen on training units only."""
+    game = _voting(8)
+    exact = game.shapley_values() if cls is ShapleyValuer else game.banzhaf_values()
+    runs = np.array([_fit(cls, game, HybridMSRSampler(), 80, s).values_ for s in range(60)])
+    sem = runs.std(axis=0, ddof=1) / np.sqrt(len(runs))
+    assert np.all(np.abs(runs.mean(axis=0) - exact) <= 3 * sem + 1e-12)

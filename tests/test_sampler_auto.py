@@ -1,5 +1,6 @@
-"""sampler="auto" (issue 26): exact when the budget covers 2^n, the hybrid surrogate-adjusted
-estimator otherwise (the linear one beyond 100 players), the choice recorded in ``sampler_``."""
+"""sampler="auto" (issue 26): exact when the budget covers 2^n, Kernel Banzhaf for Banzhaf
+values below 20 calls per player, the hybrid surrogate-adjusted estimator otherwise (the
+linear one beyond 100 players), the choice recorded in ``sampler_``."""
 
 import warnings
 
@@ -11,7 +12,14 @@ from sklearn.tree import DecisionTreeClassifier
 
 from skdvl import BanzhafValuer, BetaShapleyValuer, ShapleyValuer
 from skdvl.games import AirportGame
-from skdvl.sampling import ExactSampler, PermutationSampler, RegressionMSRSampler
+from skdvl.sampling import (
+    ExactSampler,
+    HybridMSRSampler,
+    KernelSampler,
+    PermutationSampler,
+    RegressionMSRSampler,
+)
+from skdvl.sampling._auto import choose_sampler
 
 
 @pytest.fixture
@@ -103,3 +111,53 @@ def test_regression_msr_tree_name():
         v.fit()
     assert isinstance(v.sampler_, RegressionMSRSampler)
     assert v.sampler_.surrogate == "auto"
+
+
+def test_auto_banzhaf_below_20_calls_per_player_is_kernel_banzhaf_on_budget(rng):
+    game = AirportGame(rng.uniform(1.0, 10.0, 30))
+    exact = game.banzhaf_values()
+    errors, hybrid = [], []
+    for seed in range(3):
+        v = BanzhafValuer(utility=game, max_updates=10, random_state=seed).fit()
+        assert isinstance(v.sampler_, KernelSampler) and v.sampler_.paired
+        assert v.n_utility_evaluations_ == 10 * 30  # blocks that add up to the budget
+        errors.append(np.mean((v.values_ - exact) ** 2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            o = BanzhafValuer(utility=game, sampler=HybridMSRSampler(surrogate="linear"),
+                              max_updates=300, random_state=seed).fit()
+        assert o.n_utility_evaluations_ == 300
+        hybrid.append(np.mean((o.values_ - exact) ** 2))
+    # the measurement the rule rests on, against the closed form (8.5x the linear hybrid
+    # and 23x the default one at 40 players)
+    assert np.mean(errors) < np.mean(hybrid) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h = BanzhafValuer(utility=game, max_updates=20, random_state=0).fit()
+        s = ShapleyValuer(utility=game, max_updates=10, random_state=0).fit()
+    assert isinstance(h.sampler_, HybridMSRSampler) and h.n_utility_evaluations_ == 600
+    assert isinstance(s.sampler_, HybridMSRSampler)  # Shapley: the hybrid estimator
+
+
+def test_auto_weighted_banzhaf_at_a_small_budget_against_enumeration(rng):
+    game = AirportGame(rng.uniform(1.0, 10.0, 12))  # 2^12 > 10 * 12 calls: sampled
+    exact = BanzhafValuer(utility=game, weight=0.3, sampler="exact").fit().values_
+    v = BanzhafValuer(utility=game, weight=0.3, max_updates=10, random_state=0).fit()
+    assert repr(v.sampler_).startswith("KernelSampler(")
+    assert v.n_utility_evaluations_ <= 120  # 120 draws; a coalition drawn again is cached
+    assert np.corrcoef(v.values_, exact)[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("n,budget,algorithm,expected", [
+    (40, 400, "banzhaf", "KernelSampler(batch_size=100)"),
+    (40, 799, "banzhaf", "KernelSampler(batch_size=100)"),
+    (40, 800, "banzhaf", "HybridMSRSampler()"),
+    (40, None, "banzhaf", "HybridMSRSampler()"),
+    (40, 400, "shapley", "HybridMSRSampler()"),
+    (40, 400, "beta_shapley", "HybridMSRSampler()"),
+    (120, 1200, "banzhaf", "RegressionMSRSampler()"),
+    (16, 160, "banzhaf", "KernelSampler(batch_size=80)"),
+    (16, 2 ** 16, "banzhaf", "ExactSampler()"),
+])
+def test_the_rule_by_budget_and_semivalue(n, budget, algorithm, expected):
+    assert repr(choose_sampler(n, budget, algorithm)) == expected

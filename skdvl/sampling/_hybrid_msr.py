@@ -17,7 +17,10 @@ The budget goes to the strata by Neyman allocation with a common residual varian
 (Castro et al., 2017; Cochran, 1977, Sec. 5.5): stratum ``s`` gets draws in
 proportion to ``C(n, s) sqrt(s a(s)^2 + (n - s) b(s)^2)``, the spread of the weights
 its coalitions carry (``1 / sqrt(s (n - s))`` for Shapley values, the binomial for
-Banzhaf values), a stratum that the allocation would overfill being enumerated.
+Banzhaf values), a stratum that the allocation would overfill being enumerated;
+after a pilot the common variance gives way to each stratum's residual variance,
+moderated towards the pooled one by empirical Bayes (Smyth, 2004) so that the
+variances of a few units per stratum, at small budgets, do not starve a stratum.
 Optionally each coalition is paired with its complement (antithetic sampling).
 """
 
@@ -44,6 +47,7 @@ from skdvl.sampling._hybrid_design import (
 from skdvl.sampling._regression import _check_bool, _nan_result, _result
 from skdvl.sampling._regression_msr import (
     _check_surrogate,
+    _ridge_solve,
     _SizedLinear,
     _surrogate_model,
 )
@@ -61,11 +65,14 @@ _BOOSTED = {
     "boost5": {"n_estimators": 100, "max_depth": 5, "learning_rate": 0.1},
     "boost8": {"n_estimators": 100, "max_depth": 8, "learning_rate": 0.1, "subsample": 0.8},
 }
-#: the candidates of ``surrogate="auto"`` besides the size-wise linear fit alone
-_CANDIDATES = ("counts2", "boost5", "boost8", "deep_alone")
+#: the candidates of ``surrogate="auto"`` besides the size-wise linear fit alone; a
+#: "plain" one has one intercept instead of one per size: fewer parameters to fit on
+#: few units (a candidate ``"plain+X"`` is ``X`` on the plain fit's residuals)
+_CANDIDATES = ("plain", "counts2", "plain+counts2", "boost5", "boost8", "deep_alone")
 _CHOOSE_MAX = 4000  # most coalitions the candidates of "auto" are fitted on
 _PILOT = 0.3  # share of a known budget drawn before the allocation is learnt
 _FLOOR = 0.05  # least learnt weight of a stratum, relative to its share under the prior
+_MAX_PRIOR_DOF = 1e6  # the moderated variance's prior degrees of freedom: at most this
 
 
 def _count_regressor(fold: int) -> Any:
@@ -139,14 +146,47 @@ def _neyman_weights(state: HybridState, mass: np.ndarray, prior: np.ndarray) -> 
     np.add.at(sq, stratum, h**2)
     with np.errstate(divide="ignore", invalid="ignore"):
         var = np.maximum(sq - total**2 / np.maximum(t, 1)[:, None], 0).sum(axis=1) / (t - 1)
-        learnt = design.pop * np.sqrt(var)
-    known = (t >= 2) & (prior > 0) & np.isfinite(learnt)
-    if not known.any() or learnt[known].sum() <= 0:
+        shape = (prior / design.pop) ** 2  # the variance the prior assumes, up to a scale
+    known = (t >= 2) & (prior > 0) & np.isfinite(var) & (shape > 0)
+    if not known.any() or np.sum(var, where=known) <= 0:
         return prior.copy()
+    dof = np.where(known, t - 1, 0.0)
+    prior_dof, scale = _moderation(var[known] / shape[known], dof[known])
+    with np.errstate(invalid="ignore"):
+        shrunk = (dof * np.where(known, var, 0.0) + prior_dof * scale * shape) / (dof + prior_dof)
+    learnt = design.pop * np.sqrt(shrunk)
     ratio = learnt[known].sum() / prior[known].sum()
     out = prior * ratio  # strata without an estimate: the prior, on the learnt scale
     out[known] = np.maximum(learnt[known], _FLOOR * prior[known] * ratio)
     return np.where(prior > 0, out, 0.0)
+
+
+def _moderation(var: np.ndarray, dof: np.ndarray) -> tuple[float, float]:
+    """Prior degrees of freedom ``d0`` and scale ``s0^2`` of sample variances ``var``
+    with ``dof`` degrees of freedom, by the empirical Bayes moments of their logs
+    (Smyth, 2004, "Linear models and empirical Bayes methods for assessing differential
+    expression in microarray experiments", Stat. Appl. Genet. Mol. Biol. 3(1), Sec. 6.2).
+
+    The moderated variance ``(dof var + d0 s0^2) / (dof + d0)`` pools strata whose
+    variances differ no more than a few units' sampling noise (``d0`` large) and keeps
+    them apart where they truly differ (``d0`` small). A zero variance (a residual that
+    vanishes on every unit) counts as 1e-12 of the largest.
+    """
+    from scipy.optimize import brentq
+    from scipy.special import digamma, polygamma
+
+    top = float(var.max())
+    z = np.log(np.maximum(var, 1e-12 * top))
+    e = z - digamma(dof / 2) + np.log(dof / 2)
+    spread = float(np.var(e, ddof=1)) - float(np.mean(polygamma(1, dof / 2))) if e.size > 1 \
+        else 0.0
+    if spread <= 0:  # no more spread than sampling noise: one common variance
+        d0 = np.inf
+    else:  # trigamma(d0 / 2) = spread, trigamma decreasing from +inf to 0
+        d0 = 2 * brentq(lambda x: float(polygamma(1, x)) - spread, 1e-8, 1e8)
+    d0 = min(d0, _MAX_PRIOR_DOF)
+    s0 = float(np.exp(np.mean(e) + digamma(d0 / 2) - np.log(d0 / 2)))
+    return d0, s0
 
 
 class _NeedsValues(Exception):
@@ -185,12 +225,37 @@ def _coalitions_left(criterion: Any, done: int, n: int) -> int | None:
 
 
 # --------------------------------------------------------------------------- surrogates
+class _PlainLinear:
+    """``g(S) = beta_0 + sum_{j in S} beta_j`` by least squares (a tiny ridge, relative
+    to the mean diagonal of the Gram matrix, the intercept unpenalised): ``n + 1``
+    parameters where :class:`_SizedLinear` has ``2 n + 1``. Its semivalue is ``beta``
+    (a semivalue's weights sum to one over the sizes)."""
+
+    def __init__(self, Z: np.ndarray, u: np.ndarray) -> None:
+        F = np.column_stack([np.ones(Z.shape[0]), Z])
+        gram = F.T @ F
+        coef = _ridge_solve(gram, F.T @ u, 1e-6)
+        if coef is None:  # pragma: no cover - the ridge keeps it regular
+            coef = np.linalg.lstsq(F, u, rcond=None)[0]
+        self.beta0, self.beta = float(coef[0]), coef[1:]
+
+    def predict(self, Z: np.ndarray) -> np.ndarray:
+        return np.asarray(self.beta0 + Z @ self.beta)
+
+    def values(self, mass: np.ndarray) -> np.ndarray:
+        return np.asarray(self.beta * float(np.sum(mass)))
+
+
 class _Surrogate:
     """``g(S) + tree(S)``: the size-wise linear fit and a tree on its residuals (either
     may be absent), with exact semivalues."""
 
     def __init__(self, Z: np.ndarray, u: np.ndarray, choice: Any, fold: int) -> None:
-        self.lin = None if choice == "deep_alone" else _SizedLinear(Z, u)
+        plain = isinstance(choice, str) and choice.startswith("plain")
+        if plain:
+            choice = choice[6:] or None  # "plain" alone, or "plain+X"
+        self.lin: Any = (None if choice == "deep_alone" else
+                         _PlainLinear(Z, u) if plain else _SizedLinear(Z, u))
         if isinstance(choice, str) and choice.startswith("counts"):
             assert self.lin is not None
             self.model: Any = CountSurrogate(self.lin.beta, int(choice[6:] or _GROUPS),
@@ -250,8 +315,10 @@ class HybridMSRSampler(_CoalitionSampler):
     uniformly without replacement, so a stratum that the budget covers is
     enumerated and enters exactly: hybrid exact/sampling. The budget goes to
     the strata in proportion to the weight the semivalue's estimator gives them
-    (Neyman allocation, Castro et al., 2017), after every stratum has ``4 n_folds``
-    units (the smallest design whose standard errors are known). A
+    (Neyman allocation, Castro et al., 2017), after every stratum has ``2 n_folds``
+    units (the smallest design whose standard errors are known), and with
+    ``neyman=True`` after a pilot of 30 % of a known budget by the strata's
+    residual variances, moderated towards their pooled value (Smyth, 2004). A
     surrogate whose semivalues are exact (Witter, Liu & Musco, 2025) is fitted
     to the utilities; only its residual is sampled, estimated by cross-fitting
     over ``n_folds`` folds with the finite-population weights of shapiq's
@@ -266,12 +333,16 @@ class HybridMSRSampler(_CoalitionSampler):
         size-wise linear fit (one intercept per coalition size and one effect per
         player), the others add a tree model of its residuals; "auto" chooses per
         fold the one that leaves the least variance on half of the fold's
-        training units.
+        training units, among the size-wise linear fit alone, a plain linear fit
+        (one intercept: half the parameters, for small budgets), count surrogates
+        on either, boosted trees and a full-depth tree.
     n_folds : int, default=2
         Folds of the cross-fitting (at least 2).
     paired : bool, default=False
         Whether each drawn coalition comes with its complement (antithetic
         sampling); a unit is then two utility calls.
+    neyman : bool, default=True
+        Whether the allocation is learnt from the residuals after the pilot.
     batch_size : int, default=128
         Coalitions evaluated at a time when no budget of samples says how many.
 
@@ -281,6 +352,9 @@ class HybridMSRSampler(_CoalitionSampler):
     Shapley values and probabilistic values", arXiv:2506.11849. Castro, Gomez,
     Molina & Tejada (2017), "Improving polynomial estimation of the Shapley value
     by stratified random sampling with optimum allocation", Comput. Oper. Res. 82.
+    Smyth (2004), "Linear models and empirical Bayes methods for assessing
+    differential expression in microarray experiments", Stat. Appl. Genet. Mol.
+    Biol. 3(1).
 
     Examples
     --------
