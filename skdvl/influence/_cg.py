@@ -214,7 +214,7 @@ class CGSolver(Solver):
         except _NegativeCurvature as exc:
             generator = torch.Generator().manual_seed(self.check_seed_)
             lam = min(exc.rayleigh - self.regularization,
-                      smallest_eigenvalue(self.op_, generator))
+                      smallest_eigenvalue(self.op_, generator)[0])
             raise not_positive_definite(self.name, lam, self.regularization,
                                         "conjugate gradients met negative curvature") from None
         return X

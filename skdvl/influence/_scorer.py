@@ -303,7 +303,7 @@ class InfluenceScorer(BaseEstimator):
         # A private copy in eval mode: the user's module keeps its mode, and later
         # changes to it (training on) do not change this scorer.
         module = copy.deepcopy(module).to(device).eval()
-        return FlatModel(module, loss, self.second_order)
+        return FlatModel(module, loss, self.second_order, fast=True)
 
     def _tensors(self, X, y, name, y_name, reference=True):
         theta = self.flat_.theta
