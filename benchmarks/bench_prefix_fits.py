@@ -556,8 +556,13 @@ def part_big(part: str, cfg: dict, tmp: str, pydvl: bool) -> dict:
     del d
     spec = {"kind": "shapley", "cfg": cfg, "data": path, "truncation": rtol,
             "permutations": perms, "seed": cfg["seeds"][0]}
+    n_jobs = int(cfg.get("big_n_jobs", 1))
+    if n_jobs != 1:  # the child's peak memory is then its own, not its workers'
+        spec["kwargs"] = {"n_jobs": n_jobs}
+        out["n_jobs"] = n_jobs
     sk = run_child(part, spec, cfg["big_timeout"], tmp)
-    sk["name"] = _valuer_name("shapley", cfg, rtol, perms)
+    sk["name"] = _valuer_name("shapley", cfg, rtol, perms,
+                              **({"n_jobs": n_jobs} if n_jobs != 1 else {}))
     out["skdvl"] = sk
     out["loadavg_after_skdvl"] = os.getloadavg()
     if pydvl and part == "big10k":
@@ -860,6 +865,9 @@ def main(argv=None) -> dict:
                     help="wall-clock limit of each big10k/big100k child, s (default 900; "
                          "600 with --quick)")
     ap.add_argument("--big10k-permutations", type=int, default=None)
+    ap.add_argument("--big-n-jobs", type=int, default=None,
+                    help="n_jobs of the big10k/big100k runs (default 1; with more, the "
+                         "peak memory recorded is the parent process's only)")
     ap.add_argument("--big100k-permutations", type=int, default=None)
     ap.add_argument("--big100k-rows", type=int, default=None,
                     help="training rows of big100k (default 100,000)")
@@ -877,6 +885,7 @@ def main(argv=None) -> dict:
     for key, val in (("seeds", ns.seeds), ("big_timeout", ns.big_timeout),
                      ("big10k_permutations", ns.big10k_permutations),
                      ("big100k_permutations", ns.big100k_permutations),
+                     ("big_n_jobs", ns.big_n_jobs),
                      ("big100k_n_train", ns.big100k_rows),
                      ("digits_timeout", ns.digits_timeout),
                      ("pydvl_perm_max_s", ns.pydvl_perm_max_s)):

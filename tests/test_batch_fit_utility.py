@@ -72,12 +72,16 @@ def test_unsupported_estimators_fall_back_to_per_coalition_fits(estimator, why, 
 
 
 def test_large_multinomial_models_stay_per_coalition_unless_forced():
+    # 650 parameters: batched where prefixes are walked incrementally (issue 25), else
+    # (here: balanced class weights, which the walk refuses) per coalition
     X, y = load_digits(return_X_y=True)
-    u = ModelUtility(LogisticRegression(), X[:50], y[:50], X[50:80], y[50:80])
+    walked = ModelUtility(LogisticRegression(), X[:50], y[:50], X[50:80], y[50:80])
+    assert walked.fit_path == "batched" and walked.walk_reason == ""
+    lr = LogisticRegression(class_weight="balanced")
+    u = ModelUtility(lr, X[:50], y[:50], X[50:80], y[50:80])
     assert u.fit_path.startswith("per-coalition: a multinomial model with 650 parameters")
     assert u.evaluate is None  # the engine then calls it coalition by coalition
-    forced = ModelUtility(LogisticRegression(), X[:50], y[:50], X[50:80], y[50:80],
-                          batch_fit=True)
+    forced = ModelUtility(lr, X[:50], y[:50], X[50:80], y[50:80], batch_fit=True)
     assert forced.fit_path == "batched" and callable(forced.evaluate)
 
 

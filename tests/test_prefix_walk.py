@@ -134,7 +134,7 @@ def test_a_walk_has_the_same_bits_alone_and_with_others(rng):
 def test_walk_reasons():
     y2, y3 = np.array([0, 1] * 5), np.arange(9) % 3
     assert walk_reason(plan_batched(LogisticRegression()), y2) == ""
-    assert "classes" in walk_reason(plan_batched(LogisticRegression()), y3)
+    assert walk_reason(plan_batched(LogisticRegression()), y3) == ""  # multinomial walks
     assert "balanced" in walk_reason(plan_batched(LogisticRegression(
         class_weight="balanced")), y2)
     assert "every class" in walk_reason(plan_batched(LogisticRegression(
@@ -203,16 +203,24 @@ def test_values_identical_for_any_n_jobs_on_the_walk(cancer, walk_from):
 def test_an_interrupted_walk_keeps_its_finished_prefixes(cancer, monkeypatch, walk_from):
     walk_from(1)
     X, y, X_val, y_val = cancer
-    real = _model._UtilityWalk.step
-    calls = {"n": 0}
+    real, real_block = _model._UtilityWalk.step, _model._UtilityWalk.step_block
+    calls = {"n": 0}  # rounds of prefixes (a block of B is B rounds)
+
+    def count(rounds):
+        calls["n"] += rounds
+        if calls["n"] >= 60:
+            raise KeyboardInterrupt
 
     def step(self, walks):
-        calls["n"] += 1
-        if calls["n"] == 60:
-            raise KeyboardInterrupt
+        count(1)
         return real(self, walks)
 
+    def step_block(self, walks, B):
+        count(B)
+        return real_block(self, walks, B)
+
     monkeypatch.setattr(_model._UtilityWalk, "step", step)
+    monkeypatch.setattr(_model._UtilityWalk, "step_block", step_block)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         v = _valuer(sampler="permutation", max_updates=10).fit(X, y, X_val=X_val,

@@ -27,8 +27,11 @@ minimises scikit-learn's objective ``C * sum_i w_i loss_i + ||coef||^2 / 2``
   at 0.8 times the fit on all rows, chord steps near the optimum;
 - three or more classes: damped Newton on the multinomial loss, with exact
   Hessians while ``K (d + 1) <= 64``, else truncated Newton (Newton-CG)
-  preconditioned in the eigenbasis of each coalition's weighted Gram matrix
-  (the full Hessian, ``(K d)^2`` per coalition, would cost more than it saves).
+  preconditioned by the Hessian's exact per-class diagonal blocks for
+  coalitions of at most 32 (padded) rows, and above by each class's block taken
+  as a multiple of the weighted Gram matrix, both projected onto the zero-sum
+  subspace (the full Hessian, ``(K d)^2`` per coalition, would cost more than it
+  saves).
 
 Each coalition iterates until its Newton decrement is below 1e-14 of the
 objective and no coefficient step moves a decision by more than 1e-7 logit, or

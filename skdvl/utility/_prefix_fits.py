@@ -47,6 +47,7 @@ from scipy.special import expit
 from skdvl.utility._linear_batch import _padded
 from skdvl.utility._linear_solvers import _least_squares, _normal_solve
 from skdvl.utility._linear_state import BatchFit, _dict_weights, _standardise
+from skdvl.utility._prefix_block import fit_block
 from skdvl.utility._prefix_newton import _Work
 
 __all__ = ["LeastSquaresPrefixes", "LogisticPrefixes"]
@@ -361,6 +362,22 @@ class LogisticPrefixes(_Prefixes):
         theta[zero] = 0.0
         self._write(out, lsel, live, theta)
 
+    def fit_block(self, ids: np.ndarray, k: int, B: int, out: BatchFit,
+                  sel: np.ndarray) -> None:
+        """Add rows ``k .. k + B - 1`` of each walk of ``ids`` (all at prefix ``k``) and
+        fit the ``B`` new prefixes into ``out`` rows ``sel`` (``(ids.size, B)``):
+        together (:func:`~skdvl.utility._prefix_block.fit_block`) where the walk is
+        fitted with both classes present, else (or where that fails) prefix by prefix."""
+        blocked = np.zeros(ids.size, bool)
+        can = self.init[ids] & (self.counts[ids] > 0).all(axis=1)
+        if can.any():
+            blocked[can] = fit_block(self, ids[can], k, B, out, sel[can])
+        rest = np.flatnonzero(~blocked)
+        for j in range(B):
+            if rest.size:
+                self.add(ids[rest], k + j)
+                self.fit(ids[rest], k + j + 1, out, sel[rest, j])
+
     def _restart(self, j: np.ndarray, k: int, zero: bool) -> None:
         """(Re)start walks ``j`` at their current point (0 if not finite, or at 0 when
         0 is the optimum): exact decisions and gradient over the ``k`` rows."""
@@ -408,11 +425,19 @@ class LogisticPrefixes(_Prefixes):
     def _write(self, out: BatchFit, lsel: np.ndarray, live: np.ndarray,
                theta: np.ndarray) -> None:
         """The fits in the batched path's coordinates (scaled space for a Pipeline)."""
-        d = self.d
-        v = theta[:, :d]
-        c = theta[:, d] if self.fi else np.zeros(live.size)
+        mean = scale = None
         if self.scaler is not None:
             mean, _, scale = self._scaler_params(live)
+        self._write_with(out, lsel, theta, mean, scale)
+
+    def _write_with(self, out: BatchFit, lsel: np.ndarray, theta: np.ndarray,
+                    mean: np.ndarray | None, scale: np.ndarray | None) -> None:
+        """:meth:`_write` with the prefixes' scaler mean and scale given."""
+        d = self.d
+        v = theta[:, :d]
+        c = theta[:, d] if self.fi else np.zeros(theta.shape[0])
+        if self.scaler is not None:
+            assert mean is not None and scale is not None
             shift = (mean if self.scaler.with_mean else 0.0) - self.centre
             out.coef[lsel, 0] = v * scale
             out.intercept[lsel, 0] = c + (v * shift).sum(axis=1) if self.fi else 0.0

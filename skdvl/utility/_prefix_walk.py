@@ -6,7 +6,8 @@ since prefix ``k + 1`` is prefix ``k`` plus one row. :class:`PrefixWalk` keeps,
 for each walk of a set, the state of its last fit and fits the next prefix
 from it (:mod:`skdvl.utility._prefix_fits`): exactly, by running sums, for
 ``Ridge`` and ``LinearRegression``; by warm-started Newton steps converged to
-the batched path's tolerance for L2 ``LogisticRegression``. Each step yields a
+the batched path's tolerance for L2 ``LogisticRegression`` (three classes or more:
+truncated Newton, :mod:`skdvl.utility._prefix_multinomial`). Each step yields a
 :class:`~skdvl.utility._linear_state.BatchFit` of the walks' new prefixes,
 scored as the batched path scores its fits.
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from skdvl.utility._linear_state import BatchFit, _dict_weights
 from skdvl.utility._prefix_fits import LeastSquaresPrefixes, LogisticPrefixes
+from skdvl.utility._prefix_multinomial import MultinomialPrefixes
 
 __all__ = ["PrefixWalk", "walk_reason"]
 
@@ -43,8 +45,6 @@ def walk_reason(plan: Any, y: Any) -> str:
     if plan.kind != "logistic":
         return ""
     classes = np.unique(np.asarray(y))
-    if classes.size > 2:
-        return f"{classes.size} classes (multinomial prefixes are refitted)"
     cw = model.class_weight
     if cw == "balanced":
         return "class_weight='balanced' (every row's weight changes with a prefix)"
@@ -87,8 +87,10 @@ class PrefixWalk:
             self.rows[r, b:lengths[r]] = order
         self.length = base_sizes.astype(np.intp)  # the current prefix of each walk
         self.max_length = lengths
-        if plan.kind == "logistic":
-            self.fits: Any = LogisticPrefixes(plan, X, y, W)
+        if plan.kind == "logistic" and np.unique(np.asarray(y)).size > 2:
+            self.fits: Any = MultinomialPrefixes(plan, X, y, W)
+        elif plan.kind == "logistic":
+            self.fits = LogisticPrefixes(plan, X, y, W)
         else:
             self.fits = LeastSquaresPrefixes(plan, X, np.asarray(y, np.float64), W)
         self.cap = 0
@@ -104,8 +106,13 @@ class PrefixWalk:
 
     def mask(self, r: int) -> np.ndarray:
         """The current coalition of walk ``r`` as a boolean mask."""
+        return self.mask_at(r, 0)
+
+    def mask_at(self, r: int, back: int) -> np.ndarray:
+        """The coalition of walk ``r`` ``-back`` prefixes before its current one
+        (``back <= 0``) as a boolean mask."""
         out = np.zeros(self.fits.n_rows, dtype=bool)
-        out[self.rows[r, :self.length[r]]] = True
+        out[self.rows[r, :self.length[r] + back]] = True
         return out
 
     def _grow(self, need: int) -> None:
@@ -133,4 +140,31 @@ class PrefixWalk:
             self.fits.add(ids, int(k))
             self.length[ids] = k + 1
             self.fits.fit(ids, int(k) + 1, out, sel)
+        return out
+
+    def step_block(self, walks: np.ndarray, B: int) -> BatchFit:
+        """Add the next ``B`` rows to each walk of ``walks`` and fit the ``B`` new
+        prefixes of each (all of them: no walk may end before).
+
+        Returns the fits walk by walk: row ``a * B + j`` is prefix ``j + 1`` of the
+        block of ``walks[a]``. The fits are those :meth:`step` would give up to the
+        solver tolerance; logistic walks fit a block's prefixes together.
+        """
+        walks = np.asarray(walks, dtype=np.intp)
+        if (self.length[walks] + B > self.max_length[walks]).any():
+            raise ValueError("A walk cannot take a block of steps past its last prefix.")
+        self._grow(int(self.length[walks].max()) + B)
+        out = self.fits.empty_fit(walks.shape[0] * B)
+        block = getattr(self.fits, "fit_block", None)
+        for k in np.unique(self.length[walks]):
+            sel = np.flatnonzero(self.length[walks] == k)
+            ids = walks[sel]
+            rows = sel[:, None] * B + np.arange(B)[None, :]
+            if block is not None:
+                block(ids, int(k), B, out, rows)
+            else:
+                for j in range(B):
+                    self.fits.add(ids, int(k) + j)
+                    self.fits.fit(ids, int(k) + j + 1, out, rows[:, j])
+            self.length[ids] = k + B
         return out
