@@ -17,4 +17,14 @@ __all__ = [
     "DaskInfluenceCalculator", "to_dask_array", "dataset_to_dask_arrays",
     "InfluenceMethod", "Direct", "CG", "LiSSA", "Arnoldi", "EKFAC", "Nystroem", "DataInf",
     "ProjectedAttribution", "TRAK", "TracIn", "GradientSimilarity", "AttributionMethod",
+    "CheckpointRecorder",
 ]
+
+
+def __getattr__(name):
+    # CheckpointRecorder subclasses a skorch callback: skorch is imported only when asked.
+    if name == "CheckpointRecorder":
+        from ._tracin_callback import CheckpointRecorder
+
+        return CheckpointRecorder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

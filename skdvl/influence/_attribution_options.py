@@ -7,6 +7,11 @@ loss, batch size, device, seed, chunk size and verbosity, so that skorch nets,
 DataFrames, ``values_`` and ``influences(..., out=...)`` work as for the classic methods.
 The numbers are :class:`ProjectedAttribution`'s, computed by it (the option objects only
 translate their options).
+
+``backend="dask"`` (with the scorer's ``client``) projects the training chunks as dask
+tasks in ``fit`` (bitwise as a sequential fit on one torch thread; see
+:mod:`~skdvl.influence._trak_dask`); the queries read the store chunk by chunk in this
+process and return arrays, as with ``backend="sequential"``.
 """
 
 from __future__ import annotations
@@ -57,7 +62,8 @@ class AttributionMethod(InfluenceMethod):
         return ProjectedAttribution(
             scorer.model, loss=scorer.loss, method=self._method_name(),
             batch_size=scorer.batch_size, chunk_size=int(chunk), device=scorer.device,
-            random_state=scorer.random_state, verbose=scorer.verbose, **self._options())
+            backend=scorer.backend, client=scorer.client, random_state=scorer.random_state,
+            verbose=scorer.verbose, **self._options())
 
     def _fit(self, scorer, X, y, X_val, y_val):
         """The fitted attribution and ``values_`` (None without ``compute_values``).
@@ -90,11 +96,6 @@ class AttributionMethod(InfluenceMethod):
             raise ValueError(
                 f"method={type(self).__name__}(...) computes up-weighting attributions only; "
                 f"mode must be 'up'. Got {mode!r} instead.")
-        if scorer.backend != "sequential":
-            raise ValueError(
-                f"method={type(self).__name__}(...) runs in this process (its training side "
-                "is read from the gradient store chunk by chunk); backend must be "
-                f"'sequential'. Got {scorer.backend!r} instead.")
         return scorer.solver_.influences(X_test, y_test, out=out)
 
     def _no_factors(self) -> ValueError:
@@ -118,7 +119,12 @@ class TRAK(AttributionMethod):
     projection : {"rademacher", "sparse", "factored"}, default="rademacher"
     models : list of dict, default=None
         State dicts of independently trained models (same architecture); None: the
-        scorer's model alone.
+        scorer's model (and the copies of ``n_models``).
+    n_models : int or None, default=None
+        Number of models averaged. None: ``len(models)``, or 1. With ``models=None``
+        and a fitted skorch net, ``n_models=M`` uses the net and trains ``M - 1`` copies
+        of it (``clone(net).fit`` on the training rows, seeds from the scorer's
+        ``random_state``; see :class:`~skdvl.influence.ProjectedAttribution`).
     regularization : float, "auto" or "gcv", default="auto"
     output : {"auto", "margin", "prediction", "loss"}, default="auto"
     kernel : {"outputs", "gauss_newton"}, default="outputs"
@@ -151,14 +157,15 @@ class TRAK(AttributionMethod):
     name = "trak"
     _method = "trak"
     _parameter_constraints: ClassVar[dict] = _constraints(
-        *_SHARED, "models", "regularization", "output", "kernel")
+        *_SHARED, "models", "n_models", "regularization", "output", "kernel")
 
-    def __init__(self, proj_dim=2048, projection="rademacher", models=None,
+    def __init__(self, proj_dim=2048, projection="rademacher", models=None, n_models=None,
                  regularization="auto", output="auto", kernel="outputs", dtype=None, nnz=8,
                  store=None):
         self.proj_dim = proj_dim
         self.projection = projection
         self.models = models
+        self.n_models = n_models
         self.regularization = regularization
         self.output = output
         self.kernel = kernel
@@ -167,7 +174,7 @@ class TRAK(AttributionMethod):
         self.store = store
 
     def _options(self):
-        return {**super()._options(), "models": self.models,
+        return {**super()._options(), "models": self.models, "n_models": self.n_models,
                 "regularization": self.regularization, "output": self.output,
                 "kernel": self.kernel}
 
@@ -182,6 +189,9 @@ class TracIn(AttributionMethod):
     projection : {"rademacher", "sparse", "factored"}, default="rademacher"
     checkpoints : list of dict, default=None
         State dicts saved during training; None: the scorer's model (one checkpoint).
+        For a skorch net, the in-run route: train it with a
+        :class:`~skdvl.influence.CheckpointRecorder` callback and pass its
+        ``checkpoints_`` here and its ``learning_rates_`` as ``learning_rates``.
     learning_rates : list of float, default=None
         The step size at each checkpoint; None: 1 for each.
     dtype : {"float16", "float32", "float64"} or None, default=None

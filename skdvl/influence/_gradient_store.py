@@ -9,6 +9,7 @@ query reads the store chunk by chunk. With a path (zarr >= 3), the layout is::
     <store>/q              (n_models, n_train) float64: TRAK's -dl/df (-1 for the others)
     <store>/done           (n_models, n_chunks) uint8, one zarr chunk per entry
     <store>/kernel_*       TRAK's kernels, once every chunk is done
+    <store>/trained_models   uint8: the state dicts of the models trained for ``n_models``
 
 A chunk's features and ``q`` are written first and its ``done`` entry second, so a fit
 interrupted at any point leaves the chunks it finished marked, and the next ``fit`` with
@@ -22,6 +23,7 @@ compared when ``fit`` gets data and adopted when a fitted store is reopened with
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -34,6 +36,7 @@ from ._zarr_store import _import_zarr, record_differences
 
 RECORD_KEY = "skdvl_gradients"
 COMPLETE_KEY = "skdvl_gradients_complete"
+MODELS_KEY = "trained_models"
 _FORMAT = 1
 _NUMPY = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 
@@ -75,6 +78,31 @@ def read_record(store) -> dict | None:
     record = dict(group.attrs[RECORD_KEY])
     record["complete"] = bool(group.attrs.get(COMPLETE_KEY, False))
     return record
+
+
+def load_models(store) -> list[dict] | None:
+    """The state dicts saved by :func:`save_models` in the gradient store ``store``, or
+    None (no store, or no models saved)."""
+    if store is None or read_record(store) is None:
+        return None
+    zarr = _import_zarr()
+    group = zarr.open_group(store=os.fspath(store), mode="r")
+    if MODELS_KEY not in {name for name, _ in group.members()}:
+        return None
+    data = np.asarray(group[MODELS_KEY][...]).tobytes()
+    return list(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+
+
+def save_models(store, states: list[dict]) -> None:
+    """Keep the state dicts of trained models in the store, as the bytes of
+    ``torch.save`` in a uint8 array (``torch.load(weights_only=True)`` reads them)."""
+    buffer = io.BytesIO()
+    torch.save([{k: v.detach().cpu() for k, v in s.items()} for s in states], buffer)
+    data = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+    group = _import_zarr().open_group(store=os.fspath(store), mode="a")
+    array = group.create_array(MODELS_KEY, shape=data.shape, dtype="uint8", fill_value=0,
+                               overwrite=True)
+    array[...] = data
 
 
 class GradientStore:

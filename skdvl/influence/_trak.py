@@ -11,37 +11,31 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
 from skdvl._sklearn_compat import Interval, StrOptions, fit_context
 
 from ._checks import check_loss, check_targets, check_trainable
 from ._data import is_pandas, to_tensors
 from ._functional import FlatModel, iter_slices
-from ._gradient_store import GradientStore, read_record
+from ._gradient_store import GradientStore, load_models, read_record, save_models
 from ._projection import KINDS, BlockProjector, FactoredProjector
 from ._skorch import resolve_model
 from ._trak_features import gauss_newton_gram, project_rows
-from ._trak_math import OUTPUTS, ProjectedKernel, RowFunction, combine_scores, resolve_output
-from ._zarr_store import (
-    BlockWriter,
-    check_output_path,
-    hash_array,
-    hash_state_dict,
-    make_record,
-    open_output,
-)
+from ._trak_math import OUTPUTS, ProjectedKernel, RowFunction, resolve_output
+from ._trak_models import resolve_n_models, train_copies, training_seeds
+from ._trak_queries import _AttributionQueries
+from ._zarr_store import hash_array, hash_state_dict, make_record
 
 METHODS = ("trak", "tracin", "grad_dot", "grad_cos")
 KERNELS = ("outputs", "gauss_newton")
 _DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 #: Parameters that do not change the stored numbers (left out of the store's record).
-_UNRECORDED = {"model", "loss", "models", "learning_rates", "batch_size", "device",
-               "random_state", "verbose", "store", "chunk_size"}
+_UNRECORDED = {"model", "loss", "models", "n_models", "learning_rates", "batch_size", "device",
+               "random_state", "verbose", "store", "chunk_size", "backend", "client"}
 _FORMAT = 1
 
 
-class ProjectedAttribution(BaseEstimator):
+class ProjectedAttribution(_AttributionQueries, BaseEstimator):
     """Attribution of test losses to training rows from projected per-example gradients.
 
     All methods return scores in the convention of
@@ -82,7 +76,17 @@ class ProjectedAttribution(BaseEstimator):
         the gradients are never formed, and the dimension is about ``proj_dim``).
     models : list of dict, default=None
         State dicts of the models (TRAK: independently trained models; TracIn:
-        checkpoints), loaded in turn into the module. None: the module as it is.
+        checkpoints), loaded in turn into the module. None: the module as it is (and
+        the copies trained for ``n_models``).
+    n_models : int or None, default=None
+        Number of models. None: ``len(models)``, or 1. With ``models=None`` and
+        ``n_models=M > 1`` (a fitted skorch net, not TracIn), model 0 is the net given
+        and :meth:`fit` trains ``M - 1`` copies: ``sklearn.base.clone(net)`` refitted on
+        the training rows, copy ``j`` under the ``j``-th seed of ``random_state``'s
+        training stream (:mod:`~skdvl.influence._trak_models`), so that one
+        ``random_state`` gives the same copies, and the projections do not depend on
+        whether copies are trained. With a ``store`` their state dicts are saved in it:
+        a resumed fit does not retrain them and ``fit()`` without data reloads them.
     learning_rates : list of float, default=None
         TracIn's step size per checkpoint; None means 1 for each.
     regularization : float, "auto" or "gcv", default="auto"
@@ -125,6 +129,15 @@ class ProjectedAttribution(BaseEstimator):
         query: :meth:`influences` holds the test side, one chunk of training features
         and the result. An existing store keeps its own chunk size.
     device : str or torch.device, default=None
+    backend : {"sequential", "dask"}, default="sequential"
+        How :meth:`fit` projects the training chunks: in turn, or one dask task per
+        ``(model, chunk)`` (:mod:`~skdvl.influence._trak_dask`; needs the ``dask``
+        extra), written to the store here in the same order. The stored features are
+        bitwise those of a sequential fit on one torch thread (each task runs on one).
+        TRAK's Gauss-Newton kernel and the queries run in this process.
+    client : distributed.Client, default=None
+        The dask cluster for ``backend="dask"`` (workers with one thread each); None:
+        dask's current scheduler.
     random_state : int, RandomState or None, default=None
         Seeds the projections (one independent matrix per model). With None and an
         existing ``store``, the store's seeds are used.
@@ -140,6 +153,11 @@ class ProjectedAttribution(BaseEstimator):
         Dimension of the stored features.
     seeds_ : ndarray of shape (n_models,)
         The projection seed of each model.
+    n_models_ : int
+    trained_models_ : list of dict
+        The state dicts of the copies trained for ``n_models`` (empty when none were).
+    train_seeds_ : ndarray of shape (len(trained_models_),)
+        The torch seed each copy was trained under.
     features_ : torch.Tensor or zarr.Array of shape (n_models, n_samples, proj_dim_)
         Projected training gradients (TRAK: of ``f``; others: of the loss); the zarr
         array of the store when ``store`` is set.
@@ -195,6 +213,7 @@ class ProjectedAttribution(BaseEstimator):
         "proj_dim": [Interval(Integral, 1, None, closed="left"), None],
         "projection": [StrOptions({*KINDS, "factored"})],
         "models": [list, tuple, None],
+        "n_models": [Interval(Integral, 1, None, closed="left"), None],
         "learning_rates": ["array-like", None],
         "regularization": [Interval(Real, 0, None, closed="neither"),
                            StrOptions({"auto", "gcv"})],
@@ -206,21 +225,24 @@ class ProjectedAttribution(BaseEstimator):
         "store": [str, os.PathLike, None],
         "chunk_size": [Interval(Integral, 1, None, closed="left")],
         "device": "no_validation",
+        "backend": [StrOptions({"sequential", "dask"})],
+        "client": "no_validation",
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
 
     def __init__(self, model=None, *, loss=None, method="trak", proj_dim=2048,
-                 projection="rademacher", models=None, learning_rates=None,
+                 projection="rademacher", models=None, n_models=None, learning_rates=None,
                  regularization="auto", output="auto", kernel="outputs", dtype=None, nnz=8,
                  batch_size=256, store=None, chunk_size=1000, device=None,
-                 random_state=None, verbose=0):
+                 backend="sequential", client=None, random_state=None, verbose=0):
         self.model = model
         self.loss = loss
         self.method = method
         self.proj_dim = proj_dim
         self.projection = projection
         self.models = models
+        self.n_models = n_models
         self.learning_rates = learning_rates
         self.regularization = regularization
         self.output = output
@@ -231,6 +253,8 @@ class ProjectedAttribution(BaseEstimator):
         self.store = store
         self.chunk_size = chunk_size
         self.device = device
+        self.backend = backend
+        self.client = client
         self.random_state = random_state
         self.verbose = verbose
 
@@ -262,6 +286,7 @@ class ProjectedAttribution(BaseEstimator):
         self.row_shape_ = tuple(Xt.shape[1:])
         self.train_index_ = X.index if is_pandas(X) else None
         self.cast_targets_ = check_targets(self.flat_, Xt, yt)
+        self._complete_models(Xt, yt)
         yt = self._cast(yt)
         check_loss(self.flat_, Xt, yt)
         with torch.no_grad():
@@ -277,10 +302,11 @@ class ProjectedAttribution(BaseEstimator):
                                                   self.chunk_size)
         else:
             self.store_ = GradientStore.open(self.store, record, shape, self._dtype())
+            if self.trained_models_ and load_models(self.store) is None:
+                save_models(self.store, self.trained_models_)
         pending = self.store_.pending()
-        for m, c in self._progress(pending, "projecting the training rows"):
-            sl = self.store_.bounds[c]
-            phi, d = self._features(m, Xt[sl], yt[sl])
+        for m, c, phi, d in self._progress(self._computed(pending, Xt, yt), len(pending),
+                                           "projecting the training rows"):
             self.store_.write(m, c, phi, -d)
         self.n_chunks_written_ = len(pending)
         grams = None
@@ -288,6 +314,23 @@ class ProjectedAttribution(BaseEstimator):
             grams = [self._gauss_newton_gram(m, Xt, yt) for m in range(self.n_models_)]
         self._finish(grams)
         return self
+
+    def __getstate__(self):
+        # A dask Client cannot be pickled (and the tasks never use it).
+        state = super().__getstate__()
+        state["client"] = None
+        return state
+
+    def _computed(self, pending, Xt, yt):
+        """``(m, c, features, dl/df)`` of each pending chunk, in order."""
+        if self.backend == "dask":
+            from ._trak_dask import dask_chunks
+
+            yield from dask_chunks(self, pending, Xt, yt, self.client)
+            return
+        for m, c in pending:
+            sl = self.store_.bounds[c]
+            yield (m, c, *self._features(m, Xt[sl], yt[sl]))
 
     def _gauss_newton(self) -> bool:
         return self.method_ == "trak" and self.kernel == "gauss_newton"
@@ -299,12 +342,12 @@ class ProjectedAttribution(BaseEstimator):
         self.module_ = copy.deepcopy(module).to(device).eval()
         self.flat_ = FlatModel(self.module_, loss)
         self.n_params_ = self.flat_.n_params
-        self.states_ = ([None] if self.models is None
-                        else [dict(s) for s in self.models])
-        self.n_models_ = len(self.states_)
-        if self.n_models_ == 0:
-            raise ValueError("The 'models' parameter of ProjectedAttribution must hold at "
-                             "least one state dict, or be None. Got an empty list instead.")
+        self.states_: list[dict | None] = ([None] if self.models is None
+                                           else [dict(s) for s in self.models])
+        self.n_models_ = resolve_n_models(self.model, self.method, self.models, self.n_models)
+        if self.n_models_ > len(self.states_):  # model 0 is restored by _load like the rest
+            self.states_ = [{k: v.detach().clone()
+                             for k, v in self.module_.state_dict().items()}]
         lrs = (np.ones(self.n_models_) if self.learning_rates is None
                else np.asarray(self.learning_rates, dtype=np.float64).reshape(-1))
         if lrs.shape[0] != self.n_models_:
@@ -313,13 +356,37 @@ class ProjectedAttribution(BaseEstimator):
                 f"per model ({self.n_models_}). Got {lrs.shape[0]} instead.")
         self.learning_rates_ = lrs
         stored = read_record(self.store) if self.random_state is None else None
-        if stored is not None:  # random_state=None: an existing store's seeds are used
+        n_train = self.n_models_ - len(self.states_)
+        if stored is not None and len(stored["config"]["seeds"]) == self.n_models_:
+            # random_state=None: an existing store's seeds are used
             self.seeds_ = np.array(stored["config"]["seeds"], dtype=np.int64)
+            train = stored["config"].get("train_seeds", [])
         else:
             entropy = int(check_random_state(self.random_state).randint(2**31 - 1))
             self.seeds_ = np.array([int(s.generate_state(1)[0]) for s in
                                     np.random.SeedSequence(entropy).spawn(self.n_models_)])
+            train = training_seeds(entropy, n_train)
+        self.train_seeds_ = np.array(train[:n_train], dtype=np.int64)
+        self.trained_models_: list[dict] = []
         self.projectors_ = [self._projector(int(s)) for s in self.seeds_]
+
+    def _complete_models(self, X, y) -> None:
+        """Train (or reload from the store) the copies of the net for ``n_models``."""
+        missing = self.n_models_ - len(self.states_)
+        if missing == 0:
+            return
+        device = self.flat_.theta.device
+        saved = load_models(self.store)
+        if saved is not None and len(saved) == missing:
+            states = [{k: v.to(device) for k, v in s.items()} for s in saved]
+        elif X is None:
+            raise ValueError(
+                f"The gradient store {os.fspath(self.store)!r} holds no trained models for "
+                f"n_models={self.n_models}; call fit(X, y) with the training data.")
+        else:
+            states = train_copies(self.model, self.train_seeds_, X, y, device)
+        self.trained_models_ = states
+        self.states_ = [*self.states_, *states]
 
     def _projector(self, seed: int):
         if self.proj_dim is None:
@@ -351,10 +418,13 @@ class ProjectedAttribution(BaseEstimator):
                 self.module_.load_state_dict(state)
             models.append(hash_state_dict(self.module_))
         params.pop("dtype")  # recorded as resolved (None: the model's)
-        return {"format": _FORMAT, "params": make_record(params)["params"],
-                "seeds": [int(s) for s in self.seeds_], "models": models,
-                "n_params": int(self.n_params_),
-                "dtype": str(self._dtype()).replace("torch.", "")}
+        config = {"format": _FORMAT, "params": make_record(params)["params"],
+                  "seeds": [int(s) for s in self.seeds_], "models": models,
+                  "n_params": int(self.n_params_),
+                  "dtype": str(self._dtype()).replace("torch.", "")}
+        if len(self.train_seeds_):
+            config["train_seeds"] = [int(s) for s in self.train_seeds_]
+        return config
 
     def _data_record(self, Xt, yt) -> dict:
         index = None
@@ -371,6 +441,7 @@ class ProjectedAttribution(BaseEstimator):
                 "cast_targets": bool(self.cast_targets_), "index": index}
 
     def _reopen(self) -> ProjectedAttribution:
+        self._complete_models(None, None)
         self.store_ = GradientStore.open(self.store, {"config": self._config(), "data": None,
                                                       "chunk_size": None})
         data = self.store_.record["data"]
@@ -455,146 +526,9 @@ class ProjectedAttribution(BaseEstimator):
         return gauss_newton_gram(self.module_, self.flat_.loss, self.projectors_[m], X, y,
                                  self.batch_size, self.chunk_size)
 
-    def _progress(self, it, desc):
+    def _progress(self, it, total, desc):
         if self.verbose > 0:
             from tqdm.auto import tqdm
 
-            return tqdm(it, desc=f"ProjectedAttribution({self.method_}): {desc}")
+            return tqdm(it, total=total, desc=f"ProjectedAttribution({self.method_}): {desc}")
         return it
-
-    # ---------------------------------------------------------------- queries
-    def influences(self, X_test, y_test=None, out=None):
-        """Attribution of each test row's loss to each training row.
-
-        Only the test rows' gradients are computed; the training side is read from the
-        store chunk by chunk (memory: the test side, one chunk and the result).
-
-        Parameters
-        ----------
-        X_test : array-like, DataFrame, torch.Tensor or torch Dataset of (x, y) pairs
-        y_test : array-like or torch.Tensor, default=None
-            None when ``X_test`` is a Dataset.
-        out : str, path, zarr store or group, default=None
-            Write the matrix there in blocks of ``chunk_size`` test times ``chunk_size``
-            training rows and return the zarr array; a run started again with the same
-            arguments skips the blocks written, other arguments are refused (as
-            :meth:`InfluenceScorer.influences <skdvl.influence.InfluenceScorer.influences>`).
-
-        Returns
-        -------
-        ndarray of shape (n_test, n_train), or a DataFrame (index: the test rows',
-        columns: the training rows') when ``X_test`` or the training ``X`` is one; a
-        ``zarr.Array`` with ``out``. Positive: the training row raises the test loss.
-        """
-        check_is_fitted(self, "store_")
-        Xt, yt = self._tensors(X_test, y_test, "X_test", "y_test")
-        if out is not None:
-            return self._write(Xt, yt, out)
-        result = self._scores(Xt, yt, range(len(self.store_.bounds)))
-        return self._as_frame(result.cpu().numpy(), X_test)
-
-    def _scores(self, Xt, yt, chunks) -> torch.Tensor:
-        """Scores against the training chunks ``chunks``, joined along the rows."""
-        lefts, d_mean = self._test_side(Xt, yt)
-        parts = [self._block(lefts, d_mean, c) for c in chunks]
-        self._load(0)
-        return torch.cat(parts, dim=1)
-
-    def _test_side(self, Xt, yt):
-        """Per model, what multiplies the training features, and the mean ``dl/df``."""
-        lefts, d_sum = [], torch.zeros(len(Xt), dtype=torch.float64,
-                                       device=self.flat_.theta.device)
-        for m in range(self.n_models_):
-            phi, d = self._features(m, Xt, yt)
-            d_sum += d.to(torch.float64)
-            if self.method_ == "trak":
-                chunks = (c for c, _ in self.store_.chunks(m, phi.device))
-                lefts.append(self.kernels_[m].left(phi, chunks))
-            else:
-                weight = self.learning_rates_[m] if self.method_ == "tracin" else 1.0
-                lefts.append(weight * self._unit(phi.to(torch.float64)))
-        return lefts, d_sum / self.n_models_
-
-    def _unit(self, phi: torch.Tensor) -> torch.Tensor:
-        if self.method_ != "grad_cos":
-            return phi
-        return phi / phi.norm(dim=1, keepdim=True).clamp_min(1e-30)
-
-    def _block(self, lefts, d_mean, c: int) -> torch.Tensor:
-        """Scores of the test rows against training chunk ``c``."""
-        sl, device = self.store_.bounds[c], d_mean.device
-        total = torch.zeros(len(d_mean), sl.stop - sl.start, dtype=torch.float64,
-                            device=device)
-        for m in range(self.n_models_):
-            if self.method_ == "trak":
-                kernel = self.kernels_[m]
-                train = None if kernel.rows else self.store_.chunk(m, c, device)
-                total += kernel.block(lefts[m], train, sl)
-            else:
-                train = self._unit(self.store_.chunk(m, c, device).to(torch.float64))
-                total -= lefts[m] @ train.T
-        return combine_scores(self.method_, total, d_mean.unsqueeze(1),
-                              self.qbar_[sl].unsqueeze(0), self.n_models_)
-
-    def self_influences(self) -> np.ndarray:
-        """The scores of every training row on itself, ``diag(influences(X, y))``.
-
-        From the store alone, chunk by chunk (the training rows' ``dl/df`` is ``-q``).
-
-        Returns
-        -------
-        ndarray of shape (n_train,)
-        """
-        check_is_fitted(self, "store_")
-        store, device = self.store_, self.flat_.theta.device
-        parts = []
-        for c, sl in enumerate(store.bounds):
-            quad = torch.zeros(sl.stop - sl.start, dtype=torch.float64, device=device)
-            for m in range(self.n_models_):
-                phi = store.chunk(m, c, device).to(torch.float64)
-                if self.method_ == "trak":
-                    kernel = self.kernels_[m]
-                    left = kernel.left(phi, (f for f, _ in store.chunks(m, device)))
-                    quad += (kernel.block(left, phi, sl).diagonal() if kernel.rows
-                             else (left * phi).sum(1))
-                else:
-                    weight = self.learning_rates_[m] if self.method_ == "tracin" else 1.0
-                    quad -= weight * self._unit(phi).square().sum(1)
-            d_mean = -self.qbar_[sl]
-            parts.append(combine_scores(self.method_, quad, d_mean, self.qbar_[sl],
-                                        self.n_models_))
-        return torch.cat(parts).cpu().numpy()
-
-    def _write(self, Xt, yt, out):
-        check_output_path(out)
-        n_test, size = len(Xt), self.store_.chunk_size
-        test_bounds = [(s.start, s.stop) for s in iter_slices(n_test, size)]
-        train_bounds = [(s.start, s.stop) for s in self.store_.bounds]
-        record = make_record(self.store_.record["config"]["params"],
-                             store=self.store_.record, test={"X": hash_array(Xt),
-                                                             "y": hash_array(yt)})
-        array, done = open_output(out, record=record, shape=(n_test, self.store_.n_rows),
-                                  chunks=(size, size), dtype=np.float64,
-                                  n_blocks=(len(test_bounds), len(train_bounds)))
-        writer = BlockWriter(array, done, test_bounds, train_bounds)
-        pending = writer.pending()
-        by_test: dict[int, list[int]] = {}
-        for i, j in pending:
-            by_test.setdefault(i, []).append(j)
-        for i, js in by_test.items():
-            a, b = test_bounds[i]
-            lefts, d_mean = self._test_side(Xt[a:b], yt[a:b])
-            for j in js:
-                writer.write(self._block(lefts, d_mean, j).cpu().numpy(), i, j)
-        self._load(0)
-        self.n_blocks_written_ = len(pending)
-        return array
-
-    def _as_frame(self, result, X_test):
-        test_index = X_test.index if is_pandas(X_test) else None
-        if test_index is None and self.train_index_ is None:
-            return result
-        import pandas as pd
-
-        return pd.DataFrame(result, index=test_index, columns=self.train_index_)
-
