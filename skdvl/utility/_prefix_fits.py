@@ -225,7 +225,37 @@ class LeastSquaresPrefixes(_Prefixes):
 
 # --------------------------------------------------------------------------- logistic
 
-class LogisticPrefixes(_Prefixes):
+class _ClassifierPrefixes(_Prefixes):
+    """What the logistic kinds share: the raw rows from the centred ones, the
+    scaler's penalty, the accounting of each walk's first rows (by the subclass's
+    ``_account`` of the rows and their gathered labels, ``_labels()``)."""
+
+    centre: np.ndarray
+    reg: np.ndarray
+
+    def _labels(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _account(self, ids: np.ndarray, x: np.ndarray, labels: np.ndarray,
+                 s: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        return x[..., :self.d] + self.centre
+
+    def _set_reg(self, ids: np.ndarray) -> None:
+        if self.scaler is not None:
+            self.reg[ids, :self.d] = self._scaler_params(ids)[2] ** 2
+
+    def start(self, ids: np.ndarray, k: int) -> None:
+        x = self.Xw[ids, :k]
+        self._account(ids, x, self._labels()[ids, :k], self.sw[ids, :k])
+        if self.scaler is not None:
+            self._scaler_start(ids, self._raw(x))
+            self._set_reg(ids)
+
+
+class LogisticPrefixes(_ClassifierPrefixes):
     """Binary L2 logistic regression prefixes by warm-started Newton steps."""
 
     def __init__(self, plan: Any, X: np.ndarray, y: np.ndarray, W: int) -> None:
@@ -277,9 +307,6 @@ class LogisticPrefixes(_Prefixes):
         self._append("sw", self.s_ext[rows])
         self._append("z", np.zeros(rows.shape))
 
-    def _raw(self, x: np.ndarray) -> np.ndarray:
-        return x[..., :self.d] + self.centre
-
     def _account(self, ids: np.ndarray, x: np.ndarray, q: np.ndarray, s: np.ndarray) -> None:
         """Class counts, the gradient at 0, column sums of squares: rows ``x`` added
         (``x`` (A, m, p))."""
@@ -291,16 +318,8 @@ class LogisticPrefixes(_Prefixes):
         self.sumsq[ids] += (self._raw(x) ** 2).sum(axis=1)
         self.n_valid[ids] += (s > 0).sum(axis=1)
 
-    def _set_reg(self, ids: np.ndarray) -> None:
-        if self.scaler is not None:
-            self.reg[ids, :self.d] = self._scaler_params(ids)[2] ** 2
-
-    def start(self, ids: np.ndarray, k: int) -> None:
-        x = self.Xw[ids, :k]
-        self._account(ids, x, self.qw[ids, :k], self.sw[ids, :k])
-        if self.scaler is not None:
-            self._scaler_start(ids, self._raw(x))
-            self._set_reg(ids)
+    def _labels(self) -> np.ndarray:
+        return self.qw
 
     def add(self, ids: np.ndarray, k: int) -> None:
         """Add row ``k`` of each walk: its gradient and curvature at the walk's optimum."""

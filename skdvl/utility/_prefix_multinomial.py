@@ -72,7 +72,7 @@ from skdvl.utility._linear_solvers import (
     _zero_sum,
 )
 from skdvl.utility._linear_state import BatchFit, _dict_weights
-from skdvl.utility._prefix_fits import _Prefixes
+from skdvl.utility._prefix_fits import _ClassifierPrefixes
 
 __all__ = ["MultinomialPrefixes"]
 
@@ -88,7 +88,7 @@ _EPS = np.finfo(np.float64).eps
 _TINY = np.finfo(np.float64).tiny
 
 
-class MultinomialPrefixes(_Prefixes):
+class MultinomialPrefixes(_ClassifierPrefixes):
     """L2 multinomial logistic regression prefixes (three or more classes).
 
     The interface of :class:`~skdvl.utility._prefix_fits.LogisticPrefixes`
@@ -145,8 +145,8 @@ class MultinomialPrefixes(_Prefixes):
         self._append("sw", self.s_ext[rows])
         self._append("R", np.zeros(rows.shape + (self.K,)))
 
-    def _raw(self, x: np.ndarray) -> np.ndarray:
-        return x[..., :self.d] + self.centre
+    def _labels(self) -> np.ndarray:
+        return self.cw_rows
 
     def _account(self, ids: np.ndarray, x: np.ndarray, c: np.ndarray, s: np.ndarray) -> None:
         """Class counts, sums for the gradient at 0, column sums of squares: rows ``x``
@@ -162,17 +162,6 @@ class MultinomialPrefixes(_Prefixes):
         self.sumsq[ids] += (self._raw(x) ** 2 * (c < self.K)[..., None]).sum(axis=1)
         self.n_valid[ids] += valid.sum(axis=1)
         self.S[ids] += s.sum(axis=1)
-
-    def _set_reg(self, ids: np.ndarray) -> None:
-        if self.scaler is not None:
-            self.reg[ids, :self.d] = self._scaler_params(ids)[2] ** 2
-
-    def start(self, ids: np.ndarray, k: int) -> None:
-        x = self.Xw[ids, :k]
-        self._account(ids, x, self.cw_rows[ids, :k], self.sw[ids, :k])
-        if self.scaler is not None:
-            self._scaler_start(ids, self._raw(x))
-            self._set_reg(ids)
 
     def add(self, ids: np.ndarray, k: int) -> None:
         """Add row ``k`` of each walk: its decisions at the walk's optimum, and its
