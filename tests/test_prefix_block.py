@@ -9,7 +9,6 @@ import pytest
 from joblib import parallel_config
 from sklearn.datasets import load_breast_cancer, make_classification
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skdvl import ShapleyValuer
@@ -17,6 +16,7 @@ from skdvl.sampling import _truncation
 from skdvl.utility import _prefix_block, _prefix_fits
 from skdvl.utility._linear_batch import plan_batched
 from skdvl.utility._prefix_walk import PrefixWalk
+from tests.test_prefix_walk import LOGISTIC_IDS, LOGISTIC_MODELS
 
 
 def _params(fit, r):
@@ -65,13 +65,7 @@ def _blocks_against_cold(est, X, y, rng, W=3, B=8, first=12):
     return worst, compared, blocked["n"]
 
 
-@pytest.mark.parametrize("est", [LogisticRegression(), LogisticRegression(C=50.0),
-                                 LogisticRegression(C=0.01),
-                                 LogisticRegression(fit_intercept=False),
-                                 LogisticRegression(class_weight={0: 3.0, 1: 0.5}),
-                                 make_pipeline(StandardScaler(), LogisticRegression())],
-                         ids=["C=1", "C=50", "C=0.01", "no-intercept", "class-weight",
-                              "scaler"])
+@pytest.mark.parametrize("est", LOGISTIC_MODELS, ids=LOGISTIC_IDS)
 def test_block_prefixes_equal_cold_fits_to_the_solver_tolerance(est, rng):
     X, y = make_classification(n_samples=120, n_features=6, random_state=2)
     if hasattr(est, "steps"):  # scales spanning 6 orders of magnitude, and offsets

@@ -79,13 +79,15 @@ def test_least_squares_prefixes_equal_cold_fits(est, rng):
         assert worst < 1e-8
 
 
-@pytest.mark.parametrize("est", [LogisticRegression(), LogisticRegression(C=50.0),
-                                 LogisticRegression(C=0.01),
-                                 LogisticRegression(fit_intercept=False),
-                                 LogisticRegression(class_weight={0: 3.0, 1: 0.5}),
-                                 make_pipeline(StandardScaler(), LogisticRegression())],
-                         ids=["C=1", "C=50", "C=0.01", "no-intercept", "class-weight",
-                              "scaler"])
+#: the binary logistic models every prefix path is checked on (and their test ids)
+LOGISTIC_MODELS = [LogisticRegression(), LogisticRegression(C=50.0), LogisticRegression(C=0.01),
+                   LogisticRegression(fit_intercept=False),
+                   LogisticRegression(class_weight={0: 3.0, 1: 0.5}),
+                   make_pipeline(StandardScaler(), LogisticRegression())]
+LOGISTIC_IDS = ["C=1", "C=50", "C=0.01", "no-intercept", "class-weight", "scaler"]
+
+
+@pytest.mark.parametrize("est", LOGISTIC_MODELS, ids=LOGISTIC_IDS)
 def test_logistic_prefixes_equal_cold_fits_to_the_solver_tolerance(est, rng):
     X, y = make_classification(n_samples=60, n_features=6, random_state=2)
     if hasattr(est, "steps"):

@@ -158,6 +158,8 @@ def test_auto_weighted_banzhaf_at_a_small_budget_against_enumeration(rng):
     (120, 1200, "banzhaf", "RegressionMSRSampler()"),
     (16, 160, "banzhaf", "KernelSampler(batch_size=80)"),
     (16, 2 ** 16, "banzhaf", "ExactSampler()"),
+    (40, 199, "banzhaf", "RegressionMSRSampler(surrogate='auto')"),  # below 5 n: no kernel
+    (40, 200, "banzhaf", "KernelSampler(batch_size=100)"),
 ])
 def test_the_rule_by_budget_and_semivalue(n, budget, algorithm, expected):
     assert repr(choose_sampler(n, budget, algorithm)) == expected

@@ -8,8 +8,8 @@ small ones enumerated, a surrogate chosen among linear, count and tree models) h
 lowest or near-lowest error of skdvl's estimators on the airport, weighted and symmetric
 voting, miner, shoes and breast-cancer games, for Shapley and Banzhaf values alike;
 exact enumeration wins whenever the budget covers the ``2^n`` coalitions. One rule
-depends on the budget and the semivalue: for Banzhaf values below ``20 n`` calls the
-choice is Kernel Banzhaf (:class:`~skdvl.sampling.KernelSampler`, paired least squares).
+depends on the budget and the semivalue: for Banzhaf values from ``5 n`` to ``20 n``
+calls the choice is Kernel Banzhaf (:class:`~skdvl.sampling.KernelSampler`, paired least squares).
 At ``10 n`` calls (4 seeds, ``estimators_auto_*.json``) it had 2.7-23x lower error than
 the hybrid estimator on the breast-cancer and airport games, but 1.46x higher on shoes,
 1.5x on weighted voting, and on the symmetric voting game, which the hybrid estimator's
@@ -51,6 +51,10 @@ _EXACT_UNBOUNDED = 10
 #: the airport and breast-cancer games, the hybrid 1.5x lower on voting and shoes, and
 #: the hybrid won from 30 n (between 10 n and 30 n: not measured)
 _KERNEL_BANZHAF_CALLS_PER_PLAYER = 20
+#: ... from this many calls per player on: below, Kernel Banzhaf's least squares has
+#: too few distinct coalitions and leaves rows without a value (NaN; 8 players: none
+#: valued at 14 calls, all at 28-32), where regression MSR's surrogate values every row
+_KERNEL_MIN_CALLS_PER_PLAYER = 5
 
 
 def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
@@ -66,7 +70,7 @@ def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
         ``max_updates`` bounds them.
     algorithm : str
         The valuer's semivalue ("shapley", "banzhaf", "beta_shapley", ...):
-        "banzhaf" (any ``weight``) with fewer than ``20 n`` calls gets Kernel
+        "banzhaf" (any ``weight``) with ``5 n`` to ``20 n`` calls gets Kernel
         Banzhaf.
     cheap_prefixes : bool, default=False
         Whether every game's coalitions are fitted on the batched linear path
@@ -77,8 +81,8 @@ def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
     -------
     sampler : BaseSampler
         ``ExactSampler()`` when the ``2^n`` coalitions fit the budget (or ``n`` is
-        at most 10 without a budget), else, for Banzhaf values with a budget below
-        ``20 n`` calls and up to 100 players, ``KernelSampler(batch_size=b)`` with
+        at most 10 without a budget), else, for Banzhaf values with a budget of
+        ``5 n`` to ``20 n`` calls and up to 100 players, ``KernelSampler(batch_size=b)`` with
         blocks that add up to the budget, else ``HybridMSRSampler()`` up to 100
         players (``HybridMSRSampler(surrogate="linear")`` with ``cheap_prefixes``)
         when the budget is at least twice its ``min_updates``, and
@@ -90,7 +94,8 @@ def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
                        else n <= _EXACT_UNBOUNDED):
         return ExactSampler()
     if (algorithm == "banzhaf" and n <= _TREE_MAX_PLAYERS and budget_calls is not None
-            and budget_calls < _KERNEL_BANZHAF_CALLS_PER_PLAYER * n):
+            and _KERNEL_MIN_CALLS_PER_PLAYER * n <= budget_calls
+            < _KERNEL_BANZHAF_CALLS_PER_PLAYER * n):
         # blocks of at most 128 pairs that add up to the budget: a budget of updates is
         # checked between blocks, so a block of 128 would overshoot it
         pairs = max(budget_calls // 2, 1)
