@@ -16,7 +16,9 @@ once instead:
    prefix whose Newton step then passes the batched path's convergence test
    (:func:`~skdvl.utility._linear_solvers._converged`, with the step and decrement
    enlarged by ``exp(drift)``, as the prefix-by-prefix path does) is done, the
-   others take that step, and the next pass looks again.
+   others take that step, and the next pass looks again. The first pass, at the
+   predicted points, only steps: no prefix passed the test there in any run
+   measured (3,000 and 10,000 rows), and skipping it saved 6%.
 
 A walk whose block does not converge in ``_PASSES`` passes, or whose steps are not
 safe without a line search (a decision moving by more than ``_SAFE_MOVE_WALK``
@@ -225,6 +227,16 @@ def fit_block(fits: Any, ids: np.ndarray, k: int, B: int, out: Any,
             R[:, k:] *= inside[cols]  # a new row counts from its own prefix on
             G = R @ Xa
             G += reg[a, cols] * T  # (c, p): the exact gradients
+            if it == 1:  # at the predicted points: a step, no test (none would pass)
+                step = -(Hinv[a, cols] @ G[..., None])[..., 0]
+                dec = -np.einsum("ca,ca->c", G, step)
+                if not (np.isfinite(step).all() and (dec >= 0).all()):
+                    bad[a] = True
+                    continue
+                n_iter[a, cols] = it
+                theta[a, cols] += step
+                f[a, cols] -= 0.5 * dec
+                continue
             D = np.subtract(Z, za)
             np.abs(D, out=D)
             D[:, k:] *= inside[cols]
