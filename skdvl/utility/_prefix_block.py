@@ -43,10 +43,9 @@ from skdvl.utility._linear_batch import _padded
 from skdvl.utility._linear_solvers import (
     _FULL_STEP,
     _converged,
-    _spd_equilibrate,
     _step_tol,
 )
-from skdvl.utility._prefix_newton import _DRIFT, _SAFE_MOVE_WALK
+from skdvl.utility._prefix_newton import _DRIFT, _SAFE_MOVE_WALK, _inverses
 
 __all__ = ["fit_block"]
 
@@ -77,14 +76,7 @@ def _exact_inverse(fits: Any, j: np.ndarray, k: int) -> None:
         H[a] = Bm.T @ Bm
     P = H.shape[1]
     H[:, np.arange(P), np.arange(P)] += fits.reg[j]
-    Hs, D = _spd_equilibrate(H)
-    inv = np.full_like(Hs, np.nan)
-    for a in range(j.size):
-        try:
-            inv[a] = np.linalg.inv(Hs[a])
-        except np.linalg.LinAlgError:
-            pass
-    fits.Hinv[j] = inv / (D[:, :, None] * D[:, None, :])
+    fits.Hinv[j] = _inverses(H)
     fits.exact_H[j], fits.valid_H[j], fits.drift[j] = True, True, 0.0
 
 
@@ -327,14 +319,7 @@ def _inverse_at(X: np.ndarray, Z: np.ndarray, minus_q: np.ndarray, weight: np.nd
         Bm = X * np.sqrt(w)[:, None]
         H[i] = Bm.T @ Bm
     H[:, np.arange(p), np.arange(p)] += reg
-    Hs, D = _spd_equilibrate(H)
-    inv = np.full_like(Hs, np.nan)
-    for i in range(c):
-        try:
-            inv[i] = np.linalg.inv(Hs[i])
-        except np.linalg.LinAlgError:
-            pass
-    return inv / (D[:, :, None] * D[:, None, :])
+    return _inverses(H)
 
 
 def _largest(Z: np.ndarray, k: int, inside: np.ndarray, top: float,

@@ -232,6 +232,8 @@ class _ClassifierPrefixes(_Prefixes):
 
     centre: np.ndarray
     reg: np.ndarray
+    sumsq: np.ndarray
+    n_valid: np.ndarray
 
     def _labels(self) -> np.ndarray:
         raise NotImplementedError
@@ -246,6 +248,19 @@ class _ClassifierPrefixes(_Prefixes):
     def _set_reg(self, ids: np.ndarray) -> None:
         if self.scaler is not None:
             self.reg[ids, :self.d] = self._scaler_params(ids)[2] ** 2
+
+    def _move_factors(self, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per coefficient, what turns a step of the walk's coefficients into the move
+        the batched path tests (its step times its column's root mean square, in its
+        coordinates); and the shift that turns them into its intercept's step."""
+        cnt = np.maximum(self.n_valid[j], 1.0)[:, None]
+        if self.scaler is not None:
+            mean, var, scale = self._scaler_params(j)
+            rms = (np.sqrt(var) if self.scaler.with_mean
+                   else np.sqrt(self.sumsq[j] / cnt)) / scale
+            shift = (mean if self.scaler.with_mean else 0.0) - self.centre
+            return scale * rms, shift
+        return np.sqrt(self.sumsq[j] / cnt), np.broadcast_to(-self.centre, (j.size, self.d))
 
     def start(self, ids: np.ndarray, k: int) -> None:
         x = self.Xw[ids, :k]
@@ -414,19 +429,6 @@ class LogisticPrefixes(_ClassifierPrefixes):
     def _gradient(self, j: np.ndarray, k: int, X: np.ndarray) -> np.ndarray:
         r = self.C * self.sw[j, :k] * self.qw[j, :k] * expit(self.qw[j, :k] * self.z[j, :k])
         return (r[:, None, :] @ X)[:, 0] + self.reg[j] * self.theta[j]
-
-    def _move_factors(self, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per coefficient, what turns a step of the walk's coefficients into the move
-        the batched path tests (its step times its column's root mean square, in its
-        coordinates); and the shift that turns them into its intercept's step."""
-        cnt = np.maximum(self.n_valid[j], 1.0)[:, None]
-        if self.scaler is not None:
-            mean, var, scale = self._scaler_params(j)
-            rms = (np.sqrt(var) if self.scaler.with_mean
-                   else np.sqrt(self.sumsq[j] / cnt)) / scale
-            shift = (mean if self.scaler.with_mean else 0.0) - self.centre
-            return scale * rms, shift
-        return np.sqrt(self.sumsq[j] / cnt), np.broadcast_to(-self.centre, (j.size, self.d))
 
     def _newton(self, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Newton iterations of the prefixes of length ``k`` of ``ids`` until converged.

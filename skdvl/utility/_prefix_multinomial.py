@@ -243,18 +243,6 @@ class MultinomialPrefixes(_ClassifierPrefixes):
         small = np.abs(g0) <= int(_padded(k)) * _EPS * bound
         return (small | ~present[..., None]).all(axis=(1, 2))
 
-    def move_factors(self, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per coefficient, what turns a step of the walk's coefficients into the move
-        the batched path tests (its step times its column's root mean square, in its
-        coordinates); and the shift that turns them into its intercept's step."""
-        cnt = np.maximum(self.n_valid[j], 1.0)[:, None]
-        if self.scaler is not None:
-            mean, var, scale = self._scaler_params(j)
-            rms = (np.sqrt(var) if self.scaler.with_mean
-                   else np.sqrt(self.sumsq[j] / cnt)) / scale
-            return scale * rms, (mean if self.scaler.with_mean else 0.0) - self.centre
-        return np.sqrt(self.sumsq[j] / cnt), np.broadcast_to(-self.centre, (j.size, self.d))
-
     def refresh(self, j: np.ndarray, k: int, X: np.ndarray, R: np.ndarray) -> None:
         """The exact block-diagonal preconditioner of walks ``j`` at decisions ``R``
         over their rows ``X`` (A, k, p), as ``p x p`` inverses."""
@@ -332,7 +320,7 @@ class _Newton:
         self.present = fits.counts[ids] > 0
         self.theta, self.R = fits.theta[ids], fits.R[ids, :k]
         self.reg = fits.reg[ids][:, None, :]
-        self.fac, self.shift = fits.move_factors(ids)
+        self.fac, self.shift = fits._move_factors(ids)
         self.f_prev = np.full(ids.size, np.inf)
         self.g_first = np.full(ids.size, np.nan)
         self.moved = np.full(ids.size, np.inf)  # the decisions' last move

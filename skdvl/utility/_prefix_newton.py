@@ -35,6 +35,23 @@ _SLOW = 0.25  # ... or when an iteration kept more than this share of the decrem
 _SAFE_MOVE_WALK = 1.0
 _STALL_FROM = 3  # the first iteration whose exact objective the stall test may use
 
+def _inverses(H: np.ndarray) -> np.ndarray:
+    """Inverses of a batch of SPD matrices, Jacobi-equilibrated first (LAPACK one
+    matrix at a time: a matrix's inverse does not depend on the others); NaN for
+    those that are singular."""
+    Hs, D = _spd_equilibrate(H)
+    try:
+        inv = np.linalg.inv(Hs)
+    except np.linalg.LinAlgError:
+        inv = np.full_like(Hs, np.nan)
+        for a in range(Hs.shape[0]):
+            try:
+                inv[a] = np.linalg.inv(Hs[a])
+            except np.linalg.LinAlgError:
+                pass
+    return inv / (D[:, :, None] * D[:, None, :])
+
+
 class _Work:
     """The walks of one prefix length being iterated: their state, compacted.
 
@@ -127,17 +144,7 @@ class _Work:
         H = np.swapaxes(B, 1, 2) @ B
         P = H.shape[1]
         H[:, np.arange(P), np.arange(P)] += self.reg[r]
-        Hs, D = _spd_equilibrate(H)
-        try:
-            inv = np.linalg.inv(Hs)
-        except np.linalg.LinAlgError:
-            inv = np.full_like(Hs, np.nan)
-            for a in range(Hs.shape[0]):
-                try:
-                    inv[a] = np.linalg.inv(Hs[a])
-                except np.linalg.LinAlgError:
-                    pass
-        self.Hinv[r] = inv / (D[:, :, None] * D[:, None, :])
+        self.Hinv[r] = _inverses(H)
         self.exact[r], self.fresh[r], self.drift[r] = True, True, 0.0
 
     def iterate(self, it: int) -> None:
