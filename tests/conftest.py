@@ -10,3 +10,14 @@ def seed() -> int:
 @pytest.fixture
 def rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def walk_from(monkeypatch):
+    """Walk prefixes incrementally from the first one on (by default only big walks do):
+    ``walk_from(work)`` sets the engine's threshold of active walks times prefix length."""
+    from skdvl.sampling import _truncation
+
+    def set_(work):
+        monkeypatch.setattr(_truncation, "_WALK_MIN_WORK", work)
+    return set_

@@ -12,7 +12,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skdvl import ModelUtility, ShapleyValuer
-from skdvl.sampling import _truncation
 from skdvl.utility import _model
 from skdvl.utility._linear_batch import plan_batched
 from skdvl.utility._prefix_walk import PrefixWalk, walk_reason
@@ -156,14 +155,6 @@ def cancer():
 
 def _valuer(**kw):
     return ShapleyValuer(LogisticRegression(), scoring="accuracy", random_state=0, **kw)
-
-
-@pytest.fixture
-def walk_from(monkeypatch):
-    """Walk incrementally from the first prefix on (by default only big walks do)."""
-    def set_(work):
-        monkeypatch.setattr(_truncation, "_WALK_MIN_WORK", work)
-    return set_
 
 
 @pytest.mark.parametrize("truncation", [None, 0.01])
