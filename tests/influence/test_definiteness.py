@@ -9,46 +9,16 @@ import torch
 from skdvl.influence import CG, Arnoldi, InfluenceScorer, LiSSA, NotPositiveDefiniteError, Nystroem
 from skdvl.influence._cg import CGSolver
 from skdvl.influence._functional import CurvatureOperator, FlatModel
+from tests.influence.oracles import DenseOperator, indefinite_mlp
 
 DT = torch.float64
 LAM = 1e-3  # the default regularization
 
 
-class DenseOperator:
-    """A curvature operator given by an explicit symmetric matrix (an oracle)."""
-
-    psd = False
-
-    def __init__(self, C):
-        self.C = C
-
-    dim = property(lambda self: self.C.shape[0])
-    dtype = property(lambda self: self.C.dtype)
-    device = property(lambda self: self.C.device)
-
-    def matmat(self, V, batch=None):
-        return V @ self.C
-
-
 @pytest.fixture(scope="module")
 def trained_mlp():
     """A tanh MLP trained (Adam, 300 steps) on 3 blobs; its Hessian is indefinite."""
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(3, 4))
-    y = rng.integers(0, 3, 120)
-    X = torch.from_numpy(centers[y] + rng.normal(size=(120, 4)))
-    y = torch.from_numpy(y)
-    g = torch.Generator().manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
-                              torch.nn.Linear(8, 3)).to(DT)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=DT) * 0.5)
-    opt = torch.optim.Adam(net.parameters(), lr=0.03)
-    for _ in range(300):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(X), y).backward()
-        opt.step()
+    net, X, y = indefinite_mlp()
     op = CurvatureOperator(FlatModel(net, torch.nn.CrossEntropyLoss()), X, y, 256)
     lam_min = float(torch.linalg.eigvalsh(op.dense())[0])
     return net, X, y, lam_min

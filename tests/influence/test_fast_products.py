@@ -18,6 +18,7 @@ from skdvl.influence._solvers import (
     nystroem_sketch,
     smallest_eigenvalue,
 )
+from tests.influence.oracles import DenseOperator, indefinite_mlp
 
 DT = torch.float64
 ACTIVATIONS = [nn.Tanh, nn.ReLU, nn.Sigmoid, nn.GELU, nn.Softplus, nn.ELU, nn.SiLU,
@@ -170,22 +171,6 @@ def test_scorer_influences_equal_the_generic_path(method, monkeypatch, method_of
 
 
 # ------------------------------------------------------- the deflated definiteness check
-class DenseOperator:
-    psd = False
-
-    def __init__(self, C):
-        self.C = C
-        self.n_products = 0
-
-    dim = property(lambda self: self.C.shape[0])
-    dtype = property(lambda self: self.C.dtype)
-    device = property(lambda self: self.C.device)
-
-    def matmat(self, V, batch=None):
-        self.n_products += len(V)
-        return V @ self.C
-
-
 def _spectrum_matrix(lam, seed=0):
     Q = torch.linalg.qr(torch.randn(len(lam), len(lam), dtype=DT,
                                     generator=torch.Generator().manual_seed(seed))).Q
@@ -253,21 +238,7 @@ def test_early_stopping_is_never_below_the_minimum_and_needs_a_margin():
 
 
 def test_nystroem_scorer_on_the_indefinite_trained_mlp_is_refused():
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(3, 4))
-    y = rng.integers(0, 3, 120)
-    X = torch.from_numpy(centers[y] + rng.normal(size=(120, 4)))
-    y = torch.from_numpy(y)
-    g = torch.Generator().manual_seed(0)
-    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(DT)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=DT) * 0.5)
-    opt = torch.optim.Adam(net.parameters(), lr=0.03)
-    for _ in range(300):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(X), y).backward()
-        opt.step()
+    net, X, y = indefinite_mlp()
     for rank in (5, 10, 40):
         s = InfluenceScorer(net, loss=nn.CrossEntropyLoss(), method=Nystroem(rank=rank),
                             second_order="hessian", regularization=1e-3, random_state=0)

@@ -5,24 +5,9 @@ import torch
 
 from skdvl.influence._functional import CurvatureOperator, FlatModel
 from skdvl.influence._solvers import ArnoldiSolver, _block_lanczos
+from tests.influence.oracles import DenseOperator
 
 DT = torch.float64
-
-
-class DenseOperator:
-    """A curvature operator given by an explicit symmetric matrix (an oracle)."""
-
-    psd = False
-
-    def __init__(self, C):
-        self.C = C
-
-    dim = property(lambda self: self.C.shape[0])
-    dtype = property(lambda self: self.C.dtype)
-    device = property(lambda self: self.C.device)
-
-    def matmat(self, V, batch=None):
-        return V @ self.C
 
 
 def _matrix(eigenvalues, seed=0):
