@@ -378,6 +378,12 @@ class CurvatureOperator:
         n = sum(sl.stop - sl.start for sl in slices)
         k, p = V.shape[0], self.model.n_params
         whole = self.dim == p
+        if whole and len(slices) == 1:
+            product = self._product(slices[0])
+            if getattr(product, "tangent_chunk", tangent_chunk)(n, k) >= k:
+                # One call does it all (the hand-written products): no accumulation copy.
+                with torch.no_grad():
+                    return product(V)
         out = torch.zeros_like(V)
         with torch.no_grad():
             for sl in slices:

@@ -99,46 +99,63 @@ class LiSSASolver(Solver):
         n_batches = len(self.op_.batches)
         window = min(max(n_batches, 20), 50)
         k = len(R)
-        X, out = R.clone(), torch.empty_like(R)
-        window_sum, last_mean = torch.zeros_like(R), torch.zeros_like(R)
-        last_change = torch.full((k,), float("inf"), dtype=R.dtype, device=R.device)
+        out = torch.empty_like(R)
         self.n_iter_ = torch.zeros(k, dtype=torch.long)
         self.converged_ = torch.zeros(k, dtype=torch.bool)
-        active = torch.arange(k, device=R.device)
+        # The active rows as compact arrays (no gather or scatter per step), compressed
+        # when rows stop, which only happens at the end of a window.
+        rows = torch.arange(k, device=R.device)
+        Ra, Xa = R, R.clone()
+        window_sum, last_mean = torch.zeros_like(R), torch.zeros_like(R)
+        last_change = torch.full((k,), float("inf"), dtype=R.dtype, device=R.device)
+        # x <- r + x - (C_b + lambda I) x / scale  ==  (1 - lambda / scale) x + r - C_b x / scale
+        shrink, inv_scale = 1.0 - self.regularization / self.scale_, 1.0 / self.scale_
         generator = torch.Generator().manual_seed(self.order_seed_)
         order = torch.randperm(n_batches, generator=generator)
+        step = 0
         for step in range(self.maxiter):
-            if len(active) == 0:
+            if len(rows) == 0:
                 break
             if step % n_batches == 0 and step > 0:
                 order = torch.randperm(n_batches, generator=generator)
-            Xa = X[active]
             CX = self.op_.matmat(Xa, batch=int(order[step % n_batches]))
-            Xa = Xa + R[active] - (CX + self.regularization * Xa) / self.scale_
-            X[active] = Xa
-            # ||x|| <= scale ||r|| / lambda_min(C + lambda I): far beyond that, it diverges.
-            bound = 1e6 * self.scale_ * R[active].norm(dim=1) / self.regularization
-            if not bool(torch.isfinite(Xa).all()) or bool((Xa.norm(dim=1) > bound).any()):
-                raise ValueError(
-                    f"LiSSA diverged after {step + 1} steps: a mini-batch's curvature "
-                    f"exceeds scale={self.scale_:.4g} (the iteration needs scale above the "
-                    "largest eigenvalue of every mini-batch's curvature plus "
-                    "regularization). Pass a larger 'scale' or 'batch_size'."
-                )
-            window_sum[active] += Xa
-            self.n_iter_[active.cpu()] += 1
+            Xa.mul_(shrink).add_(Ra).add_(CX, alpha=-inv_scale)
+            window_sum += Xa
             if (step + 1) % window:
                 continue
-            mean = window_sum[active] / window
-            change = (mean - last_mean[active]).norm(dim=1) / mean.norm(dim=1).clamp_min(1e-30)
-            small, floor = change < self.rtol, change >= last_change[active]
+            self._check_divergence(Xa, Ra, step)
+            mean = window_sum / window
+            change = (mean - last_mean).norm(dim=1) / mean.norm(dim=1).clamp_min(1e-30)
+            small, floor = change < self.rtol, change >= last_change
             done = small | floor
-            if done.any():
-                averaged = 0.5 * (mean + last_mean[active])
-                out[active[done]] = torch.where(small[:, None], Xa, averaged)[done]
-                self.converged_[active[done].cpu()] = True
-            last_mean[active], last_change[active] = mean, change
-            window_sum[active] = 0
-            active = active[~done]
-        out[active] = X[active]
+            if bool(done.any()):
+                averaged = 0.5 * (mean[done] + last_mean[done])
+                out[rows[done]] = torch.where(small[done, None], Xa[done], averaged)
+                self.converged_[rows[done].cpu()] = True
+                self.n_iter_[rows[done].cpu()] = step + 1
+                keep = ~done
+                rows, Ra, Xa = rows[keep], Ra[keep], Xa[keep]
+                mean, change, window_sum = mean[keep], change[keep], window_sum[keep]
+            last_mean, last_change = mean, change
+            window_sum.zero_()
+        if len(rows):
+            self._check_divergence(Xa, Ra, step)
+            out[rows] = Xa
+            self.n_iter_[rows.cpu()] = min(self.maxiter, step + 1)
         return out / self.scale_
+
+    def _check_divergence(self, Xa: torch.Tensor, Ra: torch.Tensor, step: int) -> None:
+        """Raise if an iterate is not finite or beyond the bound of a convergent series.
+
+        ``||x|| <= scale ||r|| / lambda_min(C + lambda I)`` for a convergent series; far
+        beyond that, it diverges. Checked at the end of every window (and of the run):
+        a divergent iterate grows geometrically, so it stays beyond the bound.
+        """
+        bound = 1e6 * self.scale_ * Ra.norm(dim=1) / self.regularization
+        if not bool(torch.isfinite(Xa).all()) or bool((Xa.norm(dim=1) > bound).any()):
+            raise ValueError(
+                f"LiSSA diverged after {step + 1} steps: a mini-batch's curvature "
+                f"exceeds scale={self.scale_:.4g} (the iteration needs scale above the "
+                "largest eigenvalue of every mini-batch's curvature plus "
+                "regularization). Pass a larger 'scale' or 'batch_size'."
+            )

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from skdvl.influence._functional import CurvatureOperator, FlatModel
-from skdvl.influence._solvers import ArnoldiSolver, _block_lanczos
+from skdvl.influence._solvers import (
+    ArnoldiSolver,
+    NotPositiveDefiniteError,
+    NystroemSolver,
+    _block_lanczos,
+    _tall_orthonormal,
+)
 from tests.influence.oracles import DenseOperator
 
 DT = torch.float64
@@ -78,3 +84,72 @@ def test_a_single_product_equals_the_vectorised_one_and_the_dense_matrix(second_
         H = torch.autograd.functional.hessian(
             lambda t: loss(model.forward(t, X), y), model.theta)
         torch.testing.assert_close(one, V @ H, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("passes", [1, 2])
+def test_tall_orthonormal_factor_reproduces_the_matrix(passes):
+    g = torch.Generator().manual_seed(6)
+    A = torch.randn(500, 20, generator=g, dtype=DT) * torch.logspace(0, -3, 20, dtype=DT)
+    Q, R = _tall_orthonormal(A, passes)
+    torch.testing.assert_close(Q.T @ Q, torch.eye(20, dtype=DT), atol=1e-9, rtol=0)
+    torch.testing.assert_close(Q @ R, A, atol=1e-12, rtol=0)
+
+
+def test_tall_orthonormal_falls_back_to_householder_on_dependent_columns():
+    g = torch.Generator().manual_seed(7)
+    A = torch.randn(300, 6, generator=g, dtype=torch.float32)
+    A[:, 5] = A[:, 0] + 1e-6 * A[:, 1]  # Gram condition far above 1 / eps
+    Q, R = _tall_orthonormal(A)
+    expected_Q, expected_R = torch.linalg.qr(A)
+    torch.testing.assert_close(Q, expected_Q, atol=0, rtol=0)
+    torch.testing.assert_close(R, expected_R, atol=0, rtol=0)
+
+
+def test_nystroem_equals_the_exact_inverse_at_full_rank():
+    lam = torch.linspace(0.1, 3.0, 12, dtype=DT)
+    C = _matrix(lam, seed=8)
+    op = DenseOperator(C)
+    op.psd = True
+    solver = NystroemSolver(1e-2, rank=12).fit(op, torch.Generator().manual_seed(0))
+    R = torch.randn(3, 12, generator=torch.Generator().manual_seed(9), dtype=DT)
+    expected = torch.linalg.solve(C + 1e-2 * torch.eye(12, dtype=DT), R.T).T
+    torch.testing.assert_close(solver.solve(R), expected, atol=1e-8, rtol=1e-8)
+
+
+def _hidden_negative_eigenvalue():
+    # 10 large eigenvalues over a bulk of 199 in [0, 0.05], and one eigenvalue of -0.02
+    # (below -regularization) at the bottom of the bulk.
+    return torch.cat([torch.linspace(1.0, 5.0, 10, dtype=DT), torch.tensor([-0.02], dtype=DT),
+                      torch.linspace(0.0, 0.05, 199, dtype=DT)])
+
+
+def test_nystroem_without_check_curvature_misses_what_the_check_finds():
+    # The rank-8 sketch does not see the negative eigenvalue; the Lanczos check on the
+    # curvature minus the sketch does. check_curvature=False is the documented trade.
+    op = DenseOperator(_matrix(_hidden_negative_eigenvalue(), seed=10))
+    with pytest.raises(NotPositiveDefiniteError, match=r"smallest eigenvalue of the curvature"):
+        NystroemSolver(1e-2, 8).fit(op, torch.Generator().manual_seed(0))
+    unchecked = NystroemSolver(1e-2, 8, check=False).fit(op, torch.Generator().manual_seed(0))
+    assert float(unchecked.eigenvalues_.min()) > -1e-2
+
+
+@pytest.mark.parametrize("make", [lambda check: NystroemSolver(1e-2, 8, check=check),
+                                  lambda check: ArnoldiSolver(1e-2, 4, check=check)],
+                         ids=["nystroem", "arnoldi"])
+def test_check_curvature_changes_only_the_cost(make):
+    op = DenseOperator(_matrix(_hidden_negative_eigenvalue().clamp_min(0), seed=10))
+    R = torch.randn(4, 210, generator=torch.Generator().manual_seed(11), dtype=DT)
+    solutions, products = [], []
+    for check in (True, False):
+        op.n_products = 0
+        solutions.append(make(check).fit(op, torch.Generator().manual_seed(0)).solve(R))
+        products.append(op.n_products)
+    torch.testing.assert_close(solutions[0], solutions[1], atol=0, rtol=0)
+    assert products[1] < products[0] - 5  # the check's Lanczos steps are saved
+
+
+def test_check_curvature_is_a_validated_option():
+    from skdvl.influence import Nystroem
+
+    with pytest.raises(ValueError, match=r"'check_curvature' parameter of Nystroem must be"):
+        Nystroem(check_curvature="no")._solver(1e-2, None)
