@@ -1,7 +1,8 @@
 """Private helpers of the attribution metrics of :mod:`skdvl.evaluation`.
 
 Refits on subsets of the training rows, one output per test row of each refit (loss,
-margin or prediction), and column-wise rank correlations.
+margin or prediction), column-wise rank correlations, and
+:func:`holdout_regularization` (public through :mod:`skdvl.evaluation`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import numpy as np
 from joblib import Parallel, delayed
 from scipy.stats import rankdata
 from sklearn.base import clone, is_classifier
+from sklearn.utils import Bunch, check_random_state
 
 from skdvl._sklearn_compat import num_samples, safe_indexing
 
 __all__ = ["check_output", "check_scores", "outputs_of_fits", "columnwise_correlation",
-           "mean_finite"]
+           "mean_finite", "holdout_regularization"]
 
 
 def check_output(estimator: Any, output: Any) -> None:
@@ -120,3 +122,121 @@ def columnwise_correlation(a: np.ndarray, b: np.ndarray, kind: str) -> np.ndarra
 def mean_finite(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else float("nan")
+
+
+def holdout_regularization(attribute, estimator, X, y, grid, *, held_out=0.2, n_subsets=40,
+                           fraction=0.5, output="loss", random_state=None, n_jobs=None,
+                           verbose=0) -> Bunch:
+    """Choose an attribution's regularization without test data: the LDS of held-out rows.
+
+    The rule: hold out ``held_out`` random training rows, fit a clone of ``estimator``
+    on the others (the *fit rows*), attribute the held-out rows' outputs to the fit rows
+    at every value of ``grid`` (``attribute``), refit clones on ``n_subsets`` random
+    subsets of ``fraction`` of the fit rows, and return the value whose attribution has
+    the highest linear datamodeling score (Park et al., 2023) on the held-out rows
+    (:func:`~skdvl.evaluation.linear_datamodeling_score`, the same refits for every
+    value). No test row is read; use the value (or the multiple of a data-dependent rule
+    that ``grid`` holds) for the attribution of the full training set.
+
+    Cost: one fit on the fit rows, ``attribute``'s work (one attribution per value of
+    ``grid``, or one shared fit re-regularized, as the callable chooses) and
+    ``n_subsets`` refits. The held-out rows are fewer and the models see fewer rows than
+    the final attribution, so the choice is the best value for a slightly smaller
+    problem.
+
+    Parameters
+    ----------
+    attribute : callable
+        ``attribute(fitted, X_fit, y_fit, X_held, y_held, grid)`` returns one score
+        matrix of shape ``(n_held, n_fit)`` per value of ``grid``, in skdvl's sign
+        convention (positive: the training row raises ``output`` on the held-out row);
+        ``fitted`` is ``estimator`` fitted on the fit rows.
+    estimator : estimator
+        The model, refitted (clones) on the fit rows and on the subsets; seed it so
+        that every refit starts alike.
+    X, y : array-like
+        The training data.
+    grid : sequence
+        The candidate regularizations (or multiples: their meaning is ``attribute``'s).
+    held_out : float in (0, 1) or int, default=0.2
+        Share or number of held-out training rows.
+    n_subsets : int, default=40
+    fraction : float in (0, 1), default=0.5
+        Share of the fit rows in each subset.
+    output : {"loss", "margin", "prediction"} or callable, default="loss"
+        As in :func:`~skdvl.evaluation.linear_datamodeling_score`.
+    random_state : int, RandomState instance or None, default=None
+        Draws the held-out rows and the subsets.
+    n_jobs : int, default=None
+        Parallel refits (joblib).
+    verbose : int, default=0
+
+    Returns
+    -------
+    result : Bunch
+        ``regularization`` (the chosen value of ``grid``), ``scores`` (the held-out LDS
+        of each value, shape ``(len(grid),)``), ``grid``, ``held`` and ``fit`` (the row
+        positions), ``subsets`` (positions within the fit rows).
+
+    References
+    ----------
+    Park, S. M., Georgiev, K., Ilyas, A., Leclerc, G. and Madry, A. (2023). TRAK:
+    Attributing model behavior at scale. ICML.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import Ridge
+    >>> from skdvl.evaluation import holdout_regularization
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(60, 3))
+    >>> y = X @ [1.0, -2.0, 0.5] + rng.normal(size=60)
+    >>> def attribute(model, Xf, yf, Xh, yh, grid):
+    ...     gf = Xf * (Xf @ model.coef_ - yf)[:, None]  # squared-loss gradients
+    ...     gh = Xh * (Xh @ model.coef_ - yh)[:, None]
+    ...     H = Xf.T @ Xf / len(Xf)
+    ...     return [-gh @ np.linalg.solve(H + lam * np.eye(3), gf.T) for lam in grid]
+    >>> res = holdout_regularization(attribute, Ridge(fit_intercept=False), X, y,
+    ...                              [1e-3, 1e-1, 1e1], n_subsets=10, random_state=0)
+    >>> res.scores.shape, res.regularization in (1e-3, 1e-1, 1e1)
+    ((3,), True)
+    """
+    grid = list(grid)
+    if not grid:
+        raise ValueError("The 'grid' parameter of holdout_regularization must hold at least "
+                         "one value. Got an empty sequence instead.")
+    n = num_samples(X)
+    n_held = round(held_out * n) if isinstance(held_out, float) else int(held_out)
+    if not 1 <= n_held <= n - 2:
+        raise ValueError(f"The 'held_out' parameter of holdout_regularization must leave "
+                         f"at least 1 held-out and 2 fit rows of the {n}. Got "
+                         f"{held_out!r} instead.")
+    if not 0 < fraction < 1:
+        raise ValueError("The 'fraction' parameter of holdout_regularization must be in "
+                         f"(0, 1). Got {fraction!r} instead.")
+    check_output(estimator, output)
+    rng = check_random_state(random_state)
+    order = rng.permutation(n)
+    held, fit = np.sort(order[:n_held]), np.sort(order[n_held:])
+    Xf, yf = safe_indexing(X, fit), safe_indexing(y, fit)
+    Xh, yh = safe_indexing(X, held), safe_indexing(y, held)
+    scores = list(attribute(clone(estimator).fit(Xf, yf), Xf, yf, Xh, yh, grid))
+    if len(scores) != len(grid):
+        raise ValueError(f"attribute returned {len(scores)} score matrices for a grid of "
+                         f"{len(grid)} values; it must return one per value.")
+    scores = [check_scores(s, n_held, len(fit)) for s in scores]
+    size = min(len(fit), max(1, round(fraction * len(fit))))
+    subsets = np.stack([np.sort(rng.choice(len(fit), size, replace=False))
+                        for _ in range(n_subsets)])
+    actual = outputs_of_fits(estimator, Xf, yf, Xh, yh, list(subsets), output, n_jobs,
+                             verbose, "holdout regularization")
+    mask = np.zeros((n_subsets, len(fit)))
+    mask[np.arange(n_subsets)[:, None], subsets] = 1.0
+    lds = np.array([mean_finite(columnwise_correlation(mask @ s.T, actual, "spearman"))
+                    for s in scores])
+    if not np.isfinite(lds).any():
+        raise ValueError("No value of 'grid' gave a finite held-out LDS (every refit "
+                         "failed, or every held-out output was constant).")
+    best = int(np.nanargmax(lds))
+    return Bunch(regularization=grid[best], scores=lds, grid=grid, held=held, fit=fit,
+                 subsets=subsets)

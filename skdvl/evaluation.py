@@ -34,6 +34,7 @@ from skdvl._datamodels import (
     check_output,
     check_scores,
     columnwise_correlation,
+    holdout_regularization,
     mean_finite,
     outputs_of_fits,
 )
@@ -46,8 +47,8 @@ from skdvl._sklearn_compat import (
     validate_params,
 )
 
-__all__ = ["linear_datamodeling_score", "loo_correlation", "noisy_auroc", "precision_at_k",
-           "removal_curve"]
+__all__ = ["holdout_regularization", "linear_datamodeling_score", "loo_correlation",
+           "noisy_auroc", "precision_at_k", "removal_curve"]
 
 _STRATEGIES = ("lowest", "highest", "random")
 

@@ -4,7 +4,13 @@ Nothing here is imported by ``import skdvl``; use
 ``from skdvl.influence import InfluenceScorer``.
 """
 
-from ._attribution_options import TRAK, AttributionMethod, GradientSimilarity, TracIn
+from ._attribution_options import (
+    TRAK,
+    AttributionMethod,
+    GradientSimilarity,
+    ProjectedInfluence,
+    TracIn,
+)
 from ._calculators import SequentialInfluenceCalculator, dataset_to_dask_arrays, to_dask_array
 from ._dask_calculator import DaskInfluenceCalculator
 from ._options import CG, EKFAC, Arnoldi, DataInf, Direct, InfluenceMethod, LiSSA, Nystroem
@@ -16,7 +22,8 @@ __all__ = [
     "InfluenceScorer", "NotPositiveDefiniteError", "SequentialInfluenceCalculator",
     "DaskInfluenceCalculator", "to_dask_array", "dataset_to_dask_arrays",
     "InfluenceMethod", "Direct", "CG", "LiSSA", "Arnoldi", "EKFAC", "Nystroem", "DataInf",
-    "ProjectedAttribution", "TRAK", "TracIn", "GradientSimilarity", "AttributionMethod",
+    "ProjectedAttribution", "TRAK", "TracIn", "GradientSimilarity", "ProjectedInfluence",
+    "AttributionMethod",
     "CheckpointRecorder",
 ]
 

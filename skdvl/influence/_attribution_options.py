@@ -1,6 +1,8 @@
 """Projected-gradient attribution as methods of ``InfluenceScorer``.
 
-``InfluenceScorer(net, method=TRAK(proj_dim=1024))`` (or ``method="trak"``) attributes
+``InfluenceScorer(net, method=TRAK(proj_dim=1024))`` (or ``method="trak"``), and
+``method=ProjectedInfluence(proj_dim=2048)`` (influence functions with the scorer's
+curvature projected, solved densely in the projected space), attribute
 with :class:`~skdvl.influence._trak.ProjectedAttribution` instead of solving with a
 curvature: the option object carries the method's own options, the scorer its model,
 loss, batch size, device, seed, chunk size and verbosity, so that skorch nets,
@@ -16,12 +18,12 @@ process and return arrays, as with ``backend="sequential"``.
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
 
-from skdvl._sklearn_compat import StrOptions, validate_parameters
+from skdvl._sklearn_compat import Interval, StrOptions, validate_parameters
 
 from ._options import InfluenceMethod
 from ._trak import ProjectedAttribution
@@ -63,7 +65,11 @@ class AttributionMethod(InfluenceMethod):
             scorer.model, loss=scorer.loss, method=self._method_name(),
             batch_size=scorer.batch_size, chunk_size=int(chunk), device=scorer.device,
             backend=scorer.backend, client=scorer.client, random_state=scorer.random_state,
-            verbose=scorer.verbose, **self._options())
+            verbose=scorer.verbose, **self._options(), **self._scorer_options(scorer))
+
+    def _scorer_options(self, scorer) -> dict:
+        """Options that this method takes from the scorer (none by default)."""
+        return {}
 
     def _fit(self, scorer, X, y, X_val, y_val):
         """The fitted attribution and ``values_`` (None without ``compute_values``).
@@ -126,6 +132,10 @@ class TRAK(AttributionMethod):
         of it (``clone(net).fit`` on the training rows, seeds from the scorer's
         ``random_state``; see :class:`~skdvl.influence.ProjectedAttribution`).
     regularization : float, "auto" or "gcv", default="auto"
+        ``"auto"``: the leverage rule ``mean_i ||phi_i||^2`` (no data beyond the
+        training rows, no refits). To pick a multiple of it by the LDS of held-out
+        training rows (refits: the cost of an LDS), use
+        :func:`skdvl.evaluation.holdout_regularization`.
     output : {"auto", "margin", "prediction", "loss"}, default="auto"
     kernel : {"outputs", "gauss_newton"}, default="outputs"
         TRAK's ``Phi^T Phi``, or the projected Gauss-Newton matrix of the loss (more
@@ -273,3 +283,94 @@ class GradientSimilarity(AttributionMethod):
     def _options(self):
         return {**super()._options(), "models": self.models}
 
+
+
+class ProjectedInfluence(AttributionMethod):
+    """Influence functions with the curvature projected: ``k`` dimensions, solved densely.
+
+    ``I(z_i, z_t) = -mean_m g_t^T P_m (P_m^T C_m P_m + lambda I)^-1 P_m^T g_i``: the
+    scorer's influence (Koh & Liang, 2017) with its curvature ``C`` (``second_order``: the
+    Gauss-Newton matrix or the Hessian of the mean training loss) and the loss gradients
+    ``g`` seen through a seeded random projection ``P`` (``d x k``, never formed for the
+    Gauss-Newton curvature). ``P^T C P`` is a ``k x k`` matrix, formed exactly (``c``
+    projected gradient passes per training row for ``c`` outputs; for the Hessian ``k``
+    Hessian-vector products) and inverted by one eigendecomposition, so no iterative
+    solver (CG, LiSSA) or Kronecker factorisation (EK-FAC) is needed in ``k`` dimensions.
+    The projected training gradients are stored once (``store``) and every query
+    projects only its test rows, as for :class:`TRAK`. With ``proj_dim=None`` (the
+    identity) it is ``method="direct"``; with one model and Gauss-Newton, ``n`` times
+    ``TRAK(kernel="gauss_newton")`` at ``n`` times the ``lambda`` (TRAK's kernel sums
+    over the rows, this one averages). With several models the influences are averaged
+    (TRAK averages its factors ``Q`` instead).
+
+    Parameters
+    ----------
+    proj_dim : int or None, default=2048
+        Dimension ``k`` of the projections; None: no projection (``k = d``).
+    projection : {"rademacher", "sparse", "factored"}, default="rademacher"
+        The Hessian needs "rademacher" or "sparse" (and ``d k <= 2**26``).
+    models : list of dict, default=None
+        State dicts of independently trained models whose influences are averaged; None:
+        the scorer's model only.
+    regularization : float, "auto" or None, default=None
+        ``lambda``, on the scale of the scorer's (added to the projected mean
+        curvature). None: the scorer's ``regularization``. ``"auto"``: ``tr(P^T C P) /
+        n``, per model (the leverage rule of TRAK's ``"auto"``, see
+        :class:`~skdvl.influence.ProjectedAttribution`). To choose a multiple without
+        test data, see :func:`skdvl.evaluation.holdout_regularization`.
+    dtype : {"float16", "float32", "float64"} or None, default=None
+        Storage type of the projected gradients.
+    nnz : int, default=8
+    store : str or path, default=None
+        The zarr gradient store (resumable; reopened by ``fit()`` without data).
+
+    Notes
+    -----
+    Cost: the training gradients projected once (as TRAK), the curvature ``c`` times
+    that for Gauss-Newton (``k`` Hessian-vector products over the training rows for the
+    Hessian), ``k^3`` for the eigendecomposition, then ``k`` per test-training pair. A
+    projected Hessian that is indefinite at ``lambda`` raises
+    :class:`~skdvl.influence.NotPositiveDefiniteError` with the regularization needed.
+
+    References
+    ----------
+    Koh, P. W. and Liang, P. (2017). Understanding black-box predictions via influence
+    functions. ICML.
+    Park, S. M., Georgiev, K., Ilyas, A., Leclerc, G. and Madry, A. (2023). TRAK:
+    Attributing model behavior at scale. ICML (the projected gradients).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdvl.influence import InfluenceScorer, ProjectedInfluence
+    >>> X, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    >>> s = InfluenceScorer(net, loss=torch.nn.CrossEntropyLoss(), regularization=1e-2,
+    ...                     method=ProjectedInfluence(proj_dim=16), random_state=0).fit(X, y)
+    >>> s.influences(X[:5], y[:5]).shape
+    (5, 30)
+    """
+
+    name = "projected_influence"
+    _method = "influence"
+    _parameter_constraints: ClassVar[dict] = {
+        **_constraints(*_SHARED, "models"),
+        "regularization": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"}), None],
+    }
+
+    def __init__(self, proj_dim=2048, projection="rademacher", models=None,
+                 regularization=None, dtype=None, nnz=8, store=None):
+        self.proj_dim = proj_dim
+        self.projection = projection
+        self.models = models
+        self.regularization = regularization
+        self.dtype = dtype
+        self.nnz = nnz
+        self.store = store
+
+    def _options(self):
+        return {**super()._options(), "models": self.models}
+
+    def _scorer_options(self, scorer) -> dict:
+        lam = scorer.regularization if self.regularization is None else self.regularization
+        return {"kernel": scorer.second_order, "regularization": lam}

@@ -1,4 +1,5 @@
-"""ProjectedAttribution: TRAK, TracIn and gradient similarity on projected gradients."""
+"""ProjectedAttribution: TRAK, TracIn, gradient similarity and influence with projected
+curvature, on projected gradients."""
 
 from __future__ import annotations
 
@@ -14,20 +15,22 @@ from sklearn.utils import check_random_state
 
 from skdvl._sklearn_compat import Interval, StrOptions, fit_context
 
-from ._checks import check_loss, check_targets, check_trainable
+from ._checks import check_loss, check_output_hessians, check_targets, check_trainable
 from ._data import is_pandas, to_tensors
 from ._functional import FlatModel, iter_slices
 from ._gradient_store import GradientStore, load_models, read_record, save_models
 from ._projection import KINDS, BlockProjector, FactoredProjector
 from ._skorch import resolve_model
-from ._trak_features import gauss_newton_gram, project_rows
+from ._trak_features import gauss_newton_gram, project_rows, projected_hessian
 from ._trak_math import OUTPUTS, ProjectedKernel, RowFunction, resolve_output
 from ._trak_models import resolve_n_models, train_copies, training_seeds
 from ._trak_queries import _AttributionQueries
 from ._zarr_store import hash_array, hash_state_dict, make_record
 
-METHODS = ("trak", "tracin", "grad_dot", "grad_cos")
-KERNELS = ("outputs", "gauss_newton")
+METHODS = ("trak", "tracin", "grad_dot", "grad_cos", "influence")
+KERNELS = ("outputs", "gauss_newton", "hessian")
+#: The methods that solve with a kernel (the others take dot products).
+_KERNEL_METHODS = ("trak", "influence")
 _DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 #: Parameters that do not change the stored numbers (left out of the store's record).
 _UNRECORDED = {"model", "loss", "models", "n_models", "learning_rates", "batch_size", "device",
@@ -59,6 +62,14 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
       checkpoints ``m`` with learning rates ``lr_m``.
     * ``"grad_dot"``, ``"grad_cos"``: ``-g_t . g_i`` and ``-cos(g_t, g_i)``, averaged over
       the models.
+    * ``"influence"``: influence functions (Koh & Liang, 2017) with the curvature of the
+      mean training loss projected, ``-mean_m g_tm^T P_m (P_m^T C_m P_m + lambda I)^-1
+      P_m^T g_im`` for the loss gradients ``g``; ``C`` is the Gauss-Newton matrix
+      (``kernel="gauss_newton"``) or the Hessian (``kernel="hessian"``), solved densely
+      in ``k`` dimensions. Without projection it is
+      :class:`~skdvl.influence.InfluenceScorer`'s ``method="direct"``; with one model
+      and ``kernel="gauss_newton"``, ``n`` times TRAK's Gauss-Newton kernel at ``n``
+      times the ``lambda``.
 
     Parameters
     ----------
@@ -66,7 +77,7 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
         The module (a private copy is used, in eval mode), or a fitted skorch net.
     loss : callable, default=None
         ``loss(output, target)`` of a batch (for a bare module).
-    method : {"trak", "tracin", "grad_dot", "grad_cos"}, default="trak"
+    method : {"trak", "tracin", "grad_dot", "grad_cos", "influence"}, default="trak"
     proj_dim : int or None, default=2048
         Dimension ``k`` of the projections; None uses the gradients unprojected.
     projection : {"rademacher", "sparse", "factored"}, default="rademacher"
@@ -90,7 +101,9 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
     learning_rates : list of float, default=None
         TracIn's step size per checkpoint; None means 1 for each.
     regularization : float, "auto" or "gcv", default="auto"
-        TRAK's ``lambda``, per model, without test data. ``"auto"``: ``lambda =
+        TRAK's ``lambda`` (``"influence"``: added to the projected mean curvature, on
+        the scale of :class:`~skdvl.influence.InfluenceScorer`'s; ``"auto"`` is then
+        ``tr(P^T C P) / n``), per model, without test data. ``"auto"``: ``lambda =
         tr(Phi^T Phi) / n = mean_i ||phi_i||^2``, the mean eigenvalue of the Gram matrix
         of the training features: an isolated training row of average norm gets leverage
         1/2, and ``lambda > 0`` also when ``n < k`` (where ``Phi^T Phi`` is singular).
@@ -111,6 +124,9 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
         one model gives the Gauss-Newton influence ``-g_t^T (G + lambda I)^-1 g_i``. It
         costs one projected gradient pass per output entry and a ``k x k`` kernel;
         ``"auto"`` is ``tr(G) / n`` (see :mod:`~skdvl.influence._trak_math`).
+        ``method="influence"`` takes ``"gauss_newton"`` or ``"hessian"``: ``k``
+        Hessian-vector products with the columns of ``P`` (which is then formed:
+        ``d k <= 2**26``; :func:`~skdvl.influence._trak_features.projected_hessian`).
     dtype : {"float16", "float32", "float64"} or None, default=None
         Storage type of the projected gradients; None: the model's (the kernel is
         computed in float64).
@@ -191,6 +207,8 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
     Attributing model behavior at scale. ICML. arXiv:2303.14186.
     Pruthi, G., Liu, F., Kale, S. and Sundararajan, M. (2020). Estimating training data
     influence by tracing gradient descent. NeurIPS.
+    Koh, P. W. and Liang, P. (2017). Understanding black-box predictions via influence
+    functions. ICML.
     Golub, G. H., Heath, M. and Wahba, G. (1979). Generalized cross-validation as a
     method for choosing a good ridge parameter. Technometrics 21(2).
 
@@ -215,7 +233,7 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
         "models": [list, tuple, None],
         "n_models": [Interval(Integral, 1, None, closed="left"), None],
         "learning_rates": ["array-like", None],
-        "regularization": [Interval(Real, 0, None, closed="neither"),
+        "regularization": [Interval(Real, 0, None, closed="left"),
                            StrOptions({"auto", "gcv"})],
         "output": [StrOptions(set(OUTPUTS))],
         "kernel": [StrOptions(set(KERNELS))],
@@ -310,8 +328,8 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
             self.store_.write(m, c, phi, -d)
         self.n_chunks_written_ = len(pending)
         grams = None
-        if self._gauss_newton() and not self.store_.complete:
-            grams = [self._gauss_newton_gram(m, Xt, yt) for m in range(self.n_models_)]
+        if self._given_curvature() and not self.store_.complete:
+            grams = [self._curvature(m, Xt, yt) for m in range(self.n_models_)]
         self._finish(grams)
         return self
 
@@ -332,10 +350,17 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
             sl = self.store_.bounds[c]
             yield (m, c, *self._features(m, Xt[sl], yt[sl]))
 
-    def _gauss_newton(self) -> bool:
-        return self.method_ == "trak" and self.kernel == "gauss_newton"
+    def _given_curvature(self) -> bool:
+        """Whether the kernel is a curvature matrix (not TRAK's ``Phi^T Phi``)."""
+        return self.method_ == "influence" or (self.method_ == "trak"
+                                               and self.kernel == "gauss_newton")
 
     def _setup(self) -> None:
+        kernels = ("gauss_newton", "hessian") if self.method == "influence" else KERNELS[:2]
+        if self.kernel not in kernels:
+            raise ValueError(
+                f"The 'kernel' parameter of ProjectedAttribution must be one of "
+                f"{list(kernels)} for method={self.method!r}. Got {self.kernel!r} instead.")
         module, loss, device = resolve_model(self.model, self.loss)
         check_trainable(module)
         device = torch.device(self.device) if self.device is not None else device
@@ -467,17 +492,18 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
         device = self.flat_.theta.device
         self.q_ = torch.stack([store.q_of(m) for m in range(self.n_models_)]).to(device)
         self.qbar_ = self.q_.to(torch.float64).mean(0)
-        if self.method_ != "trak":
+        if self.method_ not in _KERNEL_METHODS:
             if not store.complete:
                 store.save_kernels([])
             return
         if store.complete:
             self.kernels_ = [ProjectedKernel.from_state(s) for s in store.load_kernels()]
-        elif self._gauss_newton():
+        elif self._given_curvature():
             if grams is None:
-                raise ValueError("The gradient store's Gauss-Newton kernels were never "
+                raise ValueError("The gradient store's curvature kernels were never "
                                  "computed (an interrupted fit); call fit(X, y) again.")
-            self.kernels_ = [ProjectedKernel.from_gram(g, store.n_rows, self.regularization)
+            self.kernels_ = [ProjectedKernel.from_gram(g, store.n_rows, self.regularization,
+                                                       psd=self.kernel != "hessian")
                              for g in grams]
             store.save_kernels([k.state() for k in self.kernels_])
         else:
@@ -521,10 +547,18 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
         return project_rows(self.module_, self.projectors_[m], X, y, values, dtype,
                             self.batch_size)
 
-    def _gauss_newton_gram(self, m: int, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _curvature(self, m: int, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Model ``m``'s projected curvature: TRAK's Gauss-Newton ``sum_i P^T J_i^T H_i
+        J_i P``, or for ``"influence"`` that of the mean loss (Gauss-Newton or Hessian)."""
         self._load(m)
-        return gauss_newton_gram(self.module_, self.flat_.loss, self.projectors_[m], X, y,
-                                 self.batch_size, self.chunk_size)
+        proj, loss = self.projectors_[m], self.flat_.loss
+        if self.kernel == "hessian":
+            return projected_hessian(self.module_, loss, proj, X, y, self.batch_size)
+        if self.method_ == "influence":  # refuse a loss not convex in the output
+            check_output_hessians(FlatModel(self.module_, loss), X, y, self.batch_size)
+        gram = gauss_newton_gram(self.module_, loss, proj, X, y, self.batch_size,
+                                 self.chunk_size)
+        return gram / len(X) if self.method_ == "influence" else gram
 
     def _progress(self, it, total, desc):
         if self.verbose > 0:

@@ -1,4 +1,4 @@
-"""Projected per-example gradients and the projected Gauss-Newton matrix of TRAK.
+"""Projected per-example gradients and projected curvature matrices (TRAK, influence).
 
 Functions of a module (with its current parameters), a projector and rows, used by
 :class:`~skdvl.influence._trak.ProjectedAttribution`.
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._functional import FlatModel, iter_slices
+from ._functional import CurvatureOperator, FlatModel, iter_slices
 from ._projection import FactoredProjector
 from ._trak_math import gauss_newton_rows, output_hessian_factors
 
@@ -76,6 +76,46 @@ def gauss_newton_gram(module: torch.nn.Module, loss: Callable, proj, X: torch.Te
     if gram is None:
         raise ValueError("The Gauss-Newton kernel needs at least one training row.")
     return gram
+
+
+def projected_hessian(module: torch.nn.Module, loss: Callable, proj, X: torch.Tensor,
+                      y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``P^T H P`` (float64, ``k x k``) for the Hessian ``H`` of the mean loss of the rows.
+
+    ``k`` Hessian-vector products with the columns of ``P`` (Pearlmutter, 1994), by
+    :class:`~skdvl.influence._functional.CurvatureOperator`, then projected:
+    ``(P^T H) P``. ``P`` is formed (``d x k`` values, refused above ``2**26``), so this is
+    for nets of moderate size; ``proj=None`` gives ``H`` itself. Not for the factored
+    projection (it projects per-example gradients through the layers, never a vector of
+    parameters).
+
+    References
+    ----------
+    Pearlmutter, B. A. (1994). Fast exact multiplication by the Hessian. Neural
+    Computation 6(1).
+    """
+    flat = FlatModel(module, loss, "hessian")
+    op = CurvatureOperator(flat, X, y, batch_size)
+    if proj is None:
+        H = op.dense().to(torch.float64)
+        return 0.5 * (H + H.T)
+    if isinstance(proj, FactoredProjector):
+        raise ValueError("The projected Hessian needs a projection of parameter vectors; "
+                         "projection='factored' projects per-example gradients only. Use "
+                         "projection='rademacher' or 'sparse', or the Gauss-Newton curvature.")
+    d, k = flat.n_params, proj.proj_dim
+    if d * k > _GROUP_VALUES:
+        raise ValueError(
+            f"The projected Hessian forms the {d} x {k} projection ({d * k} values, more "
+            f"than {_GROUP_VALUES}); use the Gauss-Newton curvature "
+            "(second_order='gauss_newton') or a smaller proj_dim.")
+    P = flat.theta.new_empty(d, k)
+    for sl in iter_slices(d, 1024):
+        P[sl] = proj.project(torch.eye(sl.stop - sl.start, dtype=P.dtype, device=P.device),
+                             start=sl.start)
+    PH = op.matmat(P.T.contiguous())  # (k, d): P^T H
+    H = proj.project(PH).to(torch.float64)
+    return 0.5 * (H + H.T)
 
 
 def _output_entry(c: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -40,7 +40,9 @@ The Gauss-Newton kernel (:func:`gauss_newton_rows`, :meth:`ProjectedKernel.from_
 replaces ``Phi^T Phi`` by ``G = sum_i P^T J_i^T H_i J_i P``, the loss weights ``R`` that
 TRAK drops kept for every output; ``"auto"`` is ``tr(G) / n`` by the same leverage argument.
 On the digits benchmark a holdout of training rows chose 0.3 times ``"auto"`` for both
-kernels (``benchmarks/README.md``); ``"auto"`` is left at the leverage-1/2 rule.
+kernels (``benchmarks/README.md``); ``"auto"`` is left at the leverage-1/2 rule, which
+costs nothing, while the holdout rule (:func:`skdvl.evaluation.holdout_regularization`)
+costs one attribution per candidate and the refits of an LDS.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from collections.abc import Callable
 
 import torch
 from torch.func import grad, vmap
+
+from ._solvers import NotPositiveDefiniteError
 
 OUTPUTS = ("auto", "margin", "prediction", "loss")
 #: Grid of GCV, relative to the largest eigenvalue of the kernel (0.1 decades).
@@ -194,21 +198,25 @@ class ProjectedKernel:
         return self
 
     @classmethod
-    def from_gram(cls, gram: torch.Tensor, n: int, regularization) -> ProjectedKernel:
+    def from_gram(cls, gram: torch.Tensor, n: int, regularization,
+                  psd: bool = True) -> ProjectedKernel:
         """The kernel ``(G + lambda I)^-1`` of a given ``k x k`` curvature ``G`` of ``n`` rows.
 
-        Used for the Gauss-Newton kernel (:func:`gauss_newton_rows`), always in the
-        feature space. ``"auto"``: ``lambda = tr(G) / n``; ``"gcv"`` is refused (there
-        is no response to cross-validate).
+        Used for the Gauss-Newton kernel (:func:`gauss_newton_rows`) and the projected
+        curvature of influence, always in the feature space. ``"auto"``: ``lambda =
+        tr(G) / n``; ``"gcv"`` is refused (there is no response to cross-validate).
+        ``psd=False`` (a projected Hessian): the eigenvalues are kept as they are, and
+        :class:`~skdvl.influence.NotPositiveDefiniteError` is raised when ``G + lambda I``
+        is not positive definite, naming the regularization needed.
         """
         if regularization == "gcv":
             raise ValueError(
                 "regularization='gcv' needs TRAK's own kernel (kernel='outputs'); with "
-                "kernel='gauss_newton' use 'auto' or a float.")
+                "a given curvature use 'auto' or a float.")
         self = cls.__new__(cls)
         gram = gram.to(torch.float64)
         self._fit(gram, gram.new_zeros(len(gram)), 0.0, float(torch.trace(gram)), n, False,
-                  regularization)
+                  regularization, clamp=psd)
         return self
 
     @classmethod
@@ -231,10 +239,12 @@ class ProjectedKernel:
                 "gcv": None if self.gcv_ is None else self.gcv_.numpy()}
 
     def _fit(self, gram: torch.Tensor, rhs: torch.Tensor, q_norm2: float, sq_sum: float,
-             n: int, rows: bool, regularization) -> None:
+             n: int, rows: bool, regularization, clamp: bool = True) -> None:
         self.rows = rows
         evals, evecs = torch.linalg.eigh(gram)
-        evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
+        evals, evecs = evals.flip(0), evecs.flip(1)
+        if clamp:  # a Gram matrix: negative eigenvalues are rounding
+            evals = evals.clamp_min(0)
         self.eigenvalues_ = evals
         if evals[0] <= 0:
             raise ValueError("The projected training gradients are all zero; the kernel of "
@@ -248,6 +258,7 @@ class ProjectedKernel:
         else:
             self.gcv_, lam = None, float(regularization)
         self.regularization_ = lam
+        _check_definite(evals, lam)
         self.eigenvectors_ = evecs
         # the inverse applied in the smaller space, as one symmetric matrix
         self.inverse = (evecs / (evals + lam)) @ evecs.T
@@ -264,6 +275,7 @@ class ProjectedKernel:
                              "eigenvectors; refit it to change its regularization.")
         new = copy.copy(self)
         new.gcv_, new.regularization_ = None, float(regularization)
+        _check_definite(self.eigenvalues_, new.regularization_)
         new.inverse = (evecs / (self.eigenvalues_ + new.regularization_)) @ evecs.T
         return new
 
@@ -291,6 +303,20 @@ class ProjectedKernel:
     def apply(self, Phi_test: torch.Tensor, Phi: torch.Tensor) -> torch.Tensor:
         """``Phi_test (Phi^T Phi + lambda I)^-1 Phi^T``, shape ``(n_test, n)``."""
         return self.block(self.left(Phi_test, [Phi]), Phi, slice(None))
+
+
+def _check_definite(evals: torch.Tensor, lam: float) -> None:
+    """Refuse ``K + lambda I`` with a non-positive eigenvalue (beyond ``1e-12`` relative)."""
+    smallest = float(evals[-1]) + lam
+    if smallest > 1e-12 * float(evals[0]):
+        return
+    raise NotPositiveDefiniteError(
+        "The projected curvature plus 'regularization' is not positive definite "
+        f"(smallest eigenvalue of the curvature {float(evals[-1]):.3g}, largest "
+        f"{float(evals[0]):.3g}, with regularization={lam:.3g}), so the kernel cannot be "
+        f"inverted. Increase 'regularization' above {max(-float(evals[-1]), 0):.3g} (and "
+        "above 0 when fewer rows than dimensions make it singular), or use the "
+        "Gauss-Newton curvature.")
 
 
 def output_hessian_factors(H: torch.Tensor) -> torch.Tensor:
@@ -325,7 +351,7 @@ def combine_scores(method: str, total, d_mean, qbar, n_models: int):
     ``phi_t^T K_m^-1 phi_i``, ``d_mean`` the mean ``dl/df`` of the test rows and
     ``qbar`` the mean ``-dl/df`` of the training rows (shapes that broadcast). TracIn
     (Pruthi et al., 2020): ``total``, the learning-rate-weighted sum over checkpoints.
-    Gradient similarity: the mean over the models.
+    Gradient similarity and influence with projected curvature: the mean over the models.
     """
     if method == "trak":
         return d_mean * (total / n_models) * qbar

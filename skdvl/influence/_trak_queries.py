@@ -103,7 +103,7 @@ class _AttributionQueries:
         for m in range(self.n_models_):
             phi, d = self._features(m, Xt, yt)
             d_sum += d.to(torch.float64)
-            if self.method_ == "trak":
+            if self.method_ in ("trak", "influence"):
                 chunks = (c for c, _ in self.store_.chunks(m, phi.device))
                 lefts.append(self.kernels_[m].left(phi, chunks))
             else:
@@ -122,10 +122,11 @@ class _AttributionQueries:
         total = torch.zeros(len(d_mean), sl.stop - sl.start, dtype=torch.float64,
                             device=device)
         for m in range(self.n_models_):
-            if self.method_ == "trak":
+            if self.method_ in ("trak", "influence"):
                 kernel = self.kernels_[m]
                 train = None if kernel.rows else self.store_.chunk(m, c, device)
-                total += kernel.block(lefts[m], train, sl)
+                sign = 1.0 if self.method_ == "trak" else -1.0  # TRAK's sign is in q
+                total += sign * kernel.block(lefts[m], train, sl)
             else:
                 train = self._unit(self.store_.chunk(m, c, device).to(torch.float64))
                 total -= lefts[m] @ train.T
@@ -148,11 +149,12 @@ class _AttributionQueries:
             quad = torch.zeros(sl.stop - sl.start, dtype=torch.float64, device=device)
             for m in range(self.n_models_):
                 phi = store.chunk(m, c, device).to(torch.float64)
-                if self.method_ == "trak":
+                if self.method_ in ("trak", "influence"):
                     kernel = self.kernels_[m]
                     left = kernel.left(phi, (f for f, _ in store.chunks(m, device)))
-                    quad += (kernel.block(left, phi, sl).diagonal() if kernel.rows
-                             else (left * phi).sum(1))
+                    sign = 1.0 if self.method_ == "trak" else -1.0
+                    quad += sign * (kernel.block(left, phi, sl).diagonal() if kernel.rows
+                                    else (left * phi).sum(1))
                 else:
                     weight = self.learning_rates_[m] if self.method_ == "tracin" else 1.0
                     quad -= weight * self._unit(phi).square().sum(1)

@@ -150,6 +150,7 @@ def test_interrupted_kernel_stage_is_redone(data, tmp_path, monkeypatch):
     (dict(dtype="float16"), "dtype"),
     (dict(method="grad_dot"), "method: stored 'trak', now 'grad_dot'"),
     (dict(regularization=0.5), "regularization"),
+    (dict(kernel="gauss_newton"), "kernel: stored 'outputs', now 'gauss_newton'"),
 ])
 def test_a_store_made_with_other_parameters_is_refused(data, tmp_path, change, what):
     module, X, y = data
