@@ -105,6 +105,19 @@ def test_hybrid_msr_is_unbiased(cls, paired):
         assert cover >= (0.85 if neyman else 0.9)
 
 
+def test_hybrid_msr_with_4_folds_is_unbiased():
+    """The folds ``sampler="auto"`` uses below 20 n calls (2 n_folds units per stratum)."""
+    game = _voting()
+    sampler = HybridMSRSampler(surrogate="linear", n_folds=4)
+    assert sampler.min_updates(8) == 2 + 7 * 8
+    runs = [_fit(ShapleyValuer, game, sampler, 80, s) for s in range(150)]
+    values = np.array([r.values_ for r in runs])
+    sem = values.std(axis=0, ddof=1) / np.sqrt(len(runs))
+    assert np.all(np.abs(values.mean(axis=0) - game.shapley_values()) <= 3 * sem + 1e-12)
+    stderr = np.array([r.stderr_ for r in runs])
+    assert np.mean(np.abs(values - game.shapley_values()) <= 1.96 * stderr) >= 0.85
+
+
 @pytest.mark.slow  # 60 fits choosing among 7 surrogates per fold: about a minute
 def test_hybrid_msr_with_trees_is_unbiased():
     game = ShoesGame(3, 5)
@@ -123,10 +136,11 @@ def test_the_count_surrogate_fits_the_shoes_game_far_better_than_a_linear_one():
     assert err["counts"] < err["linear"] / 2  # 2.4x at this seed, 3.7x over 3 seeds
 
 
-def test_values_do_not_depend_on_n_jobs():
+@pytest.mark.parametrize("n_folds", [2, 4])
+def test_values_do_not_depend_on_n_jobs(n_folds):
     game = _voting(10)
-    runs = [_fit(ShapleyValuer, game, HybridMSRSampler(surrogate="linear"), 300, 3,
-                 n_jobs=j).values_ for j in (1, 2)]
+    sampler = HybridMSRSampler(surrogate="linear", n_folds=n_folds)
+    runs = [_fit(ShapleyValuer, game, sampler, 300, 3, n_jobs=j).values_ for j in (1, 2)]
     np.testing.assert_array_equal(*runs)
 
 

@@ -153,8 +153,13 @@ def test_auto_weighted_banzhaf_at_a_small_budget_against_enumeration(rng):
     (40, 799, "banzhaf", "KernelSampler(batch_size=100)"),
     (40, 800, "banzhaf", "HybridMSRSampler()"),
     (40, None, "banzhaf", "HybridMSRSampler()"),
-    (40, 400, "shapley", "HybridMSRSampler()"),
-    (40, 400, "beta_shapley", "HybridMSRSampler()"),
+    (40, 400, "shapley", "HybridMSRSampler(n_folds=4)"),  # below 20 n: more folds
+    (40, 400, "beta_shapley", "HybridMSRSampler(n_folds=4)"),
+    (40, 316, "shapley", "HybridMSRSampler(n_folds=3)"),  # 4 folds' cover 314 > 0.8 * 316
+    (40, 799, "shapley", "HybridMSRSampler(n_folds=4)"),
+    (40, 800, "shapley", "HybridMSRSampler()"),
+    (40, None, "shapley", "HybridMSRSampler()"),
+    (16, 160, "shapley", "HybridMSRSampler(n_folds=4)"),
     (120, 1200, "banzhaf", "RegressionMSRSampler()"),
     (16, 160, "banzhaf", "KernelSampler(batch_size=80)"),
     (16, 2 ** 16, "banzhaf", "ExactSampler()"),
@@ -163,3 +168,21 @@ def test_auto_weighted_banzhaf_at_a_small_budget_against_enumeration(rng):
 ])
 def test_the_rule_by_budget_and_semivalue(n, budget, algorithm, expected):
     assert repr(choose_sampler(n, budget, algorithm)) == expected
+
+
+def test_auto_folds_leave_a_fifth_of_the_budget_to_the_allocation():
+    for n in (12, 16, 40, 100):
+        for budget in range(2 * HybridMSRSampler().min_updates(n), 20 * n, 7):
+            sampler = choose_sampler(n, budget, "shapley")
+            k = sampler.n_folds
+            assert 2 <= k <= 4
+            assert k == 2 or sampler.min_updates(n) <= 0.8 * budget
+            if k < 4:  # the most folds that fit
+                assert HybridMSRSampler(n_folds=k + 1).min_updates(n) > 0.8 * budget
+
+
+def test_auto_at_10_n_calls_spends_the_budget_with_4_folds(rng):
+    game = AirportGame(rng.uniform(1.0, 10.0, 20))
+    v = ShapleyValuer(utility=game, max_updates=10, random_state=0).fit()
+    assert repr(v.sampler_) == "HybridMSRSampler(n_folds=4)"
+    assert v.n_utility_evaluations_ == 200 and np.all(np.isfinite(v.values_))

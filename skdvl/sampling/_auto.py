@@ -16,7 +16,10 @@ the hybrid estimator on the breast-cancer and airport games, but 1.46x higher on
 size-wise fit makes exact, 1.3e-03 against rounding; from ``30 n`` the hybrid estimator
 is lower on every game but airport (1.5x). Shapley values keep the hybrid estimator at
 every budget: at ``10 n`` it was the lowest of skdvl's estimators on four of the six
-games and within 1.3x on weighted voting (the old tree MSR). The hybrid estimator keeps
+games and within 1.3x on weighted voting (the old tree MSR). Below ``20 n`` calls it
+cross-fits over up to 4 folds instead of 2 (``_hybrid_folds``): a fold's surrogate is
+fitted on ``(k - 1) / k`` of the units, and at small budgets the surrogate is what
+the units are short of. The hybrid estimator keeps
 every coalition's indicators and tree fits grow with ``n`` times the samples, so above
 ``_TREE_MAX_PLAYERS`` players the estimator is
 :class:`~skdvl.sampling.RegressionMSRSampler` with its linear surrogate (running sums
@@ -49,8 +52,22 @@ _EXACT_UNBOUNDED = 10
 #: Banzhaf values with fewer than this many calls per player: Kernel Banzhaf (paired
 #: least squares) had 2.7-23x lower error than the hybrid estimator at 10 n calls on
 #: the airport and breast-cancer games, the hybrid 1.5x lower on voting and shoes, and
-#: the hybrid won from 30 n (between 10 n and 30 n: not measured)
+#: the hybrid won from 30 n; at 20 n (4 seeds) the hybrid was 2.7-3.2x lower on voting
+#: and shoes, Kernel Banzhaf 2.5x and 1.9x lower on airport and breast cancer: no
+#: budget serves both kinds of games
 _KERNEL_BANZHAF_CALLS_PER_PLAYER = 20
+#: below this many calls per player the hybrid estimator cross-fits over more folds: its
+#: surrogate, fitted on (k - 1) / k of the units, is starved at small budgets. At 10 n
+#: calls (40 players, 6 seeds) 4 folds instead of 2 took weighted voting from 6.2e-04 to
+#: 4.7e-04, shoes 4.5e-03 to 2.2e-03, airport 1.3e-02 to 5.4e-03, and 3 or 4 folds the
+#: breast-cancer game (16 rows) 5.2e-04 to 3.8e-04 or 4.4e-04; at 20 n and 30 n the folds made no
+#: consistent difference (4 seeds: within 1.25x either way but airport, heavy-tailed)
+_MORE_FOLDS_CALLS_PER_PLAYER = 20
+#: ... at most this many folds (5 cost airport 2.6x and the breast-cancer game 1.25x
+#: against 4 at 10 n), and only as many as leave this share of the budget, at least, to
+#: the learnt allocation after every stratum has its ``2 n_folds`` units
+_MAX_FOLDS = 4
+_COVER_SHARE = 0.8
 #: ... from this many calls per player on: below, Kernel Banzhaf's least squares has
 #: too few distinct coalitions and leaves rows without a value (NaN; 8 players: none
 #: valued at 14 calls, all at 28-32), where regression MSR's surrogate values every row
@@ -85,7 +102,9 @@ def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
         ``5 n`` to ``20 n`` calls and up to 100 players, ``KernelSampler(batch_size=b)`` with
         blocks that add up to the budget, else ``HybridMSRSampler()`` up to 100
         players (``HybridMSRSampler(surrogate="linear")`` with ``cheap_prefixes``)
-        when the budget is at least twice its ``min_updates``, and
+        when the budget is at least twice its ``min_updates`` (below ``20 n``
+        calls with up to 4 folds instead of 2, as many as leave a fifth of the
+        budget beyond their cover: ``HybridMSRSampler(n_folds=4)`` at ``10 n``), and
         ``RegressionMSRSampler(surrogate="auto")`` (linear with ``cheap_prefixes``)
         below that or ``RegressionMSRSampler()`` above 100 players.
     """
@@ -104,7 +123,25 @@ def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
     hybrid = HybridMSRSampler(surrogate="linear") if cheap_prefixes else HybridMSRSampler()
     if n <= _TREE_MAX_PLAYERS and (budget_calls is None
                                    or budget_calls >= _COVERS * hybrid.min_updates(n)):
-        return hybrid
+        folds = _hybrid_folds(n, budget_calls)
+        return hybrid.set_params(n_folds=folds) if folds != 2 else hybrid
     if n <= _TREE_MAX_PLAYERS and not cheap_prefixes:  # too small a budget for its strata
         return RegressionMSRSampler(surrogate="auto")
     return RegressionMSRSampler()
+
+
+def _hybrid_folds(n: int, budget_calls: int | None) -> int:
+    """Folds of the hybrid estimator's cross-fitting for ``budget_calls`` on ``n`` players.
+
+    2 from ``_MORE_FOLDS_CALLS_PER_PLAYER * n`` calls on (or without a budget), else
+    the most, up to ``_MAX_FOLDS``, whose cover (``min_updates``) takes at most
+    ``_COVER_SHARE`` of the budget: 4 at 400 calls on 40 players (cover 314) and at 160
+    on 16 (cover 122). The folds are fixed before any draw, so the estimate stays
+    unbiased.
+    """
+    if budget_calls is None or budget_calls >= _MORE_FOLDS_CALLS_PER_PLAYER * n:
+        return 2
+    for k in range(_MAX_FOLDS, 2, -1):
+        if HybridMSRSampler(n_folds=k).min_updates(n) <= _COVER_SHARE * budget_calls:
+            return k
+    return 2
