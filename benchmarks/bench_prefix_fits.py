@@ -771,7 +771,8 @@ def report(out: dict) -> str:
             L.append(f"\n### {part}: make_classification, {res['n_train']:,} training x "
                      f"{res['n_features']} features, {res['n_val']:,} validation rows, "
                      f"{res['n_flipped']:,} flipped labels; Shapley, {trunc}, "
-                     f"{res['permutations']} permutations, n_jobs=1, seed {res['seed']} "
+                     f"{res['permutations']} permutations, n_jobs={res.get('n_jobs', 1)}, "
+                     f"seed {res['seed']} "
                      f"({_la(res)})\n")
             row("run", "status", "fit path", "permutations", "utility evals", "wall s",
                 "prefix fits / s", "peak RSS MB (/usr/bin/time)", "VmHWM MB",
