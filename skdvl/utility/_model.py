@@ -75,7 +75,8 @@ def choose_fit_path(batch_fit: Any, estimator: Any, scoring: Any, X: Any, y: Any
     plan : BatchPlan or None
         None on the per-coalition path.
     fit_path : str
-        "batched" ("batched on torch device ..." with ``device``), or
+        "batched" ("batched on torch device ..." with ``device``; for least
+        squares "batched in numpy (prefix walks on torch device ...)"), or
         "per-coalition: " and why.
 
     Raises
@@ -103,7 +104,11 @@ def choose_fit_path(batch_fit: Any, estimator: Any, scoring: Any, X: Any, y: Any
             raise ValueError(f"batch_fit=True, but the batched fit cannot be used: "
                              f"{reason}.")
         return None, f"per-coalition: {reason}"
-    return plan, "batched" if device is None else f"batched on torch device {device}"
+    if device is None:
+        return plan, "batched"
+    if isinstance(plan, BatchPlan) and plan.kind != "logistic":
+        return plan, f"batched in numpy (prefix walks on torch device {device})"
+    return plan, f"batched on torch device {device}"
 
 
 def torch_refit_for(estimator: Any, random_state: Any) -> TorchRefit | None:
@@ -158,8 +163,10 @@ class ModelUtility(FreshCacheMixin):
     device : None, str or torch.device, default=None
         Where the batched path solves binary logistic regressions: None in
         numpy, else on this torch device in float64 (``"cuda"``, ``"cpu"``...;
-        needs torch). Ridge, least squares and multinomial problems stay in
-        numpy. Ignored on the per-coalition path.
+        needs torch). ``Ridge`` and ``LinearRegression`` walk permutation
+        prefixes on the device (:mod:`skdvl.utility._prefix_torch`; their cold
+        fits, and multinomial problems, stay in numpy); logistic models are
+        then fitted cold in batch, not walked. Ignored on the per-coalition path.
     random_state : int, RandomState instance or None, default=None
         The base seed of the torch seeds of neural nets: used only when
         ``estimator`` is (or holds, e.g. in a ``Pipeline``) a skorch net. Each
@@ -183,13 +190,14 @@ class ModelUtility(FreshCacheMixin):
         Fits attempted, failures and the warnings the fits raised (each fit's
         warnings are recorded, not shown: valuers summarise them once).
     fit_path : str
-        "batched" ("batched on torch device ..." with ``device``), or
+        "batched" ("batched on torch device ..." with ``device``; for least
+        squares "batched in numpy (prefix walks on torch device ...)"), or
         "per-coalition: " and why the batched path is not used.
     walk_reason : str
         "" when the prefixes of permutation walks are fitted incrementally, each
         from the one before (:meth:`prefix_walk`: ``Ridge``, ``LinearRegression``
-        and L2 ``LogisticRegression``, binary or multinomial, on the batched path),
-        else why not.
+        and L2 ``LogisticRegression``, binary or multinomial, on the batched path;
+        with ``device``, least squares only), else why not.
 
     Examples
     --------

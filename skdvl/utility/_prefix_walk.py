@@ -7,7 +7,9 @@ for each walk of a set, the state of its last fit and fits the next prefix
 from it (:mod:`skdvl.utility._prefix_fits`): exactly, by running sums, for
 ``Ridge`` and ``LinearRegression``; by warm-started Newton steps converged to
 the batched path's tolerance for L2 ``LogisticRegression`` (three classes or more:
-truncated Newton, :mod:`skdvl.utility._prefix_multinomial`). Each step yields a
+truncated Newton, :mod:`skdvl.utility._prefix_multinomial`). With ``device=``,
+least squares walks on that torch device (:mod:`skdvl.utility._prefix_torch`);
+logistic walks run in numpy only, so a device fits them cold. Each step yields a
 :class:`~skdvl.utility._linear_state.BatchFit` of the walks' new prefixes,
 scored as the batched path scores its fits.
 
@@ -27,6 +29,7 @@ import numpy as np
 from skdvl.utility._linear_state import BatchFit, _dict_weights
 from skdvl.utility._prefix_fits import LeastSquaresPrefixes, LogisticPrefixes
 from skdvl.utility._prefix_multinomial import MultinomialPrefixes
+from skdvl.utility._prefix_torch import TorchLeastSquaresPrefixes
 
 __all__ = ["PrefixWalk", "walk_reason"]
 
@@ -37,8 +40,9 @@ _GROW = 256
 def walk_reason(plan: Any, y: Any) -> str:
     """Why ``plan`` (a :class:`~skdvl.utility._linear_batch.BatchPlan`) cannot walk
     prefixes incrementally on targets ``y`` ("" when it can)."""
-    if plan.device is not None:
-        return "device= is given (incremental prefix fits run in numpy)"
+    if plan.device is not None and plan.kind == "logistic":
+        return ("device= is given and the logistic prefix walk runs in numpy only "
+                "(device= fits logistic models cold in batch)")
     scaler, model = plan.scaler, plan.model
     if scaler is not None and scaler.with_mean and not model.fit_intercept:
         return "a centring StandardScaler before a model without intercept"
@@ -91,6 +95,8 @@ class PrefixWalk:
             self.fits: Any = MultinomialPrefixes(plan, X, y, W)
         elif plan.kind == "logistic":
             self.fits = LogisticPrefixes(plan, X, y, W)
+        elif plan.device is not None:  # least squares on a torch device
+            self.fits = TorchLeastSquaresPrefixes(plan, X, np.asarray(y, np.float64), W)
         else:
             self.fits = LeastSquaresPrefixes(plan, X, np.asarray(y, np.float64), W)
         self.cap = 0

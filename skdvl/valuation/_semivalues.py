@@ -156,7 +156,9 @@ _SHARED_PARAMS = """
         which, and why); True requires it; False never uses it.
     device : None, str or torch.device, default=None
         With the batched fits, the torch device that solves binary logistic
-        regressions (``"cuda"``, ``"cpu"``...; needs torch); None solves them in
+        regressions (``"cuda"``, ``"cpu"``...; needs torch) and walks the
+        permutation prefixes of ``Ridge`` and ``LinearRegression`` (logistic
+        prefixes are then fitted cold, in batches); None computes everything in
         numpy. Values agree with numpy's to rounding.
     utility_model : regressor or None, default=None
         Data utility learning (Wang, Yang & Jia, 2022, "Improving cooperative
