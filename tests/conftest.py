@@ -14,8 +14,10 @@ def rng(seed: int) -> np.random.Generator:
 
 @pytest.fixture
 def walk_from(monkeypatch):
-    """Walk prefixes incrementally from the first one on (by default only big walks do):
-    ``walk_from(work)`` sets the engine's threshold of active walks times prefix length."""
+    """Walk prefixes incrementally from the first one on (by default from prefix 32 of
+    binary models): ``walk_from(work)`` sets the engine's threshold of walks times prefix
+    length (for a nominal group of ``_truncation._NOMINAL_WALKS`` walks). In this process
+    only: loky workers do not see it (use the threading backend with n_jobs > 1)."""
     from skdvl.sampling import _truncation
 
     def set_(work):

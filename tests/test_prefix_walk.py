@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from joblib import parallel_config
 from sklearn.datasets import load_breast_cancer, make_classification, make_regression
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
@@ -185,11 +186,13 @@ def test_exact_shapley_of_ten_rows_is_the_same_and_matches_permutations(cancer):
 
 
 def test_values_identical_for_any_n_jobs_on_the_walk(cancer, walk_from):
+    """Threads, so that the workers walk from the first prefix as this process does."""
     walk_from(1)
     X, y, X_val, y_val = cancer
     kw = dict(sampler="antithetic", truncation=0.01, max_updates=12)
     one = _valuer(n_jobs=1, **kw).fit(X, y, X_val=X_val, y_val=y_val)
-    two = _valuer(n_jobs=2, **kw).fit(X, y, X_val=X_val, y_val=y_val)
+    with parallel_config(backend="threading"):
+        two = _valuer(n_jobs=2, **kw).fit(X, y, X_val=X_val, y_val=y_val)
     np.testing.assert_array_equal(one.values_, two.values_)
 
 
@@ -222,3 +225,20 @@ def test_an_interrupted_walk_keeps_its_finished_prefixes(cancer, monkeypatch, wa
     # the first permutation walk (40 prefixes) finished before the interrupt: kept
     assert v.counts_.max() >= 1
     assert v.n_utility_evaluations_ <= 60 * 10 + 2
+
+
+@pytest.mark.parametrize("est", [Ridge(alpha=0.5), make_pipeline(StandardScaler(),
+                                                                 LinearRegression())],
+                         ids=["ridge", "scaler+ols"])
+def test_least_squares_values_bitwise_for_any_n_jobs_with_a_continuous_score(est):
+    """With r2 every bit of a prefix's fit reaches the values: the prefixes a walk fits
+    cold and those it walks (equal to round-off, not in their bits) must not depend on
+    how many walks a task holds. Loky workers, the engine's own thresholds: 10
+    permutations are one group with n_jobs=1 and two of 5 with n_jobs=2."""
+    X, y = make_regression(n_samples=140, n_features=6, noise=5.0, random_state=0)
+    kw = dict(scoring="r2", sampler="permutation", max_updates=10, random_state=0)
+    fits = [ShapleyValuer(est, n_jobs=n_jobs, **kw).fit(X[:80], y[:80], X_val=X[80:],
+                                                        y_val=y[80:])
+            for n_jobs in (1, 2)]
+    assert "incrementally" in fits[0].fit_path_
+    np.testing.assert_array_equal(fits[0].values_, fits[1].values_)

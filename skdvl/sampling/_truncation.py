@@ -163,10 +163,17 @@ def _lockstep_utilities(
     return _walk_prefixes(ev, bases, [np.asarray(p) for p in perms], truncation)
 
 
-#: the utility walks prefixes incrementally (``ev.walk``) while active walks times prefix
-#: length is at least this; below, its Newton iterations, one prefix per call, cost more
-#: than refitting many prefixes per call (measured: equal near 32 walks of 15 rows)
+#: the utility walks prefixes incrementally (``ev.walk``) from where a nominal group of
+#: :data:`_NOMINAL_WALKS` walks times the prefix length reaches this; below, its Newton
+#: iterations, one prefix per call, cost more than refitting many prefixes per call
+#: (measured: equal near 32 walks of 15 rows)
 _WALK_MIN_WORK = 512
+#: ... counted for this many walks, whatever the actual group: the first walked prefix
+#: (32 for binary models) is the same for every walk, so a prefix's fit (walked or cold,
+#: equal to the solver tolerance but not bitwise) does not depend on n_jobs. Once walked,
+#: a walk is walked to its end. (Counting the actual group, as before 2026-12-07, made
+#: least-squares values differ by 1e-16 to 1e-11 between n_jobs 1 and 2 with r2.)
+_NOMINAL_WALKS = 16
 #: prefixes a walk fits together per step (:meth:`_UtilityWalk.step_block`): one
 #: matrix-matrix product over its rows per pass instead of one matrix-vector product per
 #: prefix and Newton iteration
@@ -209,10 +216,13 @@ def _walk_prefixes(ev: Any, bases: np.ndarray, orders: list[np.ndarray],
     active = np.flatnonzero(lengths > 0)
     walk = _Walks(ev, bases, rank, orders, lengths, horizon, truncation, u, total, lo)
     if ev.walks and active.size:
-        work = _min_work(ev)
-        first = -(-work // active.size)  # the first prefix worth walking
+        # a walk is walked from this prefix on, to its end, whatever group it is in: the
+        # walked and the cold fits of a prefix agree to the solver tolerance, not in
+        # their bits, so which prefixes are walked must depend on the walk alone, not on
+        # how many walks the engine's blocks (and n_jobs) put together
+        first = -(-_min_work(ev) // _NOMINAL_WALKS)
         active = walk.batched(active, until=first - 1)
-        if active.size and active.size * int(lo[active].max()) >= work:
+        if active.size:
             active = walk.incrementally(active)
     walk.batched(active)
     return u
@@ -271,8 +281,9 @@ class _Walks:
         return np.sort(paused)
 
     def incrementally(self, active: np.ndarray) -> np.ndarray:
-        """Incremental steps, one prefix per walk and round, while the walks left are
-        worth it (see ``_WALK_MIN_WORK``); returns those not finished.
+        """Incremental steps, one prefix (or a block, :data:`_WALK_BLOCK`) per walk and
+        round, each walk to its end or truncation; returns those not finished (none,
+        unless the utility cannot walk them).
 
         The walks start from the prefixes evaluated so far (all at one position).
         A KeyboardInterrupt leaves the prefixes walked in ``ev``'s cache (where the
@@ -287,8 +298,7 @@ class _Walks:
             return active
         local = np.arange(active.size)
         try:
-            work = _min_work(self.ev)
-            while local.size and local.size * int(lo[active[local]].max()) >= work:
+            while local.size:
                 rows = active[local]
                 j = lo[rows]
                 # blocks end at multiples of _WALK_BLOCK (where a walk's blocks lie does
