@@ -5,8 +5,9 @@ rows, LogisticRegression (batched fits, permutation prefixes fitted incrementall
 accuracy. The reference is 2,000 permutations of the same game (cached in
 ``results/amortized_reference.npz``). For each seed and budget ``B`` (permutations,
 ``300 B`` utility calls) the plain permutation estimate and the amortized one
-(``AmortizedValuer`` on that estimate, default value model) are compared with the
-reference (Spearman) and at finding the flipped rows (AUROC). Then the time to value
+(``AmortizedValuer`` on that estimate, default value model: the combined values and
+the value model's cross-fitted predictions alone) are compared with the reference
+(Spearman) and at finding the flipped rows (AUROC). Then the time to value
 500 new rows: ``predict`` of the fitted amortizer against refitting the plain valuer
 on the 800 rows at the same per-row budget.
 
@@ -77,15 +78,26 @@ def score(values, ref, flipped) -> dict:
 
 
 def accuracy_curves(X, y, X_val, y_val, flipped, ref, seeds, plain_budgets, amortized_budgets):
-    """Spearman and AUROC against utility calls, plain and amortized, per seed."""
+    """Spearman and AUROC against utility calls, plain and amortized, per seed.
+
+    One fit per seed and budget gives the plain estimate (``valuer_.values_``), the
+    default combined values (``values_``, ``combine="shrinkage"``) and the value
+    model's cross-fitted predictions (``predictions_``, ``combine="prediction"``).
+    """
     rows = []
     for seed in seeds:
         for B in sorted(set(plain_budgets) | set(amortized_budgets)):
             t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                amortized = AmortizedValuer(plain(B, seed), random_state=seed).fit(
-                    X, y, X_val=X_val, y_val=y_val)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    amortized = AmortizedValuer(plain(B, seed), random_state=seed).fit(
+                        X, y, X_val=X_val, y_val=y_val)
+                except ValueError as exc:  # one sample per row: refused
+                    rows.append({"method": "amortized", "seed": seed, "permutations": B,
+                                 "refused": str(exc)[:120]})
+                    print(seed, B, "refused", flush=True)
+                    continue
             seconds = time.perf_counter() - t0
             calls = amortized.n_utility_evaluations_
             if B in plain_budgets:
@@ -93,10 +105,19 @@ def accuracy_curves(X, y, X_val, y_val, flipped, ref, seeds, plain_budgets, amor
                              "utility_calls": calls,
                              **score(amortized.valuer_.values_, ref, flipped)})
             if B in amortized_budgets:
-                rows.append({"method": "amortized", "seed": seed, "permutations": B,
-                             "utility_calls": calls, "seconds": seconds,
+                low, high = amortized.disattenuated_interval_
+                common = {"seed": seed, "permutations": B, "utility_calls": calls}
+                rows.append({"method": "prediction", **common,
+                             **score(amortized.predictions_, ref, flipped)})
+                rows.append({"method": "amortized", **common, "seconds": seconds,
                              "amortization_score": amortized.amortization_score_,
                              "reliability": amortized.reliability_,
+                             "disattenuated": amortized.disattenuated_score_,
+                             "interval": [low, high],
+                             "warned_poorly": any("poorly" in str(w.message) for w in caught),
+                             "rmse_vs_reference": float(np.sqrt(np.mean(
+                                 (amortized.values_ - ref) ** 2))),
+                             "mean_stderr": float(np.sqrt(np.mean(amortized.stderr_ ** 2))),
                              **score(amortized.values_, ref, flipped)})
             print(seed, B, f"{seconds:.1f}s", rows[-1], flush=True)
     return rows
@@ -118,12 +139,17 @@ def signal_baselines(X, y, X_val, y_val, flipped, ref):
 def summary(rows):
     out = {}
     for r in rows:
+        if "refused" in r:
+            out.setdefault(f"{r['method']} B={r['permutations']}", {"refused": r["refused"]})
+            continue
         key = f"{r['method']} B={r['permutations']}"
         out.setdefault(key, {"utility_calls": r["utility_calls"], "spearman": [],
                              "auroc": []})
         out[key]["spearman"].append(r["spearman"])
         out[key]["auroc"].append(r["auroc"])
     for v in out.values():
+        if "refused" in v:
+            continue
         for m in ("spearman", "auroc"):
             v[f"{m}_mean"] = float(np.mean(v[m]))
             v[f"{m}_sd"] = float(np.std(v[m]))
@@ -160,7 +186,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--plain", default="2,4,10,20,50,100")
-    parser.add_argument("--amortized", default="1,2,4,10,20")
+    parser.add_argument("--amortized", default="1,2,4,10,20,50,100")
     parser.add_argument("--out", default=str(HERE / "results" / "amortized.json"))
     args = parser.parse_args()
     plain_budgets = [int(b) for b in args.plain.split(",")]
@@ -190,6 +216,9 @@ def main():
     }
     Path(args.out).write_text(json.dumps(result, indent=1))
     for k, v in result["summary"].items():
+        if "refused" in v:
+            print(f"{k:18s} refused: {v['refused']}")
+            continue
         print(f"{k:18s} calls {v['utility_calls']:6d}  spearman {v['spearman_mean']:.3f} "
               f"± {v['spearman_sd']:.3f}  auroc {v['auroc_mean']:.3f} ± {v['auroc_sd']:.3f}")
     print(timing)

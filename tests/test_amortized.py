@@ -27,10 +27,9 @@ from skdvl import AmortizedValuer, CleanedEstimator, DataCleaner, KNNShapley, Sh
 from skdvl.cleaning import rows_to_keep
 from skdvl.games import SymmetricVotingGame
 from skdvl.utils.estimator_checks import parametrize_with_valuer_checks
-from skdvl.valuation._amortized import _diagnostics, _row_weights
+from skdvl.valuation._amortized_math import diagnostics, noise_variances, row_weights, shrink
 
-pytestmark = [pytest.mark.filterwarnings("ignore:.*amortization_score_:UserWarning"),
-              pytest.mark.filterwarnings("ignore:.*gave no standard error:UserWarning")]
+pytestmark = [pytest.mark.filterwarnings("ignore:.*predicts the values poorly:UserWarning")]
 
 
 def _model():
@@ -97,28 +96,34 @@ def test_predict_on_held_out_rows_correlates_with_their_exact_values(breast_canc
     assert np.mean(corr) > 0.3, corr
 
 
-def test_row_weights_shrink_the_variances_toward_the_pooled_one():
+def test_noise_variances_unbias_and_shrink_the_per_sample_variances():
     stderr = np.array([0.0, 1.0, 2.0, np.nan])
     counts = np.array([2, 2, 5, 1])
-    sigma2 = stderr**2 * counts  # per-sample variances 0, 2, 20, unknown
-    pooled = (1 * 0 + 1 * 2 + 4 * 20) / 6
-    shrunk = np.array([(0 + 10 * pooled) / 11, (2 + 10 * pooled) / 11,
-                       (4 * 20 + 10 * pooled) / 14, pooled])
-    expected = np.maximum(counts, 1) / shrunk
-    np.testing.assert_allclose(_row_weights(stderr, counts), expected / expected.mean())
-    assert np.isfinite(sigma2[:3]).all()
-    np.testing.assert_array_equal(_row_weights(np.zeros(4), np.full(4, 3)), np.ones(4))
+    # skdvl's stderr^2 is a population variance over c: unbiased per-sample c^2 s^2/(c-1)
+    pooled = (1 * 0 + 1 * 4 + 4 * 25) / 6  # per-sample variances 0, 4, 25, unknown
+    shrunk = np.array([(0 + 10 * pooled) / 11, (4 + 10 * pooled) / 11,
+                       (4 * 25 + 10 * pooled) / 14, pooled])
+    expected = shrunk / np.maximum(counts, 1)
+    np.testing.assert_allclose(noise_variances(stderr, counts), expected)
+    weights = row_weights(noise_variances(stderr, counts))
+    np.testing.assert_allclose(weights, (1 / expected) / np.mean(1 / expected))
+    np.testing.assert_array_equal(row_weights(noise_variances(np.zeros(4), np.full(4, 3))),
+                                  np.ones(4))
+    assert np.isnan(noise_variances(np.full(3, np.nan), np.ones(3))).all()
 
 
-def test_diagnostics_recover_the_error_against_the_noise_free_values(rng):
+def test_diagnostics_recover_the_correlation_with_the_noise_free_values(rng):
     v = rng.normal(size=20_000)
     t = v + rng.normal(scale=2.0, size=v.shape)  # noise variance 4
     pred = v + rng.normal(scale=0.5, size=v.shape)  # error variance 0.25
-    report = _diagnostics(t, pred, np.full(v.shape, 2.0))
-    assert report["rmse"] == pytest.approx(0.5, rel=0.05)
+    report = diagnostics(t, pred, np.full(v.shape, 4.0), seed=0)
     assert report["reliability"] == pytest.approx(1 / 5, abs=0.02)
     assert report["score"] == pytest.approx(1 / np.sqrt(5 * 1.25), abs=0.02)
-    assert report["disattenuated"] == pytest.approx(1 / np.sqrt(1.25), abs=0.02)
+    truth = 1 / np.sqrt(1.25)  # corr(v, pred)
+    assert report["disattenuated"] == pytest.approx(truth, abs=0.03)
+    assert report["low"] < truth < report["high"] and report["high"] - report["low"] < 0.15
+    _, _, tau2 = shrink(t, pred, np.full(v.shape, 4.0))
+    assert tau2 == pytest.approx(0.25, abs=0.1)
 
 
 # ------------------------------------------------------------------ determinism, API
@@ -136,6 +141,7 @@ def _same_for_n_jobs(rows, backend):
             X, y, X_val=X_val, y_val=y_val) for n_jobs in (1, 2)]
     np.testing.assert_array_equal(fits[0].values_, fits[1].values_)
     np.testing.assert_array_equal(fits[0].stderr_, fits[1].stderr_)
+    assert fits[0].disattenuated_interval_ == fits[1].disattenuated_interval_
     np.testing.assert_array_equal(fits[0].predict(X_new, y_new), fits[1].predict(X_new, y_new))
 
 
@@ -161,25 +167,16 @@ def test_fitted_attributes_and_diagnostics(rows):
     a = AmortizedValuer(_noisy(3), random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
     assert a.values_.shape == a.stderr_.shape == a.counts_.shape == (40,)
     np.testing.assert_array_equal(a.counts_, a.valuer_.counts_)
-    assert np.isfinite(a.values_).all() and (a.stderr_ >= 0).all()
-    assert np.ptp(a.stderr_) == 0  # pooled
+    assert np.isfinite(a.values_).all() and (a.stderr_ > 0).all()
     assert -1 <= a.amortization_score_ <= 1 and a.reliability_ <= 1
+    low, high = a.disattenuated_interval_
+    assert -1 <= low <= high <= 1 and a.prediction_rmse_ > 0
     assert a.task_ == "classification" and a.n_features_in_ == 6
     assert a.result_.algorithm == "amortized"
-
-
-def test_low_amortization_score_warns():
-    rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)  # labels unrelated to X
-    X_val, y_val = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
-    with pytest.warns(UserWarning, match=r"amortization_score_\) is .*below 0.3 \(reli"):
-        AmortizedValuer(_noisy(1), random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
-
-
-def test_targets_without_standard_errors_warn(rows):
-    X, y, X_val, y_val, _, _ = rows
-    with pytest.warns(UserWarning, match="gave no standard error .* at least 2 samples"):
-        AmortizedValuer(_noisy(1), random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    p = AmortizedValuer(_noisy(3), combine="prediction", random_state=0).fit(
+        X, y, X_val=X_val, y_val=y_val)
+    np.testing.assert_allclose(p.stderr_, p.prediction_rmse_)  # pooled, whatever the counts
+    np.testing.assert_array_equal(p.predict(X, y), a.predict(X, y))  # same value model
 
 
 def test_clone_pickle_and_grid_search(rows):
@@ -189,7 +186,7 @@ def test_clone_pickle_and_grid_search(rows):
     a.fit(X, y, X_val=X_val, y_val=y_val)
     back = pickle.loads(pickle.dumps(a))
     np.testing.assert_array_equal(back.predict(X_new, y_new), a.predict(X_new, y_new))
-    cleaner = DataCleaner(AmortizedValuer(_noisy(1), Ridge(), n_splits=3, random_state=0))
+    cleaner = DataCleaner(AmortizedValuer(_noisy(2), Ridge(), n_splits=3, random_state=0))
     search = GridSearchCV(CleanedEstimator(_model(), cleaner),
                           {"cleaner__valuer__weighting": ["uniform", "inverse_variance"]},
                           cv=2)
@@ -234,7 +231,7 @@ def test_string_labels_and_a_classifier_without_probabilities(rows):
 
 
 @parametrize_with_checks(
-    [AmortizedValuer(ShapleyValuer(_model(), sampler="permutation", max_updates=1, cv=2),
+    [AmortizedValuer(ShapleyValuer(_model(), sampler="permutation", max_updates=2, cv=2),
                      Ridge(), n_splits=2, random_state=0)],  # a cheap value model
     expected_failed_checks=lambda est: {
         name: "predict takes (X, y): a row is valued with its label"
@@ -268,6 +265,7 @@ def test_valuer_checks(valuer, check):
                        "n_samples=40"),
     ({"weighting": "inverse"}, "The 'weighting' parameter of AmortizedValuer must be"),
     ({"features": "raw"}, "The 'features' parameter of AmortizedValuer must be"),
+    ({"combine": "mean"}, "The 'combine' parameter of AmortizedValuer must be"),
 ])
 def test_bad_parameters_are_refused_by_name(rows, params, match):
     X, y, X_val, y_val, _, _ = rows
@@ -279,7 +277,7 @@ def test_predict_refuses_unseen_labels_other_widths_and_unfitted(rows):
     X, y, X_val, y_val, X_new, y_new = rows
     with pytest.raises(NotFittedError):
         AmortizedValuer().predict(X_new, y_new)
-    a = AmortizedValuer(_noisy(1), random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    a = AmortizedValuer(_noisy(2), random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
     with pytest.raises(ValueError, match=r"y holds labels the valuer was not fitted on \(e.g"
                                          r"\. 7; fitted classes \[0, 1\]\)"):
         a.predict(X_new, np.full(20, 7))
@@ -309,7 +307,7 @@ def test_cleaner_with_prefit_drops_new_rows_by_predicted_values(rows, monkeypatc
 
 def test_cleaner_without_prefit_fits_the_amortizer(rows):
     X, y, X_val, y_val, _, _ = rows
-    valuer = ShapleyValuer(_model(), sampler="permutation", max_updates=1, cv=3)
+    valuer = ShapleyValuer(_model(), sampler="permutation", max_updates=2, cv=3)
     cleaner = DataCleaner(AmortizedValuer(valuer, n_splits=3, random_state=0),
                           fraction=0.25).fit(X, y)
     direct = AmortizedValuer(valuer, n_splits=3, random_state=0).fit(X, y)
@@ -330,6 +328,6 @@ def test_cleaner_prefit_refuses_what_cannot_predict_values(rows, valuer, match):
 
 def test_cleaner_prefit_refuses_groups(rows):
     X, y, X_val, y_val, _, _ = rows
-    a = AmortizedValuer(_noisy(1), random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    a = AmortizedValuer(_noisy(2), random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
     with pytest.raises(ValueError, match=r"prefit=True\) values rows, not groups"):
         DataCleaner(a, prefit=True).fit(X, y, groups=np.arange(40) % 4)

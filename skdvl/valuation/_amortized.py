@@ -40,47 +40,18 @@ from skdvl.base import (
 )
 from skdvl.result import ValuationResult
 from skdvl.valuation._amortized_features import RowFeatures
+from skdvl.valuation._amortized_math import diagnostics, noise_variances, row_weights, shrink
 from skdvl.valuation._semivalues import ShapleyValuer
 
 __all__ = ["AmortizedValuer", "prefit_values"]
 
-#: ``amortization_score_`` below this warns: the model barely predicts the targets.
+#: ``disattenuated_interval_`` wholly below this warns: the value model predicts the values poorly
 LOW_SCORE = 0.3
-#: the weight, in samples, of the pooled per-sample variance in a row's shrunk variance
-_PRIOR_SAMPLES = 10
 #: ``features="auto"`` shows the value model the raw features from this many rows per feature
 _ROWS_PER_FEATURE = 20
 
 
 # ------------------------------------------------------------------------- the math
-def _row_weights(stderr: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Inverse-variance weights of the noisy targets, the variances shrunk; mean 1.
-
-    A target averaging ``c_i`` samples of per-sample variance ``sigma_i^2`` has
-    variance ``sigma_i^2 / c_i``, and ``sigma_i^2 = c_i stderr_i^2`` is itself
-    estimated from those ``c_i`` samples: from two or three, a row whose marginals
-    happened to agree would get a near-zero variance and all the weight. So
-    ``sigma_i^2`` is shrunk toward the pooled per-sample variance with the weight of
-    ``_PRIOR_SAMPLES`` samples, ``((c_i - 1) sigma_i^2 + k sigma^2) / (c_i - 1 + k)``
-    (the posterior mean of a normal variance under a scaled inverse-chi-squared prior,
-    Gelman et al., 2013, "Bayesian data analysis", Sec. 3.3), and the weight is
-    ``c_i`` over it. Rows of unknown (NaN) standard error, or of fewer than two
-    samples, get the pooled variance; with no variance known (exact targets) every
-    weight is 1.
-    """
-    c = np.asarray(counts, dtype=np.float64)
-    sigma2 = np.asarray(stderr, dtype=np.float64) ** 2 * c
-    known = np.isfinite(sigma2) & (c >= 2)
-    if not known.any() or not np.any(sigma2[known] > 0):
-        return np.ones(c.shape[0])
-    dof = np.where(known, c - 1, 0.0)
-    pooled = float(np.sum(dof * np.where(known, sigma2, 0.0)) / np.sum(dof))
-    shrunk = (dof * np.where(known, sigma2, 0.0) + _PRIOR_SAMPLES * pooled) / (
-        dof + _PRIOR_SAMPLES)
-    w = np.maximum(c, 1.0) / shrunk
-    return w / w.mean()
-
-
 def _fit_weighted(estimator: Any, F: np.ndarray, t: np.ndarray, w: np.ndarray | None) -> Any:
     """``clone(estimator)`` fitted on ``(F, t)``, with ``sample_weight=w`` if given."""
     model = clone(estimator)
@@ -89,54 +60,6 @@ def _fit_weighted(estimator: Any, F: np.ndarray, t: np.ndarray, w: np.ndarray | 
     if isinstance(model, Pipeline):  # the weights are the last step's
         return model.fit(F, t, **{f"{model.steps[-1][0]}__sample_weight": w})
     return model.fit(F, t, sample_weight=w)
-
-
-def _cross_fit(estimator: Any, F: np.ndarray, t: np.ndarray, w: np.ndarray | None,
-               folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Each row's prediction by a model fitted on the folds that do not hold it.
-
-    ``t`` may hold NaN (rows the valuer did not reach): they are predicted, never
-    fitted on.
-    """
-    out = np.full(F.shape[0], np.nan)
-    for train, test in folds:
-        train = train[np.isfinite(t[train])]
-        out[test] = _fit_weighted(estimator, F[train], t[train],
-                                  None if w is None else w[train]).predict(F[test])
-    return out
-
-
-def _diagnostics(t: np.ndarray, pred: np.ndarray, stderr: np.ndarray) -> dict[str, float]:
-    """The cross-fitted agreement of predictions and noisy targets, and what it implies.
-
-    ``score``: Pearson correlation of the noisy targets ``t`` and their cross-fitted
-    predictions. ``reliability``: the share of the targets' variance that is not
-    sampling noise, ``1 - mean(s^2) / var(t)``; the score cannot exceed its square
-    root even for perfect predictions. ``rmse``: the root mean squared error of the
-    predictions against the *exact* values, ``sqrt(mean((t - pred)^2 - s^2))``: a
-    cross-fitted prediction is independent of its row's noise, so the noise variance
-    adds to the squared residual and is subtracted (0 when negative).
-    ``disattenuated``: ``score / sqrt(reliability)`` in [-1, 1], the correlation
-    with the exact values that the score implies (Spearman, 1904, "The proof and
-    measurement of association between two things"). NaN for a quantity the inputs
-    do not determine.
-    """
-    ok = np.isfinite(t) & np.isfinite(pred)
-    var_noise = stderr**2
-    out = {"score": np.nan, "reliability": np.nan, "rmse": np.nan, "disattenuated": np.nan}
-    if ok.sum() >= 3 and np.std(t[ok]) > 0 and np.std(pred[ok]) > 0:
-        out["score"] = float(np.corrcoef(t[ok], pred[ok])[0, 1])
-    known = ok & np.isfinite(var_noise)
-    if known.sum() >= 2:
-        noise = float(np.mean(var_noise[known]))
-        if np.var(t[known]) > 0:
-            out["reliability"] = 1.0 - noise / float(np.var(t[known]))
-        mse = float(np.mean((t[known] - pred[known]) ** 2)) - noise
-        out["rmse"] = float(np.sqrt(max(mse, 0.0)))
-    if np.isfinite(out["score"]) and out["reliability"] > 0:
-        out["disattenuated"] = float(np.clip(out["score"] / np.sqrt(out["reliability"]),
-                                             -1.0, 1.0))
-    return out
 
 
 def _folds(n: int, y: np.ndarray, n_splits: int, classification: bool,
@@ -196,10 +119,13 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
     margin of the valued model on it, and how many of its nearest training (and
     validation) rows share its label. The noise of the estimates averages out
     across similar rows, so the predictions are closer to the exact values than the
-    estimates (Covert et al., 2024). ``values_`` are *cross-fitted* predictions
-    (each row's by a value model fitted on the other ``n_splits - 1`` folds), and
-    :meth:`predict` values new rows by a model fitted on all rows, without a single
-    utility evaluation.
+    estimates (Covert et al., 2024). Each training row's prediction is
+    *cross-fitted* (by a value model fitted on the other ``n_splits - 1`` folds),
+    and ``values_`` combine it with the row's own estimate by empirical Bayes
+    (``combine="shrinkage"``): the prediction where the estimate is noisy, the
+    estimate where it is precise, so that the values converge to the valuer's as
+    its budget grows. :meth:`predict` values new rows by a model fitted on all
+    rows, without a single utility evaluation.
 
     Parameters
     ----------
@@ -220,10 +146,23 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
     weighting : {"inverse_variance", "uniform"}, default="inverse_variance"
         "inverse_variance" weighs each row by the inverse of its estimate's
         variance, ``counts / sigma^2``, with the per-sample variance ``sigma^2 =
-        counts * stderr**2`` shrunk toward the pooled one with the weight of 10
-        samples (a variance estimated near 0 from two samples does not take over;
-        see ``_row_weights``); rows of unknown variance get the pooled one.
+        counts^2 * stderr**2 / (counts - 1)`` shrunk toward the pooled one with
+        the weight of 10 samples (a variance estimated near 0 from two samples
+        does not take over; see ``_amortized_math.noise_variances``); rows of
+        unknown variance get the pooled one.
         "uniform" weighs all rows alike (the paper's objective).
+    combine : {"shrinkage", "prediction"}, default="shrinkage"
+        How ``values_`` of the training rows are made. "shrinkage": the
+        empirical-Bayes posterior mean ``(tau^2 t_i + s_i^2 p_i) / (tau^2 +
+        s_i^2)`` of the row's estimate ``t_i`` (noise variance ``s_i^2``) and
+        its cross-fitted prediction ``p_i``, where ``tau^2``, the mean squared
+        error of the predictions against the exact values, is estimated from the
+        residuals (method of moments; James & Stein, 1961; Efron & Morris,
+        1973). "prediction": ``p_i`` alone (Covert et al., 2024), which does not
+        converge to the exact values as the valuer's budget grows.
+        :meth:`predict` gives the prediction either way (a new row has no
+        estimate). Both need the estimates' noise, unless ``weighting="uniform"``
+        and ``combine="prediction"``.
     features : {"auto", "all", "signals"}, default="auto"
         What the value model sees of a row. "signals": its label, the loss and
         margin of the valued model on it (fitted without it: out of fold for
@@ -246,15 +185,22 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
     Attributes
     ----------
     values_ : ndarray or Series of shape (n_samples,)
-        Cross-fitted amortized values (a Series on ``X``'s index for a DataFrame).
-        A row the valuer could not value (NaN estimate) is predicted all the same.
+        Amortized values (see ``combine``; a Series on ``X``'s index for a
+        DataFrame). A row the valuer could not value (NaN estimate) gets its
+        cross-fitted prediction.
     stderr_ : ndarray or Series of shape (n_samples,)
-        The estimated root mean squared error of the amortized values against the
-        exact ones, ``sqrt(mean(residual^2 - stderr^2))`` over the cross-fitted
-        residuals, the same for every row (a pooled estimate, NaN when the
-        valuer gives no standard errors).
+        The estimated error of each value against the exact one. "shrinkage":
+        the root mean squared error at the row's weight, ``sqrt((1 - g_i)^2 tau^2
+        + g_i^2 s^2)`` with ``g_i = tau^2 / (tau^2 + s_i^2)`` and the *pooled*
+        noise ``s^2`` (a row's own, noisy, variance estimate chose its weight),
+        plus the first-order cost of estimating ``tau^2`` (Kass & Steffey,
+        1989). "prediction": ``prediction_rmse_`` for every row. NaN when the
+        valuer gives no standard errors.
     counts_ : ndarray or Series of shape (n_samples,)
         The wrapped valuer's counts (samples behind each noisy target).
+    predictions_ : ndarray or Series of shape (n_samples,)
+        The cross-fitted predictions of the value model (``values_`` with
+        ``combine="prediction"``).
     result_ : ValuationResult
         All of the above in one object.
     valuer_ : valuer
@@ -271,9 +217,17 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
     disattenuated_score_ : float
         ``amortization_score_ / sqrt(reliability_)`` (clipped to [-1, 1]; Spearman's
         correction for attenuation, 1904): an estimate of the correlation of the
-        predictions with the *exact* values. A warning is raised when it is below
-        0.3 (when it is unknown, when ``amortization_score_`` is). Its estimate is
-        rough when the standard errors rest on two or three samples.
+        cross-fitted predictions with the *exact* values.
+    disattenuated_interval_ : tuple of float
+        Its 90 % bootstrap interval over rows (resamples whose reliability is
+        not positive count as -1 for the low end, +1 for the high end): wide
+        when the estimates are mostly noise. A warning is raised when the whole
+        interval is below 0.3: the data show that the value model predicts the
+        values poorly (``predict`` on new rows is then unreliable).
+    prediction_rmse_ : float
+        ``sqrt(tau^2)``: the estimated root mean squared error of the cross-fitted
+        predictions against the exact values (the squared residuals minus the
+        estimates' noise, averaged; see ``combine``).
     n_utility_evaluations_ : int
         The wrapped valuer's utility evaluations; :meth:`predict` adds none.
     task_ : str
@@ -298,22 +252,36 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
     (refit), nor to a batch so large that it changes the game (the new rows'
     values among themselves are not modelled), and it degrades on rows from a
     shifted distribution: far from the training rows the value model
-    extrapolates, and nothing flags it. Check ``amortization_score_`` and
-    ``reliability_``, and compare with the plain valuer on a sample when it
-    matters.
+    extrapolates, and nothing flags it. Check ``disattenuated_interval_``, and
+    compare with the plain valuer on a sample when it matters.
 
     Departures from Covert et al. (2024): the value model is a gradient-boosting
     regressor on hand-made row features, not a network sharing the valued
     model's architecture; rows are weighted by inverse estimated variance
-    (``weighting``); and the training rows' values are cross-fitted, so that
-    ``stderr_`` and ``amortization_score_`` are measured on rows the value model
-    was not fitted on.
+    (``weighting``); the training rows' predictions are cross-fitted, so that
+    ``stderr_`` and the diagnostics are measured on rows the value model was not
+    fitted on; and they are combined with the rows' own estimates (``combine``).
+    ``tau^2`` is one number for all rows: where the value model errs more on
+    some rows (e.g. the extreme ones), their ``stderr_`` is too small and
+    others' too large. The noise variances correct skdvl's ``stderr_`` (a
+    population variance, ddof 0, over the counts) to the unbiased one and shrink
+    each toward the pooled one (see ``_amortized_math.noise_variances``).
+    With one sample per row no noise is known, and ``fit`` refuses the
+    defaults.
 
     References
     ----------
     Covert, I., Kim, C., Lee, S.-I., Zou, J. & Hashimoto, T. (2024). Stochastic
     amortization: a unified approach to accelerate feature and data attribution.
     NeurIPS. arXiv:2401.15866.
+
+    Efron, B. & Morris, C. (1973). Stein's estimation rule and its competitors:
+    an empirical Bayes approach. Journal of the American Statistical
+    Association, 68(341), 117-130.
+
+    Kass, R. E. & Steffey, D. (1989). Approximate Bayesian inference in
+    conditionally independent hierarchical models (parametric empirical Bayes
+    models). Journal of the American Statistical Association, 84(407), 717-726.
 
     Examples
     --------
@@ -334,6 +302,7 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
         "valuer": [HasMethods(["fit"]), None],
         "estimator": [HasMethods(["fit", "predict"]), None],
         "weighting": [StrOptions({"inverse_variance", "uniform"})],
+        "combine": [StrOptions({"shrinkage", "prediction"})],
         "features": [StrOptions({"auto", "all", "signals"})],
         "n_splits": [Interval(Integral, 2, None, closed="left")],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
@@ -342,12 +311,14 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
     }
 
     def __init__(self, valuer: Any = None, estimator: Any = None, *,
-                 weighting: str = "inverse_variance", features: str = "auto", n_splits: int = 5,
+                 weighting: str = "inverse_variance", combine: str = "shrinkage",
+                 features: str = "auto", n_splits: int = 5,
                  n_neighbors: int = 5, n_jobs: int | None = None,
                  random_state: Any = None) -> None:
         self.valuer = valuer
         self.estimator = estimator
         self.weighting = weighting
+        self.combine = combine
         self.features = features
         self.n_splits = n_splits
         self.n_neighbors = n_neighbors
@@ -383,8 +354,8 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
         index = pandas_index(X)
         seeds = np.random.SeedSequence(
             int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)))
-        seed_valuer, seed_folds, seed_model = (
-            int(s.generate_state(1)[0] >> 1) for s in seeds.spawn(3))
+        seed_valuer, seed_folds, seed_model, seed_boot = (
+            int(s.generate_state(1)[0] >> 1) for s in seeds.spawn(4))
         task = self._task(valuer, y)
         model = _signal_model(valuer, task)
         X, y, X_val, y_val = validate_valuation_data(
@@ -404,25 +375,27 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
         F = self.features_.fit_transform(X, y, X_val, y_val, folds)
         estimator = (self.estimator if self.estimator is not None
                      else _default_estimator(n, seed_model))
-        if self.weighting == "inverse_variance" and not np.isfinite(stderr).any():
-            warnings.warn(
-                f"AmortizedValuer: the valuer {type(valuer).__name__} gave no standard error "
-                "(e.g. one sample per row), so every row weighs the same and a few "
-                "heavy-tailed single samples can steer the value model: in the breast-cancer "
-                "benchmark one permutation per row gave worse than random rankings on 3 of 5 "
-                "seeds. Give the valuer a budget of at least 2 samples per row.",
-                UserWarning, stacklevel=3)
-        weights = _row_weights(stderr, counts) if self.weighting == "inverse_variance" else None
+        noise = noise_variances(stderr, counts)
+        self._check_noise(valuer, noise, counts)
+        weights = row_weights(noise) if self.weighting == "inverse_variance" else None
         predictions = self._cross_fit(estimator, F, targets, weights, folds)
-        report = _diagnostics(targets, predictions, stderr)
+        pooled = noise_variances(stderr, counts, prior_samples=np.inf)
+        values, variances, tau2 = shrink(targets, predictions, noise, pooled)
+        if self.combine == "prediction":
+            values, variances = predictions, np.full(n, tau2)
+        report = diagnostics(targets, predictions, noise, seed_boot)
         self.amortization_score_ = report["score"]
         self.reliability_ = report["reliability"]
         self.disattenuated_score_ = report["disattenuated"]
+        self.disattenuated_interval_ = (report["low"], report["high"])
+        self.prediction_rmse_ = float(np.sqrt(tau2))
         self._warn_if_low(report)
         self.n_utility_evaluations_ = int(getattr(self.valuer_, "n_utility_evaluations_", 0))
-        result = ValuationResult(predictions, variances=np.full(n, report["rmse"] ** 2),
-                                 counts=counts, algorithm="amortized")
+        c = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)  # stderr = sqrt(var / c)
+        result = ValuationResult(values, variances=variances * c, counts=counts,
+                                 algorithm="amortized")
         self._store_result(result, index)
+        self.predictions_ = self._as_output(predictions, "predictions")
         return self
 
     def predict(self, X: Any, y: Any = None) -> Any:
@@ -514,25 +487,49 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
         self.estimator_ = fits[-1]
         return predictions
 
-    def _warn_if_low(self, report: dict[str, float]) -> None:
-        """Warn when the predictions barely follow the values they estimate.
+    def _check_noise(self, valuer: Any, noise: np.ndarray, counts: np.ndarray) -> None:
+        """Refuse targets of unknown noise where the noise is needed; else warn.
 
-        The measure is ``disattenuated_score_`` where the noise is known, else
-        ``amortization_score_``: noisy targets alone pull the raw score down.
+        With one sample per row no row has a variance, and the pooled one cannot be
+        told from the spread of the values themselves: the weights and the shrinkage
+        have nothing to rest on, and a few heavy-tailed single samples steer the
+        value model (worse than random rankings on 3 of 5 seeds in the benchmark).
         """
-        score, corrected = report["score"], report["disattenuated"]
-        measure = corrected if np.isfinite(corrected) else score
-        if np.isfinite(measure) and measure >= LOW_SCORE:
+        if np.isfinite(noise).any():
             return
-        said = (f"corrected for the targets' noise (disattenuated_score_), "
-                f"{corrected:.3f}" if np.isfinite(corrected) else "")
+        name = type(valuer).__name__
+        if self.weighting == "inverse_variance" or self.combine == "shrinkage":
+            raise ValueError(
+                f"AmortizedValuer(weighting={self.weighting!r}, combine={self.combine!r}) "
+                f"needs the noise of the valuer's estimates, and {name} gave no row a "
+                f"standard error (at most {int(np.max(counts, initial=0))} sample per "
+                "row). Give the valuer at least 2 samples per row (e.g. max_updates=2), "
+                "or set weighting='uniform' and combine='prediction' to fit the value "
+                "model on estimates of unknown noise.")
         warnings.warn(
-            f"AmortizedValuer: the cross-fitted correlation of the noisy values and their "
-            f"predictions (amortization_score_) is {score:.3f}{'; ' if said else ''}{said}, "
-            f"below {LOW_SCORE} (reliability_={report['reliability']:.3f}, the share of the "
-            "targets' variance that is not noise). The value model hardly predicts the "
-            "values from the rows: raise the valuer's budget, try another estimator, or "
-            "use the valuer's own values.", UserWarning, stacklevel=4)
+            f"AmortizedValuer: the valuer {name} gave no standard error (e.g. one sample "
+            "per row): every row weighs the same, a few heavy-tailed single samples can "
+            "steer the value model, and stderr_ is NaN.", UserWarning, stacklevel=4)
+
+    def _warn_if_low(self, report: dict[str, float]) -> None:
+        """Warn when the data show that the predictions follow the values poorly.
+
+        That is when the 90 % interval of ``disattenuated_score_`` lies below
+        ``LOW_SCORE``. Targets too noisy to tell give a wide interval and no
+        warning: the interval says so.
+        """
+        low, high = report["low"], report["high"]
+        if not np.isfinite(high) or high >= LOW_SCORE:
+            return
+        lean = "; values_ lean on the valuer's estimates, as far as their noise allows"
+        warnings.warn(
+            f"AmortizedValuer: the value model predicts the values poorly: the "
+            f"correlation of its cross-fitted predictions with the exact values, "
+            f"estimated from the noisy ones (disattenuated_score_="
+            f"{report['disattenuated']:.3f}, 90 % interval [{low:.3f}, {high:.3f}]), is "
+            f"below {LOW_SCORE}. predict() on new rows will be unreliable"
+            f"{lean if self.combine == 'shrinkage' else ''}. Try another estimator or "
+            "features, or use the valuer's own values.", UserWarning, stacklevel=4)
 
 
 def prefit_values(valuer: Any, X: Any, y: Any) -> np.ndarray:
