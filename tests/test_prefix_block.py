@@ -178,24 +178,3 @@ def test_values_identical_for_any_n_jobs_with_blocks(cancer, monkeypatch):
                                                                        y_val=y_val)
     np.testing.assert_array_equal(one.values_, two.values_)
 
-
-def test_first_pass_gradients_in_float32_are_the_float64_ones_to_its_rounding(rng):
-    """The first pass's gradients (float32 products) against the same gradients in
-    float64, on rows of mixed scales: equal to float32 rounding of the terms summed
-    (a bound of ``m eps32`` times the sum of the terms' magnitudes, per coordinate)."""
-    m, p, k, c = 600, 7, 590, 10
-    X = rng.normal(size=(m, p)) * np.array([1e-2, 1, 3, 10, 1, 0.5, 1.0])
-    X[:, -1] = 1.0
-    T = rng.normal(scale=0.3, size=(c, p))
-    q = rng.choice([-1.0, 1.0], size=m)
-    weight = 1.3 * q
-    inside = np.arange(c)[:, None] >= np.arange(m - k)[None, :]
-    reg = np.r_[np.ones(p - 1), 0.0]
-    got = _prefix_block._first_gradients(X.astype(np.float32), T, -q, weight, inside, k, reg)
-    R = weight / (1.0 + np.exp(-q * (T @ X.T)))
-    R[:, k:] *= inside
-    want = R @ X + reg * T
-    bound = m * np.finfo(np.float32).eps * (np.abs(R) @ np.abs(X)) + 1e-300
-    assert got.dtype == np.float64
-    assert np.all(np.abs(got - want) <= 4 * bound)
-    assert np.abs(got - want).max() > 0  # it did run in single precision

@@ -18,9 +18,7 @@ once instead:
    enlarged by ``exp(drift)``, as the prefix-by-prefix path does) is done, the
    others take that step, and the next pass looks again. The first pass, at the
    predicted points, only steps: no prefix passed the test there in any run
-   measured (3,000 and 10,000 rows), and skipping it saved 6%. It runs in float32
-   (:func:`_first_gradients`: the next pass tests, and corrects, on float64
-   gradients), 2-2.5x faster than in float64 at 5,000 rows.
+   measured (3,000 and 10,000 rows), and skipping it saved 6%.
 
 A walk whose block does not converge in ``_PASSES`` passes, or whose steps are not
 safe without a line search (a decision moving by more than ``_SAFE_MOVE_WALK``
@@ -37,7 +35,6 @@ fits do not depend on the walks it is blocked with.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -67,53 +64,6 @@ def _sigmoid(t: np.ndarray) -> np.ndarray:
     return np.reciprocal(e, out=e)
 
 
-def _scratch(fits: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A C-contiguous float64 work array of ``shape``, carved out of a flat buffer kept on
-    ``fits`` and grown (doubled) as prefixes grow: the passes of a block reuse it
-    instead of allocating (and page-faulting in) fresh ``B x m`` arrays each time,
-    which cost about as much as the products themselves at thousands of rows. Its
-    contents are garbage on return."""
-    size = math.prod(shape)
-    pool = fits.__dict__.setdefault("_scratch", {})
-    buf = pool.get(name)
-    if buf is None or buf.size < size:
-        buf = pool[name] = np.empty(max(size, 2 * (0 if buf is None else buf.size)))
-    return buf[:size].reshape(shape)
-
-
-def _rows32(fits: Any) -> np.ndarray:
-    """The walks' gathered rows (``fits.Xw``) in float32, extended as rows are gathered
-    (gathered rows never change)."""
-    have = fits.__dict__.get("_Xw32")
-    n = fits.Xw.shape[1]
-    if have is None or have.shape[0] != fits.Xw.shape[0]:
-        have = fits.Xw.astype(np.float32)
-    elif have.shape[1] < n:
-        have = np.concatenate([have, fits.Xw[:, have.shape[1]:].astype(np.float32)], axis=1)
-    fits._Xw32 = have
-    return have
-
-
-def _first_gradients(X32: np.ndarray, T: np.ndarray, minus_q: np.ndarray,
-                     weight: np.ndarray, inside: np.ndarray, k: int,
-                     reg: np.ndarray) -> np.ndarray:
-    """The gradients of one walk's prefixes at the predicted points ``T`` (``(c, p)``),
-    its rows ``X32`` (``(m, p)``) in float32: the first pass only steps (the step is
-    then tested, and corrected, on float64 gradients), so single precision there
-    changes where the second pass starts by round-off of the step, not what it
-    accepts; it halves the memory traffic of the two products, which dominate."""
-    Z = T.astype(np.float32) @ X32.T
-    np.multiply(Z, minus_q.astype(np.float32), out=Z)
-    with np.errstate(over="ignore"):
-        np.exp(Z, out=Z)
-    Z += 1.0
-    np.divide(weight.astype(np.float32), Z, out=Z)
-    Z[:, k:] *= inside
-    G = (Z @ X32).astype(np.float64)
-    G += reg * T
-    return G
-
-
 def _exact_inverse(fits: Any, j: np.ndarray, k: int) -> None:
     """The exact inverse Hessian of the walks ``j`` at their current points (their
     first ``k`` rows); NaN where singular (the walk then falls back)."""
@@ -121,10 +71,9 @@ def _exact_inverse(fits: Any, j: np.ndarray, k: int) -> None:
     p = _sigmoid(q * fits.z[j, :k])
     w = np.sqrt(fits.C * s * p * (1.0 - p))
     H = np.empty((j.size, X.shape[2], X.shape[2]))
-    Bm = _scratch(fits, "rows", X.shape[1:])
     for a in range(j.size):  # one product per walk: its bits do not depend on the others
-        np.multiply(X[a], w[a][:, None], out=Bm)
-        np.matmul(Bm.T, Bm, out=H[a])
+        Bm = X[a] * w[a][:, None]
+        H[a] = Bm.T @ Bm
     P = H.shape[1]
     H[:, np.arange(P), np.arange(P)] += fits.reg[j]
     fits.Hinv[j] = _inverses(H)
@@ -256,14 +205,21 @@ def fit_block(fits: Any, ids: np.ndarray, k: int, B: int, out: Any,
     g_last, z_last, drift_last = np.zeros((W, p)), np.zeros((W, m)), np.zeros(W)
     fi = fits.fi
     refs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    X32 = _rows32(fits)
     for it in range(1, _PASSES + 1):  # 2. exact passes
         for a in (int(i) for i in np.flatnonzero(~bad & ~done.all(axis=1))):
             cols = np.flatnonzero(~done[a])
             T = theta[a, cols]  # (c, p)
+            Xa, za = Xw[ids[a], :m], zw[ids[a], :m]
+            Z = T @ Xa.T  # (c, m): the exact decisions
+            R = np.multiply(Z, minus_q[a])
+            with np.errstate(over="ignore"):
+                np.exp(R, out=R)
+            R += 1.0
+            np.divide(weight[a], R, out=R)  # C s q sigma(q z): the loss residuals
+            R[:, k:] *= inside[cols]  # a new row counts from its own prefix on
+            G = R @ Xa
+            G += reg[a, cols] * T  # (c, p): the exact gradients
             if it == 1:  # at the predicted points: a step, no test (none would pass)
-                G = _first_gradients(X32[ids[a], :m], T, minus_q[a], weight[a],
-                                     inside[cols], k, reg[a, cols])
                 step = -(Hinv[a, cols] @ G[..., None])[..., 0]
                 dec = -np.einsum("ca,ca->c", G, step)
                 if not (np.isfinite(step).all() and (dec >= 0).all()):
@@ -273,17 +229,7 @@ def fit_block(fits: Any, ids: np.ndarray, k: int, B: int, out: Any,
                 theta[a, cols] += step
                 f[a, cols] -= 0.5 * dec
                 continue
-            Xa, za = Xw[ids[a], :m], zw[ids[a], :m]
-            Z = np.matmul(T, Xa.T, out=_scratch(fits, "Z", (cols.size, m)))  # the exact
-            R = np.multiply(Z, minus_q[a], out=_scratch(fits, "R", (cols.size, m)))  # decisions
-            with np.errstate(over="ignore"):
-                np.exp(R, out=R)
-            R += 1.0
-            np.divide(weight[a], R, out=R)  # C s q sigma(q z): the loss residuals
-            R[:, k:] *= inside[cols]  # a new row counts from its own prefix on
-            G = R @ Xa
-            G += reg[a, cols] * T  # (c, p): the exact gradients
-            D = np.subtract(Z, za, out=_scratch(fits, "D", Z.shape))
+            D = np.subtract(Z, za)
             np.abs(D, out=D)
             D[:, k:] *= inside[cols]
             moved = D.max(axis=1)
@@ -299,8 +245,7 @@ def fit_block(fits: Any, ids: np.ndarray, k: int, B: int, out: Any,
             loose = np.flatnonzero(drift > _LOOSE)
             if loose.size:  # the exact inverse Hessian at the prefix's point
                 Hinv[a, cols[loose]] = _inverse_at(Xa, Z[loose], minus_q[a], weight[a],
-                                                   inside[cols[loose]], k, reg[a, cols[loose]],
-                                                   _scratch(fits, "rows", Xa.shape))
+                                                   inside[cols[loose]], k, reg[a, cols[loose]])
                 if own is None:
                     own = refs[a] = (np.zeros((B, m)), np.zeros(B, bool))
                 own[0][cols[loose]], own[1][cols[loose]] = Z[loose], True
@@ -361,9 +306,9 @@ def fit_block(fits: Any, ids: np.ndarray, k: int, B: int, out: Any,
 
 
 def _inverse_at(X: np.ndarray, Z: np.ndarray, minus_q: np.ndarray, weight: np.ndarray,
-                inside: np.ndarray, k: int, reg: np.ndarray, Bm: np.ndarray) -> np.ndarray:
+                inside: np.ndarray, k: int, reg: np.ndarray) -> np.ndarray:
     """Exact inverse Hessians of prefixes of one walk at decisions ``Z`` (``(c, m)``),
-    rows ``X`` (``(m, p)``); NaN where singular. ``Bm``: work space shaped as ``X``."""
+    rows ``X`` (``(m, p)``); NaN where singular."""
     c, p = Z.shape[0], X.shape[1]
     H = np.empty((c, p, p))
     for i in range(c):
@@ -371,8 +316,8 @@ def _inverse_at(X: np.ndarray, Z: np.ndarray, minus_q: np.ndarray, weight: np.nd
             sg = 1.0 / (1.0 + np.exp(np.multiply(Z[i], minus_q)))  # sigma(q z)
         w = np.abs(weight) * sg * (1.0 - sg)  # C s sigma'(q z)
         w[k:] *= inside[i]
-        np.multiply(X, np.sqrt(w)[:, None], out=Bm)
-        np.matmul(Bm.T, Bm, out=H[i])
+        Bm = X * np.sqrt(w)[:, None]
+        H[i] = Bm.T @ Bm
     H[:, np.arange(p), np.arange(p)] += reg
     return _inverses(H)
 
