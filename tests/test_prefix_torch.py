@@ -115,6 +115,11 @@ def test_torch_prefixes_on_feature_scales_and_a_duplicated_column(est, seed, reg
     X, y = regression
     rng = np.random.default_rng(seed)
     model = est[-1] if hasattr(est, "steps") else est
+    if isinstance(model, LinearRegression) and not hasattr(model, "tol"):
+        pytest.skip("scikit-learn < 1.7 cuts singular values at max(n, d) eps, below the "
+                    "round-off of the normal equations: the rank of a prefix with a "
+                    "duplicated column is then decided by round-off, and walked and cold "
+                    "fits (numpy's walk too) can keep different ranks")
     standardised = hasattr(est, "steps") and est[0].with_std
     # without intercept the offsets alone are ill-conditioned (~1e10): scales only
     Xs = _scales(X, rng, offsets=model.fit_intercept)
