@@ -4,6 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests.influence import oracles  # noqa: E402 (after the torch check)
 
 # pytest -n 2 runs two workers on two cores: torch's default of one thread per core
 # oversubscribes them, and its spinning threads then slow the small problems here by up to
@@ -43,3 +44,16 @@ def method_of():
     ``options`` that it takes (``rank`` goes to the methods that have a rank, ``maxiter``
     to the iterative ones, ...), so that one test can build several methods alike."""
     return _method_of
+
+
+# the small tanh nets of the projected-curvature tests, a classifier and a regressor
+
+@pytest.fixture(params=["classifier", "regressor"])
+def problem(request, seed):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    if request.param == "classifier":
+        return oracles.tanh_net(seed, 3), oracles.CE, X, torch.randint(0, 3, (30,),
+                                                                       generator=g)
+    return oracles.tanh_net(seed, 1), oracles.MSE, X, torch.randn(30, 1, generator=g,
+                                                                  dtype=torch.float64)

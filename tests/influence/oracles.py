@@ -46,3 +46,19 @@ def indefinite_mlp():
         torch.nn.functional.cross_entropy(net(X), y).backward()
         opt.step()
     return net, X, y
+
+
+# a small tanh net of either kind, with its loss and data (the projected-curvature tests)
+CE = torch.nn.CrossEntropyLoss()
+MSE = torch.nn.MSELoss()
+
+
+def tanh_net(seed, n_out):
+    g = torch.Generator().manual_seed(seed)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(),
+                                 torch.nn.Linear(5, n_out)).double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.7 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module
+

@@ -13,29 +13,8 @@ from skdvl.influence import (
 )
 from skdvl.influence._trak import ProjectedAttribution
 
-from .oracles import indefinite_mlp
-
-CE = torch.nn.CrossEntropyLoss()
-MSE = torch.nn.MSELoss()
-
-
-def _net(seed, n_out):
-    g = torch.Generator().manual_seed(seed)
-    module = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(),
-                                 torch.nn.Linear(5, n_out)).double()
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(0.7 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
-
-
-@pytest.fixture(params=["classifier", "regressor"])
-def problem(request, seed):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(30, 4, generator=g, dtype=torch.float64)
-    if request.param == "classifier":
-        return _net(seed, 3), CE, X, torch.randint(0, 3, (30,), generator=g)
-    return _net(seed, 1), MSE, X, torch.randn(30, 1, generator=g, dtype=torch.float64)
+from .oracles import CE, indefinite_mlp
+from .oracles import tanh_net as _net
 
 
 def _flat_loss(module, loss, X, y):

@@ -8,28 +8,6 @@ from torch.func import functional_call, jacrev
 from skdvl.influence import TRAK, InfluenceScorer
 from skdvl.influence._trak import ProjectedAttribution
 
-CE = torch.nn.CrossEntropyLoss()
-MSE = torch.nn.MSELoss()
-
-
-def _net(seed, n_out):
-    g = torch.Generator().manual_seed(seed)
-    module = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(),
-                                 torch.nn.Linear(5, n_out)).double()
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(0.7 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
-
-
-@pytest.fixture(params=["classifier", "regressor"])
-def problem(request, seed):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(30, 4, generator=g, dtype=torch.float64)
-    if request.param == "classifier":
-        return _net(seed, 3), CE, X, torch.randint(0, 3, (30,), generator=g)
-    return _net(seed, 1), MSE, X, torch.randn(30, 1, generator=g, dtype=torch.float64)
-
 
 def _brute_force(module, loss, X, y, P=None):
     """Per row: the full Jacobian of the outputs (times ``P``), the output Hessian of the
