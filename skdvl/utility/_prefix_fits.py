@@ -217,7 +217,8 @@ class LeastSquaresPrefixes(_Prefixes):
         return coef, intercept, singular
 
     def empty_fit(self, b: int) -> BatchFit:
-        out = super().empty_fit(b)
+        # _Prefixes's, named (not super()): the torch walk's prefixes call this one too
+        out = _Prefixes.empty_fit(self, b)
         if self.plan.kind == "ols":
             out.singular, out.rank = np.zeros((b, self.d)), np.zeros(b, np.intp)
         return out

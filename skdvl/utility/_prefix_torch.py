@@ -36,6 +36,7 @@ import numpy as np
 from skdvl.utility._linear_backends import _TorchOps
 from skdvl.utility._linear_solvers import _least_squares
 from skdvl.utility._linear_state import BatchFit, _standardise
+from skdvl.utility._prefix_fits import LeastSquaresPrefixes
 
 __all__ = ["TorchLeastSquaresPrefixes"]
 
@@ -239,14 +240,5 @@ class TorchLeastSquaresPrefixes:
         return coef, intercept, singular
 
     def empty_fit(self, b: int) -> BatchFit:
-        z = np.zeros
-        out = BatchFit(coef=z((b, 1, self.d)), intercept=z((b, 1)), degenerate=z(b, bool),
-                       failed=z(b, bool), n_iter=z(b, np.intp), n_samples=z(b, np.intp),
-                       n_features_in=self.d)
-        if self.scaler is not None:
-            out.scaler_mean = z((b, self.d))
-            if self.scaler.with_std:
-                out.scaler_var, out.scaler_scale = z((b, self.d)), np.ones((b, self.d))
-        if self.plan.kind == "ols":
-            out.singular, out.rank = z((b, self.d)), z(b, np.intp)
-        return out
+        """The numpy walk's (the outputs are numpy arrays either way)."""
+        return LeastSquaresPrefixes.empty_fit(self, b)  # type: ignore[arg-type]
