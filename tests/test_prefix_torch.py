@@ -19,6 +19,7 @@ from skdvl import ModelUtility, ShapleyValuer
 from skdvl.utility._linear_batch import plan_batched
 from skdvl.utility._prefix_torch import TorchLeastSquaresPrefixes
 from skdvl.utility._prefix_walk import PrefixWalk, walk_reason
+from tests.test_prefix_walk import assert_same_bits_alone_and_with_others
 
 torch = pytest.importorskip("torch")
 
@@ -172,16 +173,7 @@ def test_walks_from_bases(regression, rng):
 def test_a_torch_walk_has_the_same_bits_alone_and_with_others(regression, rng):
     X, y = regression
     plan = plan_batched(make_pipeline(StandardScaler(), LinearRegression()), device="cpu")
-    orders = [rng.permutation(40) for _ in range(6)]
-    alone = PrefixWalk(plan, X, y, np.zeros((1, 40), bool), orders[2:3])
-    together = PrefixWalk(plan, X, y, np.zeros((6, 40), bool), orders)
-    for j in range(40):
-        a = alone.step(np.array([0]))
-        walks = np.arange(6) if j % 2 == 0 else np.array([1, 2])
-        t = together.step(walks)
-        row = int(np.flatnonzero(walks == 2)[0])
-        assert np.array_equal(a.coef[0], t.coef[row])
-        assert np.array_equal(a.intercept[0], t.intercept[row])
+    assert_same_bits_alone_and_with_others(plan, X, y, rng)
 
 
 def test_walk_reasons_on_a_device():

@@ -117,20 +117,25 @@ def test_one_class_prefixes_are_degenerate_and_the_walk_goes_on(rng):
     assert degenerate == [True] * int((y == 0).sum()) + [False] * int((y == 1).sum())
 
 
-def test_a_walk_has_the_same_bits_alone_and_with_others(rng):
-    X, y = make_classification(n_samples=80, n_features=8, random_state=5)
-    plan = plan_batched(LogisticRegression())
-    orders = [rng.permutation(80) for _ in range(6)]
-    alone = PrefixWalk(plan, X, y, np.zeros((1, 80), bool), orders[2:3])
-    together = PrefixWalk(plan, X, y, np.zeros((6, 80), bool), orders)
-    for j in range(80):
+def assert_same_bits_alone_and_with_others(plan, X, y, rng):
+    """Walk 2 of 6, stepped alone and with the others, which come and go (and fall
+    behind): every prefix's coefficients and intercept bitwise equal."""
+    n = X.shape[0]
+    orders = [rng.permutation(n) for _ in range(6)]
+    alone = PrefixWalk(plan, X, y, np.zeros((1, n), bool), orders[2:3])
+    together = PrefixWalk(plan, X, y, np.zeros((6, n), bool), orders)
+    for j in range(n):
         a = alone.step(np.array([0]))
-        # the others come and go (and fall behind): walk 2 must not notice
         walks = np.arange(6) if j % 2 == 0 else np.array([1, 2])
         t = together.step(walks)
         row = int(np.flatnonzero(walks == 2)[0])
         assert np.array_equal(a.coef[0], t.coef[row])
         assert np.array_equal(a.intercept[0], t.intercept[row])
+
+
+def test_a_walk_has_the_same_bits_alone_and_with_others(rng):
+    X, y = make_classification(n_samples=80, n_features=8, random_state=5)
+    assert_same_bits_alone_and_with_others(plan_batched(LogisticRegression()), X, y, rng)
 
 
 def test_walk_reasons():

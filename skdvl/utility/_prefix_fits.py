@@ -235,6 +235,7 @@ class _ClassifierPrefixes(_Prefixes):
     reg: np.ndarray
     sumsq: np.ndarray
     n_valid: np.ndarray
+    init: np.ndarray
 
     def _labels(self) -> np.ndarray:
         raise NotImplementedError
@@ -262,6 +263,18 @@ class _ClassifierPrefixes(_Prefixes):
             shift = (mean if self.scaler.with_mean else 0.0) - self.centre
             return scale * rms, shift
         return np.sqrt(self.sumsq[j] / cnt), np.broadcast_to(-self.centre, (j.size, self.d))
+
+    def _take_row(self, ids: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+        """Account row ``k`` of each walk (and the scaler's moments and penalty): the
+        start of ``add``. Returns the rows, their gathered labels and weights, the
+        penalty before the row, and which walks have a fit to step from."""
+        x, lab, s = self.Xw[ids, k], self._labels()[ids, k], self.sw[ids, k]
+        self._account(ids, x[:, None], lab[:, None], s[:, None])
+        reg0 = self.reg[ids]
+        if self.scaler is not None:
+            self._scaler_add(ids, self._raw(x))
+            self._set_reg(ids)
+        return x, lab, s, reg0, self.init[ids]
 
     def start(self, ids: np.ndarray, k: int) -> None:
         x = self.Xw[ids, :k]
@@ -339,13 +352,7 @@ class LogisticPrefixes(_ClassifierPrefixes):
 
     def add(self, ids: np.ndarray, k: int) -> None:
         """Add row ``k`` of each walk: its gradient and curvature at the walk's optimum."""
-        x, q, s = self.Xw[ids, k], self.qw[ids, k], self.sw[ids, k]
-        self._account(ids, x[:, None], q[:, None], s[:, None])
-        reg0 = self.reg[ids]
-        if self.scaler is not None:
-            self._scaler_add(ids, self._raw(x))
-            self._set_reg(ids)
-        live = self.init[ids]
+        x, q, s, reg0, live = self._take_row(ids, k)
         if not live.any():
             return
         j, x, q, s = ids[live], x[live], q[live], s[live]

@@ -166,14 +166,8 @@ class MultinomialPrefixes(_ClassifierPrefixes):
     def add(self, ids: np.ndarray, k: int) -> None:
         """Add row ``k`` of each walk: its decisions at the walk's optimum, and its
         curvature there to the preconditioner."""
-        x, c, s = self.Xw[ids, k], self.cw_rows[ids, k], self.sw[ids, k]
         was = self.counts[ids] > 0
-        self._account(ids, x[:, None], c[:, None], s[:, None])
-        reg0 = self.reg[ids]
-        if self.scaler is not None:
-            self._scaler_add(ids, self._raw(x))
-            self._set_reg(ids)
-        live = self.init[ids]
+        x, c, s, reg0, live = self._take_row(ids, k)
         if not live.any():
             return
         j, x, s = ids[live], x[live], s[live]
