@@ -87,6 +87,44 @@ def test_walks_that_fall_back_equal_cold_fits(rng, monkeypatch):
     assert worst < 1e-6
 
 
+def test_block_prefixes_equal_cold_fits_with_passes_in_chunks(rng, monkeypatch):
+    """Passes over more than ``_CHUNK_FROM`` rows go through them in chunks (from 4,096
+    rows in use): with tiny chunks, whose ends fall inside the blocks' new rows, every
+    prefix still equals its cold fit."""
+    monkeypatch.setattr(_prefix_block, "_CHUNK_FROM", 16)
+    monkeypatch.setattr(_prefix_block, "_CHUNK_ROWS", 7)
+    X, y = make_classification(n_samples=120, n_features=6, random_state=4)
+    worst, compared, blocked = _blocks_against_cold(LogisticRegression(), X, y, rng)
+    assert compared >= 250 and blocked >= 6
+    assert worst < 1e-6
+
+
+def test_a_pass_in_chunks_equals_the_gradients_and_moves_over_all_rows(rng, monkeypatch):
+    """The oracle: decisions, residuals and gradients of every prefix written out from
+    their definitions (prefix ``i`` of the block holds the new rows ``k .. k + i``)."""
+    m, B, p = 50, 8, 5
+    k = m - B
+    X, T = rng.normal(size=(m, p)), rng.normal(size=(B, p))
+    za, q = rng.normal(size=m), rng.choice([-1.0, 1.0], m)
+    weight = 0.7 * rng.random(m) * q  # C s q
+    inside = np.arange(B)[:, None] >= np.arange(B)[None, :]
+    G_want, moved_want = np.empty((B, p)), np.empty(B)
+    for i in range(B):
+        rows = np.arange(k + i + 1)
+        z = X[rows] @ T[i]
+        G_want[i] = (weight[rows] / (1.0 + np.exp(-q[rows] * z))) @ X[rows]
+        moved_want[i] = np.abs(z - za[rows]).max()
+    for chunk_from, chunk in [(10**6, 1), (10, 7), (10, 1), (10, 42), (10, 49)]:
+        monkeypatch.setattr(_prefix_block, "_CHUNK_FROM", chunk_from)
+        monkeypatch.setattr(_prefix_block, "_CHUNK_ROWS", chunk)
+        G, moved, z_end = _prefix_block._exact_pass(T, X, za, -q, weight, inside, k, True)
+        np.testing.assert_allclose(G, G_want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(moved, moved_want, rtol=1e-12)
+        np.testing.assert_allclose(z_end, X @ T[-1], rtol=1e-12, atol=1e-12)
+        _, unmoved, _ = _prefix_block._exact_pass(T, X, za, -q, weight, inside, k, False)
+        assert not unmoved.any()  # not asked for: not computed
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(11)
@@ -136,7 +174,7 @@ def cancer():
 def test_values_identical_with_blocks_and_prefix_by_prefix(cancer, truncation, monkeypatch):
     X, y, X_val, y_val = cancer
     monkeypatch.setattr(_truncation, "_WALK_MIN_WORK", 1)
-    monkeypatch.setattr(_truncation, "_BLOCK_FROM", 1)  # blocks from 16 rows on
+    monkeypatch.setattr(_truncation, "_BLOCK_FROM", 1)  # blocks from the first block on
 
     def values(block):
         monkeypatch.setattr(_truncation, "_WALK_BLOCK", block)
@@ -166,7 +204,7 @@ def test_values_identical_with_blocks_and_prefix_by_prefix(cancer, truncation, m
 
 def test_values_identical_for_any_n_jobs_with_blocks(cancer, monkeypatch):
     """Threads see the patched thresholds (loky workers would not): the walks are cut
-    into other tasks with n_jobs=2, in blocks from 16 rows on."""
+    into other tasks with n_jobs=2, in blocks from the first block on."""
     X, y, X_val, y_val = cancer
     monkeypatch.setattr(_truncation, "_WALK_MIN_WORK", 1)
     monkeypatch.setattr(_truncation, "_BLOCK_FROM", 1)
