@@ -20,6 +20,14 @@ Run (results of 2026-12-07 in ``benchmarks/results/projected_influence*.json``):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_projected_influence.py \\
         --dims 2048 --variants "influence Hessian" \\
         --out benchmarks/results/projected_influence_hessian.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_projected_influence.py \\
+        --dims 2048 --variants "influence GN factored_pca" \\
+        --out benchmarks/results/projected_influence_pca.json
+
+``"influence GN factored_pca"`` is ``projection="factored_pca"`` (per-layer PCA of the
+training gradients, LoGra-style; its actual ``k`` is ``actual_proj_dim`` in the output,
+a little under the requested one); the other variants use the default Rademacher
+projection.
 """
 
 from __future__ import annotations
@@ -41,17 +49,18 @@ from skdvl.influence._trak import ProjectedAttribution
 
 torch.set_num_threads(1)
 GRID = (0.03, 0.1, 0.3, 1.0, 3.0)
-#: (label, method, kernel) of the attributions compared.
-VARIANTS = (("influence GN", "influence", "gauss_newton"),
-            ("TRAK GN", "trak", "gauss_newton"),
-            ("influence Hessian", "influence", "hessian"))
+#: (label, method, kernel, projection) of the attributions compared.
+VARIANTS = (("influence GN", "influence", "gauss_newton", "rademacher"),
+            ("TRAK GN", "trak", "gauss_newton", "rademacher"),
+            ("influence Hessian", "influence", "hessian", "rademacher"),
+            ("influence GN factored_pca", "influence", "gauss_newton", "factored_pca"))
 
 
-def fit_all(module, X, y, states, method, kernel, proj_dim):
+def fit_all(module, X, y, states, method, kernel, proj_dim, projection="rademacher"):
     t = time.perf_counter()
     est = ProjectedAttribution(module, loss=LOSS, method=method, kernel=kernel,
-                               proj_dim=proj_dim, models=states, regularization="auto",
-                               random_state=0).fit(X, y)
+                               proj_dim=proj_dim, projection=projection, models=states,
+                               regularization="auto", random_state=0).fit(X, y)
     return est, time.perf_counter() - t
 
 
@@ -77,12 +86,12 @@ def _scores_or_zeros(est, M, c, X, y):
         return np.zeros((len(X), est.store_.n_rows))
 
 
-def rule(X, y, method, kernel, proj_dim, n_models, n_subsets):
+def rule(X, y, method, kernel, proj_dim, n_models, n_subsets, projection="rademacher"):
     """``holdout_regularization`` over ``GRID`` (multiples of "auto"), and its seconds."""
     def attribute(fitted, Xf, yf, Xh, yh, grid):
         nets = [fitted] + [DigitsMLP(init_seed=s).fit(Xf, yf) for s in range(1, n_models)]
         est, _ = fit_all(fitted.module_, Xf, yf, [n.module_.state_dict() for n in nets],
-                         method, kernel, proj_dim)
+                         method, kernel, proj_dim, projection)
         return [_scores_or_zeros(est, n_models, c, Xh, yh) for c in grid]
 
     t = time.perf_counter()
@@ -120,14 +129,16 @@ def main():
     print("cg", out["cg"], flush=True)
     sizes = sorted(m for m in {1, 5, 10, args.many} if m <= args.many)
     for k in args.dims:
-        for label, method, kernel in VARIANTS:
+        for label, method, kernel, projection in VARIANTS:
             if label not in args.variants or (method == "trak" and k not in args.trak_dims):
                 continue
             name = f"{label} k={k}"
-            r = rule(X, y, method, kernel, k, args.rule_models, args.subsets)
+            r = rule(X, y, method, kernel, k, args.rule_models, args.subsets, projection)
             print(name, "rule", r, flush=True)
-            est, seconds = fit_all(module, X, y, states, method, kernel, k)
+            est, seconds = fit_all(module, X, y, states, method, kernel, k, projection)
             row = {"rule": r, "fit_seconds_all_models": round(seconds, 1)}
+            if projection != "rademacher":
+                row["actual_proj_dim"] = int(est.projectors_[0].proj_dim)
             lams = {"auto": ("mult", 1.0), f"holdout ({r['chosen']:g}x auto)":
                     ("mult", r["chosen"])}
             if method == "influence" and kernel == "gauss_newton":

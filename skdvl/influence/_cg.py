@@ -146,8 +146,8 @@ def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
         Q = matmat(P)
         inverse = _block_inverse(P @ Q.T)
         alpha = inverse(P @ Ra.T)  # (m, k_active)
-        Xa += alpha.T @ P
-        Ra -= alpha.T @ Q
+        Xa.addmm_(alpha.T, P)  # in place: no (k, p) temporaries
+        Ra.addmm_(alpha.T, Q, alpha=-1)
         n_iter[active.cpu()] += 1
         still = Ra.norm(dim=1) > tol_a
         if not bool(still.all()):
@@ -157,7 +157,7 @@ def _block_cg(matmat, R, precondition, maxiter: int, rtol: float) -> tuple:
                 break
         Z = precondition(Ra)
         beta = -inverse(Q @ Z.T)  # (m, k_active)
-        P = _orthonormal_rows(Z + beta.T @ P)
+        P = _orthonormal_rows(torch.addmm(Z, beta.T, P))
         if len(P) == 0:
             break
     X[active], res[active] = Xa, Ra
@@ -221,8 +221,12 @@ class CGSolver(Solver):
 
 
 def _nystroem_precondition(U, lam, lam_r, reg, R):
-    """``P^-1 R`` with ``P^-1 = (lam_r + mu) U (L + mu)^-1 U^T + (I - U U^T)``."""
+    """``P^-1 R`` with ``P^-1 = (lam_r + mu) U (L + mu)^-1 U^T + (I - U U^T)``.
+
+    Computed as ``R + U diag((lam_r + mu) / (L + mu) - 1) U^T R``: one product with
+    ``U^T`` instead of two.
+    """
     coef = R @ U
-    return ((lam_r + reg) * coef / (lam + reg)) @ U.T + R - coef @ U.T
+    return torch.addmm(R, coef * ((lam_r + reg) / (lam + reg) - 1), U.T)
 
 

@@ -19,6 +19,9 @@ Two kinds, both seeded and reproducible:
   row-major order), at the cost of projecting ``g_t`` and ``a_t`` separately (the
   low-rank gradient projection of LoGra, Choe et al., 2024). ``E[P P^T] = I`` holds for
   the Kronecker product as for its factors, so inner products are unbiased.
+  :meth:`FactoredProjector.pca` takes instead the leading eigenvectors of each side's
+  second moment on the training rows (LoGra's PCA initialisation): a data-dependent
+  subspace that keeps the training gradients' energy.
 
 References
 ----------
@@ -252,16 +255,16 @@ class FactoredProjector:
         ``(k_out, k_in)`` matrix ``P_out^T G P_in``.
     sides : list of (Tensor or None, Tensor or None)
         ``P_out`` of shape ``(out, k_out)`` and ``P_in`` of shape ``(in + bias, k_in)``
-        per layer (Rademacher, ``+-1/sqrt(k)``), None for a side left unprojected.
+        per layer (Rademacher, ``+-1/sqrt(k)``; orthonormal eigenvectors for
+        :meth:`pca`), None for a side left unprojected.
+    kind : {"rademacher", "pca"}
+        How the sides were drawn.
     """
 
     def __init__(self, module: torch.nn.Module, proj_dim: int, *, seed: int = 0,
                  stream: int = 0):
-        linears = _trainable_linears(module)
-        self.layers = [name for name, _ in linears]
-        self.bias = [lin.bias is not None for _, lin in linears]
-        shapes = [(lin.out_features, lin.in_features + b) for (_, lin), b in
-                  zip(linears, self.bias)]
+        shapes = self._set_layers(module)
+        self.kind = "rademacher"
         self.sizes = factored_sizes(shapes, proj_dim)
         self.sides = []
         for i, ((out, inp), (k_out, k_in)) in enumerate(zip(shapes, self.sizes)):
@@ -272,6 +275,55 @@ class FactoredProjector:
                     else torch.from_numpy(rademacher(tile_generator(seed, stream, i, 1),
                                                      inp, k_in)))
             self.sides.append((p_out, p_in))
+
+    def _set_layers(self, module: torch.nn.Module) -> list[tuple[int, int]]:
+        """Set ``layers`` and ``bias``; return the ``(out, in + bias)`` size of each layer."""
+        linears = _trainable_linears(module)
+        self.layers = [name for name, _ in linears]
+        self.bias = [lin.bias is not None for _, lin in linears]
+        return [(lin.out_features, lin.in_features + b) for (_, lin), b in
+                zip(linears, self.bias)]
+
+    @classmethod
+    def pca(cls, module: torch.nn.Module, proj_dim: int, X: torch.Tensor, y: torch.Tensor,
+            row_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int,
+            sizes: list[tuple[int, int]] | None = None) -> FactoredProjector:
+        """The factored projection onto the top eigenvectors of each side's second moment.
+
+        LoGra's PCA initialisation (Choe et al., 2024, Section 3.2): per layer, ``P_out``
+        holds the leading eigenvectors of ``sum_{i,t} g_it g_it^T`` (the output
+        gradients of ``row_fn`` on the rows ``X``, ``y``, the backward factor of K-FAC)
+        and ``P_in`` those of ``sum_{i,t} a_it a_it^T`` (the inputs, bias appended: the
+        forward factor), so that the projected gradients keep the directions where the
+        training gradients have their energy. Both sides are orthonormal, so the
+        projection is a restriction to a subspace (``P^T P = I``), not an unbiased
+        sketch (``E[P P^T] = I`` does not hold). ``sizes``: the ``(k_out, k_in)`` of each
+        layer, else :func:`pca_sizes` of the spectra (given by the first model, so that
+        several models share one dimension). A side of full size is left unprojected.
+        """
+        self = cls.__new__(cls)
+        shapes = self._set_layers(module)
+        self.kind = "pca"
+        moments = [(torch.zeros(o, o, dtype=torch.float64), torch.zeros(i, i, dtype=torch.float64))
+                   for o, i in shapes]
+        for start in range(0, len(X), batch_size):
+            sl = slice(start, start + batch_size)
+            for (S, A), (g, a) in zip(moments, self._signals(module, X[sl], y[sl], row_fn)):
+                g = g.reshape(-1, g.shape[-1]).to(torch.float64).cpu()
+                a = a.reshape(-1, a.shape[-1]).to(torch.float64).cpu()
+                S += g.T @ g
+                A += a.T @ a
+        bases = []
+        for S, A in moments:
+            (e_out, v_out), (e_in, v_in) = torch.linalg.eigh(S), torch.linalg.eigh(A)
+            bases.append(((e_out.flip(0), v_out.flip(1)), (e_in.flip(0), v_in.flip(1))))
+        self.sizes = (pca_sizes([(eo, ei) for (eo, _), (ei, _) in bases], proj_dim)
+                      if sizes is None else [(int(a), int(b)) for a, b in sizes])
+        self.sides = []
+        for ((e_out, v_out), (e_in, v_in)), (k_out, k_in) in zip(bases, self.sizes):
+            self.sides.append((None if k_out == len(e_out) else _leading(v_out, k_out),
+                               None if k_in == len(e_in) else _leading(v_in, k_in)))
+        return self
 
     @property
     def proj_dim(self) -> int:
@@ -286,6 +338,31 @@ class FactoredProjector:
         parameters are differentiated). ``row_fn`` returns one value per row, and rows
         must not interact in the module (eval mode: no batch statistics).
         """
+        parts = [torch.einsum("nto,nti->noi", g, a).reshape(len(g), -1)
+                 for g, a in self.factors(module, X, y, row_fn)]
+        return torch.cat(parts, dim=1)
+
+    def factors(self, module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
+                row_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> list:
+        """Per layer ``(P_out^T g, P_in^T a)`` of shapes ``(n, t, k_out)`` and ``(n, t, k_in)``.
+
+        ``g``: the gradients of ``row_fn``'s rows with respect to the layer's outputs at
+        its ``t`` positions; ``a``: its inputs, bias column appended. A row's projected
+        gradient is ``sum_t`` of their outer products (:meth:`project`).
+        """
+        out = []
+        for (p_out, p_in), (g, a) in zip(self.sides, self._signals(module, X, y, row_fn)):
+            if p_out is not None:
+                g = g @ p_out.to(dtype=g.dtype, device=g.device)
+            if p_in is not None:
+                a = a @ p_in.to(dtype=a.dtype, device=a.device)
+            out.append((g, a))
+        return out
+
+    def _signals(self, module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
+                 row_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> list:
+        """Per layer the unprojected output gradients ``(n, t, out)`` and inputs
+        ``(n, t, in + bias)`` (one forward and one backward pass)."""
         inputs: dict[str, list] = {name: [] for name in self.layers}
         outputs: dict[str, list] = {name: [] for name in self.layers}
 
@@ -305,23 +382,58 @@ class FactoredProjector:
         finally:
             for h in handles:
                 h.remove()
-        n, parts = len(X), []
+        n, signals = len(X), []
         for i, name in enumerate(self.layers):
             a = torch.cat([t.reshape(n, -1, t.shape[-1]) for t in inputs[name]], dim=1)
             g = torch.cat([_zeros_if_none(next(grads), o).reshape(n, -1, o.shape[-1])
                            for o in outputs[name]], dim=1)
-            parts.append(self._layer(i, g, a))
-        return torch.cat(parts, dim=1)
+            if self.bias[i]:
+                a = torch.cat([a, a.new_ones(*a.shape[:2], 1)], dim=2)
+            signals.append((g.detach(), a))
+        return signals
 
-    def _layer(self, i: int, g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        if self.bias[i]:
-            a = torch.cat([a, a.new_ones(*a.shape[:2], 1)], dim=2)
-        p_out, p_in = self.sides[i]
-        if p_out is not None:
-            g = g @ p_out.to(dtype=g.dtype, device=g.device)
-        if p_in is not None:
-            a = a @ p_in.to(dtype=a.dtype, device=a.device)
-        return torch.einsum("nto,nti->noi", g, a).reshape(len(g), -1)
+
+def pca_sizes(spectra: list[tuple[torch.Tensor, torch.Tensor]],
+              proj_dim: int) -> list[tuple[int, int]]:
+    """``(k_out, k_in)`` per layer for :meth:`FactoredProjector.pca`, about ``proj_dim`` in all.
+
+    ``spectra``: per layer the eigenvalues (descending) of the output and input second
+    moments. Layers are served as in :func:`factored_sizes` (smallest first, an equal
+    share of what is left); within its share a layer takes the rectangle ``k_out x
+    k_in <= share`` that keeps the largest share of the trace of the Kronecker moment
+    ``S kron A``, ``f_out(k_out) f_in(k_in)`` with ``f(k)`` the share of a side's trace in
+    its top ``k`` eigenvalues (the smallest such rectangle on ties), so that directions
+    without energy (e.g. the constant direction of softmax output gradients) are
+    dropped and a side that is nearly all needed is kept whole.
+    """
+    sizes: list[tuple[int, int]] = [(0, 0)] * len(spectra)
+    left = int(proj_dim)
+    order = sorted(range(len(spectra)), key=lambda i: len(spectra[i][0]) * len(spectra[i][1]))
+    for served, i in enumerate(order):
+        share = max(1, left // (len(spectra) - served))
+        f_out, f_in = (_trace_shares(e) for e in spectra[i])
+        k_out = np.arange(1, min(len(f_out), share) + 1)
+        k_in = np.minimum(len(f_in), share // k_out)
+        kept = f_out[k_out - 1] * f_in[k_in - 1]
+        best = np.flatnonzero(kept >= kept.max())
+        j = best[np.argmin((k_out * k_in)[best])]
+        sizes[i] = (int(k_out[j]), int(k_in[j]))
+        left -= sizes[i][0] * sizes[i][1]
+    return sizes
+
+
+def _leading(vectors: torch.Tensor, k: int) -> torch.Tensor:
+    """The first ``k`` columns, copied with row-major strides (eigh's are column-major)."""
+    return torch.empty(len(vectors), k, dtype=vectors.dtype).copy_(vectors[:, :k])
+
+
+def _trace_shares(evals: torch.Tensor) -> np.ndarray:
+    """``f(k)``: the share of the trace in the ``k`` largest eigenvalues (1 for a zero side)."""
+    e = evals.clamp_min(0).to(torch.float64).numpy()
+    total = e.sum()
+    if total <= 0:
+        return np.ones(len(e))
+    return np.minimum(np.cumsum(e) / total, 1.0)
 
 
 def _zeros_if_none(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

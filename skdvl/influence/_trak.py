@@ -84,7 +84,10 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
         :class:`~skdvl.influence._projection.BlockProjector` (dense signs, or the
         sparse JL transform with ``nnz`` non-zeros per row) on per-example gradients,
         or :class:`~skdvl.influence._projection.FactoredProjector` (Linear layers only;
-        the gradients are never formed, and the dimension is about ``proj_dim``).
+        the gradients are never formed, and the dimension is about ``proj_dim``);
+        ``"factored_pca"``: the same with each side the leading eigenvectors of its
+        second moment on the training rows, per model (LoGra's PCA initialisation,
+        :meth:`~skdvl.influence._projection.FactoredProjector.pca`; not with ``store``).
     models : list of dict, default=None
         State dicts of the models (TRAK: independently trained models; TracIn:
         checkpoints), loaded in turn into the module. None: the module as it is (and
@@ -229,7 +232,7 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
         "loss": [callable, None],
         "method": [StrOptions(set(METHODS))],
         "proj_dim": [Interval(Integral, 1, None, closed="left"), None],
-        "projection": [StrOptions({*KINDS, "factored"})],
+        "projection": [StrOptions({*KINDS, "factored", "factored_pca"})],
         "models": [list, tuple, None],
         "n_models": [Interval(Integral, 1, None, closed="left"), None],
         "learning_rates": ["array-like", None],
@@ -312,6 +315,8 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
         self.output_ = resolve_output(self.output, out, yt[:8])
         self._row_function()
         self.row_fn_.check(out, yt[:8])
+        if self.projection == "factored_pca" and self.proj_dim is not None:
+            self._pca_projectors(Xt, yt)
         record = {"config": self._config(), "data": self._data_record(Xt, yt),
                   "chunk_size": int(self.chunk_size)}
         shape = (self.n_models_, len(Xt), self._proj_dim())
@@ -361,6 +366,10 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
             raise ValueError(
                 f"The 'kernel' parameter of ProjectedAttribution must be one of "
                 f"{list(kernels)} for method={self.method!r}. Got {self.kernel!r} instead.")
+        if self.projection == "factored_pca" and self.store is not None:
+            raise ValueError("projection='factored_pca' derives the projection from the "
+                             "training rows and cannot be reopened from a gradient store "
+                             "yet; use store=None or another projection.")
         module, loss, device = resolve_model(self.model, self.loss)
         check_trainable(module)
         device = torch.device(self.device) if self.device is not None else device
@@ -413,10 +422,21 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
         self.trained_models_ = states
         self.states_ = [*self.states_, *states]
 
+    def _pca_projectors(self, X, y) -> None:
+        """``projection="factored_pca"``: each model's projector from its training
+        gradients (the sizes of model 0's spectra for all models)."""
+        self.projectors_, sizes = [], None
+        for m in range(self.n_models_):
+            self._load(m)
+            proj = FactoredProjector.pca(self.module_, self.proj_dim, X, y,
+                                         self.row_fn_.values, self.batch_size, sizes)
+            sizes = proj.sizes
+            self.projectors_.append(proj)
+
     def _projector(self, seed: int):
         if self.proj_dim is None:
             return None
-        if self.projection == "factored":
+        if self.projection in ("factored", "factored_pca"):
             return FactoredProjector(self.module_, self.proj_dim, seed=seed)
         return BlockProjector(self.n_params_, self.proj_dim, kind=self.projection,
                               seed=seed, nnz=self.nnz)
@@ -505,7 +525,10 @@ class ProjectedAttribution(_AttributionQueries, BaseEstimator):
             self.kernels_ = [ProjectedKernel.from_gram(g, store.n_rows, self.regularization,
                                                        psd=self.kernel != "hessian")
                              for g in grams]
-            store.save_kernels([k.state() for k in self.kernels_])
+            states = [k.state() for k in self.kernels_]
+            if any(st["eigenvalues"] is None for st in states):  # Cholesky: none kept
+                states = [{**st, "eigenvalues": None} for st in states]
+            store.save_kernels(states)
         else:
             self.kernels_ = [ProjectedKernel.from_chunks(store.chunks(m, device),
                                                          store.n_rows, store.proj_dim,
