@@ -67,13 +67,16 @@ class Moments:
             self.mean, self.m2, self.count, other.mean, other.m2, other.count)
 
     def variance(self) -> np.ndarray:
-        """Population variance; 0 where there is no sample, NaN where there is one.
+        """Unbiased sample variance (ddof 1); 0 where there is no sample, NaN where one.
 
-        One sample says nothing of the spread: its standard error is unknown (NaN),
-        not 0 (which would report a one-sample estimate as exact).
+        ``m2 / (count - 1)``, so that ``sqrt(variance / count)`` is the usual
+        standard error of the mean (the population variance, ddof 0, made it too
+        small by ``sqrt((c - 1) / c)``: 11% at 5 samples). One sample says nothing
+        of the spread: its standard error is unknown (NaN), not 0 (which would
+        report a one-sample estimate as exact).
         """
-        var = np.divide(self.m2, self.count, out=np.zeros_like(self.m2),
-                        where=self.count > 0)
+        var = np.divide(self.m2, self.count - 1, out=np.zeros_like(self.m2),
+                        where=self.count > 1)
         var[self.count == 1] = np.nan
         return var
 

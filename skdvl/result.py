@@ -16,17 +16,21 @@ __all__ = ["ValuationResult"]
 class ValuationResult:
     """Values of a set of data points, with their uncertainty.
 
-    Each entry holds a running mean (``values``), the population variance of the
-    samples that made it (``variances``) and the number of those samples
-    (``counts``). The standard error of a value is ``sqrt(variances / counts)``.
-    Exact methods store zero variance.
+    Each entry holds a running mean (``values``), the unbiased sample variance
+    (ddof 1) of the samples that made it (``variances``) and the number of those
+    samples (``counts``). The standard error of a value is
+    ``sqrt(variances / counts)``, the usual standard error of a mean. Exact methods
+    store zero variance; a value from a single sample has NaN variance (its spread
+    is unknown). Estimators with their own standard-error formula (stratified,
+    regression, bootstrap) store ``stderr**2 * counts``, so that the relation holds.
 
     Parameters
     ----------
     values : array-like of shape (n,)
         The values.
     variances : array-like of shape (n,), default=None
-        Population variance of the samples behind each value; zeros if None.
+        Unbiased sample variance (ddof 1) of the samples behind each value;
+        zeros if None.
     counts : array-like of shape (n,), default=None
         Number of samples behind each value; ones if None.
     indices : array-like of shape (n,), default=None
@@ -88,8 +92,9 @@ class ValuationResult:
     def stderr(self) -> np.ndarray:
         """Standard error of each value, ``sqrt(variances / counts)``.
 
-        inf where there is no sample; NaN where it is unknown (a Monte Carlo value
-        from a single sample).
+        With ``variances`` the unbiased sample variance (ddof 1), this is the usual
+        standard error of a mean. inf where there is no sample; NaN where it is
+        unknown (a Monte Carlo value from a single sample); 0 for exact values.
         """
         with np.errstate(divide="ignore", invalid="ignore"):
             se = np.sqrt(self.variances / self.counts)
@@ -136,9 +141,12 @@ class ValuationResult:
         """Merge two results: count-weighted means and pooled variances.
 
         Entries are matched by ``indices``; an index present in only one
-        operand is kept as it is. The variance of the merged samples follows
-        Chan, Golub & LeVeque (1979), "Updating formulae and a pairwise
-        algorithm for computing sample variances".
+        operand (or with no sample in the other) is kept as it is. Each side's
+        sum of squared deviations is ``variances * (counts - 1)`` (0 for one
+        sample, whose variance is NaN), the sides are pooled as in Chan, Golub &
+        LeVeque (1979), "Updating formulae and a pairwise algorithm for computing
+        sample variances", and the merged variance is ``m2 / (counts - 1)``, the
+        unbiased sample variance of the pooled samples.
         """
         if not isinstance(other, ValuationResult):
             return NotImplemented
@@ -148,15 +156,24 @@ class ValuationResult:
         m2 = np.zeros(n)
         cnt = np.zeros(n, dtype=np.int64)
         names = np.empty(n, dtype=np.result_type(self.names.dtype, other.names.dtype))
+        unvalued = np.zeros(n, dtype=bool)  # NaN, no sample: stays NaN if still none
         for part in (other, self):
             pos = np.searchsorted(all_idx, part.indices)
             names[pos] = part.names
+            sampled = part.counts > 0  # a side without sample adds nothing, NaN or not
+            unvalued[pos] |= ~sampled & np.isnan(part.values)
             mean[pos], m2[pos], cnt[pos] = _merge_moments(
-                mean[pos], m2[pos], cnt[pos],
-                part.values, part.variances * part.counts, part.counts,
+                mean[pos], m2[pos], cnt[pos], np.where(sampled, part.values, 0.0),
+                _sum_sq_dev(part.variances, part.counts), part.counts,
             )
+        mean[unvalued & (cnt == 0)] = np.nan
         with np.errstate(divide="ignore", invalid="ignore"):
-            var = np.where(cnt > 0, m2 / np.maximum(cnt, 1), 0.0)
+            var = np.where(cnt > 1, m2 / np.maximum(cnt - 1, 1), 0.0)
+        var[cnt == 1] = np.nan
+        for part in (self, other):  # a side alone (the other has no sample) is kept
+            pos = np.searchsorted(all_idx, part.indices)
+            alone = (part.counts > 0) & (cnt[pos] == part.counts)
+            var[pos[alone]] = part.variances[alone]
         algorithm = self.algorithm if self.algorithm == other.algorithm else (
             f"{self.algorithm}+{other.algorithm}"
         )
@@ -210,6 +227,12 @@ class ValuationResult:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _sum_sq_dev(variances: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``variances * (counts - 1)``; 0 where there is at most one sample."""
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > 1, variances * np.maximum(counts - 1, 0), 0.0)
 
 
 def _column(x: Any, n: int, fill: Any, dtype: Any, name: str) -> np.ndarray:

@@ -99,10 +99,10 @@ def test_predict_on_held_out_rows_correlates_with_their_exact_values(breast_canc
 def test_noise_variances_unbias_and_shrink_the_per_sample_variances():
     stderr = np.array([0.0, 1.0, 2.0, np.nan])
     counts = np.array([2, 2, 5, 1])
-    # skdvl's stderr^2 is a population variance over c: unbiased per-sample c^2 s^2/(c-1)
-    pooled = (1 * 0 + 1 * 4 + 4 * 25) / 6  # per-sample variances 0, 4, 25, unknown
-    shrunk = np.array([(0 + 10 * pooled) / 11, (4 + 10 * pooled) / 11,
-                       (4 * 25 + 10 * pooled) / 14, pooled])
+    # skdvl's stderr^2 is the unbiased sample variance over c: per-sample c s^2
+    pooled = (1 * 0 + 1 * 2 + 4 * 20) / 6  # per-sample variances 0, 2, 20, unknown
+    shrunk = np.array([(0 + 10 * pooled) / 11, (2 + 10 * pooled) / 11,
+                       (4 * 20 + 10 * pooled) / 14, pooled])
     expected = shrunk / np.maximum(counts, 1)
     np.testing.assert_allclose(noise_variances(stderr, counts), expected)
     weights = row_weights(noise_variances(stderr, counts))

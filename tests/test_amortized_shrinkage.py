@@ -27,7 +27,7 @@ def _linear(X):
 class _KnownValues(ValuerMixin, BaseEstimator):
     """A stand-in valuer: values ``values_of(X)`` plus noise of a known variance.
 
-    ``stderr_`` follows skdvl's convention, ``sqrt(population variance / counts)``,
+    ``stderr_`` follows skdvl's convention, ``sqrt(sample variance (ddof 1) / counts)``,
     of ``counts`` samples of per-sample variance ``counts * noise**2``.
     """
 
@@ -42,7 +42,7 @@ class _KnownValues(ValuerMixin, BaseEstimator):
         n, c = X.shape[0], self.counts
         self.exact_ = np.asarray(self.values_of(X), dtype=np.float64)
         self.values_ = self.exact_ + rng.normal(scale=self.noise, size=n)
-        self.stderr_ = np.full(n, self.noise * np.sqrt((c - 1) / c))
+        self.stderr_ = np.full(n, float(self.noise))  # ddof 1: the true standard error
         self.counts_ = np.full(n, c)
         self.n_utility_evaluations_ = 0
         return self

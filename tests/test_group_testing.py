@@ -109,7 +109,7 @@ def test_statistics_give_the_sample_moments(rng):
     mean, var = stats.moments()
     x = _difference_samples(masks, u, 0.6)
     np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(var, x.var(axis=0), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(var, x.var(axis=0, ddof=1), rtol=1e-8, atol=1e-12)
     assert stats.count == m
 
 

@@ -162,7 +162,7 @@ def test_leave_self_out_equals_explicit_loop(rng, task):
     fitted = KNNShapley(n_neighbors=3, task=task).fit(X, y)
     np.testing.assert_allclose(fitted.values_, np.nanmean(games, axis=0), atol=1e-13)
     np.testing.assert_allclose(
-        fitted.stderr_, np.nanstd(games, axis=0) / np.sqrt(n - 1), atol=1e-12
+        fitted.stderr_, np.nanstd(games, axis=0, ddof=1) / np.sqrt(n - 1), atol=1e-12
     )
     np.testing.assert_array_equal(fitted.counts_, np.full(n, n - 1))
 

@@ -140,7 +140,7 @@ def test_oob_moments_two_members():
         4, [np.array([0, 1]), np.array([1, 2])], [np.array([1.0, 0.0]), np.array([1.0, 3.0])]
     )
     np.testing.assert_allclose(mean, [1.0, 0.5, 3.0, np.nan])
-    np.testing.assert_allclose(var, [np.nan, 0.25, np.nan, np.nan])  # one sample: unknown
+    np.testing.assert_allclose(var, [np.nan, 0.5, np.nan, np.nan])  # one sample: unknown
     np.testing.assert_array_equal(counts, [1, 2, 1, 0])
 
 

@@ -7,7 +7,8 @@ from skdvl import ValuationResult
 
 def _from_samples(samples: list[np.ndarray], indices=None) -> ValuationResult:
     return ValuationResult(
-        [s.mean() for s in samples], variances=[s.var() for s in samples],
+        [s.mean() for s in samples],
+        variances=[s.var(ddof=1) if s.size > 1 else np.nan for s in samples],
         counts=[s.size for s in samples], indices=indices,
     )
 
@@ -18,9 +19,11 @@ def test_merge_equals_moments_of_pooled_samples(rng):
     merged = _from_samples(a) + _from_samples(b)
     pooled = [np.concatenate([x, y]) for x, y in zip(a, b)]
     np.testing.assert_allclose(merged.values, [p.mean() for p in pooled], rtol=1e-12)
-    np.testing.assert_allclose(merged.variances, [p.var() for p in pooled], rtol=1e-12)
+    np.testing.assert_allclose(merged.variances, [p.var(ddof=1) for p in pooled],
+                               rtol=1e-12)
     np.testing.assert_array_equal(merged.counts, [p.size for p in pooled])
-    np.testing.assert_allclose(merged.stderr, [p.std() / np.sqrt(p.size) for p in pooled])
+    np.testing.assert_allclose(merged.stderr,
+                               [p.std(ddof=1) / np.sqrt(p.size) for p in pooled])
 
 
 def test_merge_matches_entries_by_index(rng):

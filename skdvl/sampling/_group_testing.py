@@ -215,11 +215,16 @@ class _GroupTestingStats:
         return 0.5 * (self.full + self.empty)
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and population variance of ``X_ti = Z (u_t - c) d_ti`` per player."""
+        """Mean and unbiased sample variance (ddof 1) of ``X_ti = Z (u_t - c) d_ti``.
+
+        The variance is NaN from a single coalition (its spread is unknown).
+        """
         z, c, t = _normaliser(self.n), self.center, max(self.count, 1)
         mean = z * (self.a1 - c * self.a0) / t
         second = z * z * (self.b2 - 2.0 * c * self.b1 + c * c * self.b0) / t
-        return mean, np.maximum(second - mean * mean, 0.0)
+        if t < 2:
+            return mean, np.full(self.n, np.nan)
+        return mean, np.maximum(second - mean * mean, 0.0) * (t / (t - 1))
 
 
 # --------------------------------------------------------------------------- the sampler

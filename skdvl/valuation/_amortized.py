@@ -146,7 +146,7 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
     weighting : {"inverse_variance", "uniform"}, default="inverse_variance"
         "inverse_variance" weighs each row by the inverse of its estimate's
         variance, ``counts / sigma^2``, with the per-sample variance ``sigma^2 =
-        counts^2 * stderr**2 / (counts - 1)`` shrunk toward the pooled one with
+        counts * stderr**2`` (the unbiased sample variance) shrunk toward the pooled one with
         the weight of 10 samples (a variance estimated near 0 from two samples
         does not take over; see ``_amortized_math.noise_variances``); rows of
         unknown variance get the pooled one.
@@ -263,9 +263,9 @@ class AmortizedValuer(ValuerMixin, BaseEstimator):
     fitted on; and they are combined with the rows' own estimates (``combine``).
     ``tau^2`` is one number for all rows: where the value model errs more on
     some rows (e.g. the extreme ones), their ``stderr_`` is too small and
-    others' too large. The noise variances correct skdvl's ``stderr_`` (a
-    population variance, ddof 0, over the counts) to the unbiased one and shrink
-    each toward the pooled one (see ``_amortized_math.noise_variances``).
+    others' too large. The noise variances are the per-sample variances behind
+    skdvl's ``stderr_`` (unbiased, ddof 1), each shrunk toward the pooled one (see
+    ``_amortized_math.noise_variances``).
     With one sample per row no noise is known, and ``fit`` refuses the
     defaults.
 

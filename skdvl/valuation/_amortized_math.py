@@ -26,9 +26,8 @@ def noise_variances(stderr: np.ndarray, counts: np.ndarray,
 
     A target averaging ``c_i`` samples of per-sample variance ``sigma_i^2`` has
     variance ``sigma_i^2 / c_i``, and ``sigma_i^2`` is itself estimated from those
-    ``c_i`` samples, unbiasedly by ``c_i^2 stderr_i^2 / (c_i - 1)`` (skdvl's
-    ``stderr_`` divides the population variance, ddof 0, by ``c_i``: without the
-    correction two samples would show half their variance). From two or three
+    ``c_i`` samples, unbiasedly by ``c_i stderr_i^2`` (skdvl's ``stderr_`` is
+    ``sqrt(variance / c_i)`` with the unbiased sample variance, ddof 1). From two or three
     samples, a row whose marginals happened to agree would get a near-zero
     variance, so ``sigma_i^2`` is shrunk toward the pooled per-sample variance with
     the weight of ``prior_samples`` samples, ``((c_i - 1) sigma_i^2 + k sigma^2) /
@@ -41,7 +40,7 @@ def noise_variances(stderr: np.ndarray, counts: np.ndarray,
     """
     c = np.asarray(counts, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):  # c < 2: unknown, below
-        sigma2 = np.asarray(stderr, dtype=np.float64) ** 2 * c**2 / (c - 1)
+        sigma2 = np.asarray(stderr, dtype=np.float64) ** 2 * c
     known = np.isfinite(sigma2) & (c >= 2)
     if not known.any():
         return np.full(c.shape[0], np.nan)

@@ -238,7 +238,7 @@ def _oob_indices(drawn: np.ndarray, n: int) -> np.ndarray:
 def _oob_moments(
     n: int, oob: list[np.ndarray], scores: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row mean, population variance and count of out-of-bag scores.
+    """Per-row mean, unbiased sample variance (ddof 1) and count of out-of-bag scores.
 
     Implements Eq. (3) of Kwon & Zou (2023): the mean over members
     :math:`b` with :math:`w_{bi} = 0` of :math:`T(y_i, \\hat f_b(x_i))`. Rows with no
