@@ -178,10 +178,19 @@ def _influence_cases() -> dict[str, Callable[[], dict[str, np.ndarray]]]:
 
     def case(method: str, **kw: Any) -> Callable[[], dict[str, np.ndarray]]:
         def run() -> dict[str, np.ndarray]:
-            s = InfluenceScorer(net(), loss=torch.nn.CrossEntropyLoss(), method=method,
-                                regularization=0.1, random_state=25, **kw).fit(X, y)
-            return {"values": np.asarray(s.values_, dtype=np.float64),
-                    "influences": np.asarray(s.influences(X[:5], y[:5]), dtype=np.float64)}
+            # One torch thread, whoever calls: the matrix products' sums are split by
+            # thread, and tests/influence/conftest.py pins one thread for the whole run
+            # when it is collected (the default run), two cores give two otherwise.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                s = InfluenceScorer(net(), loss=torch.nn.CrossEntropyLoss(), method=method,
+                                    regularization=0.1, random_state=25, **kw).fit(X, y)
+                return {"values": np.asarray(s.values_, dtype=np.float64),
+                        "influences": np.asarray(s.influences(X[:5], y[:5]),
+                                                 dtype=np.float64)}
+            finally:
+                torch.set_num_threads(threads)
         return run
 
     return {f"influence_{m}": case(m) for m in (
