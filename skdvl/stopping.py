@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from enum import IntEnum
@@ -94,6 +95,16 @@ class StoppingCriterion(BaseEstimator):
         """
         return None
 
+    def samples_planned(self, progress: Progress, updates_per_sample: float) -> int | None:
+        """Samples this criterion is expected to take if each sample adds
+        ``updates_per_sample`` updates to the most updated value, or None if it cannot say.
+
+        A plan, not a bound (that is :meth:`samples_left`): the engine uses it to group
+        the blocks it evaluates together before any sample is in, and a wrong plan only
+        costs work (blocks past the stop are dropped, so the values do not change).
+        """
+        return self.samples_left(progress)
+
     def __and__(self, other: StoppingCriterion) -> StoppingCriterion:
         return _And(self, other)
 
@@ -127,6 +138,11 @@ class _And(StoppingCriterion):
         a, b = self.a.samples_left(progress), self.b.samples_left(progress)
         return None if a is None or b is None else max(a, b)
 
+    def samples_planned(self, progress: Progress, updates_per_sample: float) -> int | None:
+        a = self.a.samples_planned(progress, updates_per_sample)
+        b = self.b.samples_planned(progress, updates_per_sample)
+        return None if a is None or b is None else max(a, b)
+
     def __repr__(self) -> str:
         return f"({self.a!r} & {self.b!r})"
 
@@ -146,6 +162,12 @@ class _Or(_And):
                  if k is not None]
         return min(known) if known else None
 
+    def samples_planned(self, progress: Progress, updates_per_sample: float) -> int | None:
+        # the part that cannot say may stop first: no plan (samples_left's bound stands)
+        a = self.a.samples_planned(progress, updates_per_sample)
+        b = self.b.samples_planned(progress, updates_per_sample)
+        return None if a is None or b is None else min(a, b)
+
     def __repr__(self) -> str:
         return f"({self.a!r} | {self.b!r})"
 
@@ -161,6 +183,9 @@ class _Not(StoppingCriterion):
 
     def _check(self, progress: Progress) -> Status:
         return Status.BUDGET if self.a(progress) == Status.PENDING else Status.PENDING
+
+    def samples_planned(self, progress: Progress, updates_per_sample: float) -> int | None:
+        return None
 
     def __repr__(self) -> str:
         return f"~{self.a!r}"
@@ -206,6 +231,15 @@ class MaxUpdates(StoppingCriterion):
         counts = progress.counts
         return min(1.0, counts.max() / self.n_updates) if counts.size else 0.0
 
+    def _most(self, counts: np.ndarray) -> float:
+        return float(counts.max())
+
+    def samples_planned(self, progress: Progress, updates_per_sample: float) -> int | None:
+        counts = progress.counts
+        if not counts.size or not updates_per_sample > 0:
+            return None
+        return max(0, math.ceil((self.n_updates - self._most(counts)) / updates_per_sample))
+
     def __repr__(self) -> str:
         return f"MaxUpdates({self.n_updates})"
 
@@ -227,6 +261,9 @@ class MinUpdates(MaxUpdates):
     def completion(self, progress: Progress) -> float:
         counts = progress.counts
         return min(1.0, counts.min() / self.n_updates) if counts.size else 0.0
+
+    def _most(self, counts: np.ndarray) -> float:
+        return float(counts.min())
 
     def __repr__(self) -> str:
         return f"MinUpdates({self.n_updates})"

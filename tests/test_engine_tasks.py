@@ -84,16 +84,69 @@ def test_tasks_of_a_budget_are_whole_groups_shared_by_the_workers(noisy_cancer, 
     assert sorted(sizes) == [50, 50]  # each task is one lockstep group
 
 
-def test_without_a_known_budget_the_first_block_is_drawn_alone_then_whole_groups(
-        noisy_cancer, seed, monkeypatch):
-    """``max_updates`` tells no samples left: its completion after the first block
-    (drawn here, as with ``n_jobs=1``) does, and the rest comes in whole groups."""
+def test_a_budget_of_updates_plans_whole_groups_from_the_first_block(noisy_cancer, seed,
+                                                                     monkeypatch):
+    """``max_updates`` tells no samples left, but a permutation adds one update to every
+    value: its plan (100 permutations) cuts the work into whole groups from the start,
+    with no first block drawn alone."""
     sizes = _groups(monkeypatch)
     with parallel_config(backend="threading"):
         v = _tmc(noisy_cancer, seed, max_updates=100, n_jobs=2)
     assert np.all(v.counts_ == 100)
+    assert sorted(sizes) == [50, 50]
+
+
+def test_without_a_plan_the_first_block_is_drawn_alone_then_whole_groups(
+        noisy_cancer, seed, monkeypatch):
+    """A standard-error criterion cannot plan: its completion after the first block
+    (drawn here, as with ``n_jobs=1``) says how many are left, and the rest comes in
+    whole groups."""
+    sizes = _groups(monkeypatch)
+    stopping = AbsoluteStandardError(1e-9, fraction=1.0) | MaxUpdates(100)
+    with parallel_config(backend="threading"):
+        v = _tmc(noisy_cancer, seed, stopping=stopping, n_jobs=2)
+    assert np.all(v.counts_ == 100)
     assert sizes[0] == 1
     assert sorted(sizes[1:]) == [49, 50]
+
+
+@pytest.mark.parametrize("budget, expected", [(100, [100]), (300, [100, 100, 100]),
+                                              (129, [65, 64])])
+def test_here_a_planned_budget_comes_in_as_few_even_groups_as_hold_it(
+        noisy_cancer, seed, monkeypatch, budget, expected):
+    """With ``n_jobs=1`` the blocks of a budget of updates are walked in even groups of
+    at most ``_GROUP_BLOCKS`` (a group of a few walks costs nearly the Newton rounds of
+    a full one): never the first block alone nor a short group at the end."""
+    sizes = _groups(monkeypatch)
+    v = _tmc(noisy_cancer, seed, max_updates=budget, truncation=None)
+    assert np.all(v.counts_ == budget)
+    assert sizes == expected
+
+
+def test_groups_are_bounded_by_what_the_walks_hold(noisy_cancer, seed, monkeypatch):
+    """``_GROUP_BYTES`` over the utility's ``walk_bytes`` bounds a group, but never
+    below ``_LOCKSTEP_BLOCKS`` blocks."""
+    sizes = _groups(monkeypatch)
+    monkeypatch.setattr(engine, "_GROUP_BYTES", 1)
+    v = _tmc(noisy_cancer, seed, max_updates=100, truncation=None)
+    assert np.all(v.counts_ == 100)
+    assert sizes == [25, 25, 25, 25]  # 4 even groups of at most 32
+
+
+@pytest.mark.parametrize("kw", [{"max_updates": 100, "truncation": None},
+                                {"max_updates": 70},
+                                {"sampler": "antithetic", "max_updates": 45},
+                                {"stopping": MaxUpdates(60) & MaxSamples(50)}])
+def test_the_plan_changes_no_value(noisy_cancer, seed, monkeypatch, kw):
+    """Planned groups against the first block alone and groups of 32 (the engine
+    before plans): the same values, counts and standard errors, bitwise."""
+    planned = _tmc(noisy_cancer, seed, **kw)
+    monkeypatch.setattr(engine, "_blocks_planned", lambda loop: None)
+    monkeypatch.setattr(engine, "_GROUP_BLOCKS", engine._LOCKSTEP_BLOCKS)
+    old = _tmc(noisy_cancer, seed, **kw)
+    assert np.array_equal(planned.values_, old.values_)
+    assert np.array_equal(planned.counts_, old.counts_)
+    assert np.array_equal(planned.stderr_, old.stderr_, equal_nan=True)
 
 
 CRITERIA = {

@@ -13,6 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skdvl import ModelUtility, ShapleyValuer
+from skdvl.stopping import AbsoluteStandardError, MaxUpdates
 from skdvl.utility import _model
 from skdvl.utility._linear_batch import plan_batched
 from skdvl.utility._prefix_walk import PrefixWalk, walk_reason
@@ -222,10 +223,13 @@ def test_an_interrupted_walk_keeps_its_finished_prefixes(cancer, monkeypatch, wa
 
     monkeypatch.setattr(_model._UtilityWalk, "step", step)
     monkeypatch.setattr(_model._UtilityWalk, "step_block", step_block)
+    # a criterion that cannot plan its samples: the first permutation is walked alone
+    # (then the other nine together), so that one walk finishes before the interrupt
+    stopping = AbsoluteStandardError(1e-12) | MaxUpdates(10)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        v = _valuer(sampler="permutation", max_updates=10).fit(X, y, X_val=X_val,
-                                                                y_val=y_val)
+        v = _valuer(sampler="permutation", stopping=stopping).fit(X, y, X_val=X_val,
+                                                                   y_val=y_val)
     assert any("Interrupted" in str(w.message) for w in caught)
     # the first permutation walk (40 prefixes) finished before the interrupt: kept
     assert v.counts_.max() >= 1

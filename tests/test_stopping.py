@@ -56,6 +56,26 @@ def test_composition_semantics():
     assert repr(budget & ~pending) == "(MaxUpdates(1) & ~MaxUpdates(100))"
 
 
+def test_plans_of_budgets_of_updates():
+    """``samples_planned``: what each sample adding ``u`` updates to every value takes;
+    no plan where a part cannot say (a standard error, a time, a negation)."""
+    p = progress([5, 10], variances=[1.0, 1.0], n_samples=3)
+    assert MaxUpdates(30).samples_planned(p, 1.0) == 20  # the most updated: 10 to 30
+    assert MinUpdates(30).samples_planned(p, 1.0) == 25  # the least: 5 to 30
+    assert MaxUpdates(30).samples_planned(p, 3.0) == 7  # ceil(20 / 3)
+    assert MaxUpdates(8).samples_planned(p, 1.0) == 0
+    assert MaxUpdates(30).samples_planned(p, 0.0) is None
+    assert MaxSamples(10).samples_planned(p, 1.0) == 7  # its bound is its plan
+    assert (MaxUpdates(30) & MinUpdates(30)).samples_planned(p, 1.0) == 25
+    assert (MaxUpdates(30) | MinUpdates(30)).samples_planned(p, 1.0) == 20
+    se = AbsoluteStandardError(0.1)
+    assert se.samples_planned(p, 1.0) is None
+    assert (se | MaxUpdates(30)).samples_planned(p, 1.0) is None
+    assert (se & MaxUpdates(30)).samples_planned(p, 1.0) is None
+    assert (~MaxUpdates(30)).samples_planned(p, 1.0) is None
+    assert MaxTime(10).samples_planned(p, 1.0) is None
+
+
 def test_max_time_counts_from_reset(monkeypatch):
     import skdvl.stopping as st
 

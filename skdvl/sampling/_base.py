@@ -159,6 +159,10 @@ class BaseSampler(BaseEstimator):
     #: budgets ``100 * n`` coalitions for the first kind and 100 updates for the
     #: second: about ``100 * n`` utility evaluations either way.
     per_coalition = False
+    #: Updates one sample adds to every value, where that is the same for all values and
+    #: samples (a permutation: one marginal contribution per player), else None. The
+    #: engine plans its first group of blocks by it (``StoppingCriterion.samples_planned``).
+    updates_per_sample: float | None = None
 
     @property
     def samples_per_block(self) -> int:

@@ -58,6 +58,15 @@ _LOCKSTEP_BLOCKS = 32
 #: is known, so that none runs far past the stop.
 _TASK_BLOCKS = 2 * _LOCKSTEP_BLOCKS
 
+#: Where the blocks left are known (a budget, or the plan of a budget of updates), the
+#: blocks evaluated together here: cut evenly into groups of at most this many, or fewer
+#: where the utility's walks would hold more than ``_GROUP_BYTES`` together. A group's
+#: Newton rounds cost about the same for 20 walks as for 100 on small data (the calls,
+#: not the arithmetic): Beta Shapley on 150 rows, 100 permutations, took 1.3-1.4 s of CPU
+#: in one group against 2.2-2.3 s in groups of 1, 32, 32, 32 and 3 (the same values).
+_GROUP_BLOCKS = 128
+_GROUP_BYTES = 128 << 20
+
 # --------------------------------------------------------------------------- blocks
 def _block_rng(entropy: int, game: int, block: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(game, block)))
@@ -223,9 +232,9 @@ def _sequential_block(ev, sampler, weights, entropy, game, loop) -> bool:  # typ
     lockstep = sampler.lockstep and ev.batched and start == 0 and room == loop.spb
     try:
         if lockstep:
-            k = _blocks_expected(loop)
+            k = _blocks_expected(loop, ev)
             blocks = _run_blocks(sampler, ev, weights, entropy, game,
-                                 range(state.next_block, state.next_block + k))
+                                 range(state.next_block, state.next_block + k), max(k, 1))
         else:
             block = _run_block(sampler, ev, weights, entropy, game, state.next_block,
                                start, start + room)
@@ -266,7 +275,8 @@ def _salvage(ev, sampler, weights, entropy, game, loop) -> None:  # type: ignore
 
 def _blocks_left(loop: _Loop) -> int | None:
     """Whole blocks left: those of a budget of samples, else as many as the criterion's
-    completion so far says (a linear extrapolation); None when it says nothing yet."""
+    completion so far says (a linear extrapolation), else, before any sample, as many as
+    it plans (:func:`_blocks_planned`); None when it says nothing yet."""
     left = loop.stopping.samples_left(loop._progress())
     if left is not None:
         return int(left) // loop.spb
@@ -274,14 +284,43 @@ def _blocks_left(loop: _Loop) -> int | None:
     if done > 0:
         # less a hair: 1/3 done after one block is 2.0000000000000004 blocks left, not 3
         return int(np.ceil(loop.state.next_block * (1 - done) / done - 1e-9))
-    return None
+    return _blocks_planned(loop)
 
 
-def _blocks_expected(loop: _Loop) -> int:
+def _blocks_planned(loop: _Loop) -> int | None:
+    """Whole blocks a budget of updates plans, where the sampler's samples each add the
+    same updates to every value (``updates_per_sample``); None otherwise."""
+    per = getattr(loop.sampler, "updates_per_sample", None)
+    if not per:
+        return None
+    planned = loop.stopping.samples_planned(loop._progress(), float(per))
+    return None if planned is None else -(-int(planned) // loop.spb)
+
+
+def _blocks_expected(loop: _Loop, ev: Any = None) -> int:
     """Whole blocks to draw next here: :func:`_blocks_left` (one when unknown), in
-    [1, _LOCKSTEP_BLOCKS]."""
+    [1, _LOCKSTEP_BLOCKS], or, where a budget or its plan says how many are left, the
+    next of as few even groups as hold them (:func:`_group_blocks`)."""
     k = _blocks_left(loop)
-    return int(np.clip(1 if k is None else k, 1, _LOCKSTEP_BLOCKS))
+    if k is None:
+        return 1
+    budgeted = (loop.stopping.samples_left(loop._progress()) is not None
+                or _blocks_planned(loop) is not None)
+    if not budgeted or k <= 1:
+        return int(np.clip(k, 1, _LOCKSTEP_BLOCKS))
+    groups = -(-k // _group_blocks(loop, ev))
+    return -(-k // groups)
+
+
+def _group_blocks(loop: _Loop, ev: Any) -> int:
+    """Most blocks in one group: ``_GROUP_BLOCKS``, fewer (not below
+    ``_LOCKSTEP_BLOCKS``) where the utility says what one walk holds (``walk_bytes``)
+    and ``_GROUP_BYTES`` would not hold them."""
+    per_walk = getattr(getattr(ev, "utility", None), "walk_bytes", None)
+    if not per_walk:
+        return _LOCKSTEP_BLOCKS
+    fit = _GROUP_BYTES // max(1, int(per_walk) * loop.spb)
+    return int(np.clip(fit, _LOCKSTEP_BLOCKS, _GROUP_BLOCKS))
 
 
 class _Pool:

@@ -46,6 +46,7 @@ class PermutationSampler(_MarginalSampler):
         return [rng.permutation(n)]
 
     lockstep = True
+    updates_per_sample = 1.0  # each permutation: one marginal of every player
 
     def marginals(self, ev, rng, weights, block, start=0, stop=None):  # type: ignore[no-untyped-def]
         players, margs = [], []

@@ -269,6 +269,20 @@ class ModelUtility(FreshCacheMixin):
         return 1 if np.unique(np.asarray(self.y)).size > 2 else None
 
     @property
+    def walk_bytes(self) -> int | None:
+        """About the bytes one prefix walk holds at its end (its gathered rows, their
+        decisions and weights, and its parameters' curvature), for the engine's grouping
+        of walks; None where the utility does not walk."""
+        plan, shape = self._plan, getattr(self.X, "shape", None)
+        if plan is None or self.walk_reason or shape is None or len(shape) != 2:
+            return None
+        rows, d = int(shape[0]), int(shape[1])
+        k = np.unique(np.asarray(self.y)).size if plan.kind == "logistic" else 1
+        outputs = k if k > 2 else 1
+        params = (d + 1) * outputs
+        return 8 * (rows * (d + 2 * outputs + 3) + 4 * params * params)
+
+    @property
     def evaluate(self) -> Any:
         """``evaluate(masks)``: utilities of many coalitions (the batched path only).
 
