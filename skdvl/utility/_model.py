@@ -251,9 +251,10 @@ class ModelUtility(FreshCacheMixin):
                             else walk_reason(self._plan, self.y))
 
     #: at most this many prefixes of one truncated permutation per batched solve (the
-    #: engine walks up to 32 permutations in lockstep, filling a solve with 256
-    #: prefixes): measured on TMC (LogisticRegression, 150 rows, rtol 0.01), 8 costs 13%
-    #: more fits than the minimum (evaluations past truncation points), 16 costs 23%
+    #: engine walks 32 to 128 permutations in lockstep, filling a solve with 256
+    #: prefixes): measured on TMC (LogisticRegression, 150 rows, rtol 0.01, groups of 32),
+    #: 8 costs 13% more fits than the minimum (evaluations past truncation points), 16
+    #: costs 23%
     prefix_step = 8
 
     @property
@@ -279,8 +280,9 @@ class ModelUtility(FreshCacheMixin):
         rows, d = int(shape[0]), int(shape[1])
         k = np.unique(np.asarray(self.y)).size if plan.kind == "logistic" else 1
         outputs = k if k > 2 else 1
-        params = (d + 1) * outputs
-        return 8 * (rows * (d + 2 * outputs + 3) + 4 * params * params)
+        # a few (d + 1) x (d + 1) matrices per output: the inverse Hessian of a binary
+        # walk, the least-squares co-moments, a multinomial walk's per-class blocks
+        return 8 * (rows * (d + 2 * outputs + 3) + 4 * outputs * (d + 1) ** 2)
 
     @property
     def evaluate(self) -> Any:
