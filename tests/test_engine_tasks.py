@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import skdvl.sampling._engine as engine
+import skdvl.sampling._engine_plan as engine_plan
 from skdvl import ShapleyValuer
 from skdvl.sampling._permutation import PermutationSampler
 from skdvl.stopping import AbsoluteStandardError, MaxSamples, MaxUpdates
@@ -127,7 +128,7 @@ def test_groups_are_bounded_by_what_the_walks_hold(noisy_cancer, seed, monkeypat
     """``_GROUP_BYTES`` over the utility's ``walk_bytes`` bounds a group, but never
     below ``_LOCKSTEP_BLOCKS`` blocks."""
     sizes = _groups(monkeypatch)
-    monkeypatch.setattr(engine, "_GROUP_BYTES", 1)
+    monkeypatch.setattr(engine_plan, "_GROUP_BYTES", 1)
     v = _tmc(noisy_cancer, seed, max_updates=100, truncation=None)
     assert np.all(v.counts_ == 100)
     assert sizes == [25, 25, 25, 25]  # 4 even groups of at most 32
@@ -141,8 +142,8 @@ def test_the_plan_changes_no_value(noisy_cancer, seed, monkeypatch, kw):
     """Planned groups against the first block alone and groups of 32 (the engine
     before plans): the same values, counts and standard errors, bitwise."""
     planned = _tmc(noisy_cancer, seed, **kw)
-    monkeypatch.setattr(engine, "_blocks_planned", lambda loop: None)
-    monkeypatch.setattr(engine, "_GROUP_BLOCKS", engine._LOCKSTEP_BLOCKS)
+    monkeypatch.setattr(engine_plan, "_blocks_planned", lambda loop: None)
+    monkeypatch.setattr(engine_plan, "_GROUP_BLOCKS", engine_plan._LOCKSTEP_BLOCKS)
     old = _tmc(noisy_cancer, seed, **kw)
     assert np.array_equal(planned.values_, old.values_)
     assert np.array_equal(planned.counts_, old.counts_)

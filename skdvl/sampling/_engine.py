@@ -36,6 +36,11 @@ from skdvl._coalitions import masks_from_codes
 from skdvl._moments import Moments
 from skdvl.result import ValuationResult
 from skdvl.sampling._base import EngineState, TableState
+from skdvl.sampling._engine_plan import (
+    _LOCKSTEP_BLOCKS,
+    _blocks_expected,
+    _blocks_left,
+)
 from skdvl.sampling._evaluator import CachedEvaluator, cached_leading, cached_prefix
 from skdvl.stopping import Progress, Status, StoppingCriterion
 from skdvl.utility import FitReport
@@ -45,27 +50,12 @@ __all__ = ["CachedEvaluator", "value_game", "run_sampling", "evaluate_coalitions
 _TARGET_TASK_SECONDS = 0.5
 _WORKER_EVALUATORS: dict[tuple[str, int], CachedEvaluator] = {}
 
-
-#: Whole blocks a lockstep sampler (permutations) gets per call on a batched utility:
-#: its permutations' prefixes are fitted together. More blocks make fuller batches
-#: and fewer fits past truncation points; a criterion that is not a budget may stop
-#: inside the group, and the blocks after it are evaluated for nothing.
-_LOCKSTEP_BLOCKS = 32
-
 #: Most blocks of a lockstep sampler in one task on the workers, walked there in one
 #: group: larger groups batch better (TMC on 150 rows without truncation costs 11%
 #: less per permutation in groups of 48 than of 32), and where a round of tasks ends
 #: is known, so that none runs far past the stop.
 _TASK_BLOCKS = 2 * _LOCKSTEP_BLOCKS
 
-#: Where the blocks left are known (a budget, or the plan of a budget of updates), the
-#: blocks evaluated together here: cut evenly into groups of at most this many, or fewer
-#: where the utility's walks would hold more than ``_GROUP_BYTES`` together. A group's
-#: Newton rounds cost about the same for 20 walks as for 100 on small data (the calls,
-#: not the arithmetic): Beta Shapley on 150 rows, 100 permutations, took 1.3-1.4 s of CPU
-#: in one group against 2.2-2.3 s in groups of 1, 32, 32, 32 and 3 (the same values).
-_GROUP_BLOCKS = 128
-_GROUP_BYTES = 128 << 20
 
 # --------------------------------------------------------------------------- blocks
 def _block_rng(entropy: int, game: int, block: int) -> np.random.Generator:
@@ -271,56 +261,6 @@ def _salvage(ev, sampler, weights, entropy, game, loop) -> None:  # type: ignore
         k, stats = cached_prefix(ev, run, room)
         if k == 0 or loop.take(stats, k) or k < room:
             return
-
-
-def _blocks_left(loop: _Loop) -> int | None:
-    """Whole blocks left: those of a budget of samples, else as many as the criterion's
-    completion so far says (a linear extrapolation), else, before any sample, as many as
-    it plans (:func:`_blocks_planned`); None when it says nothing yet."""
-    left = loop.stopping.samples_left(loop._progress())
-    if left is not None:
-        return int(left) // loop.spb
-    done = loop.completion
-    if done > 0:
-        # less a hair: 1/3 done after one block is 2.0000000000000004 blocks left, not 3
-        return int(np.ceil(loop.state.next_block * (1 - done) / done - 1e-9))
-    return _blocks_planned(loop)
-
-
-def _blocks_planned(loop: _Loop) -> int | None:
-    """Whole blocks a budget of updates plans, where the sampler's samples each add the
-    same updates to every value (``updates_per_sample``); None otherwise."""
-    per = getattr(loop.sampler, "updates_per_sample", None)
-    if not per:
-        return None
-    planned = loop.stopping.samples_planned(loop._progress(), float(per))
-    return None if planned is None else -(-int(planned) // loop.spb)
-
-
-def _blocks_expected(loop: _Loop, ev: Any = None) -> int:
-    """Whole blocks to draw next here: :func:`_blocks_left` (one when unknown), in
-    [1, _LOCKSTEP_BLOCKS], or, where a budget or its plan says how many are left, the
-    next of as few even groups as hold them (:func:`_group_blocks`)."""
-    k = _blocks_left(loop)
-    if k is None:
-        return 1
-    budgeted = (loop.stopping.samples_left(loop._progress()) is not None
-                or _blocks_planned(loop) is not None)
-    if not budgeted or k <= 1:
-        return int(np.clip(k, 1, _LOCKSTEP_BLOCKS))
-    groups = -(-k // _group_blocks(loop, ev))
-    return -(-k // groups)
-
-
-def _group_blocks(loop: _Loop, ev: Any) -> int:
-    """Most blocks in one group: ``_GROUP_BLOCKS``, fewer (not below
-    ``_LOCKSTEP_BLOCKS``) where the utility says what one walk holds (``walk_bytes``)
-    and ``_GROUP_BYTES`` would not hold them."""
-    per_walk = getattr(getattr(ev, "utility", None), "walk_bytes", None)
-    if not per_walk:
-        return _LOCKSTEP_BLOCKS
-    fit = _GROUP_BYTES // max(1, int(per_walk) * loop.spb)
-    return int(np.clip(fit, _LOCKSTEP_BLOCKS, _GROUP_BLOCKS))
 
 
 class _Pool:
