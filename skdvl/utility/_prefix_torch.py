@@ -89,6 +89,22 @@ class TorchLeastSquaresPrefixes:
     def _ids(self, ids: np.ndarray) -> Any:
         return self.t.as_tensor(np.asarray(ids, dtype=np.int64), device=self.dev)
 
+    def _per_walk(self, fn: Any, *arrays: Any) -> Any:
+        """``fn`` of batches of matrices (one per walk). On a CPU one walk at a time, on
+        an aligned copy: MKL's products and eigensolvers gave a matrix other bits when
+        it started 8 bytes off a 16-byte boundary (the odd walks of a batch of 5 x 5
+        float64 matrices; one thread, AVX-512), so a walk's fits depended on the walks
+        stepped with it."""
+        if self.dev.type != "cpu":
+            return fn(*arrays)
+        outs = [fn(*(a[i:i + 1].clone() for a in arrays)) for i in range(arrays[0].shape[0])]
+        if isinstance(outs[0], tuple):
+            return tuple(self.t.cat(parts) for parts in zip(*outs))
+        return self.t.cat(outs)
+
+    def _bmm(self, a: Any, b: Any) -> Any:
+        return self._per_walk(lambda x, y: x @ y, a, b)
+
     def _numpy(self, x: Any) -> np.ndarray:
         return x.detach().cpu().numpy()
 
@@ -114,8 +130,8 @@ class TorchLeastSquaresPrefixes:
             x, y = x - xbar[:, None], y - ybar[:, None]
             self.xbar[j], self.ybar[j] = xbar, ybar
         xs = (x * s[..., None]).transpose(1, 2)
-        self.M[j] = xs @ x
-        self.m[j] = (xs @ y[..., None])[..., 0]
+        self.M[j] = self._bmm(xs, x)
+        self.m[j] = self._bmm(xs, y[..., None])[..., 0]
         if self.scaler is not None:
             raw = self.Xw[j, :k]
             mu = raw.mean(dim=1)
@@ -210,18 +226,18 @@ class TorchLeastSquaresPrefixes:
             G[:, diag, diag] += alpha
             D = t.sqrt(t.diagonal(G, dim1=1, dim2=2))
             Gs = G / (D[:, :, None] * D[:, None, :])
-            lam = t.linalg.eigvalsh(Gs)
-            coef, info = t.linalg.solve_ex(Gs, (r / D)[..., None])
+            lam = self._per_walk(t.linalg.eigvalsh, Gs)
+            coef, info = self._per_walk(t.linalg.solve_ex, Gs, (r / D)[..., None])
             coef = coef[..., 0] / D
             coef[info != 0] = float("nan")
             failed = self._numpy(lam[:, 0] <= 1e-12 * lam[:, -1])
             return coef, None, failed, unsure
-        lam, V = t.linalg.eigh(G)
+        lam, V = self._per_walk(t.linalg.eigh, G)
         top = lam[:, -1:]
         cut = self._tensor(tol)[:, None] ** 2 * top
         keep = (lam >= cut) & (top > 0)
-        proj = (V.transpose(1, 2) @ r[..., None])[..., 0]
-        coef = (V @ t.where(keep, proj / t.where(keep, lam, 1.0), 0.0)[..., None])[..., 0]
+        proj = self._bmm(V.transpose(1, 2), r[..., None])[..., 0]
+        coef = self._bmm(V, t.where(keep, proj / t.where(keep, lam, 1.0), 0.0)[..., None])[..., 0]
         singular = self._numpy(t.sqrt(t.clamp(lam, min=0.0)).flip(1))
         near = ((lam > 0.25 * cut) & (lam < t.maximum(4 * cut, 1e-8 * top))).any(dim=1)
         unsure = self._numpy(near & (top[:, 0] > 0))
