@@ -667,7 +667,9 @@ def run_estimators(ns, game_names: list[str], notes: list[str]) -> dict:
         n = info["n"]
         budgets = [m * n for m in (ns.mults or GAMES[g]["mults"])]
         cap = GAMES[g].get("max_seeds", 10**9)
-        info["seeds"] = {b: list(range(min(ns.seeds or schedule.get(m, 10), cap)))
+        first = ns.seed_offset
+        info["seeds"] = {b: list(range(first, first + min(ns.seeds or schedule.get(m, 10),
+                                                          cap)))
                          for m, b in zip([b // n for b in budgets], budgets)}
         info["budgets"] = budgets
         print(f"game {g}: built in {time.perf_counter() - t0:.1f}s", file=sys.stderr,
@@ -752,6 +754,8 @@ def main(argv=None) -> dict:
                     help="airport40 and bc16 only, 3 seeds (a few minutes)")
     ap.add_argument("--games", nargs="+", choices=list(GAMES))
     ap.add_argument("--seeds", type=int, help="seeds at every budget (default: a schedule)")
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="first seed (seeds are offset, offset + 1, ...): a fresh draw")
     ap.add_argument("--mults", nargs="+", type=int,
                     help="these budgets, in calls per player (default: the game's, of 10 30 100 "
                          "300 1000; any other, e.g. 20, runs too)")

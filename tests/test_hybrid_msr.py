@@ -118,10 +118,36 @@ def test_hybrid_msr_with_4_folds_is_unbiased():
     assert np.mean(np.abs(values - game.shapley_values()) <= 1.96 * stderr) >= 0.85
 
 
-@pytest.mark.slow  # 60 fits choosing among 7 surrogates per fold: about a minute
-def test_hybrid_msr_with_trees_is_unbiased():
+def test_allocation_from_the_surrogates_residuals_is_unbiased():
+    """``neyman_residuals="surrogate"`` (what ``sampler="auto"`` uses with 4 folds):
+    the allocation after the cover reads the folds' held-out residuals."""
+    game = _voting()
+    sampler = HybridMSRSampler(surrogate="linear", n_folds=4, neyman_residuals="surrogate")
+    runs = [_fit(ShapleyValuer, game, sampler, 80, s) for s in range(150)]
+    values = np.array([r.values_ for r in runs])
+    sem = values.std(axis=0, ddof=1) / np.sqrt(len(runs))
+    assert np.all(np.abs(values.mean(axis=0) - game.shapley_values()) <= 3 * sem + 1e-12)
+    stderr = np.array([r.stderr_ for r in runs])
+    assert np.mean(np.abs(values - game.shapley_values()) <= 1.96 * stderr) >= 0.85
+    assert all(r.n_utility_evaluations_ == 80 for r in runs)
+
+
+def test_the_surrogates_residuals_change_the_allocation_not_the_budget():
+    game = _voting(10)
+    runs = {res: _fit(ShapleyValuer, game, HybridMSRSampler(n_folds=4, neyman_residuals=res),
+                      160, 2) for res in ("linear", "surrogate")}
+    counts = {res: np.bincount(v._states_[0].arrays()[2], minlength=11)
+              for res, v in runs.items()}
+    assert counts["linear"].sum() == counts["surrogate"].sum() == 160
+    assert not np.array_equal(counts["linear"], counts["surrogate"])
+    assert np.all(counts["surrogate"][1:10] >= 8)  # the cover, 2 n_folds units, first
+
+
+@pytest.mark.slow  # 60 fits choosing among 7 surrogates per fold: a minute or two
+@pytest.mark.parametrize("params", [{}, {"n_folds": 4, "neyman_residuals": "surrogate"}])
+def test_hybrid_msr_with_trees_is_unbiased(params):
     game = ShoesGame(3, 5)
-    sampler = HybridMSRSampler(surrogate="auto")
+    sampler = HybridMSRSampler(surrogate="auto", **params)
     runs = np.array([_fit(ShapleyValuer, game, sampler, 120, s).values_ for s in range(60)])
     sem = runs.std(axis=0, ddof=1) / np.sqrt(len(runs))
     assert np.all(np.abs(runs.mean(axis=0) - game.shapley_values()) <= 3 * sem + 1e-12)
@@ -144,10 +170,11 @@ def test_values_do_not_depend_on_n_jobs(n_folds):
     np.testing.assert_array_equal(*runs)
 
 
-def test_same_seed_same_values_and_other_seed_other_values():
+@pytest.mark.parametrize("residuals", ["linear", "surrogate"])
+def test_same_seed_same_values_and_other_seed_other_values(residuals):
     game = _voting(10)
-    a, b, c = (_fit(ShapleyValuer, game, HybridMSRSampler(), 300, s).values_
-               for s in (4, 4, 5))
+    sampler = HybridMSRSampler(neyman_residuals=residuals)
+    a, b, c = (_fit(ShapleyValuer, game, sampler, 300, s).values_ for s in (4, 4, 5))
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
 
@@ -194,6 +221,7 @@ def test_reweight_gives_other_semivalues():
     ({"n_folds": 1}, "n_folds"),
     ({"paired": "yes"}, "paired must be True or False"),
     ({"neyman": 1}, "neyman must be True or False"),
+    ({"neyman_residuals": "trees"}, "'neyman_residuals' parameter of HybridMSRSampler"),
     ({"batch_size": 0}, "batch_size"),
 ])
 def test_bad_parameters_are_refused_at_fit(params, match):

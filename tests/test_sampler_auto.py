@@ -153,13 +153,14 @@ def test_auto_weighted_banzhaf_at_a_small_budget_against_enumeration(rng):
     (40, 799, "banzhaf", "KernelSampler(batch_size=100)"),
     (40, 800, "banzhaf", "HybridMSRSampler()"),
     (40, None, "banzhaf", "HybridMSRSampler()"),
-    (40, 400, "shapley", "HybridMSRSampler(n_folds=4)"),  # below 20 n: more folds
-    (40, 400, "beta_shapley", "HybridMSRSampler(n_folds=4)"),
+    # below 20 n: more folds, and with 4 the allocation from the surrogates' residuals
+    (40, 400, "shapley", "HybridMSRSampler(n_folds=4, neyman_residuals='surrogate')"),
+    (40, 400, "beta_shapley", "HybridMSRSampler(n_folds=4, neyman_residuals='surrogate')"),
     (40, 316, "shapley", "HybridMSRSampler(n_folds=3)"),  # 4 folds' cover 314 > 0.8 * 316
-    (40, 799, "shapley", "HybridMSRSampler(n_folds=4)"),
+    (40, 799, "shapley", "HybridMSRSampler(n_folds=4, neyman_residuals='surrogate')"),
     (40, 800, "shapley", "HybridMSRSampler()"),
     (40, None, "shapley", "HybridMSRSampler()"),
-    (16, 160, "shapley", "HybridMSRSampler(n_folds=4)"),
+    (16, 160, "shapley", "HybridMSRSampler(n_folds=4, neyman_residuals='surrogate')"),
     (120, 1200, "banzhaf", "RegressionMSRSampler()"),
     (16, 160, "banzhaf", "KernelSampler(batch_size=80)"),
     (16, 2 ** 16, "banzhaf", "ExactSampler()"),
@@ -184,5 +185,5 @@ def test_auto_folds_leave_a_fifth_of_the_budget_to_the_allocation():
 def test_auto_at_10_n_calls_spends_the_budget_with_4_folds(rng):
     game = AirportGame(rng.uniform(1.0, 10.0, 20))
     v = ShapleyValuer(utility=game, max_updates=10, random_state=0).fit()
-    assert repr(v.sampler_) == "HybridMSRSampler(n_folds=4)"
+    assert repr(v.sampler_) == "HybridMSRSampler(n_folds=4, neyman_residuals='surrogate')"
     assert v.n_utility_evaluations_ == 200 and np.all(np.isfinite(v.values_))

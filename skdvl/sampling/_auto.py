@@ -68,6 +68,15 @@ _MORE_FOLDS_CALLS_PER_PLAYER = 20
 #: the learnt allocation after every stratum has its ``2 n_folds`` units
 _MAX_FOLDS = 4
 _COVER_SHARE = 0.8
+#: with those 4 folds (and the tree candidates), the allocation after the cover is learnt
+#: from the held-out residuals of the folds' surrogates instead of the size-wise linear
+#: fit's (``neyman_residuals="surrogate"``): at 10 n calls, 16 seeds, weighted voting
+#: 4.41e-04 -> 3.60e-04, shoes 2.31e-03 -> 1.65e-03, airport 5.5e-03 -> 5.95e-03 and
+#: the breast-cancer game 5.10e-04 -> 5.18e-04; with 3 folds (more units left to the
+#: allocation) the breast-cancer game went from 5.2e-04 to 8.4e-04, so not there. At
+#: 15 n (8 seeds): voting 2.06e-04 -> 1.57e-04, shoes 1.30e-03 -> 1.05e-03, airport
+#: 9.1e-04 -> 1.4e-03 (medians 8.3e-04, 9.0e-04: one heavy seed), breast cancer 2.3e-04
+#: -> 2.2e-04; at 20 n with 2 folds (4 seeds) mixed (voting 1.2x worse), so not there
 #: ... from this many calls per player on: below, Kernel Banzhaf's least squares has
 #: too few distinct coalitions and leaves rows without a value (NaN; 8 players: none
 #: valued at 14 calls, all at 28-32), where regression MSR's surrogate values every row
@@ -104,7 +113,9 @@ def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
         players (``HybridMSRSampler(surrogate="linear")`` with ``cheap_prefixes``)
         when the budget is at least twice its ``min_updates`` (below ``20 n``
         calls with up to 4 folds instead of 2, as many as leave a fifth of the
-        budget beyond their cover: ``HybridMSRSampler(n_folds=4)`` at ``10 n``), and
+        budget beyond their cover, and with 4 the allocation learnt from the
+        surrogates' residuals: ``HybridMSRSampler(n_folds=4,
+        neyman_residuals='surrogate')`` at ``10 n``), and
         ``RegressionMSRSampler(surrogate="auto")`` (linear with ``cheap_prefixes``)
         below that or ``RegressionMSRSampler()`` above 100 players.
     """
@@ -124,6 +135,8 @@ def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
     if n <= _TREE_MAX_PLAYERS and (budget_calls is None
                                    or budget_calls >= _COVERS * hybrid.min_updates(n)):
         folds = _hybrid_folds(n, budget_calls)
+        if folds == _MAX_FOLDS and not cheap_prefixes:  # measured there only
+            return hybrid.set_params(n_folds=folds, neyman_residuals="surrogate")
         return hybrid.set_params(n_folds=folds) if folds != 2 else hybrid
     if n <= _TREE_MAX_PLAYERS and not cheap_prefixes:  # too small a budget for its strata
         return RegressionMSRSampler(surrogate="auto")

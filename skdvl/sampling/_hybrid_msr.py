@@ -18,7 +18,8 @@ The budget goes to the strata by Neyman allocation with a common residual varian
 proportion to ``C(n, s) sqrt(s a(s)^2 + (n - s) b(s)^2)``, the spread of the weights
 its coalitions carry (``1 / sqrt(s (n - s))`` for Shapley values, the binomial for
 Banzhaf values), a stratum that the allocation would overfill being enumerated;
-after a pilot the common variance gives way to each stratum's residual variance,
+after a pilot the common variance gives way to each stratum's residual variance (of
+the size-wise linear fit, or of the folds' surrogates on their held-out units),
 moderated towards the pooled one by empirical Bayes (Smyth, 2004) so that the
 variances of a few units per stratum, at small budgets, do not starve a stratum.
 Optionally each coalition is paired with its complement (antithetic sampling).
@@ -98,6 +99,7 @@ class HybridState:
     pool: dict[int, list[np.ndarray]] = field(default_factory=dict)
     prior: np.ndarray | None = None  # the allocation weights before any sample
     piloted: bool = False
+    stale: bool = False  # units were added since the allocation was last learnt
     n_evaluations: int = 0
     report: FitReport = field(default_factory=FitReport)
     status: Status = Status.PENDING
@@ -123,22 +125,31 @@ class HybridState:
         return self.masks[0], self.utilities[0], self.stratum[0], self.position[0]
 
 
-def _neyman_weights(state: HybridState, mass: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """Neyman allocation weights ``M_s S_s`` learnt from the units drawn so far.
-
-    ``S_s`` is the spread (root summed variance over players) of a unit's terms
-    (:func:`_unit_terms`) in stratum ``s``, of the residuals of the size-wise linear
-    fit on every unit (Cochran, 1977, Eq. 5.26 summed over players). Strata with fewer
-    than 2 units keep their prior weight, rescaled; every weight is at least
-    ``_FLOOR`` times its prior share, so that no stratum is starved on a noisy
-    estimate.
-    """
-    masks, u, stratum, _ = state.arrays()
-    design = state.design
-    Z = _coalitions(masks, design.paired).astype(np.float64)
+def _linear_terms(state: HybridState, mass: np.ndarray) -> np.ndarray:
+    """The unit terms (:func:`_unit_terms`) of the residuals of the size-wise linear fit
+    on every unit: what the learnt allocation reads with ``neyman_residuals="linear"``."""
+    masks, u, _, _ = state.arrays()
+    Z = _coalitions(masks, state.design.paired).astype(np.float64)
     lin = _SizedLinear(Z, u.ravel())
     e = (u.ravel() - lin.predict(Z)).reshape(u.shape)
-    h = _unit_terms(masks, e, mass, design.paired)
+    return _unit_terms(masks, e, mass, state.design.paired)
+
+
+def _neyman_weights(state: HybridState, h: np.ndarray, prior: np.ndarray,
+                    used: np.ndarray | None = None) -> np.ndarray:
+    """Neyman allocation weights ``M_s S_s`` learnt from the units drawn so far.
+
+    ``S_s`` is the spread (root summed variance over players) in stratum ``s`` of
+    the units' terms ``h`` (:func:`_unit_terms` of a residual; ``used``: the units
+    that have one, all by default) (Cochran, 1977, Eq. 5.26 summed over players).
+    Strata with fewer than 2 units keep their prior weight, rescaled; every weight is
+    at least ``_FLOOR`` times its prior share, so that no stratum is starved on a
+    noisy estimate.
+    """
+    stratum = state.arrays()[2]
+    if used is not None:
+        stratum, h = stratum[used], h[used]
+    design = state.design
     k = design.size.shape[0]
     t = np.bincount(stratum, minlength=k).astype(np.float64)
     total, sq = np.zeros((k, h.shape[1])), np.zeros((k, h.shape[1]))
@@ -343,6 +354,14 @@ class HybridMSRSampler(_CoalitionSampler):
         sampling); a unit is then two utility calls.
     neyman : bool, default=True
         Whether the allocation is learnt from the residuals after the pilot.
+    neyman_residuals : {"linear", "surrogate"}, default="linear"
+        The residuals the learnt allocation reads: "linear", those of the
+        size-wise linear fit on every unit; "surrogate", the held-out residuals
+        of the folds' surrogates, whose variance the estimate has (one more round
+        of fold fits, the surrogate choice included, each time the allocation is
+        learnt: once with a known budget). Where the surrogate fits some sizes far
+        better than the linear fit (the extreme sizes of a voting game), the
+        linear residuals send units where the estimate does not need them.
     batch_size : int, default=128
         Coalitions evaluated at a time when no budget of samples says how many.
 
@@ -369,9 +388,11 @@ class HybridMSRSampler(_CoalitionSampler):
     """
 
     def __init__(self, surrogate: Any = "auto", n_folds: int = 2, paired: bool = False,
-                 neyman: bool = True, batch_size: int = 128) -> None:
+                 neyman: bool = True, neyman_residuals: str = "linear",
+                 batch_size: int = 128) -> None:
         self.surrogate, self.n_folds, self.paired = surrogate, n_folds, paired
-        self.neyman, self.batch_size = neyman, batch_size
+        self.neyman, self.neyman_residuals = neyman, neyman_residuals
+        self.batch_size = batch_size
 
     def _check(self) -> None:
         s = self.surrogate
@@ -380,6 +401,10 @@ class HybridMSRSampler(_CoalitionSampler):
         check_int(self.n_folds, "n_folds", 2)
         _check_bool(self.paired, "paired")
         _check_bool(self.neyman, "neyman")
+        if not (isinstance(self.neyman_residuals, str)
+                and self.neyman_residuals in ("linear", "surrogate")):
+            raise ValueError("The 'neyman_residuals' parameter of HybridMSRSampler must be "
+                             f"'linear' or 'surrogate'. Got {self.neyman_residuals!r} instead.")
         self._check_batch_size()
 
     @property
@@ -431,13 +456,15 @@ class HybridMSRSampler(_CoalitionSampler):
                 pilot = int(_PILOT * (state.n_coalitions + left)) // per - state.n_units
                 m = min(m, max(pilot, 1))
                 state.piloted = True
+            if m > 0 and self.neyman and state.stale:  # learnt only when it will be used
+                state.design.weight = self._learnt_weights(state, mass)
+                state.stale = False
             if m == 0 or self._extend(state, m, utility, run) == 0:
                 state.status = Status.BUDGET if m == 0 else Status.CONVERGED
                 break
+            state.stale = True
             if state.interrupted:
                 break
-            if self.neyman:
-                state.design.weight = _neyman_weights(state, mass, state.prior)
             if asked[0]:  # a criterion that reads the values: check less often
                 chunk *= 2
         return self._estimate(state, mass), state
@@ -489,22 +516,17 @@ class HybridMSRSampler(_CoalitionSampler):
     # -- the estimate ---------------------------------------------------------------
     def _estimate(self, state: HybridState, mass: np.ndarray) -> ValuationResult:
         n, design, k_folds = state.n, state.design, int(self.n_folds)
-        masks, u, stratum, position = state.arrays()
+        masks, u, stratum, _ = state.arrays()
         counts = np.bincount(stratum, minlength=design.size.shape[0]).astype(np.float64)
         full = counts >= design.pop
         need = _design(mass, n, design.paired).weight > 0
         if np.any(need & ~full & (counts < self._cover)):
             return _nan_result(n)  # a stratum the semivalue weighs is not covered yet
-        fold = np.where(full[stratum], -1, position % k_folds)
         estimates, variances = np.zeros((k_folds, n)), np.zeros((k_folds, n))
-        for k in range(k_folds):
-            held = fold == k
-            t = np.bincount(stratum[held], minlength=counts.size).astype(np.float64)
+        for k, held, t, scale, f in self._fold_fits(state, mass):
             train = counts - t
             with np.errstate(divide="ignore", invalid="ignore"):
-                scale = np.where(t > 0, (design.pop - train) / t, 1.0)
                 fpc = np.where(t > 0, 1.0 - t / (design.pop - train), 0.0)
-            f = self._fit(masks, u, ~held, scale[stratum], mass, design.paired, k)
             totals, sq = np.zeros((counts.size, n)), np.zeros((counts.size, n))
             est = f.values(mass) * np.ones(n)
             for lo in range(0, masks.shape[0], _CHUNK):
@@ -526,6 +548,38 @@ class HybridMSRSampler(_CoalitionSampler):
         values = estimates.mean(axis=0)
         stderr = np.sqrt(variances.sum(axis=0)) / k_folds
         return _result(values, stderr, state.n_coalitions)
+
+    def _fold_fits(self, state: HybridState, mass: np.ndarray) -> Any:
+        """Per fold ``k``: its held-out units (a mask), their count ``t`` per stratum,
+        the scale ``(M - train) / t`` of a held-out unit per stratum, and the surrogate
+        fitted on the other units. A unit's fold is its position in its stratum modulo
+        ``n_folds``, fixed before it is drawn; enumerated strata hold out none."""
+        design, k_folds = state.design, int(self.n_folds)
+        masks, u, stratum, position = state.arrays()
+        counts = np.bincount(stratum, minlength=design.size.shape[0]).astype(np.float64)
+        fold = np.where((counts >= design.pop)[stratum], -1, position % k_folds)
+        for k in range(k_folds):
+            held = fold == k
+            t = np.bincount(stratum[held], minlength=counts.size).astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale = np.where(t > 0, (design.pop - (counts - t)) / t, 1.0)
+            f = self._fit(masks, u, ~held, scale[stratum], mass, design.paired, k)
+            yield k, held, t, scale, f
+
+    def _learnt_weights(self, state: HybridState, mass: np.ndarray) -> np.ndarray:
+        """The allocation weights learnt from the residuals that ``neyman_residuals``
+        names (:func:`_neyman_weights`)."""
+        assert state.prior is not None
+        if self.neyman_residuals == "linear":
+            return _neyman_weights(state, _linear_terms(state, mass), state.prior)
+        masks, u, _, _ = state.arrays()
+        h, used = np.zeros((masks.shape[0], state.n)), np.zeros(masks.shape[0], dtype=bool)
+        for _, held, _, _, f in self._fold_fits(state, mass):
+            z = _coalitions(masks[held], state.design.paired).astype(np.float64)
+            e = u[held] - f.predict(z).reshape(u[held].shape)
+            h[held] = _unit_terms(masks[held], e, mass, state.design.paired)
+            used |= held
+        return _neyman_weights(state, h, state.prior, used)
 
     def _fit(self, masks: np.ndarray, u: np.ndarray, train: np.ndarray, scale: np.ndarray,
              mass: np.ndarray, paired: bool, fold: int) -> _Surrogate:
