@@ -62,9 +62,8 @@ def _blocks_expected(loop: Any, ev: Any = None) -> int:
     k = _blocks_left(loop)
     if k is None:
         return 1
-    budgeted = (loop.stopping.samples_left(loop._progress()) is not None
-                or _blocks_planned(loop) is not None)
-    if not budgeted or k <= 1:
+    known = loop.stopping.samples_left(loop._progress()) is not None
+    if k <= 1 or not (known or _blocks_planned(loop) is not None):
         return int(np.clip(k, 1, _LOCKSTEP_BLOCKS))
     groups = -(-k // _group_blocks(loop, ev))
     return -(-k // groups)
