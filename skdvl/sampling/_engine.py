@@ -224,7 +224,7 @@ def _sequential_block(ev, sampler, weights, entropy, game, loop) -> bool:  # typ
         if lockstep:
             k = _blocks_expected(loop, ev)
             blocks = _run_blocks(sampler, ev, weights, entropy, game,
-                                 range(state.next_block, state.next_block + k), max(k, 1))
+                                 range(state.next_block, state.next_block + k), k)
         else:
             block = _run_block(sampler, ev, weights, entropy, game, state.next_block,
                                start, start + room)

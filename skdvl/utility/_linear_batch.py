@@ -467,11 +467,11 @@ class BatchPlan:
         c = Z.shape[0]
         theta, n_iter = np.zeros((c, Z.shape[2])), np.zeros(c, np.intp)
         ok = np.zeros(c, bool)
+        start = None if theta0 is None else np.asarray(theta0, dtype=np.float64)
+        each = start is not None and start.ndim == 2 and start.shape[0] == c  # else one for all
         for i in range(c):
             rows = np.flatnonzero(s[i] > 0)
-            t0 = None if theta0 is None else np.asarray(theta0, dtype=np.float64)
-            if t0 is not None:  # one start per coalition, or one for all
-                t0 = ops.asarray(t0[i:i + 1] if t0.ndim == 2 and t0.shape[0] == c else t0)
+            t0 = None if start is None else ops.asarray(start[i:i + 1] if each else start)
             th, it, good = _newton_binomial(
                 ops.asarray(Z[i:i + 1, rows]), ops.asarray(y[i:i + 1, rows]),
                 ops.asarray(s[i:i + 1, rows]), C, fit_intercept, t0, ops)
