@@ -65,7 +65,9 @@ def test_valuer_on_torch_equals_numpy(cancer):
                                                          y_val=y[60:])
     got = ShapleyValuer(LogisticRegression(), device="cpu", **kw).fit(
         X[:60], y[:60], X_val=X[60:], y_val=y[60:])
-    assert got.fit_path_ == "batched on torch device cpu"
+    # binary logistic prefixes are walked on the device too
+    assert got.fit_path_ == ("batched on torch device cpu; permutation prefixes fitted "
+                             "incrementally")
     assert ref.fit_path_ == "batched; permutation prefixes fitted incrementally"
     np.testing.assert_allclose(got.values_, ref.values_, rtol=0, atol=1e-12)
 

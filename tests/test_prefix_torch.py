@@ -180,10 +180,10 @@ def test_walk_reasons_on_a_device():
     y2 = np.array([0, 1] * 5)
     for est in (Ridge(), LinearRegression(), make_pipeline(StandardScaler(), Ridge())):
         assert walk_reason(plan_batched(est, device="cpu"), y2 * 1.0) == ""
-    reason = walk_reason(plan_batched(LogisticRegression(), device="cpu"), y2)
-    assert "logistic prefix walk runs in numpy only" in reason
+    assert walk_reason(plan_batched(LogisticRegression(), device="cpu"), y2) == ""
+    reason = walk_reason(plan_batched(LogisticRegression(), device="cpu"), np.arange(9) % 3)
+    assert "multinomial prefix walk runs in numpy only" in reason
     assert "cold in batch" in reason
-    assert walk_reason(plan_batched(LogisticRegression(), device="cpu"), np.arange(9) % 3)
     pipe = make_pipeline(StandardScaler(), Ridge(fit_intercept=False))
     assert "without intercept" in walk_reason(plan_batched(pipe, device="cpu"), y2 * 1.0)
 
@@ -251,17 +251,16 @@ def test_permutation_values_on_the_device_are_deterministic_and_equal_numpy(sixt
                                atol=1e-12 * np.abs(ref.values_).max())
 
 
-def test_logistic_on_a_device_is_fitted_cold_and_says_so():
-    X, y = make_regression(n_samples=30, n_features=3, random_state=0)
-    labels = (y > np.median(y)).astype(int)
-    u = ModelUtility(LogisticRegression(), X[:20], labels[:20], X[20:], labels[20:],
+def test_multinomial_logistic_on_a_device_is_fitted_cold_and_says_so():
+    X, y = make_regression(n_samples=45, n_features=3, random_state=0)
+    labels = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))  # three classes
+    u = ModelUtility(LogisticRegression(), X[:30], labels[:30], X[30:], labels[30:],
                      device="cpu")
-    assert u.fit_path == "batched on torch device cpu"
     assert "numpy only" in u.walk_reason
-    assert u.prefix_walk(np.zeros((1, 20), bool), [np.arange(20)]) is None
+    assert u.prefix_walk(np.zeros((1, 30), bool), [np.arange(30)]) is None
     v = ShapleyValuer(LogisticRegression(), sampler="permutation", max_updates=2,
-                      device="cpu", random_state=0).fit(X[:20], labels[:20], X_val=X[20:],
-                                                        y_val=labels[20:])
+                      device="cpu", random_state=0).fit(X[:30], labels[:30], X_val=X[30:],
+                                                        y_val=labels[30:])
     assert "incrementally" not in v.fit_path_
 
 

@@ -165,8 +165,9 @@ class ModelUtility(FreshCacheMixin):
         numpy, else on this torch device in float64 (``"cuda"``, ``"cpu"``...;
         needs torch). ``Ridge`` and ``LinearRegression`` walk permutation
         prefixes on the device (:mod:`skdvl.utility._prefix_torch`; their cold
-        fits, and multinomial problems, stay in numpy); logistic models are
-        then fitted cold in batch, not walked. Ignored on the per-coalition path.
+        fits, and multinomial problems, stay in numpy), and so do binary logistic
+        models (:mod:`skdvl.utility._prefix_torch_logistic`); multinomial models
+        are fitted cold, not walked. Ignored on the per-coalition path.
     random_state : int, RandomState instance or None, default=None
         The base seed of the torch seeds of neural nets: used only when
         ``estimator`` is (or holds, e.g. in a ``Pipeline``) a skorch net. Each

@@ -8,8 +8,9 @@ from it (:mod:`skdvl.utility._prefix_fits`): exactly, by running sums, for
 ``Ridge`` and ``LinearRegression``; by warm-started Newton steps converged to
 the batched path's tolerance for L2 ``LogisticRegression`` (three classes or more:
 truncated Newton, :mod:`skdvl.utility._prefix_multinomial`). With ``device=``,
-least squares walks on that torch device (:mod:`skdvl.utility._prefix_torch`);
-logistic walks run in numpy only, so a device fits them cold. Each step yields a
+least squares walks on that torch device (:mod:`skdvl.utility._prefix_torch`), and so
+does binary logistic regression (:mod:`skdvl.utility._prefix_torch_logistic`);
+multinomial walks run in numpy only, so a device fits them cold. Each step yields a
 :class:`~skdvl.utility._linear_state.BatchFit` of the walks' new prefixes,
 scored as the batched path scores its fits.
 
@@ -30,6 +31,7 @@ from skdvl.utility._linear_state import BatchFit, _dict_weights
 from skdvl.utility._prefix_fits import LeastSquaresPrefixes, LogisticPrefixes
 from skdvl.utility._prefix_multinomial import MultinomialPrefixes
 from skdvl.utility._prefix_torch import TorchLeastSquaresPrefixes
+from skdvl.utility._prefix_torch_logistic import TorchLogisticPrefixes
 
 __all__ = ["PrefixWalk", "walk_reason"]
 
@@ -40,15 +42,15 @@ _GROW = 256
 def walk_reason(plan: Any, y: Any) -> str:
     """Why ``plan`` (a :class:`~skdvl.utility._linear_batch.BatchPlan`) cannot walk
     prefixes incrementally on targets ``y`` ("" when it can)."""
-    if plan.device is not None and plan.kind == "logistic":
-        return ("device= is given and the logistic prefix walk runs in numpy only "
-                "(device= fits logistic models cold in batch)")
     scaler, model = plan.scaler, plan.model
     if scaler is not None and scaler.with_mean and not model.fit_intercept:
         return "a centring StandardScaler before a model without intercept"
     if plan.kind != "logistic":
         return ""
     classes = np.unique(np.asarray(y))
+    if plan.device is not None and classes.size > 2:
+        return ("device= is given and the multinomial prefix walk runs in numpy only "
+                "(device= fits multinomial models cold in batch)")
     cw = model.class_weight
     if cw == "balanced":
         return "class_weight='balanced' (every row's weight changes with a prefix)"
@@ -93,6 +95,8 @@ class PrefixWalk:
         self.max_length = lengths
         if plan.kind == "logistic" and np.unique(np.asarray(y)).size > 2:
             self.fits: Any = MultinomialPrefixes(plan, X, y, W)
+        elif plan.kind == "logistic" and plan.device is not None:
+            self.fits = TorchLogisticPrefixes(plan, X, y, W)
         elif plan.kind == "logistic":
             self.fits = LogisticPrefixes(plan, X, y, W)
         elif plan.device is not None:  # least squares on a torch device

@@ -157,9 +157,10 @@ _SHARED_PARAMS = """
     device : None, str or torch.device, default=None
         With the batched fits, the torch device that solves binary logistic
         regressions (``"cuda"``, ``"cpu"``...; needs torch) and walks the
-        permutation prefixes of ``Ridge`` and ``LinearRegression`` (logistic
-        prefixes are then fitted cold, in batches); None computes everything in
-        numpy. Values agree with numpy's to rounding.
+        permutation prefixes of ``Ridge``, ``LinearRegression`` and binary
+        ``LogisticRegression`` (multinomial prefixes are then fitted cold, in
+        batches); None computes everything in numpy. Values agree with numpy's
+        to rounding (logistic fits: to the solver's tolerance).
     utility_model : regressor or None, default=None
         Data utility learning (Wang, Yang & Jia, 2022, "Improving cooperative
         game theory-based data valuation via data utility learning"): a
