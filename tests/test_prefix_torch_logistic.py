@@ -84,6 +84,20 @@ def test_torch_logistic_prefixes_equal_cold_fits(est, rng):
     assert walk_iters < cold_iters
 
 
+@pytest.mark.parametrize("est", [LOGISTIC_MODELS[0], LOGISTIC_MODELS[-1]],
+                         ids=[LOGISTIC_IDS[0], LOGISTIC_IDS[-1]])
+def test_the_batched_solve_of_a_gpu_equals_cold_fits(est, rng, monkeypatch):
+    """The walks of a prefix length in one batched solve, as on a GPU (run on CPU)."""
+    from skdvl.utility import _prefix_torch_logistic
+
+    monkeypatch.setattr(_prefix_torch_logistic, "_ALONE_ON_CPU", False)
+    X, y = make_classification(n_samples=50, n_features=5, random_state=6)
+    if hasattr(est, "steps"):
+        X = _scaled(X, rng)
+    worst, compared, walk_iters, cold_iters = _against_cold(est, X, y, rng, W=4)
+    assert compared >= 150 and worst < 1e-6 and walk_iters < cold_iters
+
+
 def test_torch_logistic_walks_from_bases(rng):
     X, y = make_classification(n_samples=40, n_features=4, n_informative=2, random_state=3)
     bases = np.zeros((4, 40), bool)

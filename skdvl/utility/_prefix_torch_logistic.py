@@ -44,6 +44,10 @@ from skdvl.utility._prefix_fits import LogisticPrefixes
 
 __all__ = ["TorchLogisticPrefixes"]
 
+#: on a CPU device, solve each walk alone (see the module's notes); the tests turn it off
+#: to run the batched code of a GPU on a CPU
+_ALONE_ON_CPU = True
+
 
 class TorchLogisticPrefixes(LogisticPrefixes):
     """Binary L2 logistic regression prefixes, each solved on ``plan.device`` by the
@@ -149,12 +153,13 @@ class TorchLogisticPrefixes(LogisticPrefixes):
         batch on a GPU, walk by walk on a CPU (see the module's notes)."""
         ops, t = self.ops, self.t
         d = self.d
-        if self.dev.type == "cpu":
+        if self.dev.type == "cpu" and _ALONE_ON_CPU:
             theta = np.zeros((live.size, self.width))
             n_iter, ok = np.zeros(live.size, np.intp), np.zeros(live.size, bool)
             for a, w in enumerate(live):
                 Z = self.Xr[int(w), :k].clone()[None]
-                Z[..., :d] = (Z[..., :d] - self._tensor(shift[a])) / self._tensor(scale[a])
+                if self.scaler is not None:
+                    Z[..., :d] = (Z[..., :d] - self._tensor(shift[a])) / self._tensor(scale[a])
                 th, it, good = _newton_binomial(
                     Z, self.yr[int(w), :k].clone()[None], self.sr[int(w), :k].clone()[None],
                     self.C, self.fi, self._tensor(theta0[a:a + 1]), ops)
@@ -162,7 +167,9 @@ class TorchLogisticPrefixes(LogisticPrefixes):
             return theta, n_iter, ok
         j = t.as_tensor(np.asarray(live, dtype=np.int64), device=self.dev)
         Z = self.Xr[j, :k]  # advanced indexing: a copy
-        Z[..., :d] = (Z[..., :d] - self._tensor(shift)[:, None]) / self._tensor(scale)[:, None]
+        if self.scaler is not None:
+            Z[..., :d] = ((Z[..., :d] - self._tensor(shift)[:, None])
+                          / self._tensor(scale)[:, None])
         th, it, good = _newton_binomial(Z, self.yr[j, :k], self.sr[j, :k], self.C, self.fi,
                                         self._tensor(theta0), ops)
         return ops.to_numpy(th), ops.to_numpy(it), ops.to_numpy(good)
