@@ -85,7 +85,19 @@ def prepare(path: Path, n_train: int, n_test: int, hidden: int, seed: int = 0) -
 
 
 def _warm_up() -> None:
+    """Imports in a dask worker, counted as the cluster's start: skdvl's influence
+    package and torch.func's lazy ones (its first ``grad`` imports ``torch._dynamo``, 1-2 s
+    here), which the sequential run pays in its fit, before its clock."""
+    import torch
+    from torch.func import grad, vmap
+
     import skdvl.influence  # noqa: F401
+
+    def loss(w, x, t):
+        return torch.nn.functional.cross_entropy((x @ w)[None], t[None])
+
+    vmap(grad(loss), in_dims=(None, 0, 0))(torch.zeros(3, 4), torch.zeros(2, 3),
+                                           torch.zeros(2, dtype=torch.long))
 
 
 def _skdvl_worker() -> None:
