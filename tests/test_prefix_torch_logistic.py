@@ -21,6 +21,7 @@ from skdvl.utility._prefix_walk import PrefixWalk
 from tests.test_prefix_walk import (
     LOGISTIC_IDS,
     LOGISTIC_MODELS,
+    _params,
     _scaled,
     assert_same_bits_alone_and_with_others,
 )
@@ -32,10 +33,6 @@ from skdvl.utility._prefix_torch_logistic import TorchLogisticPrefixes  # noqa: 
 @pytest.fixture
 def rng():
     return np.random.default_rng(17)
-
-
-def _params(fit, r):
-    return np.r_[fit.coef[r].ravel(), fit.intercept[r]]
 
 
 def _against_cold(est, X, y, rng, W=3, bases=None):

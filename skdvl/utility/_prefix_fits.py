@@ -374,8 +374,11 @@ class LogisticPrefixes(_ClassifierPrefixes):
             self.drift[j] += change.max(axis=1)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, ids: np.ndarray, k: int, out: BatchFit, sel: np.ndarray) -> None:
-        """Fit the prefixes of length ``k`` of ``ids``; write them into ``out[sel]``."""
+    def _describe(self, ids: np.ndarray, k: int, out: BatchFit, sel: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Write what the fits of the prefixes of length ``k`` of ``ids`` are before any
+        solve (classes present, size, degenerate, the scaler) into ``out[sel]``; return
+        the walks with two classes, and their rows of ``out``."""
         present = self.counts[ids] > 0
         assert out.present is not None
         out.classes = self.classes
@@ -383,9 +386,13 @@ class LogisticPrefixes(_ClassifierPrefixes):
         out.n_samples[sel] = k
         degenerate = present.sum(axis=1) < 2
         out.degenerate[sel] = degenerate
-        live, lsel = ids[~degenerate], sel[~degenerate]
         if self.scaler is not None:
             self._fill_scaler(out, sel, ids)
+        return ids[~degenerate], sel[~degenerate]
+
+    def fit(self, ids: np.ndarray, k: int, out: BatchFit, sel: np.ndarray) -> None:
+        """Fit the prefixes of length ``k`` of ``ids``; write them into ``out[sel]``."""
+        live, lsel = self._describe(ids, k, out, sel)
         if not live.size:
             return
         zero = (np.abs(self.g0[live]) <= int(_padded(k)) * _EPS * self.b0[live]).all(axis=1)

@@ -110,16 +110,7 @@ class TorchLogisticPrefixes(LogisticPrefixes):
     # ------------------------------------------------------------------ fit
     def fit(self, ids: np.ndarray, k: int, out: BatchFit, sel: np.ndarray) -> None:
         """Fit the prefixes of length ``k`` of ``ids``; write them into ``out[sel]``."""
-        present = self.counts[ids] > 0
-        assert out.present is not None
-        out.classes = self.classes
-        out.present[sel] = present
-        out.n_samples[sel] = k
-        degenerate = present.sum(axis=1) < 2
-        out.degenerate[sel] = degenerate
-        if self.scaler is not None:
-            self._fill_scaler(out, sel, ids)
-        live, lsel = ids[~degenerate], sel[~degenerate]
+        live, lsel = self._describe(ids, k, out, sel)
         if not live.size:
             return
         d = self.d
