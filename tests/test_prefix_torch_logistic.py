@@ -178,3 +178,22 @@ def test_permutation_values_on_the_device_equal_numpy_and_repeat(cancer, n_jobs)
     np.testing.assert_array_equal(got.counts_, ref.counts_)
     if n_jobs == 2:
         np.testing.assert_array_equal(got.values_, run("cpu", 1).values_)
+
+
+def test_a_block_of_prefixes_is_fitted_prefix_by_prefix(rng):
+    """``step_block`` (what the engine asks of walks past 512 rows) on the device: each
+    of the block's prefixes equals its cold fit."""
+    X, y = make_classification(n_samples=30, n_features=4, random_state=8)
+    orders = [rng.permutation(30) for _ in range(2)]
+    walk = PrefixWalk(plan_batched(LogisticRegression(), device="cpu"), X, y,
+                      np.zeros((2, 30), bool), orders)
+    for _ in range(3):
+        walk.step(np.arange(2))
+    got = walk.step_block(np.arange(2), 5)
+    masks = np.stack([np.isin(np.arange(30), orders[a][:3 + j + 1])
+                      for a in range(2) for j in range(5)])
+    cold = plan_batched(LogisticRegression()).fit(X, y, masks)
+    np.testing.assert_array_equal(got.degenerate, cold.degenerate)
+    assert (~cold.degenerate).sum() >= 5
+    for r in np.flatnonzero(~cold.degenerate):
+        np.testing.assert_allclose(_params(got, r), _params(cold, r), rtol=1e-6, atol=1e-6)
