@@ -4,7 +4,8 @@ A unit is a coalition of a stratum's size (and, paired, its complement). Units a
 drawn uniformly without replacement within their stratum, so a stratum's units are a
 simple random sample of it, and a stratum drawn completely is enumerated. The
 allocation of units to strata follows Neyman (Cochran, 1977, Sec. 5.5; Castro et al.,
-2017): see :func:`_size_weights`.
+2017): see :func:`_size_weights`; a learnt allocation moderates the strata's residual
+variances towards their pooled value (:func:`_moderation`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from skdvl.sampling._regression_msr import _msr_coefficients
 __all__: list[str] = []
 
 _ENUMERATE = 200_000  # a stratum this small is listed, then shuffled, once it is needed
+_MAX_PRIOR_DOF = 1e6  # the moderated variance's prior degrees of freedom: at most this
 
 # --------------------------------------------------------------------------- the design
 @dataclass
@@ -161,3 +163,32 @@ def _unit_terms(masks: np.ndarray, e: np.ndarray, mass: np.ndarray, paired: bool
         a2, b2 = _msr_coefficients(mass, n, n - s)
         h += np.where(masks, -(b2 * e[:, 1])[:, None], (a2 * e[:, 1])[:, None])
     return h
+
+
+# --------------------------------------------------------------------------- the allocation
+def _moderation(var: np.ndarray, dof: np.ndarray) -> tuple[float, float]:
+    """Prior degrees of freedom ``d0`` and scale ``s0^2`` of sample variances ``var``
+    with ``dof`` degrees of freedom, by the empirical Bayes moments of their logs
+    (Smyth, 2004, "Linear models and empirical Bayes methods for assessing differential
+    expression in microarray experiments", Stat. Appl. Genet. Mol. Biol. 3(1), Sec. 6.2).
+
+    The moderated variance ``(dof var + d0 s0^2) / (dof + d0)`` pools strata whose
+    variances differ no more than a few units' sampling noise (``d0`` large) and keeps
+    them apart where they truly differ (``d0`` small). A zero variance (a residual that
+    vanishes on every unit) counts as 1e-12 of the largest.
+    """
+    from scipy.optimize import brentq
+    from scipy.special import digamma, polygamma
+
+    top = float(var.max())
+    z = np.log(np.maximum(var, 1e-12 * top))
+    e = z - digamma(dof / 2) + np.log(dof / 2)
+    spread = float(np.var(e, ddof=1)) - float(np.mean(polygamma(1, dof / 2))) if e.size > 1 \
+        else 0.0
+    if spread <= 0:  # no more spread than sampling noise: one common variance
+        d0 = np.inf
+    else:  # trigamma(d0 / 2) = spread, trigamma decreasing from +inf to 0
+        d0 = 2 * brentq(lambda x: float(polygamma(1, x)) - spread, 1e-8, 1e8)
+    d0 = min(d0, _MAX_PRIOR_DOF)
+    s0 = float(np.exp(np.mean(e) + digamma(d0 / 2) - np.log(d0 / 2)))
+    return d0, s0

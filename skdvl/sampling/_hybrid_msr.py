@@ -43,6 +43,7 @@ from skdvl.sampling._hybrid_design import (
     _Design,
     _design,
     _draw_units,
+    _moderation,
     _unit_terms,
 )
 from skdvl.sampling._regression import _check_bool, _nan_result, _result
@@ -73,7 +74,6 @@ _CANDIDATES = ("plain", "counts2", "plain+counts2", "boost5", "boost8", "deep_al
 _CHOOSE_MAX = 4000  # most coalitions the candidates of "auto" are fitted on
 _PILOT = 0.3  # share of a known budget drawn before the allocation is learnt
 _FLOOR = 0.05  # least learnt weight of a stratum, relative to its share under the prior
-_MAX_PRIOR_DOF = 1e6  # the moderated variance's prior degrees of freedom: at most this
 
 
 def _count_regressor(fold: int) -> Any:
@@ -170,34 +170,6 @@ def _neyman_weights(state: HybridState, h: np.ndarray, prior: np.ndarray,
     out = prior * ratio  # strata without an estimate: the prior, on the learnt scale
     out[known] = np.maximum(learnt[known], _FLOOR * prior[known] * ratio)
     return np.where(prior > 0, out, 0.0)
-
-
-def _moderation(var: np.ndarray, dof: np.ndarray) -> tuple[float, float]:
-    """Prior degrees of freedom ``d0`` and scale ``s0^2`` of sample variances ``var``
-    with ``dof`` degrees of freedom, by the empirical Bayes moments of their logs
-    (Smyth, 2004, "Linear models and empirical Bayes methods for assessing differential
-    expression in microarray experiments", Stat. Appl. Genet. Mol. Biol. 3(1), Sec. 6.2).
-
-    The moderated variance ``(dof var + d0 s0^2) / (dof + d0)`` pools strata whose
-    variances differ no more than a few units' sampling noise (``d0`` large) and keeps
-    them apart where they truly differ (``d0`` small). A zero variance (a residual that
-    vanishes on every unit) counts as 1e-12 of the largest.
-    """
-    from scipy.optimize import brentq
-    from scipy.special import digamma, polygamma
-
-    top = float(var.max())
-    z = np.log(np.maximum(var, 1e-12 * top))
-    e = z - digamma(dof / 2) + np.log(dof / 2)
-    spread = float(np.var(e, ddof=1)) - float(np.mean(polygamma(1, dof / 2))) if e.size > 1 \
-        else 0.0
-    if spread <= 0:  # no more spread than sampling noise: one common variance
-        d0 = np.inf
-    else:  # trigamma(d0 / 2) = spread, trigamma decreasing from +inf to 0
-        d0 = 2 * brentq(lambda x: float(polygamma(1, x)) - spread, 1e-8, 1e8)
-    d0 = min(d0, _MAX_PRIOR_DOF)
-    s0 = float(np.exp(np.mean(e) + digamma(d0 / 2) - np.log(d0 / 2)))
-    return d0, s0
 
 
 class _NeedsValues(Exception):
