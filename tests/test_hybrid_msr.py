@@ -133,14 +133,23 @@ def test_the_surrogates_residuals_change_the_allocation_not_the_budget():
     assert np.all(counts["surrogate"][1:10] >= 8)  # the cover, 2 n_folds units, first
 
 
-@pytest.mark.slow  # 60 fits choosing among 7 surrogates per fold: a minute or two
-@pytest.mark.parametrize("params", [{}, {"n_folds": 4, "neyman_residuals": "surrogate"}])
-def test_hybrid_msr_with_trees_is_unbiased(params):
-    game = ShoesGame(3, 5)
+@pytest.mark.slow  # 60 fits choosing among 7 or 9 surrogates per fold: a minute or two each
+@pytest.mark.parametrize("cls,params,game,samples", [
+    (ShapleyValuer, {}, ShoesGame(3, 5), 120),
+    (ShapleyValuer, {"n_folds": 4, "neyman_residuals": "surrogate"}, ShoesGame(3, 5), 120),
+    # sampler="auto" for Banzhaf values from 30 n calls (at 15 n, 8 players, 4 folds hold
+    # out about 2 units per stratum and the intervals cover 84 %, old candidates or new)
+    (BanzhafValuer, {"n_folds": 4, "ensembles": True}, ShoesGame(4, 6), 300),
+])
+def test_hybrid_msr_with_trees_is_unbiased(cls, params, game, samples):
+    exact = game.shapley_values() if cls is ShapleyValuer else game.banzhaf_values()
     sampler = HybridMSRSampler(surrogate="auto", **params)
-    runs = np.array([_fit(ShapleyValuer, game, sampler, 120, s).values_ for s in range(60)])
-    sem = runs.std(axis=0, ddof=1) / np.sqrt(len(runs))
-    assert np.all(np.abs(runs.mean(axis=0) - game.shapley_values()) <= 3 * sem + 1e-12)
+    runs = [_fit(cls, game, sampler, samples, s) for s in range(60)]
+    values = np.array([r.values_ for r in runs])
+    sem = values.std(axis=0, ddof=1) / np.sqrt(len(runs))
+    assert np.all(np.abs(values.mean(axis=0) - exact) <= 3 * sem + 1e-12)
+    stderr = np.array([r.stderr_ for r in runs])
+    assert np.mean(np.abs(values - exact) <= 1.96 * stderr) >= 0.85
 
 
 def test_the_count_surrogate_fits_the_shoes_game_far_better_than_a_linear_one():
@@ -211,6 +220,7 @@ def test_reweight_gives_other_semivalues():
     ({"n_folds": 1}, "n_folds"),
     ({"paired": "yes"}, "paired must be True or False"),
     ({"neyman": 1}, "neyman must be True or False"),
+    ({"ensembles": "yes"}, "ensembles must be True or False"),
     ({"neyman_residuals": "trees"}, "'neyman_residuals' parameter of HybridMSRSampler"),
     ({"batch_size": 0}, "batch_size"),
 ])
@@ -221,9 +231,11 @@ def test_bad_parameters_are_refused_at_fit(params, match):
 
 
 @pytest.mark.parametrize("cls", [ShapleyValuer, BanzhafValuer, BetaShapleyValuer])
-@pytest.mark.parametrize("choice", ["plain", "plain+counts2", None, "counts2"])
+@pytest.mark.parametrize("choice", ["plain", "plain+counts2", None, "counts2", "boost5",
+                                    "deep_alone", "forest_alone", "boost6_alone"])
 def test_surrogate_candidates_semivalues_equal_brute_force(cls, choice, seed):
-    """The plain (one-intercept) linear fit and its count trees: exact semivalues."""
+    """The plain (one-intercept) linear fit, its count trees, and the tree ensembles on
+    the linear fit's residuals or on the utilities alone: exact semivalues."""
     from skdvl.sampling._hybrid_msr import _Surrogate
 
     rng = np.random.default_rng(seed)
@@ -233,6 +245,23 @@ def test_surrogate_candidates_semivalues_equal_brute_force(cls, choice, seed):
     f = _Surrogate(Z, y + 0.1 * rng.normal(size=150), choice, 0)
     v = cls(utility=_Predicted(f, n), sampler="exact").fit()
     np.testing.assert_allclose(f.values(v._mass(n)), v.values_, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("choice", ["forest_alone", "boost6_alone"])
+def test_the_ensembles_alone_model_the_utilities_without_a_linear_fit(choice):
+    """On the airport game (a maximum of costs) they fit far closer than the linear fit."""
+    from skdvl.sampling._hybrid_msr import _Surrogate
+
+    rng = np.random.default_rng(4)
+    game = AirportGame(rng.uniform(1.0, 10.0, 10))
+    Z = rng.random((400, 10)) < 0.5
+    y = game.evaluate(Z)
+    Zt = rng.random((400, 10)) < 0.5
+    f, lin = _Surrogate(Z.astype(float), y, choice, 0), _Surrogate(Z.astype(float), y, None, 0)
+    assert f.lin is None
+    err = {k: np.mean((game.evaluate(Zt) - g.predict(Zt.astype(float))) ** 2)
+           for k, g in (("alone", f), ("linear", lin))}
+    assert err["alone"] < err["linear"] / 4
 
 
 def test_the_plain_linear_fit_is_least_squares():
@@ -273,3 +302,30 @@ def test_hybrid_msr_auto_surrogate_is_unbiased_at_a_small_budget(cls):
     runs = np.array([_fit(cls, game, HybridMSRSampler(), 80, s).values_ for s in range(60)])
     sem = runs.std(axis=0, ddof=1) / np.sqrt(len(runs))
     assert np.all(np.abs(runs.mean(axis=0) - exact) <= 3 * sem + 1e-12)
+
+
+def test_the_ensembles_are_candidates_only_when_asked():
+    """``ensembles=False`` (the default, and Shapley values under ``sampler="auto"``)
+    chooses among the older candidates only: its values are those of the same sampler
+    whose candidate list never held the ensembles."""
+    from skdvl.sampling import _hybrid_msr
+
+    game = ShoesGame(6, 8)  # 14 players: 600 calls leave most strata sampled
+    chosen = []
+    real = _hybrid_msr._Surrogate
+
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def __init__(self, Z, u, choice, fold):
+            chosen.append(choice)
+            super().__init__(Z, u, choice, fold)
+
+    _hybrid_msr._Surrogate = Spy
+    try:
+        _fit(BanzhafValuer, game, HybridMSRSampler(n_folds=4), 600, 0)
+        assert set(_hybrid_msr._CANDIDATES) <= set(chosen)  # the choice ran
+        assert not set(chosen) & set(_hybrid_msr._ALONE)
+        chosen.clear()
+        _fit(BanzhafValuer, game, HybridMSRSampler(n_folds=4, ensembles=True), 600, 0)
+        assert set(_hybrid_msr._ALONE) <= set(chosen)  # offered (fitted) when asked
+    finally:
+        _hybrid_msr._Surrogate = real

@@ -152,6 +152,12 @@ def test_auto_weighted_banzhaf_at_a_small_budget_against_enumeration(rng):
     (40, 400, "banzhaf", "KernelSampler(batch_size=100)"),
     (40, 799, "banzhaf", "KernelSampler(batch_size=100)"),
     (40, 800, "banzhaf", "HybridMSRSampler()"),
+    (40, 1199, "banzhaf", "HybridMSRSampler()"),
+    # from 30 n: 4 folds, the allocation from the linear fit (Banzhaf values only)
+    (40, 1200, "banzhaf", "HybridMSRSampler(ensembles=True, n_folds=4)"),
+    (40, 40_000, "banzhaf", "HybridMSRSampler(ensembles=True, n_folds=4)"),
+    (16, 480, "banzhaf", "HybridMSRSampler(ensembles=True, n_folds=4)"),
+    (40, 1200, "shapley", "HybridMSRSampler()"),
     (40, None, "banzhaf", "HybridMSRSampler()"),
     # below 20 n: more folds, and with 4 the allocation from the surrogates' residuals
     (40, 400, "shapley", "HybridMSRSampler(n_folds=4, neyman_residuals='surrogate')"),
@@ -180,6 +186,20 @@ def test_auto_folds_leave_a_fifth_of_the_budget_to_the_allocation():
             assert k == 2 or sampler.min_updates(n) <= 0.8 * budget
             if k < 4:  # the most folds that fit
                 assert HybridMSRSampler(n_folds=k + 1).min_updates(n) > 0.8 * budget
+
+
+def test_auto_banzhaf_at_30_n_calls_spends_the_budget_with_4_folds(rng):
+    game = AirportGame(rng.uniform(1.0, 10.0, 12))  # 2^12 > 30 * 12 calls: sampled
+    exact = game.banzhaf_values()
+    v = BanzhafValuer(utility=game, max_updates=30, random_state=0).fit()
+    assert repr(v.sampler_) == "HybridMSRSampler(ensembles=True, n_folds=4)"
+    assert v.n_utility_evaluations_ == 360 and np.all(np.isfinite(v.stderr_))
+    assert np.corrcoef(v.values_, exact)[0, 1] > 0.99
+
+
+def test_auto_with_cheap_prefixes_keeps_2_folds_at_30_n():
+    sampler = choose_sampler(40, 1200, "banzhaf", cheap_prefixes=True)
+    assert repr(sampler) == "HybridMSRSampler(surrogate='linear')"
 
 
 def test_auto_at_10_n_calls_spends_the_budget_with_4_folds(rng):

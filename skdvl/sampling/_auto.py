@@ -19,9 +19,15 @@ every budget: at ``10 n`` it was the lowest of skdvl's estimators on four of the
 games and within 1.3x on weighted voting (the old tree MSR). Below ``20 n`` calls it
 cross-fits over up to 4 folds instead of 2 (``_hybrid_folds``): a fold's surrogate is
 fitted on ``(k - 1) / k`` of the units, and at small budgets the surrogate is what
-the units are short of. The hybrid estimator keeps
-every coalition's indicators and tree fits grow with ``n`` times the samples, so above
-``_TREE_MAX_PLAYERS`` players the estimator is
+the units are short of. Banzhaf values from ``30 n`` calls also get 4 folds, and tree
+ensembles fitted to the utilities alone (a random forest, deep boosting:
+``ensembles=True``) among the surrogates; those gain from the larger training share,
+which brought the breast-cancer game at ``30 n`` level with shapiq's
+RegressionMSR(xgboost) (3.6e-05 both, 16 seeds). Shapley values do not get the
+ensembles: their effect there was mixed (breast cancer 10 n 5.2e-04 -> 4.7e-04, airport
+30 n 1.2e-04 -> 1.3e-04 over 16 seeds, its median 9x higher on seeds 0-7). The hybrid
+estimator keeps every coalition's indicators and tree fits grow with ``n`` times the
+samples, so above ``_TREE_MAX_PLAYERS`` players the estimator is
 :class:`~skdvl.sampling.RegressionMSRSampler` with its linear surrogate (running sums
 only). On data games whose coalitions are cheap to fit (linear models on the batched
 path, whose permutation prefixes are fitted incrementally) the tree fits cost more than
@@ -77,6 +83,17 @@ _COVER_SHARE = 0.8
 #: 15 n (8 seeds): voting 2.06e-04 -> 1.57e-04, shoes 1.30e-03 -> 1.05e-03, airport
 #: 9.1e-04 -> 1.4e-03 (medians 8.3e-04, 9.0e-04: one heavy seed), breast cancer 2.3e-04
 #: -> 2.2e-04; at 20 n with 2 folds (4 seeds) mixed (voting 1.2x worse), so not there
+#: Banzhaf values from this many calls per player on cross-fit over ``_MAX_FOLDS`` folds
+#: too (the allocation learnt from the linear fit): with the tree ensembles fitted to
+#: the utilities alone among the candidates (``_hybrid_msr._ALONE``), which gain most
+#: from fitting 3/4 of the units instead of 1/2, 4 folds against 2 took the
+#: breast-cancer game at 30 n (16 seeds) from 4.8e-05 to 3.6e-05, airport at 300 n (4
+#: seeds) from 3.5e-07 to 2.2e-07, shoes at 30 n and 100 n (8 seeds) from 2.1e-04 to
+#: 1.8e-04 and 2.1e-05 to 1.8e-05, and left weighted voting as it was (2.1e-04 and
+#: 2.0e-04 at 30 n over 16 seeds, 4.5e-05 and 4.7e-05 at 100 n over 8); at 20 n the 4
+#: folds' cover (314 of 800 calls at 40 players) cost weighted voting 1.3x (3.9e-04 to
+#: 5.1e-04, 8 seeds) and the breast-cancer game gained nothing (1.07e-04, 1.05e-04)
+_BANZHAF_FOLDS_CALLS_PER_PLAYER = 30
 #: ... from this many calls per player on: below, Kernel Banzhaf's least squares has
 #: too few distinct coalitions and leaves rows without a value (NaN; 8 players: none
 #: valued at 14 calls, all at 28-32), where regression MSR's surrogate values every row
@@ -115,7 +132,9 @@ def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
         calls with up to 4 folds instead of 2, as many as leave a fifth of the
         budget beyond their cover, and with 4 the allocation learnt from the
         surrogates' residuals: ``HybridMSRSampler(n_folds=4,
-        neyman_residuals='surrogate')`` at ``10 n``), and
+        neyman_residuals='surrogate')`` at ``10 n``; Banzhaf values from ``30 n``
+        calls with 4 folds and tree ensembles among the surrogates,
+        ``HybridMSRSampler(ensembles=True, n_folds=4)``), and
         ``RegressionMSRSampler(surrogate="auto")`` (linear with ``cheap_prefixes``)
         below that or ``RegressionMSRSampler()`` above 100 players.
     """
@@ -135,6 +154,11 @@ def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
     if n <= _TREE_MAX_PLAYERS and (budget_calls is None
                                    or budget_calls >= _COVERS * hybrid.min_updates(n)):
         folds = _hybrid_folds(n, budget_calls)
+        if (algorithm == "banzhaf" and not cheap_prefixes and budget_calls is not None
+                and budget_calls >= _BANZHAF_FOLDS_CALLS_PER_PLAYER * n
+                and HybridMSRSampler(n_folds=_MAX_FOLDS).min_updates(n)
+                <= _COVER_SHARE * budget_calls):
+            return hybrid.set_params(n_folds=_MAX_FOLDS, ensembles=True)
         if folds == _MAX_FOLDS and not cheap_prefixes:  # measured there only
             return hybrid.set_params(n_folds=folds, neyman_residuals="surrogate")
         return hybrid.set_params(n_folds=folds) if folds != 2 else hybrid

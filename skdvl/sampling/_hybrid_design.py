@@ -13,11 +13,14 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from skdvl._coalitions import log_binom
+from skdvl.result import ValuationResult
 from skdvl.sampling._regression_msr import _msr_coefficients
+from skdvl.stopping import Progress, Status
 
 __all__: list[str] = []
 
@@ -192,3 +195,38 @@ def _moderation(var: np.ndarray, dof: np.ndarray) -> tuple[float, float]:
     d0 = min(d0, _MAX_PRIOR_DOF)
     s0 = float(np.exp(np.mean(e) + digamma(d0 / 2) - np.log(d0 / 2)))
     return d0, s0
+
+
+class _NeedsValues(Exception):
+    """Raised by a hypothetical progress whose values a criterion asks for."""
+
+
+def _coalitions_left(criterion: Any, done: int, n: int) -> int | None:
+    """Coalitions after which ``criterion`` stops for sure, found from counts alone.
+
+    Every value of this sampler has as many updates as there are coalitions, so a
+    budget of updates (``MaxUpdates``, or ``max_updates``) is a budget of
+    coalitions: the least count that stops the criterion is searched on
+    hypothetical progress that has no values. None when the criterion needs
+    values (a standard error) or does not stop within ``2^40`` coalitions.
+    """
+    def stops(c: int) -> bool:
+        def no_values() -> ValuationResult:
+            raise _NeedsValues
+
+        progress = Progress(no_values, c, c, np.full(n, c, dtype=np.int64))
+        return criterion(progress) != Status.PENDING
+
+    try:
+        step = 1
+        while not stops(done + step):
+            step *= 2
+            if step > 2**40:
+                return None
+        lo, hi = done + step // 2, done + step  # stops at hi, not at lo (or lo == done)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if stops(mid) else (mid, hi)
+        return hi - done
+    except _NeedsValues:
+        return None
