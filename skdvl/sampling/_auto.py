@@ -156,8 +156,7 @@ def choose_sampler(n: int, budget_calls: int | None, algorithm: str, *,
         folds = _hybrid_folds(n, budget_calls)
         if (algorithm == "banzhaf" and not cheap_prefixes and budget_calls is not None
                 and budget_calls >= _BANZHAF_FOLDS_CALLS_PER_PLAYER * n
-                and HybridMSRSampler(n_folds=_MAX_FOLDS).min_updates(n)
-                <= _COVER_SHARE * budget_calls):
+                and _cover_fits(_MAX_FOLDS, n, budget_calls)):
             return hybrid.set_params(n_folds=_MAX_FOLDS, ensembles=True)
         if folds == _MAX_FOLDS and not cheap_prefixes:  # measured there only
             return hybrid.set_params(n_folds=folds, neyman_residuals="surrogate")
@@ -179,6 +178,12 @@ def _hybrid_folds(n: int, budget_calls: int | None) -> int:
     if budget_calls is None or budget_calls >= _MORE_FOLDS_CALLS_PER_PLAYER * n:
         return 2
     for k in range(_MAX_FOLDS, 2, -1):
-        if HybridMSRSampler(n_folds=k).min_updates(n) <= _COVER_SHARE * budget_calls:
+        if _cover_fits(k, n, budget_calls):
             return k
     return 2
+
+
+def _cover_fits(folds: int, n: int, budget_calls: int) -> bool:
+    """Whether the cover of ``folds`` folds (``min_updates``) takes at most
+    ``_COVER_SHARE`` of the budget."""
+    return HybridMSRSampler(n_folds=folds).min_updates(n) <= _COVER_SHARE * budget_calls
